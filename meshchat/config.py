@@ -1,0 +1,64 @@
+"""Tunables: injected frozen config with units in the names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = 1
+NODE_SERVICE_TYPE = "_meshchat._tcp.local."
+ROOM_SERVICE_TYPE = "_meshchat-room._tcp.local."
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Every timer of a node. Defaults suit a real LAN; tests pass smaller values.
+
+    Liveness of a peer goes alive → evasive (no heartbeat for ``peer_evasive_s``; pinged)
+    → gone (nothing for ``peer_expired_s``). A room's host is replaced after
+    ``host_timeout_s`` of silence plus an unanswered ping of ``host_ping_timeout_s``: a laptop
+    that stalls for a second answers that ping and is not replaced.
+    """
+
+    heartbeat_interval_s: float = 0.25
+    peer_evasive_s: float = 1.5
+    peer_expired_s: float = 4.0
+    host_timeout_s: float = 0.9
+    host_ping_timeout_s: float = 0.35
+    request_timeout_s: float = 3.0
+    join_timeout_s: float = 5.0
+    discovery_wait_s: float = 2.0
+    gap_fill_interval_s: float = 0.5
+    rename_interval_s: float = 7 * 24 * 3600.0
+    linger_s: float = 0.3
+
+    @classmethod
+    def fast(cls) -> Timings:
+        """Short timers for tests on one machine."""
+        return cls(
+            heartbeat_interval_s=0.05,
+            peer_evasive_s=0.4,
+            peer_expired_s=1.0,
+            host_timeout_s=0.3,
+            host_ping_timeout_s=0.15,
+            request_timeout_s=2.0,
+            join_timeout_s=3.0,
+            discovery_wait_s=1.0,
+            gap_fill_interval_s=0.1,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a node accepts from the network and the user."""
+
+    max_frame_bytes: int = 256 * 1024
+    max_text_chars: int = 4000
+    max_name_chars: int = 32
+    max_room_name_chars: int = 48
+    max_collection_items: int = 1000
+    max_nesting: int = 8
+    history_on_join: int = 200
+    history_batch: int = 500
+    join_attempts_per_minute: int = 5
+    max_peers: int = 1024
+    pub_hwm: int = 10000

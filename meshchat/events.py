@@ -1,0 +1,137 @@
+"""Public events and value types: what ``Node.events()`` yields and what queries return.
+
+All are frozen dataclasses; match on them with ``match event: case Message(...)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """A peer as this node knows it. Names are labels; ``fingerprint`` is the identity."""
+
+    name: str
+    fingerprint: str
+    addresses: tuple[str, ...] = ()
+    peer_id: bytes = field(default=b"", repr=False)
+    color: str = ""
+
+    @property
+    def label(self) -> str:
+        """'name (fingerprint prefix)' — what the UI shows where names may clash."""
+        return f"{self.name} ({self.fingerprint[:8]})"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """A room found on the network."""
+
+    name: str
+    host: str
+    members: int
+    locked: bool
+    has_password: bool = False
+    room_id: bytes = field(default=b"", repr=False)
+    host_fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A chat line. ``room`` is the room name, or None for a private message."""
+
+    room: str | None
+    sender: PeerInfo
+    text: str
+    private: bool
+    sent_at: float
+    seq: int = 0
+    recipients: tuple[PeerInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined:
+    room: str
+    peer: PeerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    """``reason``: 'left', 'quit', 'vanished', 'kicked', 'banned', 'closed'."""
+
+    room: str
+    peer: PeerInfo
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostChanged:
+    room: str
+    old: PeerInfo | None
+    new: PeerInfo
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRemoved:
+    room: str
+    peer: PeerInfo
+    by: PeerInfo
+    reason: str
+    banned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RoomClosed:
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRenamed:
+    room: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    peer: PeerInfo
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDiscovered:
+    """A peer appeared on the network (not tied to a room)."""
+
+    peer: PeerInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PeerGone:
+    """A peer left the network (``reason``: 'quit' or 'vanished')."""
+
+    peer: PeerInfo
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastReceived:
+    sender: PeerInfo
+    text: str
+    sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A line for the user that is not a chat message (warnings, key changes, ...)."""
+
+    text: str
+    level: str = "info"
+
+
+Event = (
+    Message | PeerJoined | PeerLeft | HostChanged | MemberRemoved | RoomClosed | RoomRenamed
+    | Renamed | PeerDiscovered | PeerGone | BroadcastReceived | Notice
+)

@@ -1,0 +1,353 @@
+"""Wire messages: one frozen dataclass per type. The table is in ``meshchat.protocol``'s docstring.
+
+Field types are restricted to what the codec validates: ``int``, ``float``, ``bool``, ``str``,
+``bytes``, ``X | None``, ``tuple[X, ...]`` and nested record dataclasses (``PeerCard``, ...).
+Every message is carried in an envelope (see ``codec``) that adds protocol version, type tag,
+sender peer id, per-stream sequence number and sender time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+# ---------------------------------------------------------------- nested records
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCard:
+    """How to reach a peer: what discovery announces and what peers introduce to each other."""
+
+    peer_id: bytes
+    name: str
+    addresses: tuple[str, ...]
+    router_port: int
+    pub_port: int
+    card_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostedRoom:
+    """A room this node hosts, as listed in its heartbeat (metadata only, no secrets)."""
+
+    room_id: bytes
+    name: str
+    members: int
+    locked: bool
+    has_password: bool
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeqRange:
+    """Messages ``first..last`` (inclusive) of one sender in one room."""
+
+    sender: bytes
+    first: int
+    last: int
+
+
+# ---------------------------------------------------------------- base
+
+
+@dataclass(frozen=True, slots=True)
+class WireMessage:
+    """Base of all wire messages; ``TYPE`` is the tag on the wire."""
+
+    TYPE: ClassVar[str] = ""
+
+
+# ---------------------------------------------------------------- presence (PUB topic "P")
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(WireMessage):
+    TYPE: ClassVar[str] = "hb"
+    card: PeerCard
+    started_at: float
+    color: str
+    hosted: tuple[HostedRoom, ...]
+    known: tuple[PeerCard, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Bye(WireMessage):
+    TYPE: ClassVar[str] = "bye"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast(WireMessage):
+    """A network-wide line (``/broadcast``): PUB topic "B"."""
+
+    TYPE: ClassVar[str] = "bc"
+    text: str
+
+
+# ---------------------------------------------------------------- direct (DEALER -> ROUTER)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(WireMessage):
+    TYPE: ClassVar[str] = "hello"
+    card: PeerCard
+    started_at: float
+    color: str
+
+
+@dataclass(frozen=True, slots=True)
+class Peers(WireMessage):
+    """Introductions: the peers the sender knows."""
+
+    TYPE: ClassVar[str] = "peers"
+    peers: tuple[PeerCard, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(WireMessage):
+    TYPE: ClassVar[str] = "ping"
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(WireMessage):
+    TYPE: ClassVar[str] = "pong"
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Private(WireMessage):
+    """A private message; ``to`` names every recipient so a group message shows as one."""
+
+    TYPE: ClassVar[str] = "pm"
+    text: str
+    to: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest(WireMessage):
+    """Ask the host to join. ``proof`` answers ``challenge`` when the room has a password."""
+
+    TYPE: ClassVar[str] = "join"
+    room_id: bytes
+    name: str
+    request_id: int
+    challenge: bytes
+    proof: bytes
+    merge_token: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JoinChallenge(WireMessage):
+    """The room has a password: prove it (Argon2id with ``salt``, then sign ``nonce``)."""
+
+    TYPE: ClassVar[str] = "jchal"
+    room_id: bytes
+    request_id: int
+    salt: bytes
+    nonce: bytes
+    opslimit: int
+    memlimit: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinAccept(WireMessage):
+    TYPE: ClassVar[str] = "jok"
+    room_id: bytes
+    request_id: int
+    state: bytes
+    sealed_key: bytes
+    key_epoch: int
+    history: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRefusal(WireMessage):
+    TYPE: ClassVar[str] = "jno"
+    room_id: bytes
+    request_id: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave(WireMessage):
+    """Member → host: I leave the room."""
+
+    TYPE: ClassVar[str] = "leave"
+    room_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HostCommand(WireMessage):
+    """Member → host: a host-only operation (kick, ban, unban, lock, unlock, close, ...)."""
+
+    TYPE: ClassVar[str] = "hcmd"
+    room_id: bytes
+    request_id: int
+    op: str
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult(WireMessage):
+    TYPE: ClassVar[str] = "hres"
+    room_id: bytes
+    request_id: int
+    ok: bool
+    error: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate(WireMessage):
+    """Host → member: the room key of ``epoch``, sealed to the member with ``Box``."""
+
+    TYPE: ClassVar[str] = "key"
+    room_id: bytes
+    epoch: int
+    sealed_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest(WireMessage):
+    TYPE: ClassVar[str] = "hreq"
+    room_id: bytes
+    ranges: tuple[SeqRange, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryReply(WireMessage):
+    """Signed chat records (see ``ChatRecord``), each verifiable by its author's key."""
+
+    TYPE: ClassVar[str] = "hrep"
+    room_id: bytes
+    records: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StateRequest(WireMessage):
+    TYPE: ClassVar[str] = "sreq"
+    room_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StatePush(WireMessage):
+    """A signed room state sent directly (reply to ``StateRequest``, or to a removed member)."""
+
+    TYPE: ClassVar[str] = "spush"
+    room_id: bytes
+    state: bytes
+
+
+# ---------------------------------------------------------------- room (PUB topic "R" + room id)
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed(WireMessage):
+    """A room payload encrypted with the room key of ``epoch`` (SecretBox).
+
+    The plaintext is an encoded ``RoomPayload`` envelope from the same sender.
+    """
+
+    TYPE: ClassVar[str] = "sealed"
+    room_id: bytes
+    epoch: int
+    box: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Chat(WireMessage):
+    """A chat line; ``record`` is a signed ``ChatRecord`` so it can be relayed as history."""
+
+    TYPE: ClassVar[str] = "chat"
+    record: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StateAnnounce(WireMessage):
+    """The host's signed room state, published to the room."""
+
+    TYPE: ClassVar[str] = "state"
+    state: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Heads(WireMessage):
+    """The highest contiguous sequence number the sender holds for each author of the room."""
+
+    TYPE: ClassVar[str] = "heads"
+    heads: tuple[SeqRange, ...]
+
+
+# ---------------------------------------------------------------- signed records
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRecord:
+    """One chat message as its author signed it: relayed history cannot be forged."""
+
+    room_id: bytes
+    sender: bytes
+    seq: int
+    sent_at: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    peer_id: bytes
+    name: str
+    joined_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    peer_id: bytes
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordVerifier:
+    """Argon2id(password, salt) seeds an Ed25519 key; only its public half is kept."""
+
+    salt: bytes
+    opslimit: int
+    memlimit: int
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RoomState:
+    """The authoritative room state, signed by ``host``. Newer = higher (term, version)."""
+
+    room_id: bytes
+    name: str
+    host: bytes
+    term: int
+    version: int
+    members: tuple[Member, ...]
+    bans: tuple[Ban, ...]
+    password: PasswordVerifier | None
+    locked: bool
+    closed: bool
+    key_epoch: int
+    created_at: float
+
+
+DIRECT_TYPES: tuple[type[WireMessage], ...] = (
+    Hello, Peers, Ping, Pong, Private, JoinRequest, JoinChallenge, JoinAccept, JoinRefusal,
+    Leave, HostCommand, CommandResult, KeyUpdate, HistoryRequest, HistoryReply, StateRequest,
+    StatePush,
+)
+PRESENCE_TYPES: tuple[type[WireMessage], ...] = (Heartbeat, Bye)
+BROADCAST_TYPES: tuple[type[WireMessage], ...] = (Broadcast,)
+ROOM_OUTER_TYPES: tuple[type[WireMessage], ...] = (Sealed,)
+ROOM_INNER_TYPES: tuple[type[WireMessage], ...] = (Chat, StateAnnounce, Heads)
+ALL_TYPES: tuple[type[WireMessage], ...] = (
+    DIRECT_TYPES + PRESENCE_TYPES + BROADCAST_TYPES + ROOM_OUTER_TYPES + ROOM_INNER_TYPES
+)
+RECORD_TYPES: tuple[type, ...] = (
+    PeerCard, HostedRoom, SeqRange, ChatRecord, Member, Ban, PasswordVerifier, RoomState,
+)

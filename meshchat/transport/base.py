@@ -1,0 +1,95 @@
+"""The transport seam: what the node needs from the network, independent of ZeroMQ.
+
+A transport owns one publish socket, one subscriber connection per peer, one receive socket
+for direct messages and one direct channel per peer. Every frame it hands up is tagged with the
+peer it *authenticatedly* came from (CURVE + ZAP in the ZeroMQ implementation), never with a
+claim read from the payload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from ..identity import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One frame from a peer. ``kind`` 'pub' came on that peer's PUB (``topic`` set);
+    'direct' came over the ROUTER/DEALER channel."""
+
+    kind: Literal["pub", "direct"]
+    peer_id: bytes
+    payload: bytes
+    topic: bytes = b""
+    peer_address: str = ""
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Counters; dropped_* count frames refused at the edge."""
+
+    received: int = 0
+    sent: int = 0
+    dropped_oversize: int = 0
+    dropped_unauthenticated: int = 0
+    handshake_failures: int = 0
+    zap_denied: int = 0
+    send_failures: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPorts:
+    router_port: int
+    pub_port: int
+
+
+Receiver = Callable[[Incoming], Awaitable[None] | None]
+
+
+class Transport(Protocol):
+    stats: TransportStats
+
+    async def start(self, identity: Identity, bind_addresses: list[str], receiver: Receiver) -> LocalPorts:
+        """Bind (on every address in ``bind_addresses``; '*' for all) and start receiving.
+
+        ``receiver`` is called for every authenticated incoming frame, in order per peer.
+        """
+        ...
+
+    async def close(self, linger_s: float = 0.3) -> None:
+        """Stop; queued outgoing frames get ``linger_s`` to leave. Idempotent."""
+        ...
+
+    def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int) -> None:
+        """Open (or re-point) the SUB and DEALER to a peer, pinning its CURVE key from its id."""
+        ...
+
+    def disconnect_peer(self, peer_id: bytes) -> None:
+        """Close the SUB and DEALER to a peer (no error if unknown)."""
+        ...
+
+    def is_connected(self, peer_id: bytes) -> bool: ...
+
+    def subscribe(self, topic: bytes) -> None:
+        """Receive ``topic`` (prefix match) from every peer, present and future."""
+        ...
+
+    def unsubscribe(self, topic: bytes) -> None: ...
+
+    def publish(self, topic: bytes, payload: bytes) -> None:
+        """Send to every subscriber of ``topic``; never blocks (drops at the high-water mark)."""
+        ...
+
+    def send(self, peer_id: bytes, payload: bytes) -> bool:
+        """Send directly to a peer; False if there is no channel to it (never blocks)."""
+        ...
+
+    def deny(self, peer_id: bytes) -> None:
+        """Refuse this peer at the handshake from now on and close its live connections."""
+        ...
+
+    def allow(self, peer_id: bytes) -> None: ...
