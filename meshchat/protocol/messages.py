@@ -159,6 +159,7 @@ class JoinAccept(WireMessage):
     sealed_key: bytes
     key_epoch: int
     history: tuple[bytes, ...]
+    heads: tuple[SeqRange, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,10 +275,14 @@ class StateAnnounce(WireMessage):
 
 @dataclass(frozen=True, slots=True)
 class Heads(WireMessage):
-    """The highest contiguous sequence number the sender holds for each author of the room."""
+    """Room heartbeat: the highest contiguous sequence number the sender holds per author
+    (``SeqRange.last``; ``first`` unused), its next own seq, and the (term, version) of the
+    state it holds, so members notice lost messages and stale states."""
 
     TYPE: ClassVar[str] = "heads"
     heads: tuple[SeqRange, ...]
+    term: int
+    version: int
 
 
 # ---------------------------------------------------------------- signed records
@@ -334,6 +339,9 @@ class RoomState:
     closed: bool
     key_epoch: int
     created_at: float
+    change: str
+    change_peer: bytes
+    change_reason: str
 
 
 DIRECT_TYPES: tuple[type[WireMessage], ...] = (
