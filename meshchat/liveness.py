@@ -1,0 +1,67 @@
+"""Peer liveness in steps, as in ZRE: alive → evasive (pinged) → gone. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .config import Timings
+
+
+class Liveness(Enum):
+    ALIVE = "alive"
+    EVASIVE = "evasive"
+    GONE = "gone"
+
+
+@dataclass(slots=True)
+class _Entry:
+    last_heard: float
+    state: Liveness = Liveness.ALIVE
+
+
+class LivenessTable:
+    """Tracks when each peer was last heard; ``tick`` reports state changes."""
+
+    def __init__(self, timings: Timings) -> None:
+        self._timings = timings
+        self._peers: dict[bytes, _Entry] = {}
+
+    def heard(self, peer: bytes, now: float) -> bool:
+        """Anything from ``peer`` counts; True if it was unknown or gone before."""
+        entry = self._peers.get(peer)
+        if entry is None:
+            self._peers[peer] = _Entry(now)
+            return True
+        revived = entry.state is Liveness.GONE
+        entry.last_heard = max(entry.last_heard, now)
+        entry.state = Liveness.ALIVE
+        return revived
+
+    def forget(self, peer: bytes) -> None:
+        self._peers.pop(peer, None)
+
+    def last_heard(self, peer: bytes) -> float | None:
+        entry = self._peers.get(peer)
+        return entry.last_heard if entry else None
+
+    def state(self, peer: bytes) -> Liveness:
+        entry = self._peers.get(peer)
+        return entry.state if entry else Liveness.GONE
+
+    def is_alive(self, peer: bytes) -> bool:
+        return self.state(peer) is Liveness.ALIVE
+
+    def tick(self, now: float) -> list[tuple[bytes, Liveness]]:
+        """Advance every peer; returns (peer, new state) for each change. Gone peers are
+        forgotten after being reported."""
+        changes: list[tuple[bytes, Liveness]] = []
+        for peer, entry in list(self._peers.items()):
+            silent = now - entry.last_heard
+            if silent >= self._timings.peer_expired_s:
+                changes.append((peer, Liveness.GONE))
+                del self._peers[peer]
+            elif silent >= self._timings.peer_evasive_s and entry.state is Liveness.ALIVE:
+                entry.state = Liveness.EVASIVE
+                changes.append((peer, Liveness.EVASIVE))
+        return changes

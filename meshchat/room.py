@@ -1,0 +1,395 @@
+"""The room state machine: pure rules for who hosts a room and what its state may become.
+
+Sans-I/O: no sockets, no clock, no asyncio. Callers pass ``now`` and randomness in, and get
+new signed states and decisions out. The node executes them.
+
+Rules (the full argument is in docs/protocol.md):
+
+=================  =============================================================================
+input              accepted when
+=================  =============================================================================
+new state          signed by its ``host``; same room id; and either the signer is the host of
+                   our current state and (term, version) grows, or the term is higher and the
+                   signer was a member of our current state (handoff target or elected claimer),
+                   or the term is equal, the signer is a member and ranks before the current host
+                   in our member order (two claims of one term: the earlier member wins).
+host-only op       only computed by the host itself (``NotHost`` otherwise); a member's request is
+                   sent to the host, which refuses it if the requester is not the host.
+election           the host is silent for ``host_timeout_s`` and does not answer a ping: the first
+                   member in join order that is alive claims term + 1.
+partition heal     two hosts of one room id: the one with the lower (term, -rank) steps down —
+                   rank is the host's peer id order, so every node decides the same — and merges
+                   into the other room: bans become a union, histories merge via gap filling.
+=================  =============================================================================
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from nacl import pwhash
+from nacl.exceptions import CryptoError
+from nacl.public import Box, PrivateKey, PublicKey
+from nacl.secret import SecretBox
+from nacl.signing import SigningKey
+
+from .errors import NotHost, ProtocolError
+from .identity import Identity, PeerId, curve_public_of, verify
+from .protocol.codec import Codec
+from .protocol.messages import Ban, Member, PasswordVerifier, RoomState
+
+RandomBytes = Callable[[int], bytes]
+
+ROOM_ID_BYTES = 16
+KEY_BYTES = SecretBox.KEY_SIZE
+JOIN_PROOF_CONTEXT = b"meshchat-join-v1\0"
+
+# Changes a state can record (``RoomState.change``).
+CREATED = "created"
+JOINED = "joined"
+LEFT = "left"
+VANISHED = "vanished"
+KICKED = "kicked"
+BANNED = "banned"
+UNBANNED = "unbanned"
+HANDOFF = "handoff"
+FAILOVER = "failover"
+LOCKED = "locked"
+UNLOCKED = "unlocked"
+CLOSED = "closed"
+RENAMED_ROOM = "renamed"
+PASSWORD = "password"
+MEMBER_RENAMED = "member_renamed"
+MERGED = "merged"
+REKEY = "rekey"
+
+
+# ---------------------------------------------------------------- passwords
+
+
+def make_verifier(
+    password: str,
+    random_bytes: RandomBytes,
+    opslimit: int = pwhash.argon2id.OPSLIMIT_INTERACTIVE,
+    memlimit: int = pwhash.argon2id.MEMLIMIT_INTERACTIVE,
+) -> PasswordVerifier:
+    """Argon2id(password, fresh salt) seeds an Ed25519 key; only the public half is kept."""
+    salt = random_bytes(pwhash.argon2id.SALTBYTES)
+    key = _password_key(password, salt, opslimit, memlimit)
+    return PasswordVerifier(salt, opslimit, memlimit, bytes(key.verify_key))
+
+
+def _password_key(password: str, salt: bytes, opslimit: int, memlimit: int) -> SigningKey:
+    seed = pwhash.argon2id.kdf(32, password.encode("utf-8"), salt, opslimit=opslimit,
+                               memlimit=memlimit)
+    return SigningKey(seed)
+
+
+def _proof_message(room_id: bytes, joiner: PeerId, nonce: bytes) -> bytes:
+    return JOIN_PROOF_CONTEXT + room_id + joiner + nonce
+
+
+def password_proof(
+    password: str, salt: bytes, opslimit: int, memlimit: int,
+    room_id: bytes, joiner: PeerId, nonce: bytes,
+) -> bytes:
+    """The joiner's answer to a challenge: bound to room, joiner and the host's fresh nonce,
+    so neither the password nor a replayable token crosses the wire. Slow (Argon2id)."""
+    key = _password_key(password, salt, opslimit, memlimit)
+    return key.sign(_proof_message(room_id, joiner, nonce)).signature
+
+
+def check_proof(
+    verifier: PasswordVerifier, room_id: bytes, joiner: PeerId, nonce: bytes, proof: bytes
+) -> bool:
+    return verify(verifier.public_key, _proof_message(room_id, joiner, nonce), proof)
+
+
+# ---------------------------------------------------------------- room keys
+
+
+def new_room_key(random_bytes: RandomBytes) -> tuple[int, bytes]:
+    """A fresh (epoch, key). Epochs are random so two partitions never reuse one."""
+    epoch = int.from_bytes(random_bytes(4), "big") | 1
+    return epoch, random_bytes(KEY_BYTES)
+
+
+def seal_key(me: Identity, member: PeerId, key: bytes) -> bytes:
+    """The room key sealed to one member with Box (host's X25519 secret, member's public)."""
+    box = Box(PrivateKey(me.curve_secret), PublicKey(curve_public_of(member)))
+    return bytes(box.encrypt(key))
+
+
+def unseal_key(me: Identity, host: PeerId, sealed: bytes) -> bytes:
+    box = Box(PrivateKey(me.curve_secret), PublicKey(curve_public_of(host)))
+    try:
+        key = box.decrypt(sealed)
+    except (CryptoError, ValueError) as exc:
+        raise ProtocolError("room key does not open") from exc
+    if len(key) != KEY_BYTES:
+        raise ProtocolError("room key has the wrong size")
+    return bytes(key)
+
+
+# ---------------------------------------------------------------- states
+
+
+def member_ids(state: RoomState) -> list[PeerId]:
+    return [m.peer_id for m in state.members]
+
+
+def is_member(state: RoomState, peer: PeerId) -> bool:
+    return any(m.peer_id == peer for m in state.members)
+
+
+def find_member(state: RoomState, peer: PeerId) -> Member | None:
+    for m in state.members:
+        if m.peer_id == peer:
+            return m
+    return None
+
+
+def is_banned(state: RoomState, peer: PeerId) -> bool:
+    return any(b.peer_id == peer for b in state.bans)
+
+
+def newer(a: RoomState, b: RoomState) -> bool:
+    """True if ``a`` is later than ``b`` by (term, version)."""
+    return (a.term, a.version) > (b.term, b.version)
+
+
+def host_priority(state: RoomState) -> tuple[int, bytes]:
+    """Partition heal: the host with the higher priority keeps the room.
+    Higher term wins; on equal terms the smaller host id wins (inverted bytes compare)."""
+    return state.term, bytes(255 - b for b in state.host)
+
+
+def accepts(current: RoomState | None, new: RoomState) -> bool:
+    """Whether a member holding ``current`` takes ``new`` (already signature-checked)."""
+    if current is None:
+        return True
+    if new.room_id != current.room_id:
+        return False
+    if new.host == current.host:
+        return newer(new, current)
+    if not is_member(current, new.host):
+        return False
+    if new.term > current.term:
+        return True
+    if new.term == current.term:
+        order = member_ids(current)
+        return new.host in order and current.host in order and (
+            order.index(new.host) < order.index(current.host)
+        )
+    return False
+
+
+def successor(state: RoomState, alive: Callable[[PeerId], bool], exclude: Iterable[PeerId] = ()
+              ) -> PeerId | None:
+    """The first live member in join order other than the host: who claims a vanished host's
+    room (and who a leaving host hands off to)."""
+    skip = {state.host, *exclude}
+    for m in state.members:
+        if m.peer_id not in skip and alive(m.peer_id):
+            return m.peer_id
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedState:
+    """A state with the exact signed bytes that carry it."""
+
+    state: RoomState
+    blob: bytes
+
+
+class RoomCore:
+    """One room as one node holds it: the latest accepted state and the host-side rules.
+
+    Host-only operations raise ``NotHost`` unless this node hosts the room; each returns the new
+    signed state (the node publishes it and acts on its ``change``).
+    """
+
+    def __init__(self, me: Identity, codec: Codec, current: SignedState) -> None:
+        self.me = me
+        self.codec = codec
+        self.current = current
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def create(
+        cls, me: Identity, codec: Codec, name: str, my_name: str, now: float,
+        random_bytes: RandomBytes, verifier: PasswordVerifier | None = None,
+    ) -> tuple[RoomCore, int, bytes]:
+        """A new room hosted by ``me``; returns the core and the first (epoch, key)."""
+        epoch, key = new_room_key(random_bytes)
+        state = RoomState(
+            room_id=random_bytes(ROOM_ID_BYTES), name=name, host=me.peer_id, term=1, version=1,
+            members=(Member(me.peer_id, my_name, now),), bans=(), password=verifier,
+            locked=False, closed=False, key_epoch=epoch, created_at=now,
+            change=CREATED, change_peer=me.peer_id, change_reason="",
+        )
+        core = cls(me, codec, SignedState(state, codec.sign_record(me, state)))
+        return core, epoch, key
+
+    def open_state(self, blob: bytes) -> RoomState:
+        """Decode and signature-check a state blob (ProtocolError if bad)."""
+        state = self.codec.open_signed(blob, RoomState, lambda s: s.host)
+        return state
+
+    def offer(self, blob: bytes) -> RoomState | None:
+        """Take a state from the network if the rules accept it; the previous state if taken."""
+        state = self.open_state(blob)
+        if state.room_id != self.state.room_id or not accepts(self.state, state):
+            return None
+        previous = self.state
+        self.current = SignedState(state, blob)
+        return previous
+
+    # ------------------------------------------------------------ views
+
+    @property
+    def state(self) -> RoomState:
+        return self.current.state
+
+    @property
+    def blob(self) -> bytes:
+        return self.current.blob
+
+    @property
+    def is_host(self) -> bool:
+        return self.state.host == self.me.peer_id
+
+    # ------------------------------------------------------------ host side
+
+    def _require_host(self, op: str) -> None:
+        if not self.is_host:
+            raise NotHost(f"only the host can {op}")
+
+    def _commit(self, **changes: object) -> SignedState:
+        state = replace(self.state, version=self.state.version + 1, **changes)  # type: ignore[arg-type]
+        self.current = SignedState(state, self.codec.sign_record(self.me, state))
+        return self.current
+
+    def add_member(self, peer: PeerId, name: str, now: float) -> SignedState:
+        self._require_host("admit members")
+        if is_member(self.state, peer):
+            members = tuple(replace(m, name=name) if m.peer_id == peer else m
+                            for m in self.state.members)
+        else:
+            members = (*self.state.members, Member(peer, name, now))
+        return self._commit(members=members, change=JOINED, change_peer=peer, change_reason="")
+
+    def remove_member(self, peer: PeerId, change: str, reason: str = "",
+                      new_epoch: int | None = None) -> SignedState:
+        """Leave, vanish, kick or ban (``change``); ban also records the ban."""
+        self._require_host("kick" if change == KICKED else "ban" if change == BANNED else
+                           "remove members")
+        members = tuple(m for m in self.state.members if m.peer_id != peer)
+        bans = self.state.bans
+        if change == BANNED and not is_banned(self.state, peer):
+            old = find_member(self.state, peer)
+            bans = (*bans, Ban(peer, old.name if old else "", reason))
+        epoch = self.state.key_epoch if new_epoch is None else new_epoch
+        return self._commit(members=members, bans=bans, key_epoch=epoch, change=change,
+                            change_peer=peer, change_reason=reason)
+
+    def ban_absent(self, peer: PeerId, name: str, reason: str) -> SignedState:
+        """Ban a peer that is not (or no longer) a member."""
+        self._require_host("ban")
+        bans = self.state.bans
+        if not is_banned(self.state, peer):
+            bans = (*bans, Ban(peer, name, reason))
+        return self._commit(bans=bans, change=BANNED, change_peer=peer, change_reason=reason)
+
+    def unban(self, peer: PeerId) -> SignedState:
+        self._require_host("unban")
+        bans = tuple(b for b in self.state.bans if b.peer_id != peer)
+        return self._commit(bans=bans, change=UNBANNED, change_peer=peer, change_reason="")
+
+    def set_locked(self, locked: bool) -> SignedState:
+        self._require_host("lock" if locked else "unlock")
+        return self._commit(locked=locked, change=LOCKED if locked else UNLOCKED,
+                            change_peer=self.me.peer_id, change_reason="")
+
+    def close(self) -> SignedState:
+        self._require_host("close the room")
+        return self._commit(closed=True, change=CLOSED, change_peer=self.me.peer_id,
+                            change_reason="")
+
+    def rename(self, name: str) -> SignedState:
+        self._require_host("rename the room")
+        return self._commit(name=name, change=RENAMED_ROOM, change_peer=self.me.peer_id,
+                            change_reason=self.state.name)
+
+    def set_password(self, verifier: PasswordVerifier | None, new_epoch: int) -> SignedState:
+        self._require_host("set the password")
+        return self._commit(password=verifier, key_epoch=new_epoch, change=PASSWORD,
+                            change_peer=self.me.peer_id, change_reason="")
+
+    def rekey(self, new_epoch: int) -> SignedState:
+        self._require_host("change the room key")
+        return self._commit(key_epoch=new_epoch, change=REKEY, change_peer=self.me.peer_id,
+                            change_reason="")
+
+    def member_renamed(self, peer: PeerId, name: str) -> SignedState | None:
+        self._require_host("rename members")
+        old = find_member(self.state, peer)
+        if old is None or old.name == name:
+            return None
+        members = tuple(replace(m, name=name) if m.peer_id == peer else m
+                        for m in self.state.members)
+        return self._commit(members=members, change=MEMBER_RENAMED, change_peer=peer,
+                            change_reason=old.name)
+
+    def handoff(self, to: PeerId, leaving: bool = False) -> SignedState:
+        """Hand the room to member ``to`` (term + 1). ``leaving``: the host also leaves."""
+        self._require_host("hand off the room")
+        if not is_member(self.state, to) or to == self.me.peer_id:
+            raise NotHost("the new host must be another member of the room")
+        members = self.state.members
+        if leaving:
+            members = tuple(m for m in members if m.peer_id != self.me.peer_id)
+        return self._commit(host=to, term=self.state.term + 1, members=members,
+                            change=HANDOFF, change_peer=self.me.peer_id,
+                            change_reason="left" if leaving else "")
+
+    def merge_bans(self, bans: Sequence[Ban]) -> SignedState | None:
+        """Partition heal: the union of both sides' bans."""
+        self._require_host("merge rooms")
+        known = {b.peer_id for b in self.state.bans}
+        extra = tuple(b for b in bans if b.peer_id not in known)
+        if not extra:
+            return None
+        return self._commit(bans=(*self.state.bans, *extra), change=MERGED,
+                            change_peer=self.me.peer_id, change_reason="")
+
+    # ------------------------------------------------------------ elections
+
+    def claim(self, vanished_host: PeerId, new_epoch: int) -> SignedState:
+        """Take over the room of a vanished host: term + 1, the old host removed, new key."""
+        if not is_member(self.state, self.me.peer_id):
+            raise NotHost("only a member can claim the room")
+        members = tuple(m for m in self.state.members if m.peer_id != vanished_host)
+        state = replace(
+            self.state, host=self.me.peer_id, term=self.state.term + 1,
+            version=self.state.version + 1, members=members, key_epoch=new_epoch,
+            change=FAILOVER, change_peer=vanished_host, change_reason="vanished",
+        )
+        self.current = SignedState(state, self.codec.sign_record(self.me, state))
+        return self.current
+
+    def adopt_merge(self, winner_blob: bytes) -> RoomState:
+        """Partition heal on the losing side: take the winner's state as it is."""
+        state = self.open_state(winner_blob)
+        if state.room_id != self.state.room_id:
+            raise ProtocolError("merge state is for another room")
+        self.current = SignedState(state, winner_blob)
+        return state
+
+
+def same_secret(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)
