@@ -166,15 +166,28 @@ def host_priority(state: RoomState) -> tuple[int, bytes]:
     return state.term, bytes(255 - b for b in state.host)
 
 
-def accepts(current: RoomState | None, new: RoomState) -> bool:
-    """Whether a member holding ``current`` takes ``new`` (already signature-checked)."""
+def signer_of(state: RoomState) -> PeerId:
+    """Who must have signed ``state``: the host, except a handoff, which the old host signs."""
+    if state.change == HANDOFF:
+        return state.change_peer
+    return state.host
+
+
+def accepts(current: RoomState | None, new: RoomState, host_silent: bool = True) -> bool:
+    """Whether a member holding ``current`` takes ``new`` (already signature-checked against
+    ``signer_of(new)``). ``host_silent``: this member has not heard the current host for a
+    while; without it an election claim is refused, so a member cannot stage a takeover."""
     if current is None:
         return True
     if new.room_id != current.room_id:
         return False
     if new.host == current.host:
-        return newer(new, current)
+        return signer_of(new) == current.host and newer(new, current)
     if not is_member(current, new.host):
+        return False
+    if new.change == HANDOFF:
+        return new.change_peer == current.host and new.term > current.term
+    if new.change == FAILOVER and new.change_peer == current.host and not host_silent:
         return False
     if new.term > current.term:
         return True
@@ -237,13 +250,12 @@ class RoomCore:
 
     def open_state(self, blob: bytes) -> RoomState:
         """Decode and signature-check a state blob (ProtocolError if bad)."""
-        state = self.codec.open_signed(blob, RoomState, lambda s: s.host)
-        return state
+        return self.codec.open_signed(blob, RoomState, signer_of)
 
-    def offer(self, blob: bytes) -> RoomState | None:
+    def offer(self, blob: bytes, host_silent: bool = True) -> RoomState | None:
         """Take a state from the network if the rules accept it; the previous state if taken."""
         state = self.open_state(blob)
-        if state.room_id != self.state.room_id or not accepts(self.state, state):
+        if state.room_id != self.state.room_id or not accepts(self.state, state, host_silent):
             return None
         previous = self.state
         self.current = SignedState(state, blob)

@@ -1,0 +1,1878 @@
+"""The running node: one asyncio loop that drives transport, discovery, storage and the pure
+room rules, and the public API that the CLI, the TUI and bots use.
+
+Everything the network sends passes ``_on_incoming``: decoded strictly, checked against the
+peer the transport authenticated, dispatched by type; anything bad is dropped and counted in
+``Node.stats`` and never raises out of the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
+
+from . import room as rules
+from .config import Limits, Timings
+from .discovery.base import Discovery, DiscoveryHandlers, RoomAnnouncement
+from .errors import (
+    AmbiguousName,
+    JoinRefused,
+    MeshchatError,
+    NotHost,
+    NotInRoom,
+    PeerNotFound,
+    ProtocolError,
+    RenameTooSoon,
+    RoomNotFound,
+    Timeout,
+)
+from .events import (
+    BroadcastReceived,
+    Event,
+    HostChanged,
+    MemberRemoved,
+    Message,
+    Notice,
+    PeerDiscovered,
+    PeerGone,
+    PeerInfo,
+    PeerJoined,
+    PeerLeft,
+    Renamed,
+    RoomClosed,
+    RoomInfo,
+    RoomRenamed,
+)
+from .history import SeqTracker
+from .identity import Identity, fingerprint_of
+from .liveness import Liveness, LivenessTable
+from .protocol.codec import Codec, Envelope, UnknownType
+from .protocol.messages import (
+    BROADCAST_TYPES,
+    DIRECT_TYPES,
+    PRESENCE_TYPES,
+    ROOM_INNER_TYPES,
+    ROOM_OUTER_TYPES,
+    Broadcast,
+    Bye,
+    Chat,
+    ChatRecord,
+    CommandResult,
+    Heads,
+    Heartbeat,
+    Hello,
+    HistoryReply,
+    HistoryRequest,
+    HostCommand,
+    HostedRoom,
+    JoinAccept,
+    JoinChallenge,
+    JoinRefusal,
+    JoinRequest,
+    KeyUpdate,
+    Leave,
+    PeerCard,
+    Peers,
+    Ping,
+    Pong,
+    Private,
+    RoomState,
+    Sealed,
+    StateAnnounce,
+    StatePush,
+    StateRequest,
+    WireMessage,
+)
+from .transport.base import Incoming, Transport
+
+__all__ = ["BanInfo", "Node", "PeerDetails", "Room", "RoomDetails"]
+
+log = logging.getLogger("meshchat.node")
+
+TOPIC_PRESENCE = b"P"
+TOPIC_BROADCAST = b"B"
+TOPIC_ROOM = b"R"
+EVENT_QUEUE_SIZE = 10000
+HISTORY_REPLY_BYTES = 128 * 1024
+
+
+def room_topic(room_id: bytes) -> bytes:
+    return TOPIC_ROOM + room_id
+
+
+@dataclass(frozen=True, slots=True)
+class BanInfo:
+    name: str
+    fingerprint: str
+    reason: str
+    peer_id: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomDetails:
+    name: str
+    host: PeerInfo
+    term: int
+    version: int
+    created_at: float
+    members: tuple[PeerInfo, ...]
+    joined_at: tuple[float, ...]
+    locked: bool
+    has_password: bool
+    room_id: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDetails:
+    peer: PeerInfo
+    addresses: tuple[str, ...]
+    router_port: int
+    pub_port: int
+    card_port: int
+    former_names: tuple[str, ...]
+    first_seen: float | None
+    started_at: float | None
+    liveness: str
+
+
+@dataclass(slots=True)
+class _Peer:
+    card: PeerCard
+    color: str = ""
+    started_at: float | None = None
+    connected_to: tuple[str, int, int] | None = None
+    hosted: tuple[HostedRoom, ...] = ()
+
+
+@dataclass(slots=True)
+class _Listing:
+    room_id: bytes
+    name: str
+    host: PeerCard
+    members: int
+    locked: bool
+    has_password: bool
+    term: int
+    source: str  # 'mdns' or 'heartbeat' or 'local'
+
+
+@dataclass(slots=True)
+class _JoinedRoom:
+    core: rules.RoomCore
+    keys: dict[int, bytes]
+    tracker: SeqTracker
+    announce: bool = True
+    handle: Room | None = None
+    ever_members: set[bytes] = field(default_factory=set)
+    merge_allow: set[bytes] = field(default_factory=set)
+    pending_sealed: dict[int, list[tuple[bytes, Envelope]]] = field(default_factory=dict)
+    host_ping_nonce: int | None = None
+    host_ping_at: float = 0.0
+    host_suspect: bool = False
+    history_asked: dict[tuple[bytes, int], float] = field(default_factory=dict)
+    state_asked_at: float = 0.0
+    challenges: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
+    attempts: dict[bytes, deque[float]] = field(default_factory=dict)
+    merging: bool = False
+
+    @property
+    def state(self) -> RoomState:
+        return self.core.state
+
+    @property
+    def room_id(self) -> bytes:
+        return self.core.state.room_id
+
+
+class Room:
+    """A room this node is a member of. Operations act on the room's current host."""
+
+    def __init__(self, node: Node, room_id: bytes) -> None:
+        self._node = node
+        self.room_id = room_id
+
+    def _joined(self) -> _JoinedRoom:
+        jr = self._node._rooms.get(self.room_id)
+        if jr is None:
+            raise NotInRoom("you are not in this room any more")
+        return jr
+
+    @property
+    def active(self) -> bool:
+        return self.room_id in self._node._rooms
+
+    @property
+    def _state(self) -> RoomState:
+        jr = self._node._rooms.get(self.room_id)
+        if jr is not None:
+            return jr.state
+        last = self._node._last_states.get(self.room_id)
+        if last is None:
+            raise NotInRoom("you are not in this room any more")
+        return last
+
+    @property
+    def name(self) -> str:
+        return self._state.name
+
+    @property
+    def host(self) -> PeerInfo:
+        return self._node._peer_info(self._state.host)
+
+    @property
+    def is_host(self) -> bool:
+        return self._state.host == self._node.peer_id
+
+    @property
+    def members(self) -> list[PeerInfo]:
+        return [self._node._peer_info(m.peer_id, m.name) for m in self._state.members]
+
+    @property
+    def locked(self) -> bool:
+        return self._state.locked
+
+    @property
+    def has_password(self) -> bool:
+        return self._state.password is not None
+
+    @property
+    def term(self) -> int:
+        return self._state.term
+
+    @property
+    def bans(self) -> list[BanInfo]:
+        return [BanInfo(b.name, fingerprint_of(b.peer_id), b.reason, b.peer_id)
+                for b in self._state.bans]
+
+    def info(self) -> RoomDetails:
+        s = self._state
+        return RoomDetails(
+            name=s.name, host=self.host, term=s.term, version=s.version,
+            created_at=s.created_at, members=tuple(self.members),
+            joined_at=tuple(m.joined_at for m in s.members), locked=s.locked,
+            has_password=s.password is not None, room_id=s.room_id,
+        )
+
+    def history(self) -> list[Message]:
+        """Every message this node holds for the room, in the canonical order."""
+        return self._node._room_history(self.room_id, self._state.name)
+
+    async def say(self, text: str) -> None:
+        await self._node._say(self._joined(), text)
+
+    async def leave(self) -> None:
+        await self._node._leave(self.room_id, "left")
+
+    async def handoff(self, name: str) -> None:
+        await self._node._host_op(self._joined(), "handoff", name)
+
+    async def kick(self, name: str, reason: str | None = None) -> None:
+        await self._node._host_op(self._joined(), "kick", name, reason or "")
+
+    async def ban(self, name: str, reason: str | None = None) -> None:
+        await self._node._host_op(self._joined(), "ban", name, reason or "")
+
+    async def unban(self, name_or_fp: str) -> None:
+        await self._node._host_op(self._joined(), "unban", name_or_fp)
+
+    async def lock(self) -> None:
+        await self._node._host_op(self._joined(), "lock")
+
+    async def unlock(self) -> None:
+        await self._node._host_op(self._joined(), "unlock")
+
+    async def close(self) -> None:
+        await self._node._host_op(self._joined(), "close")
+
+    async def rename(self, new_room_name: str) -> None:
+        await self._node._host_op(self._joined(), "rename", new_room_name)
+
+    async def set_password(self, password: str | None) -> None:
+        await self._node._host_op(self._joined(), "password", password or "")
+
+    def __repr__(self) -> str:
+        return f"Room({self.name!r}, host={self.host.name!r})"
+
+
+class Node:
+    """A meshchat node. Use as ``async with Node(name="alice") as node: ...``."""
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        interfaces: Sequence[str] | None = None,
+        data_dir: str | Path | None = None,
+        timings: Timings | None = None,
+        limits: Limits | None = None,
+        peers: Sequence[str] | None = None,
+        color: str | None = None,
+        port: int = 0,
+        loopback_only: bool = False,
+        mdns: bool = True,
+        transport: Transport | None = None,
+        discovery: Discovery | None = None,
+        clock: Callable[[], float] = time.time,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self._requested_name = name
+        self._interfaces = list(interfaces) if interfaces else None
+        self._data_dir_arg = Path(data_dir) if data_dir is not None else None
+        self.timings = timings or Timings()
+        self.limits = limits or Limits()
+        self._static_peers = list(peers or [])
+        self._requested_color = color
+        self._card_port_wanted = port
+        self._loopback_only = loopback_only
+        self._use_mdns = mdns
+        self._transport_arg = transport
+        self._discovery_arg = discovery
+        self._clock = clock
+        self._random_bytes = random_bytes
+        self.stats: Counter[str] = Counter()
+        self._started = False
+        self._closed = False
+        self._rooms: dict[bytes, _JoinedRoom] = {}
+        self._last_states: dict[bytes, RoomState] = {}
+        self._peers: dict[bytes, _Peer] = {}
+        self._directory: dict[tuple[bytes, bytes], _Listing] = {}
+        self._futures: dict[int, asyncio.Future[WireMessage]] = {}
+        self._pings: dict[int, asyncio.Future[float]] = {}
+        self._queues: list[asyncio.Queue[Event]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._seq: Counter[bytes] = Counter()
+        self._request_ids = 0
+        self._directory_changed = asyncio.Event()
+        self._peer_changed = asyncio.Event()
+
+    # ================================================================ lifecycle
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Load the identity, bind sockets, announce this node and start its timers."""
+        if self._started:
+            return
+        from .discovery.interfaces import resolve_interfaces
+        from .storage.keystore import default_data_dir, load_or_create_identity
+        from .storage.log import MessageLog
+        from .storage.peers import KnownPeers
+        from .storage.settings import SettingsStore
+
+        self.data_dir = self._data_dir_arg or default_data_dir()
+        self.identity: Identity = load_or_create_identity(self.data_dir)
+        self.peer_id = self.identity.peer_id
+        self.fingerprint = self.identity.fingerprint
+        self._settings_store = SettingsStore(self.data_dir)
+        self._settings = self._settings_store.load()
+        name = self._requested_name or self._settings.name
+        if not name:
+            raise MeshchatError("no name: pass name=... (the CLI asks for one on first start)")
+        name = name.strip()[: self.limits.max_name_chars]
+        if name != self._settings.name:
+            self._settings.name = name
+            self._settings_store.save(self._settings)
+        self.name = name
+        if self._requested_color:
+            self._settings.color = self._requested_color
+            self._settings_store.save(self._settings)
+        self.color = self._settings.color or ""
+        self._known = KnownPeers(self.data_dir)
+        self._log = MessageLog(self.data_dir / "messages.sqlite")
+        self._codec = Codec(self.limits)
+        self._liveness = LivenessTable(self.timings)
+        self.started_at = self._clock()
+        self._started_mono = time.monotonic()
+
+        if self._loopback_only:
+            addresses = ["127.0.0.1"]
+        else:
+            addresses = resolve_interfaces(self._interfaces)
+        self._addresses = tuple(addresses)
+        bind = addresses if (self._interfaces or self._loopback_only) else ["*"]
+
+        if self._transport_arg is None:
+            from .transport.zmq import ZmqTransport
+
+            self._transport: Transport = ZmqTransport(
+                self.limits, on_handshake_failure=self._on_handshake_failure
+            )
+        else:
+            self._transport = self._transport_arg
+        ports = await self._transport.start(self.identity, bind, self._on_incoming)
+        self._router_port = ports.router_port
+        self._pub_port = ports.pub_port
+        for topic in (TOPIC_PRESENCE, TOPIC_BROADCAST):
+            self._transport.subscribe(topic)
+
+        self._card_server = None
+        card_port = 0
+        if self._discovery_arg is None:
+            from .discovery.static import CardServer
+
+            self._card_server = CardServer(self.identity, self._card)
+            card_port = await self._card_server.start(list(bind), self._card_port_wanted)
+        self._card_port = card_port
+        self._discovery = self._discovery_arg or self._make_discovery()
+        await self._discovery.start(self._card(), DiscoveryHandlers(
+            on_peer=self._on_discovered_peer,
+            on_peer_removed=self._on_discovery_peer_removed,
+            on_room=self._on_discovered_room,
+            on_room_removed=self._on_discovered_room_removed,
+        ))
+        self._started = True
+        self._publish(TOPIC_PRESENCE, self._heartbeat())
+        self._tasks.append(asyncio.create_task(self._ticker(), name="meshchat-ticker"))
+
+    def _make_discovery(self) -> Discovery:
+        from .discovery.static import CombinedDiscovery, StaticDiscovery
+
+        parts: list[Discovery] = []
+        if self._use_mdns and not self._loopback_only:
+            from .discovery.mdns import MdnsDiscovery
+
+            parts.append(MdnsDiscovery(list(self._addresses)))
+        if self._static_peers:
+            parts.append(StaticDiscovery(self._static_peers, self.identity))
+        return CombinedDiscovery(*parts)
+
+    async def close(self, reason: str = "quit") -> None:
+        """Leave every room (a host hands off first), say goodbye, and release everything."""
+        if not self._started or self._closed:
+            return
+        self._closed = True
+        for room_id in list(self._rooms):
+            with contextlib.suppress(MeshchatError):
+                await self._leave(room_id, "quit", emit=False)
+        with contextlib.suppress(Exception):
+            self._publish(TOPIC_PRESENCE, Bye(reason))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        pending: list[asyncio.Future[WireMessage] | asyncio.Future[float]] = [
+            *self._futures.values(), *self._pings.values()]
+        for fut in pending:
+            if not fut.done():
+                fut.set_exception(NotInRoom("the node is closing"))
+        with contextlib.suppress(Exception):
+            await self._discovery.close()
+        if self._card_server is not None:
+            with contextlib.suppress(Exception):
+                await self._card_server.close()
+        await self._transport.close(self.timings.linger_s)
+        self._log.close()
+
+    # ================================================================ public API
+
+    @property
+    def me(self) -> PeerInfo:
+        return PeerInfo(self.name, self.fingerprint, self._addresses, self.peer_id, self.color)
+
+    @property
+    def address(self) -> str:
+        """'IP:PORT' that others can pass to ``--peer``."""
+        return f"{self._addresses[0] if self._addresses else '127.0.0.1'}:{self._card_port}"
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started_mono
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers currently alive on the network, not counting this node."""
+        return [self._peer_info(pid) for pid in self._peers
+                if self._liveness.state(pid) is not Liveness.GONE]
+
+    def joined_rooms(self) -> list[Room]:
+        return [self._room_handle(jr) for jr in self._rooms.values()]
+
+    def resolve(self, who: str) -> PeerInfo:
+        """A peer by name (case-insensitive) or fingerprint prefix; this node included."""
+        return self._peer_info(self._resolve_id(who))
+
+    def events(self) -> AsyncIterator[Event]:
+        """A stream of every event from now on (each call gets its own)."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self._queues.append(queue)
+        return self._drain(queue)
+
+    async def _drain(self, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            with contextlib.suppress(ValueError):
+                self._queues.remove(queue)
+
+    async def rooms(self, timeout: float = 2.0) -> list[RoomInfo]:
+        """Rooms on the network, waiting until ``timeout`` after start for discovery."""
+        remaining = timeout - self.uptime()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+        return self._room_infos()
+
+    async def host(self, name: str, password: str | None = None, *, announce: bool = True
+                   ) -> Room:
+        """Create a room hosted by this node."""
+        name = name.strip()
+        if not name or len(name) > self.limits.max_room_name_chars:
+            raise MeshchatError(f"a room name is 1 to {self.limits.max_room_name_chars} characters")
+        verifier = None
+        if password:
+            verifier = await asyncio.to_thread(rules.make_verifier, password, self._random_bytes)
+        core, epoch, key = rules.RoomCore.create(
+            self.identity, self._codec, name, self.name, self._clock(), self._random_bytes,
+            verifier,
+        )
+        jr = _JoinedRoom(core, {epoch: key}, SeqTracker(), announce=announce)
+        self._enter_room(jr)
+        await self._announce_room(jr)
+        return self._room_handle(jr)
+
+    async def join(self, name: str, password: str | None = None) -> Room:
+        """Join the room called ``name`` on the network."""
+        listing = await self._find_room(name)
+        for _ in range(4):
+            try:
+                return await self._join_listing(listing, password)
+            except _Moved as moved:
+                listing = moved.listing
+        raise JoinRefused("moved", "the room's host kept changing")
+
+    async def msg(self, to: str | Sequence[str], text: str) -> None:
+        """A private message to one peer or several (names or fingerprint prefixes)."""
+        text = self._check_text(text)
+        targets = [to] if isinstance(to, str) else list(to)
+        ids: list[bytes] = []
+        for who in targets:
+            for part in who.split(","):
+                if part.strip():
+                    pid = self._resolve_id(part.strip())
+                    if pid not in ids:
+                        ids.append(pid)
+        if not ids:
+            raise PeerNotFound("no recipient")
+        message = Private(text, tuple(ids))
+        for pid in ids:
+            if pid == self.peer_id:
+                continue
+            if not self._send(pid, message):
+                raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
+        self._emit(Message(None, self.me, text, True, self._clock(), 0,
+                           tuple(self._peer_info(p) for p in ids)))
+
+    async def ping(self, who: str) -> float:
+        """Round-trip time to a peer in seconds."""
+        pid = self._resolve_id(who)
+        if pid == self.peer_id:
+            return 0.0
+        nonce = self._next_request_id()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[float] = loop.create_future()
+        self._pings[nonce] = fut
+        started = time.perf_counter()
+        try:
+            if not self._send(pid, Ping(nonce)):
+                raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
+            try:
+                await asyncio.wait_for(fut, self.timings.request_timeout_s)
+            except TimeoutError as exc:
+                raise Timeout(f"no answer from {self._peer_info(pid).label}") from exc
+            return time.perf_counter() - started
+        finally:
+            self._pings.pop(nonce, None)
+
+    async def broadcast(self, text: str) -> None:
+        """A line to every node on the network."""
+        text = self._check_text(text)
+        self._publish(TOPIC_BROADCAST, Broadcast(text))
+        self._emit(BroadcastReceived(self.me, text, self._clock()))
+
+    async def rename(self, new_name: str) -> None:
+        """Change this node's name; allowed once per ``Timings.rename_interval_s``."""
+        new_name = new_name.strip()
+        if not new_name or len(new_name) > self.limits.max_name_chars:
+            raise MeshchatError(f"a name is 1 to {self.limits.max_name_chars} characters")
+        if new_name == self.name:
+            return
+        now = self._clock()
+        last = self._settings.renamed_at
+        if last is not None and now < last + self.timings.rename_interval_s:
+            raise RenameTooSoon(last + self.timings.rename_interval_s)
+        old = self.name
+        self._settings.former_names.append((old, now))
+        self._settings.name = new_name
+        self._settings.renamed_at = now
+        self._settings_store.save(self._settings)
+        self.name = new_name
+        self._publish(TOPIC_PRESENCE, self._heartbeat())
+        with contextlib.suppress(Exception):
+            await self._discovery.update_node(self._card())
+        for jr in self._rooms.values():
+            if jr.core.is_host:
+                signed = jr.core.member_renamed(self.peer_id, new_name)
+                if signed is not None:
+                    self._host_publish(jr, jr.state)
+        self._emit(Renamed(self.me, old, new_name))
+
+    def set_color(self, color: str) -> None:
+        self.color = color
+        self._settings.color = color
+        self._settings_store.save(self._settings)
+        self._publish(TOPIC_PRESENCE, self._heartbeat())
+
+    @property
+    def former_names(self) -> list[str]:
+        return [n for n, _ in self._settings.former_names]
+
+    def peer_details(self, who: str) -> PeerDetails:
+        pid = self._resolve_id(who)
+        info = self._peer_info(pid)
+        if pid == self.peer_id:
+            return PeerDetails(info, self._addresses, self._router_port, self._pub_port,
+                               self._card_port, tuple(self.former_names), None,
+                               self.started_at, "self")
+        peer = self._peers.get(pid)
+        card = peer.card if peer else None
+        former = tuple(n for n in self._known.former_names(pid) if n != info.name)
+        known = self._known.get(pid)
+        first_seen = getattr(known, "first_seen", None) if known is not None else None
+        return PeerDetails(
+            info, card.addresses if card else (), card.router_port if card else 0,
+            card.pub_port if card else 0, card.card_port if card else 0, former,
+            first_seen, peer.started_at if peer else None, self._liveness.state(pid).value,
+        )
+
+    # ================================================================ identity helpers
+
+    def _card(self) -> PeerCard:
+        return PeerCard(self.peer_id, self.name, self._addresses, self._router_port,
+                        self._pub_port, self._card_port)
+
+    def _peer_info(self, pid: bytes, fallback_name: str = "?") -> PeerInfo:
+        if pid == self.peer_id:
+            return self.me
+        peer = self._peers.get(pid)
+        if peer is not None:
+            return PeerInfo(peer.card.name, fingerprint_of(pid), peer.card.addresses, pid,
+                            peer.color)
+        for jr in self._rooms.values():
+            m = rules.find_member(jr.state, pid)
+            if m is not None:
+                return PeerInfo(m.name, fingerprint_of(pid), (), pid)
+        return PeerInfo(fallback_name, fingerprint_of(pid), (), pid)
+
+    def _resolve_id(self, who: str) -> bytes:
+        query = who.strip().lstrip("@")
+        if not query:
+            raise PeerNotFound("no name given")
+        candidates: dict[bytes, str] = {self.peer_id: self.name}
+        for pid, peer in self._peers.items():
+            if self._liveness.state(pid) is not Liveness.GONE:
+                candidates[pid] = peer.card.name
+        for jr in self._rooms.values():
+            for m in jr.state.members:
+                candidates.setdefault(m.peer_id, m.name)
+        by_name = [pid for pid, n in candidates.items() if n.casefold() == query.casefold()]
+        if len(by_name) == 1:
+            return by_name[0]
+        if len(by_name) > 1:
+            raise AmbiguousName(query, [self._peer_info(p).label for p in by_name])
+        q = query.casefold().lstrip("#")
+        if len(q) >= 4:
+            by_fp = [pid for pid in candidates if fingerprint_of(pid).startswith(q)]
+            if len(by_fp) == 1:
+                return by_fp[0]
+            if len(by_fp) > 1:
+                raise AmbiguousName(query, [self._peer_info(p).label for p in by_fp])
+        raise PeerNotFound(f"no peer called {query!r} (see /list or /users)")
+
+    def _check_text(self, text: str) -> str:
+        if not text:
+            raise MeshchatError("empty message")
+        if len(text) > self.limits.max_text_chars:
+            raise MeshchatError(f"a message is at most {self.limits.max_text_chars} characters")
+        return text
+
+    def _next_request_id(self) -> int:
+        self._request_ids += 1
+        return self._request_ids
+
+    # ================================================================ events
+
+    def _emit(self, event: Event) -> None:
+        for queue in self._queues:
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self.stats["events_dropped"] += 1
+
+    # ================================================================ sending
+
+    def _envelope(self, stream: bytes, message: WireMessage, seq: int | None = None) -> bytes:
+        if seq is None:
+            self._seq[stream] += 1
+            seq = self._seq[stream]
+        return self._codec.encode(Envelope(self.peer_id, seq, self._clock(), message))
+
+    def _publish(self, topic: bytes, message: WireMessage) -> None:
+        self._transport.publish(topic, self._envelope(topic, message))
+
+    def _send(self, pid: bytes, message: WireMessage) -> bool:
+        ok = self._transport.send(pid, self._envelope(b"D", message))
+        if not ok:
+            self.stats["send_failed"] += 1
+        return ok
+
+    def _publish_room(self, jr: _JoinedRoom, message: WireMessage, seq: int | None = None,
+                      epoch: int | None = None) -> None:
+        epoch = epoch if epoch is not None else self._send_epoch(jr)
+        inner = self._envelope(room_topic(jr.room_id), message, seq)
+        box = SecretBox(jr.keys[epoch]).encrypt(inner)
+        outer = Sealed(jr.room_id, epoch, bytes(box))
+        self._transport.publish(room_topic(jr.room_id), self._envelope(b"S", outer))
+
+    def _send_epoch(self, jr: _JoinedRoom) -> int:
+        epoch = jr.state.key_epoch
+        if epoch in jr.keys:
+            return epoch
+        return next(reversed(jr.keys))
+
+    # ================================================================ incoming
+
+    def _on_incoming(self, inc: Incoming) -> None:
+        if self._closed:
+            return
+        try:
+            self._dispatch(inc)
+        except (ProtocolError, KeyError, ValueError, TypeError, CryptoError) as exc:
+            self.stats["dropped_" + type(exc).__name__] += 1
+            log.debug("dropped a frame from %s: %s", fingerprint_of(inc.peer_id), exc)
+        except MeshchatError as exc:
+            self.stats["dropped_error"] += 1
+            log.debug("frame from %s refused: %s", fingerprint_of(inc.peer_id), exc)
+
+    def _decode(self, payload: bytes, allowed: tuple[type[WireMessage], ...], peer: bytes
+                ) -> Envelope | None:
+        try:
+            env = self._codec.decode(payload, allowed)
+        except UnknownType:
+            self.stats["dropped_unknown_type"] += 1
+            return None
+        except ProtocolError:
+            self.stats["dropped_malformed"] += 1
+            return None
+        if env.sender != peer:
+            self.stats["dropped_spoofed"] += 1
+            return None
+        return env
+
+    def _dispatch(self, inc: Incoming) -> None:
+        now = self._clock()
+        peer = inc.peer_id
+        if inc.kind == "direct":
+            env = self._decode(inc.payload, DIRECT_TYPES, peer)
+            if env is None:
+                return
+            self._heard(peer)
+            self._on_direct(peer, env, inc.peer_address, now)
+            return
+        topic = inc.topic
+        if topic == TOPIC_PRESENCE:
+            env = self._decode(inc.payload, PRESENCE_TYPES, peer)
+            if env is None:
+                return
+            match env.message:
+                case Heartbeat() as hb:
+                    self._on_heartbeat(peer, hb)
+                case Bye(reason=reason):
+                    self._on_peer_gone(peer, "quit" if reason in ("quit", "") else reason)
+        elif topic == TOPIC_BROADCAST:
+            env = self._decode(inc.payload, BROADCAST_TYPES, peer)
+            if env is None:
+                return
+            self._heard(peer)
+            if isinstance(env.message, Broadcast):
+                self._emit(BroadcastReceived(self._peer_info(peer), env.message.text,
+                                             env.sent_at))
+        elif topic.startswith(TOPIC_ROOM):
+            env = self._decode(inc.payload, ROOM_OUTER_TYPES, peer)
+            if env is None:
+                return
+            self._heard(peer)
+            sealed = env.message
+            if not isinstance(sealed, Sealed) or room_topic(sealed.room_id) != topic:
+                self.stats["dropped_topic"] += 1
+                return
+            jr = self._rooms.get(sealed.room_id)
+            if jr is None:
+                return
+            self._open_sealed(jr, peer, sealed, now)
+        else:
+            self.stats["dropped_topic"] += 1
+
+    def _heard(self, peer: bytes) -> None:
+        self._liveness.heard(peer, time.monotonic())
+
+    # ---------------------------------------------------------------- presence
+
+    def _on_heartbeat(self, peer: bytes, hb: Heartbeat) -> None:
+        if hb.card.peer_id != peer:
+            self.stats["dropped_spoofed"] += 1
+            return
+        self._learn_peer(hb.card, source="heartbeat", color=hb.color, started_at=hb.started_at)
+        self._heard(peer)
+        known = self._peers.get(peer)
+        if known is not None:
+            known.hosted = hb.hosted
+        for card in hb.known:
+            self._learn_peer(card, source="introduction")
+        self._update_listings_from(peer, hb.hosted)
+
+    def _update_listings_from(self, peer: bytes, hosted: Iterable[HostedRoom]) -> None:
+        card = self._peers[peer].card if peer in self._peers else None
+        seen: set[bytes] = set()
+        changed = False
+        for room in hosted:
+            seen.add(room.room_id)
+            if card is None:
+                continue
+            key = (room.room_id, peer)
+            listing = _Listing(room.room_id, room.name, card, room.members, room.locked,
+                               room.has_password, room.term, "heartbeat")
+            if self._directory.get(key) != listing:
+                self._directory[key] = listing
+                changed = True
+            self._check_partition(room, peer)
+        for key in [k for k, v in self._directory.items()
+                    if k[1] == peer and k[0] not in seen and v.source == "heartbeat"]:
+            del self._directory[key]
+            changed = True
+        if changed:
+            self._directory_changed.set()
+
+    def _learn_peer(self, card: PeerCard, source: str, color: str | None = None,
+                    started_at: float | None = None, address_hint: str = "") -> None:
+        pid = card.peer_id
+        if pid == self.peer_id:
+            return
+        if not card.addresses and address_hint:
+            card = PeerCard(pid, card.name, (address_hint,), card.router_port, card.pub_port,
+                            card.card_port)
+        peer = self._peers.get(pid)
+        is_new = peer is None or self._liveness.state(pid) is Liveness.GONE
+        if peer is None:
+            if len(self._peers) >= self.limits.max_peers:
+                self.stats["dropped_too_many_peers"] += 1
+                return
+            peer = _Peer(card)
+            self._peers[pid] = peer
+            for warning in self._known.observe(pid, card.name, list(card.addresses)):
+                self._emit(Notice(warning, "warning"))
+        elif peer.card.name != card.name and source in ("heartbeat", "hello"):
+            old = peer.card.name
+            peer.card = card
+            self._known.observe(pid, card.name, list(card.addresses))
+            self._emit(Renamed(self._peer_info(pid), old, card.name))
+            for jr in self._rooms.values():
+                if jr.core.is_host and rules.is_member(jr.state, pid):
+                    if jr.core.member_renamed(pid, card.name) is not None:
+                        self._host_publish(jr, jr.state)
+        if source in ("heartbeat", "hello") or not peer.card.addresses:
+            peer.card = card
+        if color is not None:
+            peer.color = color
+        if started_at is not None:
+            peer.started_at = started_at
+        self._connect(pid)
+        if is_new:
+            self._liveness.heard(pid, time.monotonic())
+            self._send(pid, Hello(self._card(), self.started_at, self.color))
+            self._emit(PeerDiscovered(self._peer_info(pid)))
+            self._peer_changed.set()
+
+    def _connect(self, pid: bytes) -> None:
+        peer = self._peers[pid]
+        card = peer.card
+        if not card.addresses:
+            return
+        target = (self._pick_address(card.addresses), card.router_port, card.pub_port)
+        if peer.connected_to != target:
+            self._transport.connect_peer(pid, target[0], target[1], target[2])
+            peer.connected_to = target
+
+    def _pick_address(self, addresses: Sequence[str]) -> str:
+        mine = [a.rsplit(".", 1)[0] for a in self._addresses]
+        for a in addresses:
+            if a.rsplit(".", 1)[0] in mine:
+                return a
+        return addresses[0]
+
+    def _on_peer_gone(self, peer: bytes, reason: str) -> None:
+        if peer not in self._peers:
+            return
+        info = self._peer_info(peer)
+        self._liveness.forget(peer)
+        del self._peers[peer]
+        self._transport.disconnect_peer(peer)
+        for key in [k for k in self._directory if k[1] == peer]:
+            del self._directory[key]
+        self._emit(PeerGone(info, reason))
+        for jr in list(self._rooms.values()):
+            self._member_gone(jr, peer, reason)
+
+    def _member_gone(self, jr: _JoinedRoom, peer: bytes, reason: str) -> None:
+        if not rules.is_member(jr.state, peer):
+            return
+        if jr.core.is_host:
+            change = rules.LEFT if reason == "quit" else rules.VANISHED
+            self._host_remove(jr, peer, change, "")
+        elif peer == jr.state.host:
+            jr.host_suspect = True
+            self._maybe_claim(jr)
+
+    # ---------------------------------------------------------------- direct
+
+    def _on_direct(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
+        m = env.message
+        match m:
+            case Hello():
+                if m.card.peer_id != peer:
+                    self.stats["dropped_spoofed"] += 1
+                    return
+                self._learn_peer(m.card, "hello", m.color, m.started_at, address)
+                self._send(peer, Peers(tuple(p.card for pid, p in self._peers.items()
+                                             if pid != peer and p.card.addresses)))
+            case Peers():
+                for card in m.peers[: self.limits.max_collection_items]:
+                    self._learn_peer(card, "introduction")
+            case Ping():
+                self._send(peer, Pong(m.nonce))
+            case Pong():
+                ping = self._pings.get(m.nonce)
+                if ping is not None and not ping.done():
+                    ping.set_result(time.perf_counter())
+                for jr in self._rooms.values():
+                    if jr.host_ping_nonce == m.nonce:
+                        jr.host_ping_nonce = None
+                        jr.host_suspect = False
+            case Private():
+                if self.peer_id not in m.to:
+                    self.stats["dropped_misdirected"] += 1
+                    return
+                self._emit(Message(None, self._peer_info(peer), m.text, True, env.sent_at, 0,
+                                   tuple(self._peer_info(p) for p in m.to)))
+            case JoinRequest():
+                self._on_join_request(peer, m, now)
+            case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult():
+                fut = self._futures.get(m.request_id)
+                if fut is not None and not fut.done():
+                    fut.set_result(m)
+            case Leave():
+                left = self._rooms.get(m.room_id)
+                if left is not None and left.core.is_host and rules.is_member(left.state, peer):
+                    self._host_remove(left, peer, rules.LEFT, "")
+            case HostCommand():
+                self._on_host_command(peer, m)
+            case KeyUpdate():
+                self._on_key_update(peer, m)
+            case HistoryRequest():
+                self._on_history_request(peer, m)
+            case HistoryReply():
+                target = self._rooms.get(m.room_id)
+                if target is not None:
+                    for blob in m.records[: self.limits.history_batch]:
+                        self._take_record(target, blob, verify=True, live=False)
+            case StateRequest():
+                asked = self._rooms.get(m.room_id)
+                if asked is not None and (rules.is_member(asked.state, peer)
+                                          or peer == asked.state.host):
+                    self._send(peer, StatePush(asked.room_id, asked.core.blob))
+            case StatePush():
+                self._on_state_blob(m.room_id, m.state, peer, direct=True)
+            case _:
+                self.stats["dropped_unexpected"] += 1
+
+    # ---------------------------------------------------------------- rooms: sealed payloads
+
+    def _open_sealed(self, jr: _JoinedRoom, peer: bytes, sealed: Sealed, now: float) -> None:
+        key = jr.keys.get(sealed.epoch)
+        if key is None:
+            pending = jr.pending_sealed.setdefault(sealed.epoch, [])
+            if len(jr.pending_sealed) > 8 or len(pending) > 1000:
+                self.stats["dropped_no_key"] += 1
+                return
+            pending.append((peer, Envelope(peer, 0, now, sealed)))
+            return
+        try:
+            inner_bytes = SecretBox(key).decrypt(sealed.box)
+        except CryptoError:
+            self.stats["dropped_undecryptable"] += 1
+            return
+        env = self._decode(inner_bytes, ROOM_INNER_TYPES, peer)
+        if env is None:
+            return
+        match env.message:
+            case Chat(record=blob):
+                self._take_record(jr, blob, verify=False, live=True, author=peer)
+            case StateAnnounce(state=blob):
+                self._on_state_blob(jr.room_id, blob, peer, direct=False)
+            case Heads() as heads:
+                self._on_heads(jr, peer, heads)
+
+    def _take_record(self, jr: _JoinedRoom, blob: bytes, verify: bool, live: bool,
+                     author: bytes | None = None) -> None:
+        if verify:
+            record = self._codec.open_signed(blob, ChatRecord, lambda r: r.sender)
+        else:
+            record = self._codec.peek_signed(blob, ChatRecord)
+            if record.sender != author:
+                self.stats["dropped_spoofed"] += 1
+                return
+        if record.room_id != jr.room_id or record.seq < 1:
+            self.stats["dropped_misdirected"] += 1
+            return
+        if not jr.tracker.add(record.sender, record.seq):
+            self.stats["duplicates"] += 1
+            return
+        self._log.add(record.room_id, record.sender, record.seq, record.sent_at, record.text,
+                      blob)
+        self._emit(Message(jr.state.name, self._peer_info(record.sender), record.text, False,
+                           record.sent_at, record.seq))
+        if live and record.seq > jr.tracker.head(record.sender):
+            self._ask_history(jr, record.sender, record.sender, record.seq - 1)
+
+    def _ask_history(self, jr: _JoinedRoom, source: bytes, author: bytes, upto: int) -> None:
+        now = time.monotonic()
+        ranges = [r for r in jr.tracker.missing(author, upto)
+                  if now - jr.history_asked.get((author, r.first), -1e9)
+                  > self.timings.gap_fill_interval_s * 2]
+        if not ranges:
+            return
+        for r in ranges:
+            jr.history_asked[(author, r.first)] = now
+        if len(jr.history_asked) > 4096:
+            jr.history_asked.clear()
+        self._send(source, HistoryRequest(jr.room_id, tuple(ranges)))
+        self.stats["history_requests"] += 1
+
+    def _on_history_request(self, peer: bytes, m: HistoryRequest) -> None:
+        jr = self._rooms.get(m.room_id)
+        if jr is None or not (rules.is_member(jr.state, peer) or peer in jr.merge_allow):
+            self.stats["dropped_not_member"] += 1
+            return
+        batch: list[bytes] = []
+        size = 0
+        budget = self.limits.history_batch * 4
+        for r in m.ranges[:64]:
+            if r.last < r.first:
+                continue
+            last = min(r.last, r.first + self.limits.history_batch)
+            for row in self._log.range(jr.room_id, r.sender, r.first, last):
+                blob = row.blob
+                if size + len(blob) > HISTORY_REPLY_BYTES and batch:
+                    self._send(peer, HistoryReply(jr.room_id, tuple(batch)))
+                    batch, size = [], 0
+                batch.append(blob)
+                size += len(blob)
+                budget -= 1
+                if budget <= 0:
+                    break
+        if batch:
+            self._send(peer, HistoryReply(jr.room_id, tuple(batch)))
+
+    def _on_heads(self, jr: _JoinedRoom, peer: bytes, heads: Heads) -> None:
+        for r in heads.heads[: self.limits.max_collection_items]:
+            if r.last > jr.tracker.head(r.sender):
+                self._ask_history(jr, peer, r.sender, r.last)
+        if (heads.term, heads.version) > (jr.state.term, jr.state.version):
+            now = time.monotonic()
+            if now - jr.state_asked_at > self.timings.gap_fill_interval_s:
+                jr.state_asked_at = now
+                self._send(peer, StateRequest(jr.room_id))
+
+    # ---------------------------------------------------------------- rooms: state
+
+    def _on_state_blob(self, room_id: bytes, blob: bytes, peer: bytes, direct: bool) -> None:
+        jr = self._rooms.get(room_id)
+        if jr is None:
+            return
+        new = jr.core.open_state(blob)
+        if new.room_id != room_id:
+            self.stats["dropped_misdirected"] += 1
+            return
+        old = jr.state
+        if direct and peer == old.host and new.host != old.host and not rules.accepts(old, new):
+            # Our host stepped down after a partition and points us at the room's other host.
+            if rules.host_priority(new) > rules.host_priority(old):
+                self._start_merge_rejoin(jr, new, blob)
+            return
+        last = self._liveness.last_heard(old.host)
+        host_silent = last is None or (
+            time.monotonic() - last >= self.timings.host_timeout_s / 2)
+        previous = jr.core.offer(blob, host_silent)
+        if previous is None:
+            if new.change == rules.FAILOVER and not host_silent:
+                self.stats["rejected_claims"] += 1
+            return
+        jr.ever_members.update(rules.member_ids(new))
+        self._after_state_change(jr, previous, new)
+
+    def _after_state_change(self, jr: _JoinedRoom, old: RoomState, new: RoomState) -> None:
+        """Emit events for a state change and act on it (host side and member side alike)."""
+        name = new.name
+        me = self.peer_id
+        self._log.save_room(new.room_id, new.name, jr.core.blob)
+        if new.closed and not old.closed:
+            self._emit(RoomClosed(name))
+            self._drop_room(jr)
+            return
+        if not rules.is_member(new, me):
+            if new.change in (rules.KICKED, rules.BANNED) and new.change_peer == me:
+                self._emit(MemberRemoved(name, self.me, self._peer_info(new.host),
+                                         new.change_reason, new.change == rules.BANNED))
+                self._drop_room(jr)
+            elif old.host == me:
+                pass  # we handed off while leaving
+            else:
+                self._emit(Notice(f"you are no longer a member of {name}"))
+                self._drop_room(jr)
+            return
+        if old.name != new.name:
+            self._emit(RoomRenamed(name, old.name, new.name))
+        old_ids = rules.member_ids(old)
+        new_ids = rules.member_ids(new)
+        for m in new.members:
+            if m.peer_id not in old_ids and m.peer_id != me:
+                self._emit(PeerJoined(name, self._peer_info(m.peer_id, m.name)))
+        for m in old.members:
+            if m.peer_id in new_ids or m.peer_id == me:
+                continue
+            info = self._peer_info(m.peer_id, m.name)
+            if new.change in (rules.KICKED, rules.BANNED) and new.change_peer == m.peer_id:
+                self._emit(MemberRemoved(name, info, self._peer_info(new.host),
+                                         new.change_reason, new.change == rules.BANNED))
+            else:
+                reason = {rules.LEFT: "left", rules.HANDOFF: "left"}.get(new.change, "vanished")
+                self._emit(PeerLeft(name, info, reason))
+        if old.host != new.host:
+            jr.host_suspect = False
+            jr.host_ping_nonce = None
+            self._emit(HostChanged(name, self._peer_info(old.host), self._peer_info(new.host),
+                                   new.term))
+            if new.host == me and new.change != rules.FAILOVER:
+                self._became_host(jr, old)
+            elif old.host == me:
+                self._spawn(self._withdraw_room(jr))
+        if new.change == rules.BANNED and new.change_peer not in new_ids and \
+                new.change_peer not in old_ids:
+            pass  # a ban of an absent peer: nothing to show besides /banned
+        if jr.core.is_host:
+            self._spawn(self._announce_room(jr))
+
+    def _became_host(self, jr: _JoinedRoom, old: RoomState) -> None:
+        """A handoff made us host: a fresh key shuts out whoever left with the old host."""
+        epoch, key = rules.new_room_key(self._random_bytes)
+        jr.keys[epoch] = key
+        self._distribute_key(jr, epoch, key)
+        jr.core.rekey(epoch)
+        self._host_publish(jr, old, announce_only=True)
+
+    def _enter_room(self, jr: _JoinedRoom) -> None:
+        self._rooms[jr.room_id] = jr
+        jr.ever_members.update(rules.member_ids(jr.state))
+        self._transport.subscribe(room_topic(jr.room_id))
+        self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
+
+    def _drop_room(self, jr: _JoinedRoom) -> None:
+        if self._rooms.pop(jr.room_id, None) is None:
+            return
+        self._last_states[jr.room_id] = jr.state
+        self._transport.unsubscribe(room_topic(jr.room_id))
+        if jr.core.is_host:
+            self._spawn(self._withdraw_room(jr))
+
+    def _room_handle(self, jr: _JoinedRoom) -> Room:
+        if jr.handle is None:
+            jr.handle = Room(self, jr.room_id)
+        return jr.handle
+
+    def _room_history(self, room_id: bytes, name: str) -> list[Message]:
+        return [Message(name, self._peer_info(row.sender), row.text, False, row.sent_at, row.seq)
+                for row in self._log.all(room_id)]
+
+    # ---------------------------------------------------------------- rooms: host side
+
+    def _host_publish(self, jr: _JoinedRoom, old: RoomState, announce_only: bool = False
+                      ) -> None:
+        """Publish our new signed state; emit events for the change unless already done."""
+        self._publish_room(jr, StateAnnounce(jr.core.blob))
+        for m in jr.state.members:
+            if m.peer_id != self.peer_id:
+                self._send(m.peer_id, StatePush(jr.room_id, jr.core.blob))
+        jr.ever_members.update(rules.member_ids(jr.state))
+        if announce_only:
+            self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
+            self._spawn(self._announce_room(jr))
+            return
+        self._after_state_change(jr, old, jr.state)
+
+    def _distribute_key(self, jr: _JoinedRoom, epoch: int, key: bytes,
+                        to: Iterable[bytes] | None = None) -> None:
+        targets = to if to is not None else rules.member_ids(jr.state)
+        for pid in targets:
+            if pid != self.peer_id:
+                self._send(pid, KeyUpdate(jr.room_id, epoch, rules.seal_key(self.identity, pid,
+                                                                            key)))
+
+    def _host_remove(self, jr: _JoinedRoom, peer: bytes, change: str, reason: str) -> None:
+        old = jr.state
+        epoch, key = rules.new_room_key(self._random_bytes)
+        jr.keys[epoch] = key
+        jr.core.remove_member(peer, change, reason, new_epoch=epoch)
+        self._distribute_key(jr, epoch, key)
+        if change in (rules.KICKED, rules.BANNED):
+            self._send(peer, StatePush(jr.room_id, jr.core.blob))
+        self._host_publish(jr, old)
+
+    def _on_join_request(self, peer: bytes, req: JoinRequest, now: float) -> None:
+        jr = self._rooms.get(req.room_id)
+
+        def refuse(reason: str, detail: str = "") -> None:
+            self._send(peer, JoinRefusal(req.room_id, req.request_id, reason, detail))
+
+        if jr is None:
+            refuse("not_found", "no such room here")
+            return
+        state = jr.state
+        if not jr.core.is_host:
+            refuse("moved", state.host.hex())
+            return
+        if req.merge_token:
+            self._on_merge_join(jr, peer, req)
+            return
+        if rules.is_banned(state, peer):
+            refuse("banned", "you are banned from this room")
+            return
+        if state.closed:
+            refuse("closed", "the room is closed")
+            return
+        already = rules.is_member(state, peer)
+        if state.locked and not already:
+            refuse("locked", "the room is locked")
+            return
+        if state.password is not None and not already:
+            if not self._rate_ok(jr, peer, now):
+                refuse("rate", "too many attempts; wait a minute")
+                return
+            pending = jr.challenges.get(peer)
+            if not req.proof or pending is None or pending[0] != req.challenge:
+                nonce = self._random_bytes(24)
+                jr.challenges[peer] = (nonce, now)
+                pw = state.password
+                self._send(peer, JoinChallenge(req.room_id, req.request_id, pw.salt, nonce,
+                                               pw.opslimit, pw.memlimit))
+                return
+            del jr.challenges[peer]
+            if not rules.check_proof(state.password, state.room_id, peer, pending[0], req.proof):
+                refuse("password", "wrong password")
+                return
+        name = req.name.strip()[: self.limits.max_name_chars] or "?"
+        self._admit(jr, peer, name, req.request_id, now)
+
+    def _admit(self, jr: _JoinedRoom, peer: bytes, name: str, request_id: int, now: float,
+               full_history: bool = False) -> None:
+        old = jr.state
+        jr.core.add_member(peer, name, now)
+        epoch = self._send_epoch(jr)
+        rows = self._log.last(jr.room_id, self.limits.history_on_join)
+        history = tuple(row.blob for row in rows)
+        size = sum(len(b) for b in history)
+        while size > self.limits.max_frame_bytes // 2 and history:
+            size -= len(history[0])
+            history = history[1:]
+        heads = () if full_history else jr.tracker.heads()
+        self._send(peer, JoinAccept(jr.room_id, request_id, jr.core.blob,
+                                    rules.seal_key(self.identity, peer, jr.keys[epoch]), epoch,
+                                    history, heads))
+        self._host_publish(jr, old)
+
+    def _rate_ok(self, jr: _JoinedRoom, peer: bytes, now: float) -> bool:
+        attempts = jr.attempts.setdefault(peer, deque())
+        while attempts and now - attempts[0] > 60.0:
+            attempts.popleft()
+        if len(attempts) >= self.limits.join_attempts_per_minute:
+            return False
+        attempts.append(now)
+        return True
+
+    def _on_host_command(self, peer: bytes, cmd: HostCommand) -> None:
+        jr = self._rooms.get(cmd.room_id)
+
+        def answer(ok: bool, error: str = "", detail: str = "") -> None:
+            self._send(peer, CommandResult(cmd.room_id, cmd.request_id, ok, error, detail))
+
+        if jr is None:
+            answer(False, "not_found", "no such room here")
+            return
+        if not jr.core.is_host:
+            answer(False, "moved", jr.state.host.hex())
+            return
+        # Host-only operations are only ever done by the host for the host; a request from
+        # anyone else is refused here, whatever its client allowed.
+        answer(False, "not_host", f"only the host can {_OP_VERBS.get(cmd.op, cmd.op)}")
+
+    def _on_key_update(self, peer: bytes, m: KeyUpdate) -> None:
+        jr = self._rooms.get(m.room_id)
+        if jr is None or not rules.is_member(jr.state, peer):
+            self.stats["dropped_not_member"] += 1
+            return
+        key = rules.unseal_key(self.identity, peer, m.sealed_key)
+        jr.keys[m.epoch] = key
+        if len(jr.keys) > 64:
+            del jr.keys[next(iter(jr.keys))]
+        for sender, env in jr.pending_sealed.pop(m.epoch, []):
+            if isinstance(env.message, Sealed):
+                self._open_sealed(jr, sender, env.message, env.sent_at)
+
+    # ---------------------------------------------------------------- host operations
+
+    async def _host_op(self, jr: _JoinedRoom, op: str, *args: str) -> None:
+        if not jr.core.is_host:
+            await self._remote_host_op(jr, op, args)
+            return
+        old = jr.state
+        core = jr.core
+        if op == "handoff":
+            target = self._member_id(jr, args[0])
+            if target == self.peer_id:
+                raise MeshchatError("you are already the host")
+            core.handoff(target)
+            self._host_publish(jr, old)
+        elif op in ("kick", "ban"):
+            target = self._resolve_id(args[0])
+            if target == self.peer_id:
+                raise MeshchatError(f"you cannot {op} yourself")
+            change = rules.KICKED if op == "kick" else rules.BANNED
+            if rules.is_member(jr.state, target):
+                self._host_remove(jr, target, change, args[1] if len(args) > 1 else "")
+                if op == "ban":
+                    jr.challenges.pop(target, None)
+            elif op == "ban":
+                core.ban_absent(target, self._peer_info(target).name,
+                                args[1] if len(args) > 1 else "")
+                self._host_publish(jr, old)
+            else:
+                raise PeerNotFound(f"{args[0]} is not in this room")
+        elif op == "unban":
+            target = self._ban_id(jr, args[0])
+            core.unban(target)
+            self._host_publish(jr, old)
+        elif op in ("lock", "unlock"):
+            core.set_locked(op == "lock")
+            self._host_publish(jr, old)
+        elif op == "close":
+            core.close()
+            self._host_publish(jr, old)
+        elif op == "rename":
+            new = args[0].strip()
+            if not new or len(new) > self.limits.max_room_name_chars:
+                raise MeshchatError("a room name is 1 to "
+                                    f"{self.limits.max_room_name_chars} characters")
+            core.rename(new)
+            self._host_publish(jr, old)
+        elif op == "password":
+            verifier = None
+            if args[0]:
+                verifier = await asyncio.to_thread(rules.make_verifier, args[0],
+                                                   self._random_bytes)
+            epoch, key = rules.new_room_key(self._random_bytes)
+            jr.keys[epoch] = key
+            self._distribute_key(jr, epoch, key)
+            core.set_password(verifier, epoch)
+            self._host_publish(jr, old)
+        else:
+            raise MeshchatError(f"unknown room operation {op}")
+
+    async def _remote_host_op(self, jr: _JoinedRoom, op: str, args: Sequence[str]) -> None:
+        """Ask the host: it refuses anything host-only from a non-host, and says so."""
+        rid = self._next_request_id()
+        fut: asyncio.Future[WireMessage] = asyncio.get_running_loop().create_future()
+        self._futures[rid] = fut
+        try:
+            self._send(jr.state.host, HostCommand(jr.room_id, rid, op, tuple(a for a in args
+                                                                                 if a)))
+            try:
+                reply = await asyncio.wait_for(fut, self.timings.request_timeout_s)
+            except TimeoutError as exc:
+                raise NotHost(f"only the host can {_OP_VERBS.get(op, op)}") from exc
+        finally:
+            self._futures.pop(rid, None)
+        if isinstance(reply, CommandResult) and not reply.ok:
+            raise NotHost(reply.detail or f"only the host can {_OP_VERBS.get(op, op)}")
+
+    def _member_id(self, jr: _JoinedRoom, who: str) -> bytes:
+        pid = self._resolve_id(who)
+        if not rules.is_member(jr.state, pid):
+            raise PeerNotFound(f"{who} is not in this room")
+        return pid
+
+    def _ban_id(self, jr: _JoinedRoom, who: str) -> bytes:
+        q = who.strip().casefold().lstrip("#")
+        hits = [b.peer_id for b in jr.state.bans
+                if b.name.casefold() == q or (len(q) >= 4 and fingerprint_of(b.peer_id)
+                                              .startswith(q))]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise AmbiguousName(who, [f"{self._peer_info(p).name} ({fingerprint_of(p)[:8]})"
+                                      for p in hits])
+        raise PeerNotFound(f"{who} is not banned here (see /banned)")
+
+    # ---------------------------------------------------------------- chat
+
+    async def _say(self, jr: _JoinedRoom, text: str) -> None:
+        text = self._check_text(text)
+        seq = self._log.next_seq(jr.room_id, self.peer_id)
+        seq = max(seq, jr.tracker.head(self.peer_id) + 1)
+        record = ChatRecord(jr.room_id, self.peer_id, seq, self._clock(), text)
+        blob = self._codec.sign_record(self.identity, record)
+        jr.tracker.add(self.peer_id, seq)
+        self._log.add(jr.room_id, self.peer_id, seq, record.sent_at, text, blob)
+        self._log.flush()  # our seq must survive a crash, or peers would drop the next as dup
+        self._publish_room(jr, Chat(blob), seq=seq)
+        self._emit(Message(jr.state.name, self.me, text, False, record.sent_at, seq))
+
+    # ---------------------------------------------------------------- joining
+
+    async def _find_room(self, name: str) -> _Listing:
+        deadline = time.monotonic() + max(self.timings.discovery_wait_s,
+                                          2.0 - self.uptime())
+        while True:
+            hits = [lst for lst in self._directory.values()
+                    if lst.name.casefold() == name.strip().casefold()]
+            if hits:
+                return max(hits, key=lambda lst: (lst.term, lst.members))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RoomNotFound(f"no room called {name!r} on the network (see /rooms)")
+            self._directory_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._directory_changed.wait(), remaining)
+
+    async def _request(self, pid: bytes, message: WireMessage, rid: int, timeout: float
+                       ) -> WireMessage:
+        fut: asyncio.Future[WireMessage] = asyncio.get_running_loop().create_future()
+        self._futures[rid] = fut
+        try:
+            deadline = time.monotonic() + timeout
+            sent = self._send(pid, message)
+            while not sent and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                sent = self._send(pid, message)
+            if not sent:
+                raise Timeout("the host cannot be reached")
+            try:
+                return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+            except TimeoutError as exc:
+                raise Timeout("the host did not answer") from exc
+        finally:
+            self._futures.pop(rid, None)
+
+    async def _join_listing(self, listing: _Listing, password: str | None,
+                            merge_token: bytes = b"") -> Room:
+        host_id = listing.host.peer_id
+        if host_id == self.peer_id:
+            jr = self._rooms.get(listing.room_id)
+            if jr is not None:
+                return self._room_handle(jr)
+            raise RoomNotFound("that room is hosted here but no longer exists")
+        if listing.room_id in self._rooms and not merge_token:
+            return self._room_handle(self._rooms[listing.room_id])
+        self._learn_peer(listing.host, "introduction")
+        rid = self._next_request_id()
+        request = JoinRequest(listing.room_id, self.name, rid, b"", b"", merge_token)
+        reply = await self._request(host_id, request, rid, self.timings.join_timeout_s)
+        if isinstance(reply, JoinChallenge):
+            if not password:
+                raise JoinRefused("password", "this room needs a password")
+            proof = await asyncio.to_thread(
+                rules.password_proof, password, reply.salt, reply.opslimit, reply.memlimit,
+                listing.room_id, self.peer_id, reply.nonce,
+            )
+            rid = self._next_request_id()
+            request = JoinRequest(listing.room_id, self.name, rid, reply.nonce, proof, b"")
+            reply = await self._request(host_id, request, rid, self.timings.join_timeout_s)
+        if isinstance(reply, JoinRefusal):
+            if reply.reason == "moved":
+                new_host = self._peers.get(bytes.fromhex(reply.detail)) if _is_hex(
+                    reply.detail) else None
+                if new_host is not None:
+                    raise _Moved(_Listing(listing.room_id, listing.name, new_host.card,
+                                          listing.members, listing.locked,
+                                          listing.has_password, listing.term, "moved"))
+            raise JoinRefused(reply.reason, reply.detail)
+        if not isinstance(reply, JoinAccept):
+            raise JoinRefused("protocol", "unexpected answer from the host")
+        return self._accept_join(listing.room_id, host_id, reply, merge=bool(merge_token))
+
+    def _accept_join(self, room_id: bytes, host_id: bytes, reply: JoinAccept, merge: bool
+                     ) -> Room:
+        state = self._codec.open_signed(reply.state, RoomState, rules.signer_of)
+        if state.room_id != room_id or state.host != host_id:
+            raise JoinRefused("protocol", "the host sent a state that is not its own")
+        key = rules.unseal_key(self.identity, host_id, reply.sealed_key)
+        old = self._rooms.get(room_id)
+        previous: RoomState | None = None
+        if old is not None:
+            previous = old.state
+            old.core.current = rules.SignedState(state, reply.state)
+            old.keys[reply.key_epoch] = key
+            jr = old
+        else:
+            core = rules.RoomCore(self.identity, self._codec, rules.SignedState(state,
+                                                                                reply.state))
+            jr = _JoinedRoom(core, {reply.key_epoch: key}, SeqTracker())
+            for sender, seq in self._log.heads(room_id).items():
+                jr.tracker.set_base(sender, seq)
+            if not merge:
+                for r in reply.heads:
+                    jr.tracker.set_base(r.sender, r.last)
+            self._enter_room(jr)
+        for blob in reply.history:
+            with contextlib.suppress(ProtocolError):
+                self._take_record_quiet(jr, blob)
+        if previous is not None:
+            self._after_state_change(jr, previous, state)
+        jr.ever_members.update(rules.member_ids(state))
+        self._publish_heads(jr)
+        return self._room_handle(jr)
+
+    def _take_record_quiet(self, jr: _JoinedRoom, blob: bytes) -> None:
+        record = self._codec.open_signed(blob, ChatRecord, lambda r: r.sender)
+        if record.room_id != jr.room_id or record.seq < 1:
+            return
+        jr.tracker.add(record.sender, record.seq)
+        self._log.add(record.room_id, record.sender, record.seq, record.sent_at, record.text,
+                      blob)
+
+    async def _leave(self, room_id: bytes, reason: str, emit: bool = True) -> None:
+        jr = self._rooms.get(room_id)
+        if jr is None:
+            raise NotInRoom("you are not in this room")
+        if jr.core.is_host:
+            others = [m.peer_id for m in jr.state.members if m.peer_id != self.peer_id]
+            succ = rules.successor(jr.state, lambda p: self._liveness.is_alive(p)) or (
+                others[0] if others else None)
+            if succ is not None:
+                old = jr.state
+                jr.core.handoff(succ, leaving=True)
+                self._host_publish(jr, old, announce_only=True)
+                self._emit_local_leave(jr, emit)
+                self._drop_room(jr)
+                await self._withdraw_room(jr)
+                return
+            self._drop_room(jr)
+            await self._withdraw_room(jr)
+        else:
+            self._send(jr.state.host, Leave(room_id))
+            self._drop_room(jr)
+        self._emit_local_leave(jr, emit)
+
+    def _emit_local_leave(self, jr: _JoinedRoom, emit: bool) -> None:
+        if emit:
+            self._emit(Notice(f"you left {jr.state.name}"))
+
+    # ---------------------------------------------------------------- partitions
+
+    def _check_partition(self, hosted: HostedRoom, other_host: bytes) -> None:
+        """Another node hosts a room we host too: the lower (term, rank) steps down."""
+        jr = self._rooms.get(hosted.room_id)
+        if jr is None or not jr.core.is_host or jr.merging:
+            return
+        theirs = (hosted.term, bytes(255 - b for b in other_host))
+        if theirs <= rules.host_priority(jr.state):
+            return
+        jr.merging = True
+        self._spawn(self._merge_into(jr, other_host))
+
+    async def _merge_into(self, jr: _JoinedRoom, other_host: bytes) -> None:
+        """Step down: join the winning host's room, then send our members there."""
+        peer = self._peers.get(other_host)
+        try:
+            if peer is None:
+                return
+            listing = _Listing(jr.room_id, jr.state.name, peer.card, 0, False, False, 0,
+                               "merge")
+            members = [m.peer_id for m in jr.state.members if m.peer_id != self.peer_id]
+            token = jr.core.blob
+            old_state = jr.state
+            await self._join_listing(listing, None, merge_token=token)
+            winner = self._rooms.get(jr.room_id)
+            if winner is None:
+                return
+            for pid in members:
+                self._send(pid, StatePush(jr.room_id, winner.core.blob))
+            self._emit(Notice(f"the network healed: {old_state.name} merged into the room "
+                              f"hosted by {self._peer_info(other_host).name}"))
+        except MeshchatError as exc:
+            log.info("merge into %s failed: %s", fingerprint_of(other_host), exc)
+        finally:
+            cur = self._rooms.get(jr.room_id)
+            if cur is not None:
+                cur.merging = False
+
+    def _start_merge_rejoin(self, jr: _JoinedRoom, winner: RoomState, blob: bytes) -> None:
+        if jr.merging:
+            return
+        jr.merging = True
+        self._spawn(self._merge_rejoin(jr, winner, blob))
+
+    async def _merge_rejoin(self, jr: _JoinedRoom, winner: RoomState, blob: bytes) -> None:
+        peer = self._peers.get(winner.host)
+        try:
+            if peer is None:
+                return
+            listing = _Listing(jr.room_id, winner.name, peer.card, 0, False, False, 0, "merge")
+            await self._join_listing(listing, None, merge_token=jr.core.blob)
+        except MeshchatError as exc:
+            log.info("rejoin after merge failed: %s", exc)
+        finally:
+            cur = self._rooms.get(jr.room_id)
+            if cur is not None:
+                cur.merging = False
+
+    def _on_merge_join(self, jr: _JoinedRoom, peer: bytes, req: JoinRequest) -> None:
+        """A member (or the host) of the other side of a healed partition joins us."""
+        try:
+            other = self._codec.open_signed(req.merge_token, RoomState, rules.signer_of)
+        except ProtocolError:
+            self._send(peer, JoinRefusal(req.room_id, req.request_id, "merge", "bad token"))
+            return
+        ok = (other.room_id == jr.room_id and rules.is_member(other, peer)
+              and (other.host in jr.ever_members or other.host in jr.merge_allow)
+              and not rules.is_banned(jr.state, peer))
+        if not ok:
+            self._send(peer, JoinRefusal(req.room_id, req.request_id, "merge",
+                                         "not a member of this room"))
+            return
+        if other.host == peer:
+            jr.merge_allow.update(rules.member_ids(other))
+            old = jr.state
+            if jr.core.merge_bans(other.bans) is not None:
+                self._host_publish(jr, old)
+        name = req.name.strip()[: self.limits.max_name_chars] or "?"
+        self._admit(jr, peer, name, req.request_id, self._clock(), full_history=True)
+
+    # ---------------------------------------------------------------- elections
+
+    def _maybe_claim(self, jr: _JoinedRoom) -> None:
+        """The host is gone or silent and unanswering: the first live member claims."""
+        if jr.core.is_host or not jr.host_suspect:
+            return
+        host = jr.state.host
+        succ = rules.successor(jr.state, lambda p: p == self.peer_id or (
+            self._liveness.is_alive(p) and p != host))
+        if succ != self.peer_id:
+            return
+        old = jr.state
+        epoch, key = rules.new_room_key(self._random_bytes)
+        jr.keys[epoch] = key
+        jr.core.claim(host, epoch)
+        jr.host_suspect = False
+        self._distribute_key(jr, epoch, key)
+        # The claim is sealed with the old key, which every member still holds.
+        self._publish_room(jr, StateAnnounce(jr.core.blob), epoch=old.key_epoch
+                           if old.key_epoch in jr.keys else None)
+        for m in jr.state.members:
+            if m.peer_id != self.peer_id:
+                self._send(m.peer_id, StatePush(jr.room_id, jr.core.blob))
+        self._after_state_change(jr, old, jr.state)
+
+    # ================================================================ timers
+
+    async def _ticker(self) -> None:
+        interval = self.timings.heartbeat_interval_s
+        last_flush = time.monotonic()
+        beat = 0
+        while True:
+            await asyncio.sleep(interval)
+            beat += 1
+            try:
+                self._tick(beat)
+            except Exception:  # a bug must not stop the heartbeat
+                log.exception("tick failed")
+                self.stats["tick_errors"] += 1
+            now = time.monotonic()
+            if now - last_flush > 0.2:
+                self._log.flush()
+                last_flush = now
+
+    def _tick(self, beat: int) -> None:
+        now = time.monotonic()
+        hb = self._heartbeat(include_known=beat % 20 == 0)
+        self._publish(TOPIC_PRESENCE, hb)
+        for peer, state in self._liveness.tick(now):
+            if state is Liveness.EVASIVE:
+                self._send(peer, Ping(self._next_request_id()))
+            elif state is Liveness.GONE:
+                self._on_peer_gone(peer, "vanished")
+        gap_every = max(1, round(self.timings.gap_fill_interval_s / self.timings.
+                                 heartbeat_interval_s))
+        for jr in list(self._rooms.values()):
+            if beat % gap_every == 0:
+                self._publish_heads(jr)
+            self._watch_host(jr, now)
+
+    def _publish_heads(self, jr: _JoinedRoom) -> None:
+        heads = jr.tracker.heads()[: self.limits.max_collection_items]
+        self._publish_room(jr, Heads(heads, jr.state.term, jr.state.version))
+
+    def _watch_host(self, jr: _JoinedRoom, now: float) -> None:
+        if jr.core.is_host:
+            return
+        host = jr.state.host
+        last = self._liveness.last_heard(host)
+        silent = now - last if last is not None else float("inf")
+        if silent < self.timings.host_timeout_s:
+            jr.host_ping_nonce = None
+            jr.host_suspect = False
+            return
+        if jr.host_suspect:
+            self._maybe_claim(jr)
+            return
+        if jr.host_ping_nonce is None:
+            jr.host_ping_nonce = self._next_request_id()
+            jr.host_ping_at = now
+            self._send(host, Ping(jr.host_ping_nonce))
+        elif now - jr.host_ping_at >= self.timings.host_ping_timeout_s:
+            jr.host_suspect = True
+            self._maybe_claim(jr)
+
+    def _heartbeat(self, include_known: bool = False) -> Heartbeat:
+        hosted = tuple(
+            HostedRoom(jr.room_id, jr.state.name, len(jr.state.members), jr.state.locked,
+                       jr.state.password is not None, jr.state.term)
+            for jr in self._rooms.values() if jr.core.is_host and jr.announce
+        )
+        known: tuple[PeerCard, ...] = ()
+        if include_known:
+            known = tuple(p.card for pid, p in self._peers.items()
+                          if p.card.addresses and self._liveness.is_alive(pid))[:64]
+        return Heartbeat(self._card(), self.started_at, self.color, hosted, known)
+
+    # ================================================================ discovery
+
+    def _on_discovered_peer(self, card: PeerCard) -> None:
+        if self._closed:
+            return
+        try:
+            self._learn_peer(card, "discovery")
+        except (ValueError, ProtocolError) as exc:
+            self.stats["dropped_discovery"] += 1
+            log.debug("bad discovery record: %s", exc)
+
+    def _on_discovery_peer_removed(self, pid: bytes) -> None:
+        # mDNS goodbyes are a hint; the heartbeat decides (a Bye comes over the mesh too).
+        if pid in self._peers and self._liveness.state(pid) is not Liveness.ALIVE:
+            self._on_peer_gone(pid, "quit")
+
+    def _on_discovered_room(self, room: RoomAnnouncement) -> None:
+        if room.host.peer_id == self.peer_id:
+            return
+        self._directory[(room.room_id, room.host.peer_id)] = _Listing(
+            room.room_id, room.name, room.host, room.members, room.locked, room.has_password,
+            room.term, "mdns",
+        )
+        self._on_discovered_peer(room.host)
+        self._directory_changed.set()
+
+    def _on_discovered_room_removed(self, room_id: bytes, host: bytes) -> None:
+        listing = self._directory.get((room_id, host))
+        if listing is not None and listing.source == "mdns":
+            del self._directory[(room_id, host)]
+
+    async def _announce_room(self, jr: _JoinedRoom) -> None:
+        if not jr.announce or not jr.core.is_host or self._closed:
+            return
+        s = jr.state
+        with contextlib.suppress(Exception):
+            await self._discovery.announce_room(RoomAnnouncement(
+                s.room_id, s.name, self._card(), len(s.members), s.locked,
+                s.password is not None, s.term,
+            ))
+
+    async def _withdraw_room(self, jr: _JoinedRoom) -> None:
+        with contextlib.suppress(Exception):
+            await self._discovery.withdraw_room(jr.room_id)
+
+    def _room_infos(self) -> list[RoomInfo]:
+        best: dict[bytes, RoomInfo] = {}
+        for jr in self._rooms.values():
+            if jr.core.is_host and jr.announce:
+                s = jr.state
+                best[s.room_id] = RoomInfo(s.name, self.name, len(s.members), s.locked,
+                                           s.password is not None, s.room_id, self.fingerprint)
+        for lst in sorted(self._directory.values(), key=lambda item: item.term):
+            if lst.room_id in best and lst.room_id in self._rooms:
+                continue
+            best[lst.room_id] = RoomInfo(lst.name, lst.host.name, lst.members, lst.locked,
+                                         lst.has_password, lst.room_id,
+                                         fingerprint_of(lst.host.peer_id))
+        return sorted(best.values(), key=lambda r: r.name.casefold())
+
+    def _on_handshake_failure(self, pid: bytes) -> None:
+        self.stats["handshake_failures"] += 1
+        self._emit(Notice(f"the peer at {self._peer_info(pid).label}'s address does not hold "
+                          "its key: refused (an impostor, or a reinstalled machine)", "warning"))
+
+    # ================================================================ misc
+
+    def _spawn(self, coro: object) -> None:
+        import inspect
+
+        if not inspect.iscoroutine(coro):
+            return
+        if self._closed:
+            coro.close()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+
+class _Moved(Exception):
+    def __init__(self, listing: _Listing) -> None:
+        self.listing = listing
+
+
+_OP_VERBS = {
+    "handoff": "hand the room over", "kick": "kick", "ban": "ban", "unban": "unban",
+    "lock": "lock the room", "unlock": "unlock the room", "close": "close the room",
+    "rename": "rename the room", "password": "set the password",
+}
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return len(text) == 64
+
+

@@ -1,0 +1,116 @@
+"""Issue 2 at node level: rooms found, join, chat, private messages, ping, leave, vanish."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshchat import (
+    AmbiguousName,
+    Message,
+    PeerGone,
+    PeerJoined,
+    PeerLeft,
+    PeerNotFound,
+    RoomNotFound,
+)
+
+from .conftest import Mesh, until
+
+
+async def test_three_nodes_chat(mesh: Mesh) -> None:
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    carol = await mesh.add("carol")
+    lobby = await alice.host("lobby")
+    infos = await bob.rooms(timeout=1.0)
+    assert [(i.name, i.host, i.members) for i in infos] == [("lobby", "alice", 1)]
+
+    room_b = await bob.join("lobby")
+    await mesh.recorders["alice"].wait(lambda e: isinstance(e, PeerJoined) and e.peer.name == "bob")
+    room_c = await carol.join("lobby")
+    await mesh.recorders["bob"].wait(
+        lambda e: isinstance(e, PeerJoined) and e.peer.name == "carol")
+    assert [m.name for m in room_c.members] == ["alice", "bob", "carol"]
+    assert room_c.host.name == "alice"
+
+    await room_b.say("hello all")
+    for name in ("alice", "carol"):
+        ev = await mesh.recorders[name].wait(
+            lambda e: isinstance(e, Message) and e.text == "hello all")
+        assert isinstance(ev, Message)
+        assert ev.sender.name == "bob" and ev.room == "lobby" and not ev.private
+        assert ev.sent_at > 0
+
+    await lobby.say("from the host")
+    await mesh.recorders["carol"].wait(
+        lambda e: isinstance(e, Message) and e.text == "from the host")
+    await until(lambda: len(room_c.history()) == 2, what="carol holds both messages")
+    assert [m.text for m in room_c.history()] == ["hello all", "from the host"]
+
+
+async def test_private_messages_reach_only_their_targets(mesh: Mesh) -> None:
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    carol = await mesh.add("carol")
+    await until(lambda: len(alice.peers()) == 2, what="alice sees both peers")
+    await until(lambda: len(bob.peers()) == 2 and len(carol.peers()) == 2)
+
+    await alice.msg("carol", "psst")
+    ev = await mesh.recorders["carol"].wait(lambda e: isinstance(e, Message) and e.private)
+    assert isinstance(ev, Message) and ev.text == "psst" and ev.sender.name == "alice"
+    await alice.msg(["bob", "carol"], "both of you")
+    for name in ("bob", "carol"):
+        ev = await mesh.recorders[name].wait(
+            lambda e: isinstance(e, Message) and e.text == "both of you")
+        assert isinstance(ev, Message)
+        assert {p.name for p in ev.recipients} == {"bob", "carol"}
+    # bob's stream, in order, never had the first private line
+    assert not any(isinstance(e, Message) and e.text == "psst"
+                   for e in mesh.recorders["bob"].events)
+
+
+async def test_ping_and_errors(mesh: Mesh) -> None:
+    alice = await mesh.add("alice")
+    await mesh.add("bob")
+    await until(lambda: len(alice.peers()) == 1)
+    rtt = await alice.ping("bob")
+    assert 0 < rtt < 1.0
+    with pytest.raises(PeerNotFound):
+        await alice.msg("nobody", "hi")
+    with pytest.raises(RoomNotFound):
+        await alice.join("no-such-room")
+
+
+async def test_same_names_are_told_apart_by_fingerprint(mesh: Mesh) -> None:
+    alice = await mesh.add("alice")
+    bob1 = await mesh.add("bob")
+    bob2 = await mesh.add("bob")
+    await until(lambda: len(alice.peers()) == 2)
+    with pytest.raises(AmbiguousName):
+        await alice.msg("bob", "which one?")
+    await alice.msg(bob2.fingerprint[:6], "you, the second bob")
+    ev = await mesh.recorders["bob"].wait(
+        lambda e: isinstance(e, Message) and e.text == "you, the second bob")
+    assert isinstance(ev, Message)
+    assert bob1.fingerprint != bob2.fingerprint
+
+
+async def test_leave_and_vanish_are_shown(mesh: Mesh) -> None:
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    carol = await mesh.add("carol")
+    await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    await carol.join("lobby")
+    await until(lambda: len(room_b.members) == 3)
+
+    await room_b.leave()
+    ev = await mesh.recorders["carol"].wait(lambda e: isinstance(e, PeerLeft))
+    assert isinstance(ev, PeerLeft) and ev.peer.name == "bob" and ev.reason == "left"
+
+    mesh.network.kill(carol.peer_id)
+    ev = await mesh.recorders["alice"].wait(
+        lambda e: isinstance(e, PeerGone) and e.peer.name == "carol", timeout=5)
+    ev = await mesh.recorders["alice"].wait(
+        lambda e: isinstance(e, PeerLeft) and e.peer.name == "carol")
+    assert isinstance(ev, PeerLeft) and ev.reason == "vanished"
