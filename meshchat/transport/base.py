@@ -53,7 +53,9 @@ Receiver = Callable[[Incoming], Awaitable[None] | None]
 class Transport(Protocol):
     stats: TransportStats
 
-    async def start(self, identity: Identity, bind_addresses: list[str], receiver: Receiver) -> LocalPorts:
+    async def start(
+        self, identity: Identity, bind_addresses: list[str], receiver: Receiver
+    ) -> LocalPorts:
         """Bind (on every address in ``bind_addresses``; '*' for all) and start receiving.
 
         ``receiver`` is called for every authenticated incoming frame, in order per peer.

@@ -1,0 +1,690 @@
+"""The ZeroMQ transport: CURVE on every socket, our own ZAP handler, all on one asyncio loop.
+
+Sockets of one node::
+
+    ZAP     ROUTER  inproc://zeromq.zap.01   bound before anything else; admits every CURVE
+                                             key not denied, User-Id = hex of that key
+    PUB     CURVE server, bound              [topic, payload] to every peer's SUB
+    ROUTER  CURVE server, bound              [routing id, payload] in; replies out by routing id
+    SUB     CURVE client, one per peer       pinned to the peer's key; frames are Incoming 'pub'
+    DEALER  CURVE client, one per peer       pinned; routing id = our peer id; Incoming 'direct'
+
+Who a frame is from: a SUB or DEALER only completes a handshake with the server key it pinned
+(``curve_public_of(peer_id)``), so everything it receives is that peer's. A ROUTER frame's
+routing id is only a claim; it is accepted when the User-Id our ZAP handler gave the
+connection (hex of the client's CURVE key) is ``curve_public_of(routing id)``.
+
+What libzmq does not let us do, and what covers it:
+
+- ``deny`` cannot cut a denied peer's live connection *to our PUB* (libzmq has no per-pipe
+  disconnect); it only refuses the next handshake. Room-key rotation keeps room traffic
+  confidential. Its ROUTER frames are dropped and our SUB/DEALER to it are closed at once.
+- ROUTER routing ids are first-come claims (and ROUTER_HANDOVER lets a newer connection take one
+  over so that a restarted peer is reachable at once). A client that claims a peer id without
+  owning its key cannot send anything through (its frames fail the User-Id check and are
+  counted), but while it holds the routing id, frames we *send* by the ROUTER fallback would go
+  to it. The fallback is therefore used only for a routing id whose latest frame was
+  authenticated; a peer we have connected to is always reached over our pinned DEALER.
+- A peer id and its sign-flipped twin share one CURVE key (Ed25519 → X25519 is two-to-one), and
+  whoever holds one holds both; deny and the User-Id check work on the CURVE key, so they cover
+  both ids.
+- A frame over ``ZMQ_MAXMSGSIZE`` makes libzmq drop the whole connection (it reconnects); it
+  cannot be counted per frame. We refuse to send oversize frames ourselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from ..config import Limits
+from ..identity import Identity, curve_public_of, is_valid_peer_id
+from .base import Incoming, LocalPorts, Receiver, TransportStats
+
+__all__ = ["ZAP_ENDPOINT", "ZmqTransport", "ZmqTuning"]
+
+log = logging.getLogger(__name__)
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+_ZAP_DOMAIN = b"meshchat"
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+_MONITORED_EVENTS = _HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_monitor_ids = itertools.count()
+
+HandshakeFailureHandler = Callable[[bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ZmqTuning:
+    """libzmq socket settings; the defaults suit a LAN."""
+
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 1000
+    connect_timeout_ms: int = 2000
+    handshake_ivl_ms: int = 5000
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 5000
+    tcp_keepalive_idle_s: int = 10
+    tcp_keepalive_intvl_s: int = 3
+    tcp_keepalive_cnt: int = 3
+    disconnect_linger_ms: int = 100
+    recv_batch: int = 256
+    max_handshake_failures: int = 5
+    sockets_per_peer: int = 6  # SUB, DEALER, 2 monitor PAIRs and libzmq's 2 monitor ends
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _endpoint(host: str, port: int | str) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}:{port}"
+
+
+class _Pump:
+    """Drives one receiving socket: wait until readable, then drain it without blocking.
+
+    libzmq's ZMQ_FD is edge-triggered: any call that processes the socket's commands (a send,
+    reading ZMQ_EVENTS) may consume the wake-up. So readiness is always re-checked through
+    ZMQ_EVENTS before waiting, the reader is registered only while waiting, and a send on the
+    same socket calls ``kick``. ``busy`` is set while the receiver runs, so stopping never
+    cancels the receiver's own work (it may be the caller of ``stop``).
+    """
+
+    __slots__ = ("busy", "fd", "sock", "stopped", "task", "waiter")
+
+    def __init__(self, sock: zmq.Socket[Any]) -> None:
+        self.sock = sock
+        self.fd = int(sock.get(zmq.FD))
+        self.task: asyncio.Task[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.busy = False
+        self.stopped = False
+
+    async def readable(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self.waiter = waiter
+            loop.add_reader(self.fd, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                if self.waiter is waiter:
+                    self.waiter = None
+                    loop.remove_reader(self.fd)
+
+    def kick(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done() and int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
+            waiter.set_result(None)
+
+    def stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop before the socket closes: afterwards the pump never touches it again."""
+        self.stopped = True
+        if self.waiter is not None:
+            loop.remove_reader(self.fd)
+            self.waiter = None
+        task = self.task
+        if task is not None and not self.busy and task is not asyncio.current_task():
+            task.cancel()
+
+
+class _Link:
+    """One outgoing socket to a peer (its SUB or its DEALER) with its pump and monitor."""
+
+    __slots__ = ("failures", "monitor", "monitor_task", "pump", "sock")
+
+    def __init__(self, sock: zmq.Socket[Any], monitor: zmq.asyncio.Socket) -> None:
+        self.sock = sock
+        self.pump = _Pump(sock)
+        self.monitor = monitor
+        self.monitor_task: asyncio.Task[None] | None = None
+        self.failures = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Peer:
+    peer_id: bytes
+    curve_key: bytes
+    where: tuple[str, int, int]
+    sub: _Link
+    dealer: _Link
+
+
+class ZmqTransport:
+    """The real transport (see the module docstring); implements ``base.Transport``.
+
+    ``on_handshake_failure(peer_id)`` is called on every failed handshake of our SUB or DEALER
+    to that peer (wrong key at that address, i.e. an impostor or a reused port; or the peer
+    refused us). After ``tuning.max_handshake_failures`` failures in a row on one socket the
+    peer is disconnected (``is_connected`` turns False before the last call).
+    """
+
+    def __init__(
+        self,
+        limits: Limits = Limits(),  # noqa: B008 - frozen, so one shared default is safe
+        *,
+        on_handshake_failure: HandshakeFailureHandler | None = None,
+        tuning: ZmqTuning = ZmqTuning(),
+    ) -> None:
+        self.stats = TransportStats()
+        self._limits = limits
+        self._tuning = tuning
+        self._on_handshake_failure = on_handshake_failure
+        self._ctx: zmq.asyncio.Context | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._identity: Identity | None = None
+        self._receiver: Receiver | None = None
+        self._zap: zmq.asyncio.Socket | None = None
+        self._zap_task: asyncio.Task[None] | None = None
+        self._pub: zmq.Socket[Any] | None = None
+        self._router: zmq.Socket[Any] | None = None
+        self._router_pump: _Pump | None = None
+        self._sockets: set[zmq.Socket[Any]] = set()
+        self._peers: dict[bytes, _Peer] = {}
+        self._topics: set[bytes] = set()
+        self._denied_keys: set[bytes] = set()
+        self._denied_hex: set[str] = set()
+        self._routes: dict[bytes, None] = {}  # routing ids whose latest ROUTER frame was authentic
+        self._curve_hex_cache: dict[bytes, str | None] = {}
+        self._running = False
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(
+        self, identity: Identity, bind_addresses: list[str], receiver: Receiver
+    ) -> LocalPorts:
+        if self._ctx is not None or self._closed:
+            raise RuntimeError("a ZmqTransport starts once")
+        if not bind_addresses:
+            raise ValueError("no address to bind")
+        self._loop = asyncio.get_running_loop()
+        self._identity = identity
+        self._receiver = receiver
+        ctx = self._ctx = zmq.asyncio.Context()
+        ctx.set(zmq.MAX_SOCKETS, 16 + self._limits.max_peers * self._tuning.sockets_per_peer)
+        try:
+            # ZAP first: without a handler bound, libzmq admits every CURVE client.
+            zap = self._zap = ctx.socket(zmq.ROUTER)
+            zap.setsockopt(zmq.LINGER, 0)
+            zap.bind(ZAP_ENDPOINT)
+            self._zap_task = self._loop.create_task(self._serve_zap(zap), name="meshchat-zap")
+
+            ipv6 = any(":" in address for address in bind_addresses)
+            pub = self._pub = self._server_socket(zmq.PUB, ipv6)
+            router = self._router = self._server_socket(zmq.ROUTER, ipv6)
+            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            ports = LocalPorts(
+                router_port=self._bind_all(router, bind_addresses),
+                pub_port=self._bind_all(pub, bind_addresses),
+            )
+            pump = self._router_pump = _Pump(router)
+            pump.task = self._loop.create_task(
+                self._drain(pump, False, self._decode_router), name="meshchat-router"
+            )
+        except BaseException:
+            await self.close(0)
+            raise
+        self._running = True
+        return ports
+
+    async def close(self, linger_s: float = 0.3) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._running = False
+        if self._ctx is None:
+            return
+        loop = self._loop
+        assert loop is not None
+        linger_ms = max(0, round(linger_s * 1000))
+        tasks: list[asyncio.Task[None]] = []
+        for peer in list(self._peers.values()):
+            tasks += self._drop_peer(peer, linger_ms)
+        if self._router_pump is not None:
+            self._router_pump.stop(loop)
+            tasks += self._cancelled(self._router_pump.task)
+        for sock in (self._pub, self._router):
+            if sock is not None:
+                sock.close(linger=linger_ms)
+        # The ZAP handler goes last: with it gone a closing server would admit anyone.
+        if self._zap_task is not None:
+            self._zap_task.cancel()
+            tasks += self._cancelled(self._zap_task)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._zap is not None:
+            self._zap.close(linger=0)
+        for sock in self._sockets:
+            if not sock.closed:
+                sock.close(linger=0)
+        self._sockets.clear()
+        # Blocks only while lingering sockets flush, i.e. at most linger_s.
+        self._ctx.term()
+
+    # -- peers ------------------------------------------------------------------------------
+
+    def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int) -> None:
+        """Open (or re-point) the SUB and DEALER to a peer; a denied peer is ignored."""
+        if self._closed:
+            return
+        if not self._running:
+            raise RuntimeError("connect_peer before start")
+        if not is_valid_peer_id(peer_id):
+            raise ValueError("not a peer id")
+        assert self._identity is not None
+        if peer_id == self._identity.peer_id:
+            raise ValueError("a transport does not connect to itself")
+        curve_key = curve_public_of(peer_id)
+        if curve_key in self._denied_keys:
+            return
+        where = (address, router_port, pub_port)
+        old = self._peers.get(peer_id)
+        if old is not None:
+            if old.where == where:
+                return
+            self._drop_peer(old, self._tuning.disconnect_linger_ms)
+        sub = self._client_link(zmq.SUB, curve_key, address)
+        for topic in self._topics:
+            sub.sock.setsockopt(zmq.SUBSCRIBE, topic)
+        dealer = self._client_link(zmq.DEALER, curve_key, address)
+        dealer.sock.setsockopt(zmq.ROUTING_ID, self._identity.peer_id)
+        peer = self._peers[peer_id] = _Peer(peer_id, curve_key, where, sub, dealer)
+        loop = self._loop
+        assert loop is not None
+        name = peer_id[:4].hex()
+        for kind, link in (("sub", sub), ("dealer", dealer)):
+            decode = self._pub_decoder(peer_id, address) if kind == "sub" else (
+                self._dealer_decoder(peer_id, address)
+            )
+            link.pump.task = loop.create_task(
+                self._drain(link.pump, True, decode), name=f"meshchat-{kind}-{name}"
+            )
+            link.monitor_task = loop.create_task(
+                self._watch(peer, link), name=f"meshchat-monitor-{kind}-{name}"
+            )
+        sub.sock.connect(_endpoint(address, pub_port))
+        dealer.sock.connect(_endpoint(address, router_port))
+
+    def disconnect_peer(self, peer_id: bytes) -> None:
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            self._drop_peer(peer, self._tuning.disconnect_linger_ms)
+
+    def is_connected(self, peer_id: bytes) -> bool:
+        """True while we hold a SUB and DEALER to the peer (they reconnect by themselves)."""
+        return peer_id in self._peers
+
+    def deny(self, peer_id: bytes) -> None:
+        """Refuse the peer's CURVE key at ZAP from now on, close our SUB/DEALER to it and drop
+        its ROUTER frames. Its live connection to our PUB stays until it breaks (libzmq cannot
+        cut one pipe); room-key rotation keeps room traffic from it."""
+        curve_key = curve_public_of(peer_id)
+        self._denied_keys.add(curve_key)
+        self._denied_hex.add(curve_key.hex())
+        for peer in [p for p in self._peers.values() if p.curve_key == curve_key]:
+            self._drop_peer(peer, 0)
+        for routing_id in [r for r in self._routes if self._curve_hex(r) == curve_key.hex()]:
+            del self._routes[routing_id]
+
+    def allow(self, peer_id: bytes) -> None:
+        """Undo ``deny``; connections are not reopened here (call ``connect_peer``)."""
+        curve_key = curve_public_of(peer_id)
+        self._denied_keys.discard(curve_key)
+        self._denied_hex.discard(curve_key.hex())
+
+    # -- topics and sending -----------------------------------------------------------------
+
+    def subscribe(self, topic: bytes) -> None:
+        if topic in self._topics:
+            return
+        self._topics.add(topic)
+        for peer in self._peers.values():
+            peer.sub.sock.setsockopt(zmq.SUBSCRIBE, topic)
+
+    def unsubscribe(self, topic: bytes) -> None:
+        if topic not in self._topics:
+            return
+        self._topics.discard(topic)
+        for peer in self._peers.values():
+            peer.sub.sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+
+    def publish(self, topic: bytes, payload: bytes) -> None:
+        pub = self._pub
+        if not self._running or pub is None:
+            return
+        if len(payload) > self._limits.max_frame_bytes:
+            self.stats.send_failures += 1
+            return
+        try:
+            pub.send(topic, zmq.NOBLOCK | zmq.SNDMORE)
+            pub.send(payload, zmq.NOBLOCK)
+        except zmq.Again:  # PUB drops at the high-water mark instead; kept for safety
+            self.stats.send_failures += 1
+            return
+        self.stats.sent += 1
+
+    def send(self, peer_id: bytes, payload: bytes) -> bool:
+        """Over our DEALER to the peer if we have one, else back over our ROUTER if the peer
+        connected in to us (and its latest frame there was authentic); False otherwise."""
+        if not self._running:
+            return False
+        if len(payload) > self._limits.max_frame_bytes:
+            self.stats.send_failures += 1
+            return False
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            link = peer.dealer
+            try:
+                link.sock.send(payload, zmq.NOBLOCK)
+            except zmq.Again:
+                self.stats.send_failures += 1
+                return False
+            finally:
+                link.pump.kick()
+            self.stats.sent += 1
+            return True
+        return self._send_back(peer_id, payload)
+
+    def _send_back(self, peer_id: bytes, payload: bytes) -> bool:
+        router, pump = self._router, self._router_pump
+        if peer_id not in self._routes or router is None or pump is None:
+            return False
+        try:
+            router.send(peer_id, zmq.NOBLOCK | zmq.SNDMORE)
+            router.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.send_failures += 1
+            return False
+        except zmq.ZMQError as error:
+            if error.errno != zmq.EHOSTUNREACH:  # EHOSTUNREACH: it is not connected (now)
+                log.warning("ROUTER send failed: %s", error)
+                self.stats.send_failures += 1
+            return False
+        finally:
+            pump.kick()
+        self.stats.sent += 1
+        return True
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def _drain(
+        self, pump: _Pump, copy: bool, decode: Callable[[list[Any]], Incoming | None]
+    ) -> None:
+        """Receive until stopped: a batch per wake-up, the receiver awaited in order."""
+        loop = asyncio.get_running_loop()
+        recv = pump.sock.recv_multipart
+        batch = self._tuning.recv_batch
+        receiver = self._receiver
+        stats = self.stats
+        assert receiver is not None
+        while True:
+            await pump.readable(loop)
+            for _ in range(batch):
+                try:
+                    parts = recv(zmq.NOBLOCK, copy=copy)
+                except zmq.Again:
+                    break
+                incoming = decode(parts)
+                if incoming is None:
+                    continue
+                stats.received += 1
+                pump.busy = True
+                try:
+                    result = receiver(incoming)
+                    if result is not None:
+                        await result
+                except Exception:
+                    self._count("receiver_errors")
+                    log.exception("receiver failed on a frame from %s", incoming.peer_id.hex())
+                finally:
+                    pump.busy = False
+                if pump.stopped:
+                    return
+            else:
+                await asyncio.sleep(0)  # a full batch: let the rest of the loop run
+
+    def _pub_decoder(self, peer_id: bytes, address: str) -> Callable[[list[Any]], Incoming | None]:
+        def decode(parts: list[Any]) -> Incoming | None:
+            if len(parts) != 2:
+                self._count("dropped_malformed")
+                return None
+            return Incoming("pub", peer_id, parts[1], parts[0], address)
+
+        return decode
+
+    def _dealer_decoder(
+        self, peer_id: bytes, address: str
+    ) -> Callable[[list[Any]], Incoming | None]:
+        def decode(parts: list[Any]) -> Incoming | None:
+            if len(parts) != 1:
+                self._count("dropped_malformed")
+                return None
+            return Incoming("direct", peer_id, parts[0], b"", address)
+
+        return decode
+
+    def _decode_router(self, parts: list[Any]) -> Incoming | None:
+        if len(parts) != 2:
+            self._count("dropped_malformed")
+            return None
+        routing_id: bytes = parts[0].bytes
+        frame: zmq.Frame = parts[1]
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            user_id = ""
+        expected = self._curve_hex(routing_id)
+        if expected is None or user_id != expected:
+            self.stats.dropped_unauthenticated += 1
+            self._routes.pop(routing_id, None)
+            return None
+        if user_id in self._denied_hex:
+            self._count("dropped_denied")
+            return None
+        self._remember_route(routing_id)
+        try:
+            address = str(frame.get("Peer-Address"))
+        except zmq.ZMQError:
+            address = ""
+        return Incoming("direct", routing_id, frame.bytes, b"", address)
+
+    def _remember_route(self, routing_id: bytes) -> None:
+        routes = self._routes
+        if routing_id in routes:
+            return
+        if len(routes) >= 2 * self._limits.max_peers:
+            del routes[next(iter(routes))]
+        routes[routing_id] = None
+
+    def _curve_hex(self, peer_id: bytes) -> str | None:
+        """Hex of the CURVE key a peer id owns; None if it is not a peer id. Cached."""
+        cache = self._curve_hex_cache
+        try:
+            return cache[peer_id]
+        except KeyError:
+            pass
+        value = curve_public_of(peer_id).hex() if is_valid_peer_id(peer_id) else None
+        if len(cache) >= 4 * self._limits.max_peers:
+            cache.clear()
+        cache[peer_id] = value
+        return value
+
+    # -- ZAP and monitors -------------------------------------------------------------------
+
+    async def _serve_zap(self, zap: zmq.asyncio.Socket) -> None:
+        while True:
+            request = await zap.recv_multipart()
+            reply = self._answer_zap(request)
+            if reply is not None:
+                await zap.send_multipart(reply)
+
+    def _answer_zap(self, request: list[bytes]) -> list[bytes] | None:
+        """RFC 27: [envelope.., b'', version, request id, domain, address, identity, mechanism,
+        credentials..] -> [envelope.., b'', version, request id, status, text, user id, meta]."""
+        try:
+            split = request.index(b"")
+        except ValueError:
+            return None
+        envelope, body = request[: split + 1], request[split + 1 :]
+        if len(body) < 6:
+            return None
+        version, request_id, _domain, _address, _identity, mechanism, *credentials = body
+
+        def answer(status: bytes, text: bytes, user_id: bytes = b"") -> list[bytes]:
+            return [*envelope, b"1.0", request_id, status, text, user_id, b""]
+
+        if version != b"1.0":
+            return answer(b"400", b"unsupported ZAP version")
+        if mechanism != b"CURVE" or len(credentials) != 1 or len(credentials[0]) != 32:
+            self.stats.zap_denied += 1
+            return answer(b"400", b"CURVE only")
+        client_key = credentials[0]
+        if client_key in self._denied_keys:
+            self.stats.zap_denied += 1
+            return answer(b"400", b"denied")
+        return answer(b"200", b"OK", client_key.hex().encode("ascii"))
+
+    async def _watch(self, peer: _Peer, link: _Link) -> None:
+        """Count handshake failures; give the peer up after too many in a row."""
+        while True:
+            message = await link.monitor.recv_multipart()
+            if len(message) != 2 or len(message[0]) != 6:
+                continue
+            event, _value = struct.unpack("=HI", message[0])
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                link.failures = 0
+                continue
+            if not event & _HANDSHAKE_FAILED:
+                continue
+            link.failures += 1
+            self.stats.handshake_failures += 1
+            give_up = link.failures >= self._tuning.max_handshake_failures
+            if give_up:
+                log.warning(
+                    "giving up on peer %s after %d failed handshakes",
+                    peer.peer_id.hex(),
+                    link.failures,
+                )
+                self._count("peers_given_up")
+                if self._peers.get(peer.peer_id) is peer:
+                    self._drop_peer(peer, 0)
+            if self._on_handshake_failure is not None:
+                try:
+                    self._on_handshake_failure(peer.peer_id)
+                except Exception:
+                    log.exception("on_handshake_failure raised")
+            if give_up:
+                return
+
+    # -- sockets ----------------------------------------------------------------------------
+
+    def _socket(self, kind: int) -> zmq.Socket[Any]:
+        assert self._ctx is not None and self._identity is not None
+        sock: zmq.Socket[Any] = zmq.Socket(self._ctx, kind)
+        self._sockets.add(sock)
+        tuning = self._tuning
+        for option, value in (
+            (zmq.LINGER, 0),
+            (zmq.MAXMSGSIZE, self._limits.max_frame_bytes),
+            (zmq.SNDHWM, self._limits.pub_hwm),
+            (zmq.RCVHWM, self._limits.pub_hwm),
+            (zmq.TCP_KEEPALIVE, 1),
+            (zmq.TCP_KEEPALIVE_IDLE, tuning.tcp_keepalive_idle_s),
+            (zmq.TCP_KEEPALIVE_INTVL, tuning.tcp_keepalive_intvl_s),
+            (zmq.TCP_KEEPALIVE_CNT, tuning.tcp_keepalive_cnt),
+            (zmq.HANDSHAKE_IVL, tuning.handshake_ivl_ms),
+            (zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms),
+            (zmq.HEARTBEAT_TIMEOUT, tuning.heartbeat_timeout_ms),
+        ):
+            sock.setsockopt(option, value)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self._identity.curve_public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self._identity.curve_secret)
+        return sock
+
+    def _server_socket(self, kind: int, ipv6: bool) -> zmq.Socket[Any]:
+        sock = self._socket(kind)
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.ZAP_DOMAIN, _ZAP_DOMAIN)
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler => refuse, never admit
+        if ipv6:
+            sock.setsockopt(zmq.IPV6, 1)
+        return sock
+
+    def _client_link(self, kind: int, server_key: bytes, address: str) -> _Link:
+        assert self._ctx is not None
+        sock = self._socket(kind)
+        tuning = self._tuning
+        # The server key must be set before connect: it applies only to later connects.
+        sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+        sock.setsockopt(zmq.RECONNECT_IVL, tuning.reconnect_ivl_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, tuning.reconnect_ivl_max_ms)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, tuning.connect_timeout_ms)
+        if ":" in address:
+            sock.setsockopt(zmq.IPV6, 1)
+        monitor_address = f"inproc://meshchat-monitor-{id(self):x}-{next(_monitor_ids)}"
+        sock.monitor(monitor_address, _MONITORED_EVENTS)
+        monitor = self._ctx.socket(zmq.PAIR)
+        monitor.setsockopt(zmq.LINGER, 0)
+        monitor.connect(monitor_address)
+        return _Link(sock, monitor)
+
+    def _bind_all(self, sock: zmq.Socket[Any], addresses: list[str]) -> int:
+        """Bind every address; the first picks a free port, the others reuse its number."""
+        port = 0
+        for address in addresses:
+            sock.bind(_endpoint(address, port or "*"))
+            if not port:
+                endpoint = sock.get_string(zmq.LAST_ENDPOINT)
+                port = int(endpoint.rsplit(":", 1)[1])
+        return port
+
+    def _drop_peer(self, peer: _Peer, linger_ms: int) -> list[asyncio.Task[None]]:
+        """Close a peer's sockets now; returns the tasks that were cancelled."""
+        if self._peers.get(peer.peer_id) is peer:
+            del self._peers[peer.peer_id]
+        loop = self._loop
+        assert loop is not None
+        cancelled: list[asyncio.Task[None]] = []
+        for link, linger in ((peer.sub, 0), (peer.dealer, linger_ms)):
+            link.pump.stop(loop)
+            cancelled += self._cancelled(link.pump.task)
+            monitor_task = link.monitor_task
+            if monitor_task is not None and monitor_task is not asyncio.current_task():
+                monitor_task.cancel()
+                cancelled.append(monitor_task)
+            with contextlib.suppress(zmq.ZMQError):
+                link.sock.disable_monitor()
+            link.monitor.close(linger=0)
+            link.sock.close(linger=linger)
+            self._sockets.discard(link.sock)
+        return cancelled
+
+    @staticmethod
+    def _cancelled(task: asyncio.Task[None] | None) -> list[asyncio.Task[None]]:
+        """The task if it was cancelled (awaitable by close), else nothing."""
+        if task is None or task is asyncio.current_task() or not task.cancelling():
+            return []
+        return [task]
+
+    def _count(self, name: str) -> None:
+        extra = self.stats.extra
+        extra[name] = extra.get(name, 0) + 1
