@@ -1,0 +1,182 @@
+"""The pure room rules: signed states, who may change them, elections, merges, passwords."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+from nacl import pwhash
+
+from meshchat.errors import NotHost, ProtocolError
+from meshchat.identity import Identity
+from meshchat.protocol.codec import Codec
+from meshchat.room import (
+    FAILOVER,
+    HANDOFF,
+    RoomCore,
+    accepts,
+    check_proof,
+    host_priority,
+    make_verifier,
+    password_proof,
+    seal_key,
+    signer_of,
+    successor,
+    unseal_key,
+)
+
+CODEC = Codec()
+FAST_OPS = pwhash.argon2id.OPSLIMIT_MIN
+FAST_MEM = pwhash.argon2id.MEMLIMIT_MIN
+
+
+def _ids(n: int) -> list[Identity]:
+    return [Identity.generate() for _ in range(n)]
+
+
+def _room(host: Identity, *members: Identity) -> RoomCore:
+    core, _, _ = RoomCore.create(host, CODEC, "lobby", "host", 1.0, os.urandom)
+    for i, m in enumerate(members):
+        core.add_member(m.peer_id, f"m{i}", 2.0 + i)
+    return core
+
+
+def _view(me: Identity, core: RoomCore) -> RoomCore:
+    return RoomCore(me, CODEC, core.current)
+
+
+def test_member_takes_newer_host_states_only() -> None:
+    a, b, c = _ids(3)
+    host = _room(a, b)
+    member = _view(b, host)
+    old_blob = host.blob
+    host.add_member(c.peer_id, "carol", 3.0)
+    assert member.offer(host.blob) is not None
+    assert member.state.version == 3
+    assert member.offer(old_blob) is None  # replay of an older state
+    assert member.state.version == 3
+
+
+def test_non_host_cannot_change_the_room() -> None:
+    a, b, c = _ids(3)
+    host = _room(a, b, c)
+    bob = _view(b, host)
+    for op in (lambda: bob.add_member(c.peer_id, "x", 1.0), lambda: bob.set_locked(True),
+               lambda: bob.close(), lambda: bob.rename("mine"), lambda: bob.unban(c.peer_id),
+               lambda: bob.handoff(c.peer_id)):
+        with pytest.raises(NotHost):
+            op()
+    # A state bob signs himself, naming himself host without a term change, is refused.
+    forged = replace(host.state, host=b.peer_id, version=99, locked=True)
+    blob = CODEC.sign_record(b, forged)
+    carol = _view(c, host)
+    assert carol.offer(blob) is None
+    # ... and one claiming to come from the host but signed by bob fails the signature.
+    fake = replace(host.state, version=99, locked=True)
+    with pytest.raises(ProtocolError):
+        carol.offer(CODEC.sign_record(b, fake))
+
+
+def test_outsider_claims_are_refused() -> None:
+    a, b, x = _ids(3)
+    host = _room(a, b)
+    bob = _view(b, host)
+    outsider = RoomCore(x, CODEC, host.current)
+    with pytest.raises(NotHost):
+        outsider.claim(a.peer_id, 7)
+    claim = replace(host.state, host=x.peer_id, term=5, version=9, change=FAILOVER,
+                    change_peer=a.peer_id)
+    assert bob.offer(CODEC.sign_record(x, claim)) is None
+
+
+def test_claim_needs_a_silent_host() -> None:
+    a, b, c = _ids(3)
+    host = _room(a, b, c)
+    bob = _view(b, host)
+    carol = _view(c, host)
+    bob.claim(a.peer_id, 42)
+    assert bob.state.host == b.peer_id and bob.state.term == 2
+    assert [m.peer_id for m in bob.state.members] == [b.peer_id, c.peer_id]
+    assert carol.offer(bob.blob, host_silent=False) is None  # carol still hears alice
+    assert carol.offer(bob.blob, host_silent=True) is not None
+
+
+def test_handoff_is_signed_by_the_old_host() -> None:
+    a, b, c = _ids(3)
+    host = _room(a, b, c)
+    carol = _view(c, host)
+    host.handoff(b.peer_id)
+    assert host.state.change == HANDOFF and signer_of(host.state) == a.peer_id
+    assert carol.offer(host.blob) is not None
+    assert carol.state.host == b.peer_id and carol.state.term == 2
+    # Only the current host can hand off: bob forging a handoff to carol is refused.
+    bob_state = replace(carol.state, host=c.peer_id, term=3, version=10, change=HANDOFF,
+                        change_peer=c.peer_id)
+    assert not accepts(carol.state, bob_state)
+
+
+def test_two_claims_of_one_term_earlier_member_wins() -> None:
+    a, b, c, d = _ids(4)
+    host = _room(a, b, c, d)
+    bob, carol, dave = _view(b, host), _view(c, host), _view(d, host)
+    carol_claim = _view(c, host)
+    carol_claim.claim(a.peer_id, 1)
+    bob.claim(a.peer_id, 2)
+    assert dave.offer(carol_claim.blob) is not None
+    assert dave.offer(bob.blob) is not None  # same term, bob ranks before carol
+    assert dave.state.host == b.peer_id
+    assert carol.offer(bob.blob) is not None
+
+
+def test_successor_is_first_live_member() -> None:
+    a, b, c, d = _ids(4)
+    host = _room(a, b, c, d)
+    alive = {c.peer_id, d.peer_id}
+    assert successor(host.state, lambda p: p in alive) == c.peer_id
+    assert successor(host.state, lambda p: False) is None
+
+
+def test_partition_priority() -> None:
+    a, b = _ids(2)
+    r1 = _room(a, b)
+    r2 = _view(b, r1)
+    r2.claim(a.peer_id, 3)
+    assert host_priority(r2.state) > host_priority(r1.state)
+
+
+def test_password_proof_never_contains_the_password() -> None:
+    a, b = _ids(2)
+    verifier = make_verifier("correct horse", os.urandom, FAST_OPS, FAST_MEM)
+    nonce = os.urandom(24)
+    room_id = os.urandom(16)
+    proof = password_proof("correct horse", verifier.salt, FAST_OPS, FAST_MEM, room_id,
+                           b.peer_id, nonce)
+    assert b"correct horse" not in proof
+    assert check_proof(verifier, room_id, b.peer_id, nonce, proof)
+    assert not check_proof(verifier, room_id, b.peer_id, os.urandom(24), proof)  # no replay
+    assert not check_proof(verifier, room_id, a.peer_id, nonce, proof)  # bound to the joiner
+    wrong = password_proof("wrong", verifier.salt, FAST_OPS, FAST_MEM, room_id, b.peer_id,
+                           nonce)
+    assert not check_proof(verifier, room_id, b.peer_id, nonce, wrong)
+
+
+def test_room_key_sealed_to_one_member() -> None:
+    a, b, c = _ids(3)
+    key = os.urandom(32)
+    sealed = seal_key(a, b.peer_id, key)
+    assert unseal_key(b, a.peer_id, sealed) == key
+    with pytest.raises(ProtocolError):
+        unseal_key(c, a.peer_id, sealed)
+
+
+def test_kick_and_ban_rotate_the_key_and_record_the_ban() -> None:
+    a, b, c = _ids(3)
+    host = _room(a, b, c)
+    epoch = host.state.key_epoch
+    host.remove_member(c.peer_id, "banned", "spam", new_epoch=epoch + 2)
+    assert host.state.key_epoch == epoch + 2
+    assert [x.peer_id for x in host.state.bans] == [c.peer_id]
+    assert c.peer_id not in [m.peer_id for m in host.state.members]
+    host.unban(c.peer_id)
+    assert host.state.bans == ()
