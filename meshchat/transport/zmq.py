@@ -165,15 +165,17 @@ class _Peer:
     where: tuple[str, int, int]
     sub: _Link
     dealer: _Link
+    reported: bool = False  # on_handshake_failure called for the current failure streak
 
 
 class ZmqTransport:
     """The real transport (see the module docstring); implements ``base.Transport``.
 
-    ``on_handshake_failure(peer_id)`` is called on every failed handshake of our SUB or DEALER
-    to that peer (wrong key at that address, i.e. an impostor or a reused port; or the peer
-    refused us). After ``tuning.max_handshake_failures`` failures in a row on one socket the
-    peer is disconnected (``is_connected`` turns False before the last call).
+    ``on_handshake_failure(peer_id)`` is called when a handshake of our SUB or DEALER to that
+    peer fails (the key at that address is not the peer's — an impostor, a reused port — or
+    the peer refused us): once per streak of failures, not on every retry. Every failure is
+    counted in ``stats.handshake_failures``; after ``tuning.max_handshake_failures`` in a row
+    on one socket the peer is disconnected (``is_connected`` turns False).
     """
 
     def __init__(
@@ -311,10 +313,10 @@ class ZmqTransport:
         loop = self._loop
         assert loop is not None
         name = peer_id[:4].hex()
-        for kind, link in (("sub", sub), ("dealer", dealer)):
-            decode = self._pub_decoder(peer_id, address) if kind == "sub" else (
-                self._dealer_decoder(peer_id, address)
-            )
+        for kind, link, decode in (
+            ("sub", sub, self._pub_decoder(peer_id, address)),
+            ("dealer", dealer, self._dealer_decoder(peer_id, address)),
+        ):
             link.pump.task = loop.create_task(
                 self._drain(link.pump, True, decode), name=f"meshchat-{kind}-{name}"
             )
@@ -572,6 +574,7 @@ class ZmqTransport:
             event, _value = struct.unpack("=HI", message[0])
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 link.failures = 0
+                peer.reported = False
                 continue
             if not event & _HANDSHAKE_FAILED:
                 continue
@@ -587,7 +590,8 @@ class ZmqTransport:
                 self._count("peers_given_up")
                 if self._peers.get(peer.peer_id) is peer:
                     self._drop_peer(peer, 0)
-            if self._on_handshake_failure is not None:
+            if not peer.reported and self._on_handshake_failure is not None:
+                peer.reported = True
                 try:
                     self._on_handshake_failure(peer.peer_id)
                 except Exception:
