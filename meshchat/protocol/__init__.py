@@ -1,0 +1,168 @@
+"""The meshchat wire protocol: messages (``messages``) and their strict codec (``codec``).
+
+Every frame holds one **envelope**, a msgpack array (details and field rules: docs/wire.md)::
+
+    [version, type_tag, sender, seq, sent_at, body]     body = [field values in field order]
+
+``version`` is ``PROTOCOL_VERSION``; ``sender`` the 32-byte peer id; ``seq`` counts per sender
+and stream; ``sent_at`` is the sender's Unix time. Nested records are arrays, ``X | None`` is
+nil or X. Extra trailing values are ignored (newer peers may add fields); missing ones drop the
+frame. PUB frames are two ZeroMQ parts, ``[topic, envelope]``; direct frames go DEALER → ROUTER
+(the ROUTER sees ``[routing id = sender peer id, envelope]``).
+
+Topics: ``P`` presence, ``B`` broadcast, ``b"R" + room_id`` room traffic.
+
+Messages
+========
+
+======  ===============  ==============  =============  =========================================
+tag     class            direction       socket/topic   fields — purpose
+======  ===============  ==============  =============  =========================================
+hb      Heartbeat        node → all      PUB ``P``      card, started_at, color, hosted, known —
+                                                        I am alive; rooms I host; peers I know
+bye     Bye              node → all      PUB ``P``      reason — I am leaving the network
+bc      Broadcast        node → all      PUB ``B``      text — a network-wide line (/broadcast)
+hello   Hello            node → peer     DEALER→ROUTER  card, started_at, color — first contact
+peers   Peers            node → peer     DEALER→ROUTER  peers — introductions (mesh sharing)
+ping    Ping             node → peer     DEALER→ROUTER  nonce — liveness probe, /ping
+pong    Pong             peer → node     DEALER→ROUTER  nonce — the answer, nonce echoed
+pm      Private          node → peer     DEALER→ROUTER  text, to — /msg; ``to`` lists every
+                                                        recipient of a group message
+join    JoinRequest      joiner → host   DEALER→ROUTER  room_id, name, request_id, challenge,
+                                                        proof, merge_token — ask to join
+jchal   JoinChallenge    host → joiner   DEALER→ROUTER  room_id, request_id, salt, nonce,
+                                                        opslimit, memlimit — prove the password
+jok     JoinAccept       host → joiner   DEALER→ROUTER  room_id, request_id, state, sealed_key,
+                                                        key_epoch, history, heads — welcome:
+                                                        signed state, room key, recent history
+jno     JoinRefusal      host → joiner   DEALER→ROUTER  room_id, request_id, reason, detail
+leave   Leave            member → host   DEALER→ROUTER  room_id — I leave the room
+hcmd    HostCommand      member → host   DEALER→ROUTER  room_id, request_id, op, args — kick,
+                                                        ban, lock, ... (the host checks rights)
+hres    CommandResult    host → member   DEALER→ROUTER  room_id, request_id, ok, error, detail
+key     KeyUpdate        host → member   DEALER→ROUTER  room_id, epoch, sealed_key — new room key
+hreq    HistoryRequest   member → peer   DEALER→ROUTER  room_id, ranges — fill gaps
+hrep    HistoryReply     peer → member   DEALER→ROUTER  room_id, records — signed ChatRecords
+sreq    StateRequest     member → host   DEALER→ROUTER  room_id — send me the current state
+spush   StatePush        host → member   DEALER→ROUTER  room_id, state — signed RoomState
+sealed  Sealed           member → room   PUB ``R``+id   room_id, epoch, box — SecretBox with the
+                                                        room key; plaintext = an envelope below
+chat    Chat             member → room   in Sealed      record — a signed ChatRecord
+state   StateAnnounce    host → room     in Sealed      state — the signed RoomState
+heads   Heads            member → room   in Sealed      heads, term, version — room heartbeat
+======  ===============  ==============  =============  =========================================
+
+Direct types are ``messages.DIRECT_TYPES``; pass the matching tuple (``PRESENCE_TYPES``,
+``BROADCAST_TYPES``, ``ROOM_OUTER_TYPES``, ``ROOM_INNER_TYPES``) as ``allowed`` to
+``Codec.decode`` so a message never arrives on a socket or topic it does not belong to.
+
+Records (encoded with ``Codec.encode_record``; nested or inside signed blobs)
+============================================================================
+
+=================  ============================================================================
+record             fields — role
+=================  ============================================================================
+PeerCard           peer_id, name, addresses, router_port, pub_port, card_port — how to reach
+HostedRoom         room_id, name, members, locked, has_password, term — a heartbeat's room line
+SeqRange           sender, first, last — one author's messages first..last
+ChatRecord         room_id, sender, seq, sent_at, text — signed by ``sender``
+Member             peer_id, name, joined_at
+Ban                peer_id, name, reason
+PasswordVerifier   salt, opslimit, memlimit, public_key — Argon2id-derived public key
+RoomState          room_id, name, host, term, version, members, bans, password, locked, closed,
+                   key_epoch, created_at, change, change_peer, change_reason — signed by ``host``
+=================  ============================================================================
+
+A **signed blob** (``Codec.sign_record``) is the msgpack array ``[record_bytes, signature]``;
+the Ed25519 signature covers ``b"meshchat-sig\\0" + class name + b"\\0" + record_bytes``.
+"""
+
+from .codec import Codec, Envelope, UnknownType
+from .messages import (
+    ALL_TYPES,
+    BROADCAST_TYPES,
+    DIRECT_TYPES,
+    PRESENCE_TYPES,
+    RECORD_TYPES,
+    ROOM_INNER_TYPES,
+    ROOM_OUTER_TYPES,
+    Ban,
+    Broadcast,
+    Bye,
+    Chat,
+    ChatRecord,
+    CommandResult,
+    Heads,
+    Heartbeat,
+    Hello,
+    HistoryReply,
+    HistoryRequest,
+    HostCommand,
+    HostedRoom,
+    JoinAccept,
+    JoinChallenge,
+    JoinRefusal,
+    JoinRequest,
+    KeyUpdate,
+    Leave,
+    Member,
+    PasswordVerifier,
+    PeerCard,
+    Peers,
+    Ping,
+    Pong,
+    Private,
+    RoomState,
+    Sealed,
+    SeqRange,
+    StateAnnounce,
+    StatePush,
+    StateRequest,
+    WireMessage,
+)
+
+__all__ = [
+    "ALL_TYPES",
+    "BROADCAST_TYPES",
+    "DIRECT_TYPES",
+    "PRESENCE_TYPES",
+    "RECORD_TYPES",
+    "ROOM_INNER_TYPES",
+    "ROOM_OUTER_TYPES",
+    "Ban",
+    "Broadcast",
+    "Bye",
+    "Chat",
+    "ChatRecord",
+    "Codec",
+    "CommandResult",
+    "Envelope",
+    "Heads",
+    "Heartbeat",
+    "Hello",
+    "HistoryReply",
+    "HistoryRequest",
+    "HostCommand",
+    "HostedRoom",
+    "JoinAccept",
+    "JoinChallenge",
+    "JoinRefusal",
+    "JoinRequest",
+    "KeyUpdate",
+    "Leave",
+    "Member",
+    "PasswordVerifier",
+    "PeerCard",
+    "Peers",
+    "Ping",
+    "Pong",
+    "Private",
+    "RoomState",
+    "Sealed",
+    "SeqRange",
+    "StateAnnounce",
+    "StatePush",
+    "StateRequest",
+    "UnknownType",
+    "WireMessage",
+]
