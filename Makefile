@@ -45,9 +45,12 @@ run: install
 test: install
 	sh scripts/in-netns.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Both linters run even when the first fails.
 lint: install
-	$(BIN)/mypy --strict meshchat
-	$(BIN)/ruff check $(LINT_PATHS)
+	@status=0; \
+	echo "mypy --strict meshchat"; $(BIN)/mypy --strict meshchat || status=1; \
+	echo "ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || status=1; \
+	exit $$status
 
 bench: install
 	sh scripts/in-netns.sh $(BIN)/python bench/run.py $(BENCH_ARGS)
