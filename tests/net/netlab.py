@@ -249,6 +249,7 @@ class Proc:
         The cursor moves past the matching line. Raises ``ExpectError`` with the tails of stdout
         and stderr when the deadline passes or stdout closes first.
         """
+        __tracebackhide__ = True
         regex = re.compile(pattern)
         deadline = time.monotonic() + scaled(timeout)
         with self._cond:
@@ -286,6 +287,7 @@ class Proc:
         check the lines before it; the cursor moves past the marker. Without: watch for
         ``within`` seconds (a fixed wait — use sparingly); the cursor stays.
         """
+        __tracebackhide__ = True
         regex = re.compile(pattern)
         start = self.cursor
         if until is not None:
@@ -309,6 +311,7 @@ class Proc:
 
     def send(self, line: str) -> None:
         """Write one line (a message or a /command) to stdin."""
+        __tracebackhide__ = True
         stdin = self.popen.stdin
         assert stdin is not None
         try:
@@ -341,6 +344,7 @@ class Proc:
 
     def wait(self, timeout: float = 10.0) -> int:
         """Wait for exit; the return code. Raises ``ExpectError`` on timeout."""
+        __tracebackhide__ = True
         try:
             rc = self.popen.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
