@@ -1,0 +1,1 @@
+"""meshchat benchmarks: each figure beside raw baselines measured in the same run (see README)."""

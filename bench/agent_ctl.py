@@ -1,0 +1,41 @@
+"""Starting meshchat agents (bench.agent) in the lab's hosts, from the orchestrator's side."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+
+from bench.netns import Host, Lab, Unavailable, Worker
+
+
+def meshchat_missing() -> str | None:
+    """Why the product cannot be benchmarked yet, or None when its API is importable."""
+    try:
+        from meshchat import Node, Timings  # noqa: F401
+        from meshchat.events import HostChanged, Message, PeerDiscovered  # noqa: F401
+    except Exception as exc:
+        return f"meshchat.Node not importable ({exc.__class__.__name__}: {exc})"
+    return None
+
+
+def spawn_agent(host: Host, name: str, timings: str = "default", tag: str = "",
+                watch_peers: bool = False) -> Worker:
+    """Start one node in ``host`` with a fresh data dir (so a fresh identity)."""
+    data_dir = host.lab.log_dir / "data" / f"{tag}-{name}-{uuid.uuid4().hex[:8]}"
+    config = {"name": name, "interface": "eth0", "data_dir": str(data_dir),
+              "timings": timings, "watch_peers": watch_peers}
+    return host.spawn(f"mc-{tag}-{name}", "agent", json.dumps(config))
+
+
+def start_agents(lab: Lab, names: Sequence[str], timings: str = "default", tag: str = "",
+                 first_host: int = 0, watch_peers: bool = False) -> list[Worker]:
+    """One node per name in hosts first_host, first_host+1, ...; waits until all have started."""
+    missing = meshchat_missing()
+    if missing:
+        raise Unavailable(missing)
+    agents = [spawn_agent(lab.hosts[first_host + i], name, timings, tag, watch_peers)
+              for i, name in enumerate(names)]
+    for agent in agents:
+        agent.expect("started", 30 + 2 * len(agents))
+    return agents

@@ -1,0 +1,345 @@
+"""Run every benchmark, print one table, write docs/benchmarks.md.
+
+    sudo python bench/run.py            # what `make bench` runs (inside `unshare -n`)
+    sudo python bench/run.py --long     # the 10-minute false-failover soak
+    sudo python bench/run.py --only fanout rtt --no-write
+
+Needs root and iproute2: every process runs in a network namespace the run creates (bench.netns)
+and every namespace is deleted at the end, also after an error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import TypeVar
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import discovery, failover, fanout, rtt
+from bench.common import percentile
+from bench.netns import REPO, BenchError, Lab, Unavailable, remove_stale_labs
+from bench.report import Row, machine_info, markdown_table, text_table, verdict
+
+T = TypeVar("T")
+SECTIONS = ("fanout", "rtt", "discovery", "failover", "bigroom")
+
+
+class Outcome:
+    """What one measurement gave: a value, or why there is none."""
+
+    def __init__(self, value: object = None, why: str = "", available: bool = True) -> None:
+        self.value = value
+        self.why = why
+        self.available = available
+
+    @property
+    def cell(self) -> str:
+        what = "not available" if not self.available else "failed"
+        return f"{what}: {self.why}" if len(self.why) <= 48 else f"{what} (see notes)"
+
+
+def attempt(fn: Callable[[], T], label: str, notes: list[str]) -> T | Outcome:
+    """Run one measurement; a failure becomes an Outcome (and a note), never a number."""
+    started = time.monotonic()
+    try:
+        value = fn()
+    except Unavailable as exc:
+        notes.append(f"{label}: not available: {exc}")
+        return Outcome(why=str(exc), available=False)
+    except BenchError as exc:
+        notes.append(f"{label}: failed: {exc}")
+        return Outcome(why=str(exc))
+    print(f"  {label}: {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+    return value
+
+
+def repeat(fn: Callable[[], fanout.FanoutResult], times: int) -> fanout.FanoutResult:
+    return fanout.median([fn() for _ in range(times)])
+
+
+def _n(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _us(value: float) -> str:
+    return f"{value:,.0f} µs"
+
+
+# ------------------------------------------------------------------------------ sections
+
+
+def section_fanout(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    rows = []
+    raw_repeats = max(args.repeats, 5)  # a raw burst lasts ~0.1 s: more runs steady its median
+    for k in (1, 4):
+        runs = {
+            "raw": (partial(fanout.raw, lab, k, args.count), raw_repeats),
+            "raw+CURVE": (partial(fanout.raw, lab, k, args.count, curve=True), raw_repeats),
+            "Pyre": (partial(fanout.pyre, lab, k, args.count), args.repeats),
+        }
+        base = {name: attempt(partial(repeat, fn, times), f"fan-out k={k} {name}", notes)
+                for name, (fn, times) in runs.items()}
+        mesh = attempt(partial(fanout.meshchat, lab, k, args.count, bursts=args.repeats),
+                       f"fan-out k={k} meshchat", notes)
+        for name, res in base.items():
+            if isinstance(res, fanout.FanoutResult) and (res.lost or res.paced_at):
+                detail = f"lost {res.lost} of {res.sent} per-receiver deliveries"
+                if res.paced_at:
+                    detail = (f"paced at {_n(res.paced_at)} msg/s to stay lossless (a tight "
+                              f"loop lost {res.tight_loop_lost} deliveries: Pyre drops a peer "
+                              f"whose send queue is full); lost {res.lost}")
+                notes.append(f"fan-out k={k} {name}: {detail}")
+        cells = [f"{name} {_n(r.rate)}" if isinstance(r, fanout.FanoutResult) else
+                 f"{name} {r.cell}" for name, r in base.items()]
+        row = Row(f"room fan-out, {k} receiver{'s' if k > 1 else ''} (msg/s per receiver)",
+                  meshchat="", baselines=" · ".join(cells),
+                  target="≥ 35% of raw, ≥ 2× Pyre")
+        if isinstance(mesh, fanout.FanoutResult):
+            raw, pyre = base["raw"], base["Pyre"]
+            ratios, checks = [], []
+            if isinstance(raw, fanout.FanoutResult) and raw.rate:
+                ratios.append(f"{mesh.rate / raw.rate:.0%} of raw")
+                checks.append(mesh.rate >= 0.35 * raw.rate)
+            if isinstance(pyre, fanout.FanoutResult) and pyre.rate:
+                ratios.append(f"{mesh.rate / pyre.rate:.2f}× Pyre")
+                checks.append(mesh.rate >= 2 * pyre.rate)
+            lossless = mesh.lost == 0
+            notes.append(f"fan-out k={k} meshchat: the sender's say() loop ran at "
+                         f"{_n(mesh.sender_rate)} msg/s; per receiver: "
+                         + ", ".join(_n(r) for r in mesh.rates))
+            if not lossless:
+                notes.append(f"fan-out k={k} meshchat: lost {mesh.lost} of "
+                             f"{mesh.sent * k} deliveries, {mesh.duplicates} duplicates")
+            row = Row(row.figure, f"{_n(mesh.rate)}" + ("" if lossless else f" (lost {mesh.lost})"),
+                      row.baselines, " · ".join(ratios), row.target,
+                      verdict(all(checks) and lossless if checks else None))
+        else:
+            row = Row(row.figure, mesh.cell, row.baselines, "—", row.target, "n/a")
+        rows.append(row)
+    return rows
+
+
+def section_rtt(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    base = {
+        "raw": attempt(partial(rtt.raw, lab, args.rounds), "rtt raw", notes),
+        "raw+CURVE": attempt(partial(rtt.raw, lab, args.rounds, curve=True), "rtt raw+CURVE",
+                             notes),
+        "Pyre": attempt(partial(rtt.pyre, lab, args.rounds), "rtt Pyre", notes),
+    }
+    mesh = attempt(partial(rtt.meshchat, lab, args.rounds), "rtt meshchat", notes)
+    rows = []
+    for q, attr in ((50, "p50_us"), (99, "p99_us")):
+        cells = [f"{name} {_us(getattr(r, attr))}" if isinstance(r, rtt.RttResult)
+                 else f"{name} {r.cell}" for name, r in base.items()]
+        target = "≤ 2× raw" if q == 50 else "—"
+        figure = f"/ping round trip p{q}"
+        if isinstance(mesh, rtt.RttResult):
+            value = getattr(mesh, attr)
+            ratios = [f"{value / getattr(r, attr):.2f}× {name}" for name, r in base.items()
+                      if isinstance(r, rtt.RttResult) and name != "Pyre"]
+            raw = base["raw"]
+            ok = value <= 2 * raw.p50_us if q == 50 and isinstance(raw, rtt.RttResult) else None
+            rows.append(Row(figure, _us(value), " · ".join(cells), " · ".join(ratios), target,
+                            verdict(ok)))
+            if q == 50:
+                notes.append("/ping meshchat: p50 of the value ping() itself returns: "
+                             + _us(percentile(mesh.reported_us, 50)))
+        else:
+            rows.append(Row(figure, mesh.cell, " · ".join(cells), "—", target, "n/a"))
+    return rows
+
+
+def section_discovery(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    base = attempt(partial(discovery.pyre, lab, args.trials), "discovery Pyre", notes)
+    mesh = attempt(partial(discovery.meshchat, lab, args.trials), "discovery meshchat", notes)
+    figure = f"discovery: start → listed by another node, p50 of {args.trials}"
+    base_cell = (f"Pyre start → ENTER {base.p50_s * 1000:.1f} ms"
+                 if isinstance(base, discovery.DiscoveryResult) else f"Pyre {base.cell}")
+    if isinstance(mesh, discovery.DiscoveryResult):
+        ratio = (f"{mesh.p50_s / base.p50_s:.1f}× Pyre"
+                 if isinstance(base, discovery.DiscoveryResult) else "—")
+        notes.append("discovery meshchat (ms): "
+                     + ", ".join(f"{t * 1000:.1f}" for t in mesh.times_s))
+        return [Row(figure, f"{mesh.p50_s * 1000:.1f} ms", base_cell, ratio, "≤ 50 ms",
+                    verdict(mesh.p50_s <= 0.050))]
+    return [Row(figure, mesh.cell, base_cell, "—", "≤ 50 ms", "n/a")]
+
+
+def section_failover(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    res = attempt(partial(failover.failover, lab, trials=args.failover_trials), "failover", notes)
+    figure = f"failover: kill -9 of the host → all agree on a new host, p50 of " \
+             f"{args.failover_trials}"
+    loss = "messages lost across the failover (2 members × 50 msg/s)"
+    if not isinstance(res, failover.FailoverResult):
+        return [Row(figure, res.cell, target="≤ 1.5 s"), Row(loss, res.cell, target="0")]
+    notes.append("failover times (s): " + ", ".join(f"{t:.2f}" for t in res.times_s)
+                 + "; new hosts: " + ", ".join(res.new_hosts)
+                 + f"; say() failures: {sum(res.failed_says)}")
+    if any(h != "m1" for h in res.new_hosts):
+        notes.append("failover: expected m1 (first live member in join order) as new host")
+    return [
+        Row(figure, f"{res.p50_s:.2f} s", target="≤ 1.5 s", verdict=verdict(res.p50_s <= 1.5)),
+        Row(loss, f"{sum(res.lost)} of {sum(res.sent)}", target="0",
+            verdict=verdict(sum(res.lost) == 0)),
+    ]
+
+
+def section_bigroom(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    res = attempt(partial(failover.big_room, lab, members=args.members, soak_s=args.soak_s,
+                          burners=args.burners), "20-node room", notes)
+    join = f"join: {args.members}th member of a {args.members}-node room, join() → first message"
+    soak = f"false failovers, {args.members}-node room under load, {args.soak_s:.0f} s"
+    if not isinstance(res, failover.BigRoomResult):
+        return [Row(join, res.cell, target="≤ 1 s"), Row(soak, res.cell, target="0")]
+    notes.append(f"{args.members}-node room: join() returned after {res.join_call_s:.3f} s; "
+                 f"{res.messages_sent} messages sent during the soak, {res.burners} CPU "
+                 f"burners; members declared vanished: {res.vanished}")
+    if args.soak_s < 600:
+        notes.append("the issue's figure is 10 minutes: run with --long")
+    return [
+        Row(join, f"{res.join_s:.3f} s", target="≤ 1 s", verdict=verdict(res.join_s <= 1.0)),
+        Row(soak, str(res.false_failovers), target="0",
+            verdict=verdict(res.false_failovers == 0)),
+    ]
+
+
+RUNNERS: dict[str, Callable[[Lab, argparse.Namespace, list[str]], list[Row]]] = {
+    "fanout": section_fanout,
+    "rtt": section_rtt,
+    "discovery": section_discovery,
+    "failover": section_failover,
+    "bigroom": section_bigroom,
+}
+
+# ------------------------------------------------------------------------------ output
+
+METHOD = """\
+## How each figure is measured
+
+All processes run in network namespaces the run creates (one bridge, one namespace per host,
+`eth0` = 10.77.0.N/24; bench/netns.py); nothing is sent outside them. One process per node.
+Baselines and meshchat run the same shape, in the same run, on the same hosts.
+
+- **Room fan-out**: a sender in host 0, 1 or 4 receivers in hosts 1..4, 100-byte texts. After a
+  warm-up that every receiver has seen, the sender sends `--count` messages as fast as its API
+  allows; each receiver's rate is (received − 1) / (last − first arrival); the figure is the
+  mean over receivers, the median of `--repeats` runs. *raw*: plain synchronous pyzmq PUB/SUB,
+  msgpack envelope, unbounded HWM (so lossless); *raw+CURVE*: the same with CURVE (no ZAP);
+  *Pyre*: SHOUT to a group (its best lossless rate: see notes when it had to be paced);
+  *meshchat*: `await room.say(text)` in a loop on the host, `Message` events counted on the
+  members, security on.
+- **/ping round trip**: `--rounds` sequential round trips after 50 warm-up rounds between two
+  hosts. *raw*: DEALER → ROUTER echo with msgpack, with and without CURVE; *Pyre*: WHISPER and
+  a WHISPER back; *meshchat*: `await node.ping(name)`, timed around the call.
+- **Discovery**: an observer runs throughout; each trial starts a fresh node (new identity) in
+  another host. The clock starts in the new process just before the node object is made (after
+  imports) and stops when the observer lists it (Pyre: ENTER; meshchat: `PeerDiscovered` or
+  `node.peers()`, polled every 5 ms). One wall clock serves every namespace.
+- **Failover**: 4 members (m0 hosts; m1..m3 join in that order), default `Timings`; m1 and m2
+  each send 50 msg/s; 1.5 s later m0 gets `kill -9`. The figure is the time until every
+  survivor's latest `HostChanged` names the same host (stable for 0.5 s). Senders go on 2 s
+  more; then every survivor's `room.history()` must hold every message m1 and m2 sent
+  (5 s allowed for gap filling). Fresh nodes for each trial.
+- **20-node room**: 19 nodes form a room (one hosts, 18 join), 4 members chat at 10 msg/s
+  each; the 20th joins (time from `join()` to its first `Message` event); then the room runs for
+  `--soak-s` seconds (`--long`: 600) with one CPU-burning process per core (`--burners`),
+  counting `HostChanged` events (there should be none: the host never dies) and members
+  declared vanished.
+"""
+
+
+def write_markdown(path: Path, rows: list[Row], notes: list[str], info: dict[str, str],
+                   args: argparse.Namespace, elapsed_s: float) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `bench/run.py` (`make bench`); every figure beside baselines measured in "
+        "the same run. Targets come from issues 2 and 3.",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    if notes:
+        lines += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Machine and run", "", "| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in info.items()]
+    lines += [f"| command | `{' '.join(['python', 'bench/run.py', *sys.argv[1:]])}` |",
+              f"| parameters | count {args.count}, repeats {args.repeats}, rounds {args.rounds},"
+              f" discovery trials {args.trials}, failover trials {args.failover_trials},"
+              f" soak {args.soak_s:.0f} s |",
+              f"| wall time | {elapsed_s:.0f} s |", "", METHOD]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="run only these sections")
+    ap.add_argument("--count", type=int, default=20_000, help="fan-out messages per burst")
+    ap.add_argument("--repeats", type=int, default=3, help="fan-out runs; the median counts")
+    ap.add_argument("--rounds", type=int, default=5_000, help="round trips per /ping figure")
+    ap.add_argument("--trials", type=int, default=10, help="discovery trials")
+    ap.add_argument("--failover-trials", type=int, default=5)
+    ap.add_argument("--members", type=int, default=20, help="nodes in the big room")
+    ap.add_argument("--soak-s", type=float, default=60.0, help="false-failover soak seconds")
+    ap.add_argument("--long", action="store_true", help="soak for 10 minutes")
+    ap.add_argument("--burners", type=int, default=os.cpu_count() or 2,
+                    help="processes keeping a core busy during the soak (default: one per core)")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--logs", type=Path, default=None,
+                    help="worker logs (default bench/results/<time>/)")
+    args = ap.parse_args(argv)
+    if args.long:
+        args.soak_s = 600.0
+    if args.logs is None:
+        args.logs = REPO / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S")
+    return args
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the Lab's cleanup
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        print("bench/run.py needs root and iproute2 (it builds network namespaces)",
+              file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    remove_stale_labs()
+    started = time.monotonic()
+    hosts = max(args.members if "bigroom" in args.only else 0,
+                5 if "fanout" in args.only else 4)
+    rows: list[Row] = []
+    notes: list[str] = []
+    with Lab(hosts, args.logs) as lab:
+        for section in SECTIONS:
+            if section in args.only:
+                print(f"{section} ...", file=sys.stderr, flush=True)
+                rows += RUNNERS[section](lab, args, notes)
+    elapsed = time.monotonic() - started
+    print(text_table(rows))
+    for note in notes:
+        print(f"  * {note}")
+    print(f"({elapsed:.0f} s; worker logs in {args.logs})")
+    if not args.no_write:
+        write_markdown(args.out, rows, notes, machine_info(), args, elapsed)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
