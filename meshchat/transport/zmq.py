@@ -61,7 +61,15 @@ _HANDSHAKE_FAILED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
-_MONITORED_EVENTS = _HANDSHAKE_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_MONITORED_EVENTS = (
+    _HANDSHAKE_FAILED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_DELAYED
+)
+_LINK_NAMES: dict[int, str] = {zmq.SUB: "sub", zmq.DEALER: "dealer"}
 _monitor_ids = itertools.count()
 
 HandshakeFailureHandler = Callable[[bytes], None]
@@ -81,6 +89,7 @@ class ZmqTuning:
     tcp_keepalive_intvl_s: int = 3
     tcp_keepalive_cnt: int = 3
     disconnect_linger_ms: int = 100
+    dead_link_grace_ms: int = 500  # DISCONNECTED with no retry within this: libzmq gave up
     recv_batch: int = 256
     max_handshake_failures: int = 5
     sockets_per_peer: int = 6  # SUB, DEALER, 2 monitor PAIRs and libzmq's 2 monitor ends
@@ -148,14 +157,18 @@ class _Pump:
 class _Link:
     """One outgoing socket to a peer (its SUB or its DEALER) with its pump and monitor."""
 
-    __slots__ = ("failures", "monitor", "monitor_task", "pump", "sock")
+    __slots__ = ("endpoint", "failures", "kind", "monitor", "monitor_task", "pump", "sock")
 
-    def __init__(self, sock: zmq.Socket[Any], monitor: zmq.asyncio.Socket) -> None:
+    def __init__(
+        self, kind: int, endpoint: str, sock: zmq.Socket[Any], monitor: zmq.asyncio.Socket
+    ) -> None:
+        self.kind = kind
+        self.endpoint = endpoint
         self.sock = sock
         self.pump = _Pump(sock)
         self.monitor = monitor
         self.monitor_task: asyncio.Task[None] | None = None
-        self.failures = 0
+        self.failures = 0  # failed handshakes in a row, carried over when the link is reopened
 
 
 @dataclass(slots=True, eq=False)
@@ -163,9 +176,12 @@ class _Peer:
     peer_id: bytes
     curve_key: bytes
     where: tuple[str, int, int]
-    sub: _Link
-    dealer: _Link
+    links: dict[int, _Link]  # by socket type: zmq.SUB, zmq.DEALER
     reported: bool = False  # on_handshake_failure called for the current failure streak
+
+    @property
+    def address(self) -> str:
+        return self.where[0]
 
 
 class ZmqTransport:
@@ -304,27 +320,9 @@ class ZmqTransport:
             if old.where == where:
                 return
             self._drop_peer(old, self._tuning.disconnect_linger_ms)
-        sub = self._client_link(zmq.SUB, curve_key, address)
-        for topic in self._topics:
-            sub.sock.setsockopt(zmq.SUBSCRIBE, topic)
-        dealer = self._client_link(zmq.DEALER, curve_key, address)
-        dealer.sock.setsockopt(zmq.ROUTING_ID, self._identity.peer_id)
-        peer = self._peers[peer_id] = _Peer(peer_id, curve_key, where, sub, dealer)
-        loop = self._loop
-        assert loop is not None
-        name = peer_id[:4].hex()
-        for kind, link, decode in (
-            ("sub", sub, self._pub_decoder(peer_id, address)),
-            ("dealer", dealer, self._dealer_decoder(peer_id, address)),
-        ):
-            link.pump.task = loop.create_task(
-                self._drain(link.pump, True, decode), name=f"meshchat-{kind}-{name}"
-            )
-            link.monitor_task = loop.create_task(
-                self._watch(peer, link), name=f"meshchat-monitor-{kind}-{name}"
-            )
-        sub.sock.connect(_endpoint(address, pub_port))
-        dealer.sock.connect(_endpoint(address, router_port))
+        peer = self._peers[peer_id] = _Peer(peer_id, curve_key, where, {})
+        self._open_link(peer, zmq.SUB, _endpoint(address, pub_port))
+        self._open_link(peer, zmq.DEALER, _endpoint(address, router_port))
 
     def disconnect_peer(self, peer_id: bytes) -> None:
         peer = self._peers.get(peer_id)
@@ -360,14 +358,14 @@ class ZmqTransport:
             return
         self._topics.add(topic)
         for peer in self._peers.values():
-            peer.sub.sock.setsockopt(zmq.SUBSCRIBE, topic)
+            peer.links[zmq.SUB].sock.setsockopt(zmq.SUBSCRIBE, topic)
 
     def unsubscribe(self, topic: bytes) -> None:
         if topic not in self._topics:
             return
         self._topics.discard(topic)
         for peer in self._peers.values():
-            peer.sub.sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+            peer.links[zmq.SUB].sock.setsockopt(zmq.UNSUBSCRIBE, topic)
 
     def publish(self, topic: bytes, payload: bytes) -> None:
         pub = self._pub
@@ -394,7 +392,7 @@ class ZmqTransport:
             return False
         peer = self._peers.get(peer_id)
         if peer is not None:
-            link = peer.dealer
+            link = peer.links[zmq.DEALER]
             try:
                 link.sock.send(payload, zmq.NOBLOCK)
             except zmq.Again:
@@ -566,38 +564,69 @@ class ZmqTransport:
         return answer(b"200", b"OK", client_key.hex().encode("ascii"))
 
     async def _watch(self, peer: _Peer, link: _Link) -> None:
-        """Count handshake failures; give the peer up after too many in a row."""
+        """Follow one link's monitor: count handshake failures, give the peer up after too many
+        in a row, and reopen a link that libzmq abandoned.
+
+        libzmq stops reconnecting a connecting socket for good after a protocol error (a frame
+        over ZMQ_MAXMSGSIZE, bytes that fail CURVE) or when the server refused us at ZAP; the
+        only trace is a DISCONNECTED that no CONNECT_RETRIED follows."""
+        monitor = link.monitor
+        grace_s = self._tuning.dead_link_grace_ms / 1000
+        disconnected = False
         while True:
-            message = await link.monitor.recv_multipart()
+            try:
+                if disconnected:
+                    message = await asyncio.wait_for(monitor.recv_multipart(), grace_s)
+                else:
+                    message = await monitor.recv_multipart()
+            except TimeoutError:
+                if int(monitor.get(zmq.EVENTS)) & zmq.POLLIN:
+                    continue  # the loop was slow, not libzmq
+                await self._reopen_later(peer, link)
+                return
             if len(message) != 2 or len(message[0]) != 6:
                 continue
             event, _value = struct.unpack("=HI", message[0])
+            disconnected = event == zmq.EVENT_DISCONNECTED
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 link.failures = 0
                 peer.reported = False
-                continue
-            if not event & _HANDSHAKE_FAILED:
-                continue
-            link.failures += 1
-            self.stats.handshake_failures += 1
-            give_up = link.failures >= self._tuning.max_handshake_failures
-            if give_up:
-                log.warning(
-                    "giving up on peer %s after %d failed handshakes",
-                    peer.peer_id.hex(),
-                    link.failures,
-                )
-                self._count("peers_given_up")
-                if self._peers.get(peer.peer_id) is peer:
-                    self._drop_peer(peer, 0)
-            if not peer.reported and self._on_handshake_failure is not None:
-                peer.reported = True
-                try:
-                    self._on_handshake_failure(peer.peer_id)
-                except Exception:
-                    log.exception("on_handshake_failure raised")
-            if give_up:
+            elif event & _HANDSHAKE_FAILED and self._handshake_failed(peer, link):
                 return
+
+    def _handshake_failed(self, peer: _Peer, link: _Link) -> bool:
+        """Count a failure; True if the peer was given up."""
+        link.failures += 1
+        self.stats.handshake_failures += 1
+        give_up = link.failures >= self._tuning.max_handshake_failures
+        if give_up:
+            log.warning(
+                "giving up on peer %s after %d failed handshakes", peer.peer_id.hex(), link.failures
+            )
+            self._count("peers_given_up")
+            if self._peers.get(peer.peer_id) is peer:
+                self._drop_peer(peer, 0)
+        if not peer.reported and self._on_handshake_failure is not None:
+            peer.reported = True
+            try:
+                self._on_handshake_failure(peer.peer_id)
+            except Exception:
+                log.exception("on_handshake_failure raised")
+        return give_up
+
+    async def _reopen_later(self, peer: _Peer, old: _Link) -> None:
+        """Replace a link libzmq gave up on, after a backoff that grows with failed handshakes."""
+        tuning = self._tuning
+        delay_ms = min(
+            tuning.reconnect_ivl_ms << min(old.failures, 16), tuning.reconnect_ivl_max_ms
+        )
+        await asyncio.sleep(delay_ms / 1000)
+        if self._peers.get(peer.peer_id) is not peer or peer.links.get(old.kind) is not old:
+            return
+        log.info("reopening the %s to %s", _LINK_NAMES[old.kind], peer.peer_id.hex())
+        self._count("links_reopened")
+        self._close_link(old, 0)
+        self._open_link(peer, old.kind, old.endpoint, old.failures)
 
     # -- sockets ----------------------------------------------------------------------------
 
@@ -633,23 +662,40 @@ class ZmqTransport:
             sock.setsockopt(zmq.IPV6, 1)
         return sock
 
-    def _client_link(self, kind: int, server_key: bytes, address: str) -> _Link:
-        assert self._ctx is not None
+    def _open_link(self, peer: _Peer, kind: int, endpoint: str, failures: int = 0) -> None:
+        """Create, start and connect the SUB or DEALER of a peer."""
+        assert self._ctx is not None and self._identity is not None and self._loop is not None
         sock = self._socket(kind)
         tuning = self._tuning
         # The server key must be set before connect: it applies only to later connects.
-        sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+        sock.setsockopt(zmq.CURVE_SERVERKEY, peer.curve_key)
         sock.setsockopt(zmq.RECONNECT_IVL, tuning.reconnect_ivl_ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, tuning.reconnect_ivl_max_ms)
         sock.setsockopt(zmq.CONNECT_TIMEOUT, tuning.connect_timeout_ms)
-        if ":" in address:
+        if ":" in peer.address:
             sock.setsockopt(zmq.IPV6, 1)
+        if kind == zmq.SUB:
+            for topic in self._topics:
+                sock.setsockopt(zmq.SUBSCRIBE, topic)
+            decode = self._pub_decoder(peer.peer_id, peer.address)
+        else:
+            sock.setsockopt(zmq.ROUTING_ID, self._identity.peer_id)
+            decode = self._dealer_decoder(peer.peer_id, peer.address)
         monitor_address = f"inproc://meshchat-monitor-{id(self):x}-{next(_monitor_ids)}"
         sock.monitor(monitor_address, _MONITORED_EVENTS)
         monitor = self._ctx.socket(zmq.PAIR)
         monitor.setsockopt(zmq.LINGER, 0)
         monitor.connect(monitor_address)
-        return _Link(sock, monitor)
+        link = peer.links[kind] = _Link(kind, endpoint, sock, monitor)
+        link.failures = failures
+        name = f"{_LINK_NAMES[kind]}-{peer.peer_id[:4].hex()}"
+        link.pump.task = self._loop.create_task(
+            self._drain(link.pump, True, decode), name=f"meshchat-{name}"
+        )
+        link.monitor_task = self._loop.create_task(
+            self._watch(peer, link), name=f"meshchat-monitor-{name}"
+        )
+        sock.connect(endpoint)
 
     def _bind_all(self, sock: zmq.Socket[Any], addresses: list[str]) -> int:
         """Bind every address; the first picks a free port, the others reuse its number."""
@@ -665,21 +711,25 @@ class ZmqTransport:
         """Close a peer's sockets now; returns the tasks that were cancelled."""
         if self._peers.get(peer.peer_id) is peer:
             del self._peers[peer.peer_id]
+        cancelled: list[asyncio.Task[None]] = []
+        for kind, link in peer.links.items():
+            cancelled += self._close_link(link, linger_ms if kind == zmq.DEALER else 0)
+        return cancelled
+
+    def _close_link(self, link: _Link, linger_ms: int) -> list[asyncio.Task[None]]:
         loop = self._loop
         assert loop is not None
-        cancelled: list[asyncio.Task[None]] = []
-        for link, linger in ((peer.sub, 0), (peer.dealer, linger_ms)):
-            link.pump.stop(loop)
-            cancelled += self._cancelled(link.pump.task)
-            monitor_task = link.monitor_task
-            if monitor_task is not None and monitor_task is not asyncio.current_task():
-                monitor_task.cancel()
-                cancelled.append(monitor_task)
-            with contextlib.suppress(zmq.ZMQError):
-                link.sock.disable_monitor()
-            link.monitor.close(linger=0)
-            link.sock.close(linger=linger)
-            self._sockets.discard(link.sock)
+        link.pump.stop(loop)
+        cancelled = self._cancelled(link.pump.task)
+        monitor_task = link.monitor_task
+        if monitor_task is not None and monitor_task is not asyncio.current_task():
+            monitor_task.cancel()
+            cancelled.append(monitor_task)
+        with contextlib.suppress(zmq.ZMQError):
+            link.sock.disable_monitor()
+        link.monitor.close(linger=0)
+        link.sock.close(linger=linger_ms)
+        self._sockets.discard(link.sock)
         return cancelled
 
     @staticmethod

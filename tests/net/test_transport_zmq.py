@@ -1,0 +1,392 @@
+"""ZmqTransport on real sockets (127.0.0.1 inside the test's own network namespace).
+
+Every wait has a deadline. Where a PUB/SUB connection is still being set up (the slow-joiner
+effect), the sender repeats until the first frame arrives instead of sleeping first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from meshchat.config import Limits
+from meshchat.identity import Identity
+from meshchat.transport.base import Incoming, LocalPorts
+from meshchat.transport.zmq import ZmqTransport, ZmqTuning
+
+HOST = "127.0.0.1"
+DEADLINE_S = 5.0
+RETRY_S = 0.05
+FAST = ZmqTuning(reconnect_ivl_ms=50, reconnect_ivl_max_ms=200, max_handshake_failures=3)
+
+
+class Peer:
+    """One started transport, its inbox, and the handshake failures it reported."""
+
+    def __init__(self, identity: Identity | None = None, limits: Limits | None = None) -> None:
+        self.identity = identity or Identity.generate()
+        self.failures: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport = ZmqTransport(
+            limits or Limits(), on_handshake_failure=self.failures.put_nowait, tuning=FAST
+        )
+        self.inbox: asyncio.Queue[Incoming] = asyncio.Queue()
+        self.ports = LocalPorts(0, 0)
+
+    @property
+    def id(self) -> bytes:
+        return self.identity.peer_id
+
+    def connect(self, other: Peer, as_id: bytes | None = None) -> None:
+        self.transport.connect_peer(
+            as_id or other.id, HOST, other.ports.router_port, other.ports.pub_port
+        )
+
+    async def expect(
+        self, predicate: Callable[[Incoming], bool], retry: Callable[[], object] | None = None
+    ) -> Incoming:
+        """The first frame that matches (others are dropped); ``retry`` is called until then."""
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            if retry is not None:
+                retry()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError("expected frame did not arrive")
+            try:
+                incoming = await asyncio.wait_for(
+                    self.inbox.get(), min(remaining, RETRY_S if retry else remaining)
+                )
+            except TimeoutError:
+                continue
+            if predicate(incoming):
+                return incoming
+
+
+Factory = Callable[..., Awaitable[Peer]]
+
+
+@pytest.fixture
+async def make() -> AsyncIterator[Factory]:
+    made: list[Peer] = []
+
+    async def factory(identity: Identity | None = None, limits: Limits | None = None) -> Peer:
+        peer = Peer(identity, limits)
+        peer.ports = await peer.transport.start(peer.identity, [HOST], peer.inbox.put_nowait)
+        made.append(peer)
+        return peer
+
+    yield factory
+    for peer in made:
+        await peer.transport.close(0)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def payload_is(payload: bytes) -> Callable[[Incoming], bool]:
+    return lambda incoming: incoming.payload == payload
+
+
+async def test_pub_sub_filters_topics_across_three_peers(make: Factory) -> None:
+    a, b, c = await make(), await make(), await make()
+    for x, y in ((b, a), (c, a), (a, c)):
+        x.connect(y)
+    b.transport.subscribe(b"room/1")
+    c.transport.subscribe(b"room/")
+    a.transport.subscribe(b"room/")
+
+    got = await b.expect(payload_is(b"hi b"), lambda: a.transport.publish(b"room/1/x", b"hi b"))
+    assert (got.kind, got.peer_id, got.topic, got.peer_address) == ("pub", a.id, b"room/1/x", HOST)
+    await c.expect(payload_is(b"hi c"), lambda: a.transport.publish(b"room/2", b"hi c"))
+    await a.expect(payload_is(b"from c"), lambda: c.transport.publish(b"room/9", b"from c"))
+
+    # Frames from one PUB arrive in order, so once "end" is in, "other room" would be too.
+    _drain(b.inbox)
+    a.transport.publish(b"room/2", b"other room")
+    a.transport.publish(b"room/1", b"end")
+    got = await b.expect(lambda incoming: True)
+    assert got.payload == b"end"
+
+    b.transport.unsubscribe(b"room/1")
+    a.transport.publish(b"room/1", b"unsubscribed")
+    await c.expect(payload_is(b"end"))
+    await c.expect(payload_is(b"unsubscribed"))
+    assert all(i.payload != b"unsubscribed" for i in _drain(b.inbox))
+
+
+def _drain(queue: asyncio.Queue[Incoming]) -> list[Incoming]:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
+
+
+async def test_direct_both_ways_in_order(make: Factory) -> None:
+    a, b = await make(), await make()
+    a.connect(b)
+    b.connect(a)
+    for i in range(200):
+        assert a.transport.send(b.id, b"a%d" % i)
+        assert b.transport.send(a.id, b"b%d" % i)
+    for i in range(200):
+        got = await b.expect(lambda incoming: True)
+        assert (got.kind, got.peer_id, got.payload, got.peer_address) == (
+            "direct",
+            a.id,
+            b"a%d" % i,
+            HOST,
+        )
+        got = await a.expect(lambda incoming: True)
+        assert (got.peer_id, got.payload) == (b.id, b"b%d" % i)
+
+
+async def test_reply_goes_back_over_the_router(make: Factory) -> None:
+    a, b, stranger = await make(), await make(), await make()
+    a.connect(b)  # b has no DEALER to a
+    assert not b.transport.send(a.id, b"nobody asked")
+    assert a.transport.send(b.id, b"request")
+    await b.expect(payload_is(b"request"))
+    assert b.transport.send(a.id, b"reply")
+    got = await a.expect(payload_is(b"reply"))
+    assert (got.kind, got.peer_id) == ("direct", b.id)
+    assert not b.transport.send(stranger.id, b"no channel")
+
+
+async def test_awaitable_receiver_is_awaited_in_order(make: Factory) -> None:
+    a = await make()
+    seen: list[bytes] = []
+    done = asyncio.Event()
+
+    async def handle(incoming: Incoming) -> None:
+        await asyncio.sleep(0)
+        seen.append(incoming.payload)
+        if len(seen) == 50:
+            done.set()
+
+    b = ZmqTransport(tuning=FAST)
+    b_id = Identity.generate()
+    ports = await b.start(b_id, [HOST], handle)
+    try:
+        a.transport.connect_peer(b_id.peer_id, HOST, ports.router_port, ports.pub_port)
+        for i in range(50):
+            a.transport.send(b_id.peer_id, bytes([i]))
+        await asyncio.wait_for(done.wait(), DEADLINE_S)
+        assert seen == [bytes([i]) for i in range(50)]
+    finally:
+        await b.close(0)
+
+
+async def test_a_peer_id_with_a_leading_zero_byte_works(make: Factory) -> None:
+    while (identity := Identity.generate()).peer_id[0] != 0:
+        pass
+    a, b = await make(identity), await make()
+    a.connect(b)
+    assert a.transport.send(b.id, b"zero")
+    got = await b.expect(payload_is(b"zero"))
+    assert got.peer_id == a.id
+
+
+async def test_impostor_claiming_a_peer_id_gets_nothing_through(make: Factory) -> None:
+    a, b = await make(), await make()
+    forged = Identity.generate()
+    forged.peer_id = a.id  # its CURVE keys stay its own: a routing id it does not own
+    impostor = await make(forged)
+    impostor.connect(b)
+
+    assert impostor.transport.send(b.id, b"forged")
+    await until(lambda: b.transport.stats.dropped_unauthenticated >= 1, "the forged frame")
+    assert not b.transport.send(a.id, b"to a?")  # no reply route on an unproven claim
+    await impostor.transport.close(0)
+
+    # The real owner of the id is heard (and answered), and nothing of the impostor's ever was.
+    a.connect(b)
+    got = await b.expect(lambda i: i.payload != b"forged", lambda: a.transport.send(b.id, b"real"))
+    assert (got.peer_id, got.payload) == (a.id, b"real")
+    assert b.transport.send(a.id, b"to a")
+    await a.expect(payload_is(b"to a"))
+    assert impostor.inbox.empty()
+
+
+async def test_a_client_pinned_to_the_wrong_key_is_counted_and_given_up(make: Factory) -> None:
+    b, c, watcher = await make(), await make(), await make()
+    spy = await make()
+    spy.transport.subscribe(b"")
+    spy.connect(b, as_id=c.id)  # b's address, but c's key pinned: the handshake cannot pass
+    watcher.transport.subscribe(b"")
+    watcher.connect(b)
+
+    assert await asyncio.wait_for(spy.failures.get(), DEADLINE_S) == c.id
+    await watcher.expect(payload_is(b"secret"), lambda: b.transport.publish(b"t", b"secret"))
+    await until(lambda: not spy.transport.is_connected(c.id), "the spy to give up")
+    assert spy.transport.stats.handshake_failures >= FAST.max_handshake_failures
+    assert spy.transport.stats.extra["peers_given_up"] == 1
+    assert spy.failures.empty()  # reported once per streak, not per retry
+    assert all(i.payload != b"secret" for i in _drain(spy.inbox))
+
+
+async def test_plain_and_unkeyed_zmq_clients_get_nothing(make: Factory) -> None:
+    b, watcher = await make(), await make()
+    watcher.transport.subscribe(b"")
+    watcher.connect(b)
+    ctx = zmq.asyncio.Context()
+    try:
+        plain = ctx.socket(zmq.SUB)  # NULL mechanism against a CURVE server
+        plain.setsockopt(zmq.LINGER, 0)
+        plain.setsockopt(zmq.SUBSCRIBE, b"")
+        plain.connect(f"tcp://{HOST}:{b.ports.pub_port}")
+        unkeyed = ctx.socket(zmq.DEALER)  # valid CURVE, but no peer id as routing id
+        public, secret = zmq.curve_keypair()
+        unkeyed.setsockopt(zmq.LINGER, 0)
+        unkeyed.curve_publickey, unkeyed.curve_secretkey = public, secret
+        unkeyed.curve_serverkey = b.identity.curve_public
+        unkeyed.connect(f"tcp://{HOST}:{b.ports.router_port}")
+        await unkeyed.send(b"who am I")
+        await until(lambda: b.transport.stats.dropped_unauthenticated == 1, "the unkeyed frame")
+        await watcher.expect(payload_is(b"secret"), lambda: b.transport.publish(b"t", b"secret"))
+        assert not await plain.poll(100)  # the watcher already has it; plain gets nothing
+        plain.close()
+        unkeyed.close()
+    finally:
+        ctx.term()
+
+
+async def test_oversize_frames_are_dropped_and_the_node_keeps_serving(make: Factory) -> None:
+    small = await make(limits=Limits(max_frame_bytes=64 * 1024))
+    big = await make(limits=Limits(max_frame_bytes=1024 * 1024))
+    other = await make()
+    for x, y in ((big, small), (small, big), (other, small), (small, other)):
+        x.connect(y)
+    small.transport.subscribe(b"t")
+
+    assert not small.transport.send(big.id, bytes(65 * 1024))  # we never send oversize
+    assert small.transport.stats.send_failures == 1
+    assert big.transport.send(small.id, b"before")
+    await small.expect(payload_is(b"before"))
+    await small.expect(
+        payload_is(b"pub before"), lambda: big.transport.publish(b"t", b"pub before")
+    )
+
+    assert big.transport.send(small.id, bytes(100 * 1024))
+    big.transport.publish(b"t", bytes(100 * 1024))
+
+    def again() -> None:
+        big.transport.send(small.id, b"after")
+        big.transport.publish(b"t", b"after")
+
+    got = await small.expect(payload_is(b"after"), again)
+    assert got.peer_id == big.id
+    assert all(len(i.payload) < 64 * 1024 for i in _drain(small.inbox))
+    # Our SUB to big was cut by libzmq for good; the transport reopens it.
+    await small.expect(payload_is(b"pub after"), lambda: big.transport.publish(b"t", b"pub after"))
+    assert small.transport.stats.extra["links_reopened"] >= 1
+    assert small.transport.is_connected(big.id)
+    assert other.transport.send(small.id, b"still serving")
+    await small.expect(payload_is(b"still serving"))
+
+
+async def test_garbage_on_the_tcp_ports_breaks_nothing(make: Factory) -> None:
+    a, b = await make(), await make()
+    idle = []
+    for port in (b.ports.router_port, b.ports.pub_port):
+        for junk in (
+            os.urandom(64 * 1024),
+            b"\xff" + bytes(8) + b"\x7f\x03\x00CURVE" + bytes(15) + os.urandom(4096),
+            b"\xff" + bytes(8) + b"\x7f\x03\x00NULL" + bytes(16) + os.urandom(300),
+        ):
+            _, writer = await asyncio.open_connection(HOST, port)
+            writer.write(junk)
+            await writer.drain()
+            writer.close()
+        idle.append(await asyncio.open_connection(HOST, port))  # connects and says nothing
+
+    a.connect(b)
+    b.connect(a)
+    a.transport.subscribe(b"")
+    assert a.transport.send(b.id, b"still fine")
+    await b.expect(payload_is(b"still fine"))
+    await a.expect(payload_is(b"pub ok"), lambda: b.transport.publish(b"t", b"pub ok"))
+    late = await make()
+    late.connect(b)
+    assert late.transport.send(b.id, b"late")
+    await b.expect(payload_is(b"late"))
+    for _, writer in idle:
+        writer.close()
+
+
+async def test_deny_refuses_the_peer_and_allow_lets_it_back(make: Factory) -> None:
+    a, b = await make(), await make()
+    a.connect(b)
+    b.connect(a)
+    a.transport.subscribe(b"")
+    assert a.transport.send(b.id, b"hello")
+    await b.expect(payload_is(b"hello"))
+
+    b.transport.deny(a.id)
+    assert not b.transport.is_connected(a.id)
+    assert not b.transport.send(a.id, b"no")  # no DEALER, and the ROUTER route is dropped
+    assert a.transport.send(b.id, b"dropped")
+    await until(lambda: b.transport.stats.extra.get("dropped_denied", 0) >= 1, "a denied frame")
+
+    # A new connection from a is refused at the handshake by ZAP.
+    a.transport.disconnect_peer(b.id)
+    a.connect(b)
+    await asyncio.wait_for(a.failures.get(), DEADLINE_S)
+    await until(lambda: a.transport.stats.handshake_failures >= 2, "SUB and DEALER refused")
+    assert b.transport.stats.zap_denied >= 2
+    assert all(i.payload != b"dropped" for i in _drain(b.inbox))
+
+    # libzmq never retries a connection that ZAP refused; the transport reopens it (a few
+    # times, with backoff), so allowing the peer in time lets it back without a reconnect.
+    b.transport.allow(a.id)
+    await b.expect(payload_is(b"back"), lambda: a.transport.send(b.id, b"back"))
+    assert a.transport.stats.extra["links_reopened"] >= 1
+    assert a.transport.is_connected(b.id)
+
+
+async def test_close_is_quick_and_idempotent_with_peers_gone(make: Factory) -> None:
+    a = await make()
+    gone = [await make() for _ in range(3)]
+    for peer in gone:
+        a.connect(peer)
+        peer.connect(a)
+        await peer.transport.close(0)
+    for peer in gone:
+        for _ in range(100):
+            a.transport.send(peer.id, bytes(1000))  # queued for peers that are not there
+        a.transport.publish(b"t", b"x")
+    started = time.monotonic()
+    await a.transport.close(0.2)
+    assert time.monotonic() - started < 1.0
+    started = time.monotonic()
+    await a.transport.close(0.2)
+    assert time.monotonic() - started < 0.05
+    assert not a.transport.send(gone[0].id, b"after close")
+    a.transport.publish(b"t", b"after close")
+    await ZmqTransport().close()  # never started
+
+
+async def test_close_from_inside_the_receiver(make: Factory) -> None:
+    a = await make()
+    closed = asyncio.Event()
+    b = ZmqTransport(tuning=FAST)
+
+    async def handle(incoming: Incoming) -> None:
+        await b.close(0)
+        closed.set()
+
+    b_id = Identity.generate()
+    ports = await b.start(b_id, [HOST], handle)
+    a.transport.connect_peer(b_id.peer_id, HOST, ports.router_port, ports.pub_port)
+    a.transport.send(b_id.peer_id, b"bye")
+    await asyncio.wait_for(closed.wait(), DEADLINE_S)
