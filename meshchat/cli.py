@@ -1,0 +1,244 @@
+"""The ``meshchat`` command: ``meshchat start``, ``meshchat rooms``, ``meshchat --version``.
+
+``start`` runs a node with an interface: the prompt_toolkit app when stdin and stdout are
+terminals, line mode otherwise (or with ``--no-tui``). Ctrl-C and SIGTERM end it cleanly: the
+node leaves its rooms (a host hands off), says goodbye, and the process exits with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from meshchat.commands import normalize_color, validate_name
+from meshchat.errors import MeshchatError
+from meshchat.tui import StartOptions, run_interface
+from meshchat.tui.api import NodeAPI
+from meshchat.tui.controller import meshchat_version
+
+_ASK = "\0ask"
+_SAME_ROOM = "\0room"
+CLOSE_TIMEOUT_S = 10.0
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(meshchat_version(), "--version", prog_name="meshchat",
+                      message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", is_flag=True, help="Log details to stderr.")
+def main(verbose: bool) -> None:
+    """A chat for the local network with no server."""
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _network_options(func: Any) -> Any:
+    for option in reversed([
+        click.option("--interface", "interfaces", multiple=True, metavar="NAME|ADDR",
+                     help="Network interface to use (repeatable; default: all)."),
+        click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
+                     help="A peer to contact directly, for networks without multicast "
+                          "(repeatable)."),
+        click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Where identity, settings and history live."),
+        click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+                     help="Port others can pass to --peer (0: any free port)."),
+        click.option("--loopback-only", is_flag=True,
+                     help="Use 127.0.0.1 only (tests and local experiments)."),
+        click.option("--fast-timings", is_flag=True, hidden=True,
+                     help="Short timers, for tests on one machine."),
+    ]):
+        func = option(func)
+    return func
+
+
+@main.command()
+@click.option("--name", help="Your name (kept for the next start).")
+@click.option("--room", metavar="ROOM",
+              help="Join ROOM if it exists on the network, otherwise host it.")
+@click.option("--host", "host_room", metavar="ROOM", is_flag=False, flag_value=_SAME_ROOM,
+              default=None, help="Host ROOM (alone: host the --room without looking for it).")
+@click.option("--password", is_flag=False, flag_value=_ASK, default=None,
+              help="Password of the room (alone: ask for it without echo).")
+@click.option("--color", help="Colour of your name (a name or #RRGGBB).")
+@click.option("--no-tui", is_flag=True, help="Line mode even on a terminal.")
+@click.option("--discovery-timeout", type=click.FloatRange(0), default=2.0, show_default=True,
+              help="Seconds to look for rooms at start.")
+@_network_options
+def start(name: str | None, room: str | None, host_room: str | None, password: str | None,
+          color: str | None, no_tui: bool, discovery_timeout: float, interfaces: tuple[str, ...],
+          peers: tuple[str, ...], data_dir: Path | None, port: int, loopback_only: bool,
+          fast_timings: bool) -> None:
+    """Start a node and chat."""
+    terminal = not no_tui and sys.stdin.isatty() and sys.stdout.isatty()
+    if name is not None and (problem := validate_name(name)):
+        raise click.BadParameter(problem, param_hint="--name")
+    if color is not None:
+        color = normalize_color(color)
+        if color is None:
+            raise click.BadParameter("not a colour name or #RRGGBB", param_hint="--color")
+    host: str | None = None
+    if host_room == _SAME_ROOM:
+        if room is None:
+            raise click.UsageError("--host without a room name needs --room ROOM")
+        host, room = room, None
+    elif host_room is not None:
+        if room is not None and room != host_room:
+            raise click.UsageError("--host ROOM and --room ROOM name different rooms")
+        host, room = host_room, None
+    if password == _ASK:
+        if not sys.stdin.isatty():
+            raise click.UsageError("--password needs a value when stdin is not a terminal")
+        password = click.prompt("Room password", hide_input=True, default="",
+                                show_default=False) or None
+    options = StartOptions(room=room, host=host, password=password,
+                           discovery_timeout_s=discovery_timeout)
+    node_args: dict[str, Any] = dict(
+        interfaces=list(interfaces) or None, data_dir=data_dir, peers=list(peers) or None,
+        color=color, port=port, loopback_only=loopback_only, timings=_timings(fast_timings),
+    )
+    _reconfigure_stdout()
+    sys.exit(_run(_start(name, node_args, options, terminal=terminal)))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--timeout", type=click.FloatRange(0), default=2.0, show_default=True,
+              help="Seconds to look for rooms.")
+@_network_options
+def rooms(as_json: bool, timeout: float, interfaces: tuple[str, ...], peers: tuple[str, ...],
+          data_dir: Path | None, port: int, loopback_only: bool, fast_timings: bool) -> None:
+    """List the rooms on the network and exit."""
+    node_args: dict[str, Any] = dict(
+        interfaces=list(interfaces) or None, peers=list(peers) or None, port=port,
+        loopback_only=loopback_only, timings=_timings(fast_timings),
+    )
+    sys.exit(_run(_list_rooms(node_args, data_dir, timeout, as_json)))
+
+
+def _timings(fast: bool) -> Any:
+    from meshchat import Timings
+
+    return Timings.fast() if fast else None
+
+
+def _new_node(name: str | None, node_args: dict[str, Any]) -> NodeAPI:
+    from meshchat import Node
+
+    node: NodeAPI = Node(name, **node_args)
+    return node
+
+
+def _run(main_coro: Any) -> int:
+    try:
+        result: int = asyncio.run(main_coro)
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        return 0
+    return result
+
+
+def _fail(message: str) -> int:
+    click.echo(f"meshchat: error: {message}", err=True)
+    return 1
+
+
+async def _start(name: str | None, node_args: dict[str, Any], options: StartOptions, *,
+                 terminal: bool) -> int:
+    stop = asyncio.Event()
+    _on_signals(stop.set)
+    node = _new_node(name, node_args)
+    try:
+        await node.start()
+    except MeshchatError as exc:
+        if name is not None or not str(exc).startswith("no name"):
+            return _fail(str(exc))
+        if not sys.stdin.isatty():
+            return _fail("no name saved yet: pass --name NAME")
+        name = click.prompt("Your name", value_proc=_checked_name)
+        node = _new_node(name, node_args)
+        try:
+            await node.start()
+        except MeshchatError as again:
+            return _fail(str(again))
+    except OSError as exc:
+        return _fail(str(exc))
+    try:
+        await run_interface(node, options, terminal=terminal, stop=stop)
+    finally:
+        await _close(node)
+    return 0
+
+
+async def _list_rooms(node_args: dict[str, Any], data_dir: Path | None, wait_s: float,
+                      as_json: bool) -> int:
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:  # a throwaway identity: never clash with a running `start`
+            data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meshchat-")))
+        node = _new_node("rooms-query", {**node_args, "data_dir": data_dir})
+        try:
+            await node.start()
+        except (MeshchatError, OSError) as exc:
+            return _fail(str(exc))
+        try:
+            infos = await node.rooms(timeout=wait_s)
+        finally:
+            await _close(node)
+    if as_json:
+        click.echo(json.dumps([
+            {"name": i.name, "host": i.host, "host_fingerprint": i.host_fingerprint,
+             "members": i.members, "locked": i.locked, "has_password": i.has_password}
+            for i in infos
+        ], indent=2))
+        return 0
+    if not infos:
+        click.echo("no rooms on the network")
+        return 0
+    rows = [("ROOM", "HOST", "MEMBERS", "FLAGS")] + [
+        (i.name, i.host, str(i.members),
+         ",".join(f for f, on in (("locked", i.locked), ("password", i.has_password)) if on))
+        for i in sorted(infos, key=lambda i: i.name)
+    ]
+    widths = [max(len(r[k]) for r in rows) for k in range(4)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+async def _close(node: NodeAPI) -> None:
+    try:
+        await asyncio.wait_for(node.close(reason="quit"), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        click.echo("meshchat: the node did not close in time", err=True)
+    except MeshchatError as exc:
+        click.echo(f"meshchat: error while closing: {exc}", err=True)
+
+
+def _on_signals(callback: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, callback)
+
+
+def _checked_name(text: str) -> str:
+    name = text.strip()
+    problem = validate_name(name)
+    if problem:
+        raise click.BadParameter(problem)
+    return name
+
+
+def _reconfigure_stdout() -> None:
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        with contextlib.suppress(Exception):
+            reconfigure(errors="replace")
