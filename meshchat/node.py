@@ -929,7 +929,10 @@ class Node:
         info = self._peer_info(peer)
         self._liveness.forget(peer)
         del self._peers[peer]
-        self._transport.disconnect_peer(peer)
+        if reason != "vanished":
+            self._transport.disconnect_peer(peer)
+        # A vanished peer keeps its connections: ZeroMQ reconnects by itself when a cable is
+        # plugged back in or a partition heals, and its next heartbeat brings it back.
         for key in [k for k in self._directory if k[1] == peer]:
             del self._directory[key]
         self._emit(PeerGone(info, reason))
@@ -1003,6 +1006,9 @@ class Node:
                 if asked is not None and (rules.is_member(asked.state, peer)
                                           or peer == asked.state.host):
                     self._send(peer, StatePush(asked.room_id, asked.core.blob))
+                    epoch = asked.state.key_epoch
+                    if asked.core.is_host and epoch in asked.keys and peer != self.peer_id:
+                        self._distribute_key(asked, epoch, asked.keys[epoch], to=[peer])
             case StatePush():
                 self._on_state_blob(m.room_id, m.state, peer, direct=True)
             case _:
@@ -1018,6 +1024,7 @@ class Node:
                 self.stats["dropped_no_key"] += 1
                 return
             pending.append((peer, Envelope(peer, 0, now, sealed)))
+            self._ask_state(jr, jr.state.host)  # a key we missed: the host sends it again
             return
         try:
             inner_bytes = SecretBox(key).decrypt(sealed.box)
@@ -1101,10 +1108,13 @@ class Node:
             if r.last > jr.tracker.head(r.sender):
                 self._ask_history(jr, peer, r.sender, r.last)
         if (heads.term, heads.version) > (jr.state.term, jr.state.version):
-            now = time.monotonic()
-            if now - jr.state_asked_at > self.timings.gap_fill_interval_s:
-                jr.state_asked_at = now
-                self._send(peer, StateRequest(jr.room_id))
+            self._ask_state(jr, peer)
+
+    def _ask_state(self, jr: _JoinedRoom, peer: bytes) -> None:
+        now = time.monotonic()
+        if now - jr.state_asked_at > self.timings.gap_fill_interval_s and peer != self.peer_id:
+            jr.state_asked_at = now
+            self._send(peer, StateRequest(jr.room_id))
 
     # ---------------------------------------------------------------- rooms: state
 
@@ -1117,14 +1127,15 @@ class Node:
             self.stats["dropped_misdirected"] += 1
             return
         old = jr.state
-        if direct and peer == old.host and new.host != old.host and not rules.accepts(old, new):
+        last = self._liveness.last_heard(old.host)
+        host_silent = last is None or (
+            time.monotonic() - last >= self.timings.host_timeout_s / 2)
+        if (direct and peer == old.host and new.host != old.host
+                and not rules.accepts(old, new, host_silent)):
             # Our host stepped down after a partition and points us at the room's other host.
             if rules.host_priority(new) > rules.host_priority(old):
                 self._start_merge_rejoin(jr, new, blob)
             return
-        last = self._liveness.last_heard(old.host)
-        host_silent = last is None or (
-            time.monotonic() - last >= self.timings.host_timeout_s / 2)
         previous = jr.core.offer(blob, host_silent)
         if previous is None:
             if new.change == rules.FAILOVER and not host_silent:
@@ -1342,11 +1353,14 @@ class Node:
         if jr is None or not rules.is_member(jr.state, peer):
             self.stats["dropped_not_member"] += 1
             return
-        key = rules.unseal_key(self.identity, peer, m.sealed_key)
-        jr.keys[m.epoch] = key
+        self._install_key(jr, m.epoch, rules.unseal_key(self.identity, peer, m.sealed_key))
+
+    def _install_key(self, jr: _JoinedRoom, epoch: int, key: bytes) -> None:
+        """Keep a room key and open what arrived sealed with it before it did."""
+        jr.keys[epoch] = key
         if len(jr.keys) > 64:
             del jr.keys[next(iter(jr.keys))]
-        for sender, env in jr.pending_sealed.pop(m.epoch, []):
+        for sender, env in jr.pending_sealed.pop(epoch, []):
             if isinstance(env.message, Sealed):
                 self._open_sealed(jr, sender, env.message, env.sent_at)
 
@@ -1542,7 +1556,7 @@ class Node:
         if old is not None:
             previous = old.state
             old.core.current = rules.SignedState(state, reply.state)
-            old.keys[reply.key_epoch] = key
+            self._install_key(old, reply.key_epoch, key)
             jr = old
         else:
             core = rules.RoomCore(self.identity, self._codec, rules.SignedState(state,
@@ -1627,6 +1641,7 @@ class Node:
             if winner is None:
                 return
             for pid in members:
+                self._send(pid, Peers((peer.card,)))
                 self._send(pid, StatePush(jr.room_id, winner.core.blob))
             self._emit(Notice(f"the network healed: {old_state.name} merged into the room "
                               f"hosted by {self._peer_info(other_host).name}"))
@@ -1643,9 +1658,20 @@ class Node:
         jr.merging = True
         self._spawn(self._merge_rejoin(jr, winner, blob))
 
+    async def _await_peer(self, pid: bytes, timeout: float) -> _Peer | None:
+        deadline = time.monotonic() + timeout
+        while (peer := self._peers.get(pid)) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._peer_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._peer_changed.wait(), remaining)
+        return peer
+
     async def _merge_rejoin(self, jr: _JoinedRoom, winner: RoomState, blob: bytes) -> None:
-        peer = self._peers.get(winner.host)
         try:
+            peer = await self._await_peer(winner.host, self.timings.join_timeout_s)
             if peer is None:
                 return
             listing = _Listing(jr.room_id, winner.name, peer.card, 0, False, False, 0, "merge")

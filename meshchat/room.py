@@ -187,16 +187,13 @@ def accepts(current: RoomState | None, new: RoomState, host_silent: bool = True)
         return False
     if new.change == HANDOFF:
         return new.change_peer == current.host and new.term > current.term
-    if new.change == FAILOVER and new.change_peer == current.host and not host_silent:
-        return False
-    if new.term > current.term:
-        return True
-    if new.term == current.term:
+    if (new.term == current.term and new.change == FAILOVER and current.change == FAILOVER
+            and new.change_peer == current.change_peer):
+        # Two claims for the same vanished host: the earlier member in join order wins.
         order = member_ids(current)
-        return new.host in order and current.host in order and (
-            order.index(new.host) < order.index(current.host)
-        )
-    return False
+        return current.host in order and order.index(new.host) < order.index(current.host)
+    # Any other change of host is an election: only once this member hears the host no more.
+    return host_silent and new.term > current.term
 
 
 def successor(state: RoomState, alive: Callable[[PeerId], bool], exclude: Iterable[PeerId] = ()
