@@ -22,6 +22,7 @@ from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
 from . import room as rules
+from .commands import validate_name
 from .config import Limits, Timings
 from .discovery.base import Discovery, DiscoveryHandlers, RoomAnnouncement
 from .errors import (
@@ -383,7 +384,10 @@ class Node:
         name = self._requested_name or self._settings.name
         if not name:
             raise MeshchatError("no name: pass name=... (the CLI asks for one on first start)")
-        name = name.strip()[: self.limits.max_name_chars]
+        name = name.strip()
+        problem = validate_name(name)
+        if problem is not None:
+            raise MeshchatError(f"bad name {name!r}: {problem}")
         if name != self._settings.name:
             self._settings.name = name
             self._settings_store.save(self._settings)
@@ -399,10 +403,8 @@ class Node:
         self.started_at = self._clock()
         self._started_mono = time.monotonic()
 
-        if self._loopback_only:
-            addresses = ["127.0.0.1"]
-        else:
-            addresses = resolve_interfaces(self._interfaces)
+        addresses = (["127.0.0.1"] if self._loopback_only
+                     else resolve_interfaces(self._interfaces))
         self._addresses = tuple(addresses)
         bind = addresses if (self._interfaces or self._loopback_only) else ["*"]
 
@@ -458,7 +460,7 @@ class Node:
         self._closed = True
         for room_id in list(self._rooms):
             with contextlib.suppress(MeshchatError):
-                await self._leave(room_id, "quit", emit=False)
+                await self._leave(room_id, "quit")
         with contextlib.suppress(Exception):
             self._publish(TOPIC_PRESENCE, Bye(reason))
         for task in self._tasks:
@@ -606,8 +608,9 @@ class Node:
     async def rename(self, new_name: str) -> None:
         """Change this node's name; allowed once per ``Timings.rename_interval_s``."""
         new_name = new_name.strip()
-        if not new_name or len(new_name) > self.limits.max_name_chars:
-            raise MeshchatError(f"a name is 1 to {self.limits.max_name_chars} characters")
+        problem = validate_name(new_name)
+        if problem is not None:
+            raise MeshchatError(f"bad name {new_name!r}: {problem}")
         if new_name == self.name:
             return
         now = self._clock()
@@ -890,9 +893,9 @@ class Node:
             self._known.observe(pid, card.name, list(card.addresses))
             self._emit(Renamed(self._peer_info(pid), old, card.name))
             for jr in self._rooms.values():
-                if jr.core.is_host and rules.is_member(jr.state, pid):
-                    if jr.core.member_renamed(pid, card.name) is not None:
-                        self._host_publish(jr, jr.state)
+                if (jr.core.is_host and rules.is_member(jr.state, pid)
+                        and jr.core.member_renamed(pid, card.name) is not None):
+                    self._host_publish(jr, jr.state)
         if source in ("heartbeat", "hello") or not peer.card.addresses:
             peer.card = card
         if color is not None:
@@ -1585,7 +1588,7 @@ class Node:
         self._log.add(record.room_id, record.sender, record.seq, record.sent_at, record.text,
                       blob)
 
-    async def _leave(self, room_id: bytes, reason: str, emit: bool = True) -> None:
+    async def _leave(self, room_id: bytes, reason: str) -> None:
         jr = self._rooms.get(room_id)
         if jr is None:
             raise NotInRoom("you are not in this room")
@@ -1597,7 +1600,6 @@ class Node:
                 old = jr.state
                 jr.core.handoff(succ, leaving=True)
                 self._host_publish(jr, old, announce_only=True)
-                self._emit_local_leave(jr, emit)
                 self._drop_room(jr)
                 await self._withdraw_room(jr)
                 return
@@ -1606,11 +1608,6 @@ class Node:
         else:
             self._send(jr.state.host, Leave(room_id))
             self._drop_room(jr)
-        self._emit_local_leave(jr, emit)
-
-    def _emit_local_leave(self, jr: _JoinedRoom, emit: bool) -> None:
-        if emit:
-            self._emit(Notice(f"you left {jr.state.name}"))
 
     # ---------------------------------------------------------------- partitions
 
