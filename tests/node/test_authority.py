@@ -74,7 +74,7 @@ async def test_host_vanishes_failover_loses_nothing(mesh: Mesh) -> None:
 
 async def test_kick_ban_unban_and_refusals(mesh: Mesh) -> None:
     nodes, rooms = await _room_of(mesh, "alice", "bob", "carol")
-    alice, bob, carol = nodes
+    carol = nodes[2]
     with pytest.raises(NotHost, match="only the host can kick"):
         await rooms[1].kick("carol")
     assert [m.name for m in rooms[0].members] == ["alice", "bob", "carol"]
@@ -84,7 +84,8 @@ async def test_kick_ban_unban_and_refusals(mesh: Mesh) -> None:
     assert isinstance(ev, MemberRemoved) and ev.reason == "too loud" and not ev.banned
     await mesh.recorders["bob"].wait(lambda e: isinstance(e, MemberRemoved))
     await rooms[0].say("after the kick")
-    await mesh.recorders["bob"].wait(lambda e: isinstance(e, Message) and e.text == "after the kick")
+    await mesh.recorders["bob"].wait(
+        lambda e: isinstance(e, Message) and e.text == "after the kick")
     await asyncio.sleep(0)  # let carol's queue run; she must not have it
     assert not any(isinstance(e, Message) and e.text == "after the kick"
                    for e in mesh.recorders["carol"].events)
@@ -104,7 +105,7 @@ async def test_kick_ban_unban_and_refusals(mesh: Mesh) -> None:
 
 
 async def test_lock_password_close(mesh: Mesh) -> None:
-    nodes, rooms = await _room_of(mesh, "alice", "bob")
+    _, rooms = await _room_of(mesh, "alice", "bob")
     dave = await mesh.add("dave")
     await rooms[0].lock()
     with pytest.raises(JoinRefused) as refused:

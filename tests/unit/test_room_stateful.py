@@ -87,7 +87,7 @@ class Lan(RuleBasedStateMachine):
                             changed = True
                             break
                 elif not self.reach(i, host):
-                    nxt = successor(state, lambda p: self.reach(i, self.index(p))
+                    nxt = successor(state, lambda p, i=i: self.reach(i, self.index(p))
                                     and self.cores[self.index(p)] is not None)
                     if nxt == IDS[i].peer_id:
                         core.claim(state.host, self.epoch())

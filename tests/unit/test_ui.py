@@ -201,7 +201,7 @@ class FakeNode:
     async def close(self, *, reason: str = "quit") -> None:
         self.closed = reason
 
-    async def rooms(self, *, timeout: float = 2.0) -> list[RoomInfo]:  # noqa: ASYNC109
+    async def rooms(self, *, timeout: float = 2.0) -> list[RoomInfo]:
         return list(self.network_rooms)
 
     async def host(self, name: str, password: str | None = None, /, *,
