@@ -12,6 +12,7 @@ worker's own pid: ``kill -9`` hits the node, not a wrapper) and speak JSON lines
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import json
 import os
@@ -45,6 +46,12 @@ def _ip(*args: str) -> None:
     proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
     if proc.returncode != 0:
         raise BenchError(f"ip {' '.join(args)}: {proc.stderr.strip()}")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the orchestrator dies (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -97,6 +104,7 @@ class Worker:
             cwd=REPO,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._events: queue.Queue[Event | None] = queue.Queue()
         self._backlog: list[Event] = []

@@ -77,14 +77,17 @@ def _mem_gib() -> str:
 
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "meshchat"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (head or "unknown") + (" + uncommitted changes in meshchat/" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def machine_info() -> dict[str, str]:
+def machine_info(load_at_start: float) -> dict[str, str]:
+    """What the figures were measured on; other work on the machine shows in the load."""
     import zmq
 
     return {
@@ -92,6 +95,7 @@ def machine_info() -> dict[str, str]:
         "commit": _commit(),
         "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
         "memory": _mem_gib(),
+        "load average (1 min), start / end": f"{load_at_start:.2f} / {os.getloadavg()[0]:.2f}",
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "pyzmq / libzmq": f"{zmq.__version__} / {zmq.zmq_version()}",

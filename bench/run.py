@@ -130,13 +130,21 @@ def section_fanout(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list
 
 
 def section_rtt(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
-    base = {
-        "raw": attempt(partial(rtt.raw, lab, args.rounds), "rtt raw", notes),
-        "raw+CURVE": attempt(partial(rtt.raw, lab, args.rounds, curve=True), "rtt raw+CURVE",
-                             notes),
-        "Pyre": attempt(partial(rtt.pyre, lab, args.rounds), "rtt Pyre", notes),
+    systems: dict[str, Callable[[], rtt.RttResult]] = {
+        "raw": partial(rtt.raw, lab, args.rounds),
+        "raw+CURVE": partial(rtt.raw, lab, args.rounds, curve=True),
+        "Pyre": partial(rtt.pyre, lab, args.rounds),
+        "meshchat": partial(rtt.meshchat, lab, args.rounds),
     }
-    mesh = attempt(partial(rtt.meshchat, lab, args.rounds), "rtt meshchat", notes)
+    # Interleaved runs, so a noisy moment of the machine does not land on one system only.
+    runs: dict[str, list[rtt.RttResult | Outcome]] = {name: [] for name in systems}
+    for _ in range(args.repeats):
+        for name, fn in systems.items():
+            if not any(isinstance(r, Outcome) for r in runs[name]):
+                runs[name].append(attempt(fn, f"rtt {name}", notes))
+    picked = {name: _median_rtt(results) for name, results in runs.items()}
+    mesh = picked.pop("meshchat")
+    base = picked
     rows = []
     for q, attr in ((50, "p50_us"), (99, "p99_us")):
         cells = [f"{name} {_us(getattr(r, attr))}" if isinstance(r, rtt.RttResult)
@@ -157,6 +165,15 @@ def section_rtt(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Ro
         else:
             rows.append(Row(figure, mesh.cell, " · ".join(cells), "—", target, "n/a"))
     return rows
+
+
+def _median_rtt(results: list[rtt.RttResult | Outcome]) -> rtt.RttResult | Outcome:
+    """The run with the median p50, or the failure if a run failed."""
+    failed = [r for r in results if isinstance(r, Outcome)]
+    if failed:
+        return failed[0]
+    ordered = sorted((r for r in results if isinstance(r, rtt.RttResult)), key=lambda r: r.p50_us)
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def section_discovery(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
@@ -239,7 +256,8 @@ Baselines and meshchat run the same shape, in the same run, on the same hosts.
   *meshchat*: `await room.say(text)` in a loop on the host, `Message` events counted on the
   members, security on.
 - **/ping round trip**: `--rounds` sequential round trips after 50 warm-up rounds between two
-  hosts. *raw*: DEALER → ROUTER echo with msgpack, with and without CURVE; *Pyre*: WHISPER and
+  hosts; `--repeats` runs per system, interleaved across systems, the run with the median p50
+  counts. *raw*: DEALER → ROUTER echo with msgpack, with and without CURVE; *Pyre*: WHISPER and
   a WHISPER back; *meshchat*: `await node.ping(name)`, timed around the call.
 - **Discovery**: an observer runs throughout; each trial starts a fresh node (new identity) in
   another host. The clock starts in the new process just before the node object is made (after
@@ -321,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     remove_stale_labs()
     started = time.monotonic()
+    load_at_start = os.getloadavg()[0]
     hosts = max(args.members if "bigroom" in args.only else 0,
                 5 if "fanout" in args.only else 4)
     rows: list[Row] = []
@@ -334,9 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     print(text_table(rows))
     for note in notes:
         print(f"  * {note}")
-    print(f"({elapsed:.0f} s; worker logs in {args.logs})")
+    print(f"({elapsed:.0f} s; load average {load_at_start:.2f} at start, "
+          f"{os.getloadavg()[0]:.2f} at end; worker logs in {args.logs})")
     if not args.no_write:
-        write_markdown(args.out, rows, notes, machine_info(), args, elapsed)
+        write_markdown(args.out, rows, notes, machine_info(load_at_start), args, elapsed)
         print(f"wrote {args.out}")
     return 0
 
