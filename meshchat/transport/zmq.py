@@ -28,8 +28,13 @@ What libzmq does not let us do, and what covers it:
 - A peer id and its sign-flipped twin share one CURVE key (Ed25519 → X25519 is two-to-one), and
   whoever holds one holds both; deny and the User-Id check work on the CURVE key, so they cover
   both ids.
-- A frame over ``ZMQ_MAXMSGSIZE`` makes libzmq drop the whole connection (it reconnects); it
-  cannot be counted per frame. We refuse to send oversize frames ourselves.
+- A frame over ``ZMQ_MAXMSGSIZE`` makes libzmq drop the whole connection, so it cannot be
+  counted per frame. A peer connected in to us simply reconnects. Our own SUB/DEALER is
+  abandoned by libzmq after such a protocol error (and after a ZAP refusal): no more
+  reconnects. The monitor spots that and reopens the link. We never send oversize frames.
+
+``stats.extra`` counts: ``dropped_malformed`` (wrong number of parts), ``dropped_denied``,
+``receiver_errors``, ``links_reopened``, ``peers_given_up``.
 """
 
 from __future__ import annotations
@@ -359,14 +364,18 @@ class ZmqTransport:
             return
         self._topics.add(topic)
         for peer in self._peers.values():
-            peer.links[zmq.SUB].sock.setsockopt(zmq.SUBSCRIBE, topic)
+            link = peer.links[zmq.SUB]
+            link.sock.setsockopt(zmq.SUBSCRIBE, topic)
+            link.pump.kick()
 
     def unsubscribe(self, topic: bytes) -> None:
         if topic not in self._topics:
             return
         self._topics.discard(topic)
         for peer in self._peers.values():
-            peer.links[zmq.SUB].sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+            link = peer.links[zmq.SUB]
+            link.sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+            link.pump.kick()
 
     def publish(self, topic: bytes, payload: bytes) -> None:
         pub = self._pub
