@@ -8,6 +8,7 @@ Pure: no files here (the key file lives in ``storage.keystore``).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 from nacl.bindings import (
@@ -23,6 +24,7 @@ SIGNATURE_BYTES = 64
 FINGERPRINT_CHARS = 16
 
 
+@functools.lru_cache(maxsize=4096)
 def fingerprint_of(peer_id: PeerId) -> str:
     """A short human form of a peer id: 16 lowercase base32 characters of its hash."""
     digest = hashlib.blake2b(peer_id, digest_size=10, person=b"meshchat-fp").digest()

@@ -67,7 +67,8 @@ from .protocol.messages import (
     Broadcast,
     Bye,
     Chat,
-    ChatRecord,
+    ChatBatch,
+    ChatLine,
     CommandResult,
     Heads,
     Heartbeat,
@@ -89,11 +90,13 @@ from .protocol.messages import (
     Private,
     RoomState,
     Sealed,
+    SeqRange,
     StateAnnounce,
     StatePush,
     StateRequest,
     WireMessage,
 )
+from .storage.log import LogRow
 from .transport.base import Incoming, Transport
 
 __all__ = ["BanInfo", "Node", "PeerDetails", "Room", "RoomDetails"]
@@ -103,7 +106,11 @@ log = logging.getLogger("meshchat.node")
 TOPIC_PRESENCE = b"P"
 TOPIC_BROADCAST = b"B"
 TOPIC_ROOM = b"R"
-EVENT_QUEUE_SIZE = 10000
+EVENT_QUEUE_SIZE = 262144  # per events() stream; beyond it events are dropped and counted
+SEQ_BLOCK = 1024
+BATCH_LINES = 256  # at most this many lines said in one loop turn share a frame
+BATCH_TEXT_CHARS = 48 * 1024
+BATCH_REF = b"@"  # log rows after a batch's first hold "@" + first seq instead of the blob
 HISTORY_REPLY_BYTES = 128 * 1024
 
 
@@ -153,6 +160,7 @@ class _Peer:
     started_at: float | None = None
     connected_to: tuple[str, int, int] | None = None
     hosted: tuple[HostedRoom, ...] = ()
+    info: PeerInfo | None = None
 
 
 @dataclass(slots=True)
@@ -165,6 +173,13 @@ class _Listing:
     has_password: bool
     term: int
     source: str  # 'mdns' or 'heartbeat' or 'local'
+
+
+@dataclass(slots=True)
+class _Outbox:
+    first: int
+    lines: list[ChatLine]
+    chars: int = 0
 
 
 @dataclass(slots=True)
@@ -185,6 +200,9 @@ class _JoinedRoom:
     challenges: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
     attempts: dict[bytes, deque[float]] = field(default_factory=dict)
     merging: bool = False
+    outbox: _Outbox | None = None
+    own_seq: int = 0  # the last number this node gave one of its messages here
+    reserved_seq: int = 0  # numbers up to this are reserved in the log (crash safety)
 
     @property
     def state(self) -> RoomState:
@@ -354,6 +372,7 @@ class Node:
         self._seq: Counter[bytes] = Counter()
         self._request_ids = 0
         self._directory_changed = asyncio.Event()
+        self._me: PeerInfo | None = None
         self._peer_changed = asyncio.Event()
 
     # ================================================================ lifecycle
@@ -485,7 +504,11 @@ class Node:
 
     @property
     def me(self) -> PeerInfo:
-        return PeerInfo(self.name, self.fingerprint, self._addresses, self.peer_id, self.color)
+        info = self._me
+        if info is None or info.name != self.name or info.color != self.color:
+            info = self._me = PeerInfo(self.name, self.fingerprint, self._addresses,
+                                       self.peer_id, self.color)
+        return info
 
     @property
     def address(self) -> str:
@@ -672,8 +695,12 @@ class Node:
             return self.me
         peer = self._peers.get(pid)
         if peer is not None:
-            return PeerInfo(peer.card.name, fingerprint_of(pid), peer.card.addresses, pid,
-                            peer.color)
+            info = peer.info
+            if info is None or info.name != peer.card.name or info.color != peer.color or \
+                    info.addresses != peer.card.addresses:
+                info = peer.info = PeerInfo(peer.card.name, fingerprint_of(pid),
+                                            peer.card.addresses, pid, peer.color)
+            return info
         for jr in self._rooms.values():
             m = rules.find_member(jr.state, pid)
             if m is not None:
@@ -1003,7 +1030,12 @@ class Node:
                 target = self._rooms.get(m.room_id)
                 if target is not None:
                     for blob in m.records[: self.limits.history_batch]:
-                        self._take_record(target, blob, verify=True, live=False)
+                        self._take_batch(target, blob, verify=True, live=False)
+                    for r in m.void:
+                        # Only an author can say it never used some of its own numbers.
+                        if r.sender == peer and 0 < r.first <= r.last <= r.first + SEQ_BLOCK:
+                            for seq in range(r.first, r.last + 1):
+                                target.tracker.add(peer, seq)
             case StateRequest():
                 asked = self._rooms.get(m.room_id)
                 if asked is not None and (rules.is_member(asked.state, peer)
@@ -1038,34 +1070,42 @@ class Node:
         if env is None:
             return
         match env.message:
-            case Chat(record=blob):
-                self._take_record(jr, blob, verify=False, live=True, author=peer)
+            case Chat(batch=blob):
+                self._take_batch(jr, blob, verify=False, live=True, author=peer)
             case StateAnnounce(state=blob):
                 self._on_state_blob(jr.room_id, blob, peer, direct=False)
             case Heads() as heads:
                 self._on_heads(jr, peer, heads)
 
-    def _take_record(self, jr: _JoinedRoom, blob: bytes, verify: bool, live: bool,
-                     author: bytes | None = None) -> None:
+    def _take_batch(self, jr: _JoinedRoom, blob: bytes, verify: bool, live: bool,
+                    author: bytes | None = None, emit: bool = True) -> None:
         if verify:
-            record = self._codec.open_signed(blob, ChatRecord, lambda r: r.sender)
+            batch = self._codec.open_signed(blob, ChatBatch, lambda b: b.sender)
         else:
-            record = self._codec.peek_signed(blob, ChatRecord)
-            if record.sender != author:
+            batch = self._codec.peek_signed(blob, ChatBatch)
+            if batch.sender != author:
                 self.stats["dropped_spoofed"] += 1
                 return
-        if record.room_id != jr.room_id or record.seq < 1:
+        if batch.room_id != jr.room_id or batch.first < 1 or not batch.lines:
             self.stats["dropped_misdirected"] += 1
             return
-        if not jr.tracker.add(record.sender, record.seq):
-            self.stats["duplicates"] += 1
+        sender = batch.sender
+        head_before = jr.tracker.head(sender)
+        fresh = [i for i in range(len(batch.lines)) if jr.tracker.add(sender, batch.first + i)]
+        if len(fresh) < len(batch.lines):
+            self.stats["duplicates"] += len(batch.lines) - len(fresh)
+        if not fresh:
             return
-        self._log.add(record.room_id, record.sender, record.seq, record.sent_at, record.text,
-                      blob)
-        self._emit(Message(jr.state.name, self._peer_info(record.sender), record.text, False,
-                           record.sent_at, record.seq))
-        if live and record.seq > jr.tracker.head(record.sender):
-            self._ask_history(jr, record.sender, record.sender, record.seq - 1)
+        new = {batch.first + i for i in fresh}
+        self._store_batch(batch, blob, new.__contains__)
+        if emit:
+            room = jr.state.name
+            info = self._peer_info(sender)
+            for i in fresh:
+                line = batch.lines[i]
+                self._emit(Message(room, info, line.text, False, line.sent_at, batch.first + i))
+        if live and batch.first > head_before + 1:
+            self._ask_history(jr, sender, sender, batch.first - 1)
 
     def _ask_history(self, jr: _JoinedRoom, source: bytes, author: bytes, upto: int) -> None:
         now = time.monotonic()
@@ -1087,24 +1127,28 @@ class Node:
             self.stats["dropped_not_member"] += 1
             return
         batch: list[bytes] = []
+        void: list[SeqRange] = []
         size = 0
         budget = self.limits.history_batch * 4
         for r in m.ranges[:64]:
             if r.last < r.first:
                 continue
             last = min(r.last, r.first + self.limits.history_batch)
-            for row in self._log.range(jr.room_id, r.sender, r.first, last):
-                blob = row.blob
+            rows = self._log.range(jr.room_id, r.sender, r.first, last)
+            held = [row.seq for row in rows]
+            for blob in self._batch_blobs(jr.room_id, rows):
                 if size + len(blob) > HISTORY_REPLY_BYTES and batch:
-                    self._send(peer, HistoryReply(jr.room_id, tuple(batch)))
+                    self._send(peer, HistoryReply(jr.room_id, tuple(batch), ()))
                     batch, size = [], 0
                 batch.append(blob)
                 size += len(blob)
                 budget -= 1
                 if budget <= 0:
                     break
-        if batch:
-            self._send(peer, HistoryReply(jr.room_id, tuple(batch)))
+            if r.sender == self.peer_id:
+                void.extend(_unused_ranges(r.sender, r.first, min(last, jr.own_seq), held))
+        if batch or void:
+            self._send(peer, HistoryReply(jr.room_id, tuple(batch), tuple(void[:64])))
 
     def _on_heads(self, jr: _JoinedRoom, peer: bytes, heads: Heads) -> None:
         for r in heads.heads[: self.limits.max_collection_items]:
@@ -1208,15 +1252,22 @@ class Node:
         self._host_publish(jr, old, announce_only=True)
 
     def _enter_room(self, jr: _JoinedRoom) -> None:
+        used = self._log.next_seq(jr.room_id, self.peer_id) - 1
+        jr.own_seq = jr.reserved_seq = max(used, self._log.reserved_seq(jr.room_id,
+                                                                        self.peer_id))
         self._rooms[jr.room_id] = jr
         jr.ever_members.update(rules.member_ids(jr.state))
         self._transport.subscribe(room_topic(jr.room_id))
         self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
 
     def _drop_room(self, jr: _JoinedRoom) -> None:
+        self._flush_outbox(jr)
         if self._rooms.pop(jr.room_id, None) is None:
             return
         self._last_states[jr.room_id] = jr.state
+        if jr.own_seq:
+            # A clean exit gives back the unused numbers, so a restart resumes without a gap.
+            self._log.reserve_seq(jr.room_id, self.peer_id, jr.own_seq)
         self._transport.unsubscribe(room_topic(jr.room_id))
         if jr.core.is_host:
             self._spawn(self._withdraw_room(jr))
@@ -1227,6 +1278,9 @@ class Node:
         return jr.handle
 
     def _room_history(self, room_id: bytes, name: str) -> list[Message]:
+        jr = self._rooms.get(room_id)
+        if jr is not None:
+            self._flush_outbox(jr)
         return [Message(name, self._peer_info(row.sender), row.text, False, row.sent_at, row.seq)
                 for row in self._log.all(room_id)]
 
@@ -1314,8 +1368,9 @@ class Node:
         old = jr.state
         jr.core.add_member(peer, name, now)
         epoch = self._send_epoch(jr)
+        self._flush_outbox(jr)
         rows = self._log.last(jr.room_id, self.limits.history_on_join)
-        history = tuple(row.blob for row in rows)
+        history = tuple(self._batch_blobs(jr.room_id, rows))
         size = sum(len(b) for b in history)
         while size > self.limits.max_frame_bytes // 2 and history:
             size -= len(history[0])
@@ -1465,15 +1520,66 @@ class Node:
 
     async def _say(self, jr: _JoinedRoom, text: str) -> None:
         text = self._check_text(text)
-        seq = self._log.next_seq(jr.room_id, self.peer_id)
-        seq = max(seq, jr.tracker.head(self.peer_id) + 1)
-        record = ChatRecord(jr.room_id, self.peer_id, seq, self._clock(), text)
-        blob = self._codec.sign_record(self.identity, record)
+        seq = max(jr.own_seq, jr.tracker.head(self.peer_id)) + 1
+        jr.own_seq = seq
+        if seq > jr.reserved_seq:
+            # Numbers are reserved a block at a time, so the hot path never commits and a
+            # crash never hands out a number that peers may already hold.
+            jr.reserved_seq = seq + SEQ_BLOCK - 1
+            self._log.reserve_seq(jr.room_id, self.peer_id, jr.reserved_seq)
+        now = self._clock()
+        box = jr.outbox
+        if box is None or box.first + len(box.lines) != seq:
+            self._flush_outbox(jr)
+            box = jr.outbox = _Outbox(seq, [])
+            asyncio.get_running_loop().call_soon(self._flush_outbox, jr)
+        box.lines.append(ChatLine(now, text))
+        box.chars += len(text)
         jr.tracker.add(self.peer_id, seq)
-        self._log.add(jr.room_id, self.peer_id, seq, record.sent_at, text, blob)
-        self._log.flush()  # our seq must survive a crash, or peers would drop the next as dup
-        self._publish_room(jr, Chat(blob), seq=seq)
-        self._emit(Message(jr.state.name, self.me, text, False, record.sent_at, seq))
+        self._emit(Message(jr.state.name, self.me, text, False, now, seq))
+        if len(box.lines) >= BATCH_LINES or box.chars >= BATCH_TEXT_CHARS:
+            self._flush_outbox(jr)
+
+    def _flush_outbox(self, jr: _JoinedRoom) -> None:
+        """Sign the lines said since the last turn of the loop once, log and publish them."""
+        box, jr.outbox = jr.outbox, None
+        if box is None or not box.lines:
+            return
+        batch = ChatBatch(jr.room_id, self.peer_id, box.first, tuple(box.lines))
+        blob = self._codec.sign_record(self.identity, batch)
+        self._store_batch(batch, blob)
+        if jr.room_id in self._rooms and not self._closed:
+            self._publish_room(jr, Chat(blob), seq=box.first)
+
+    def _store_batch(self, batch: ChatBatch, blob: bytes,
+                     only: Callable[[int], bool] | None = None) -> None:
+        ref = BATCH_REF + batch.first.to_bytes(8, "big")
+        room_id, sender, first = batch.room_id, batch.sender, batch.first
+        self._log.add_many(
+            (room_id, sender, first + i, line.sent_at, line.text, blob if i == 0 else ref)
+            for i, line in enumerate(batch.lines) if only is None or only(first + i)
+        )
+
+    def _batch_blobs(self, room_id: bytes, rows: Iterable[LogRow]) -> list[bytes]:
+        """The signed batches that hold these log rows, each once, in order."""
+        out: list[bytes] = []
+        seen: set[tuple[bytes, int]] = set()
+        for row in rows:
+            if row.blob.startswith(BATCH_REF):
+                first = int.from_bytes(row.blob[1:], "big")
+            else:
+                first = row.seq
+            key = (row.sender, first)
+            if key in seen:
+                continue
+            seen.add(key)
+            if first == row.seq:
+                out.append(row.blob)
+            else:
+                head = self._log.range(room_id, row.sender, first, first)
+                if head and not head[0].blob.startswith(BATCH_REF):
+                    out.append(head[0].blob)
+        return out
 
     # ---------------------------------------------------------------- joining
 
@@ -1573,20 +1679,12 @@ class Node:
             self._enter_room(jr)
         for blob in reply.history:
             with contextlib.suppress(ProtocolError):
-                self._take_record_quiet(jr, blob)
+                self._take_batch(jr, blob, verify=True, live=False, emit=False)
         if previous is not None:
             self._after_state_change(jr, previous, state)
         jr.ever_members.update(rules.member_ids(state))
         self._publish_heads(jr)
         return self._room_handle(jr)
-
-    def _take_record_quiet(self, jr: _JoinedRoom, blob: bytes) -> None:
-        record = self._codec.open_signed(blob, ChatRecord, lambda r: r.sender)
-        if record.room_id != jr.room_id or record.seq < 1:
-            return
-        jr.tracker.add(record.sender, record.seq)
-        self._log.add(record.room_id, record.sender, record.seq, record.sent_at, record.text,
-                      blob)
 
     async def _leave(self, room_id: bytes, reason: str) -> None:
         jr = self._rooms.get(room_id)
@@ -1889,6 +1987,20 @@ _OP_VERBS = {
     "lock": "lock the room", "unlock": "unlock the room", "close": "close the room",
     "rename": "rename the room", "password": "set the password",
 }
+
+
+def _unused_ranges(sender: bytes, first: int, last: int, held: Sequence[int]
+                   ) -> list[SeqRange]:
+    """The runs in first..last that are not in ``held`` (sorted)."""
+    out: list[SeqRange] = []
+    start = first
+    for seq in (*held, last + 1):
+        if seq > start:
+            out.append(SeqRange(sender, start, min(seq - 1, last)))
+        start = max(start, seq + 1)
+        if start > last:
+            break
+    return [r for r in out if r.first <= r.last]
 
 
 def _is_hex(text: str) -> bool:

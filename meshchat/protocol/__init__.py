@@ -42,12 +42,12 @@ hcmd    HostCommand      member → host   DEALER→ROUTER  room_id, request_id,
 hres    CommandResult    host → member   DEALER→ROUTER  room_id, request_id, ok, error, detail
 key     KeyUpdate        host → member   DEALER→ROUTER  room_id, epoch, sealed_key — new room key
 hreq    HistoryRequest   member → peer   DEALER→ROUTER  room_id, ranges — fill gaps
-hrep    HistoryReply     peer → member   DEALER→ROUTER  room_id, records — signed ChatRecords
+hrep    HistoryReply     peer → member   DEALER→ROUTER  room_id, records, void — signed batches
 sreq    StateRequest     member → host   DEALER→ROUTER  room_id — send me the current state
 spush   StatePush        host → member   DEALER→ROUTER  room_id, state — signed RoomState
 sealed  Sealed           member → room   PUB ``R``+id   room_id, epoch, box — SecretBox with the
                                                         room key; plaintext = an envelope below
-chat    Chat             member → room   in Sealed      record — a signed ChatRecord
+chat    Chat             member → room   in Sealed      batch — a signed ChatBatch
 state   StateAnnounce    host → room     in Sealed      state — the signed RoomState
 heads   Heads            member → room   in Sealed      heads, term, version — room heartbeat
 ======  ===============  ==============  =============  =========================================
@@ -65,7 +65,8 @@ record             fields — role
 PeerCard           peer_id, name, addresses, router_port, pub_port, card_port — how to reach
 HostedRoom         room_id, name, members, locked, has_password, term — a heartbeat's room line
 SeqRange           sender, first, last — one author's messages first..last
-ChatRecord         room_id, sender, seq, sent_at, text — signed by ``sender``
+ChatBatch          room_id, sender, first, lines (sent_at, text) — signed by ``sender``
+ChatLine           sent_at, text
 Member             peer_id, name, joined_at
 Ban                peer_id, name, reason
 PasswordVerifier   salt, opslimit, memlimit, public_key — Argon2id-derived public key
@@ -90,7 +91,8 @@ from .messages import (
     Broadcast,
     Bye,
     Chat,
-    ChatRecord,
+    ChatBatch,
+    ChatLine,
     CommandResult,
     Heads,
     Heartbeat,
@@ -133,7 +135,8 @@ __all__ = [
     "Broadcast",
     "Bye",
     "Chat",
-    "ChatRecord",
+    "ChatBatch",
+    "ChatLine",
     "Codec",
     "CommandResult",
     "Envelope",

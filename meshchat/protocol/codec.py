@@ -571,7 +571,7 @@ class Codec:
 
 
 def _signed_message(cls: type, data: bytes) -> bytes:
-    # The class name binds a signature to one record type: a signed ChatRecord can never
+    # The class name binds a signature to one record type: a signed ChatBatch can never
     # be replayed as another record whose bytes happen to decode.
     return SIGNATURE_CONTEXT + cls.__name__.encode("ascii") + b"\0" + data
 

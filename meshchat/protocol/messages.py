@@ -219,11 +219,13 @@ class HistoryRequest(WireMessage):
 
 @dataclass(frozen=True, slots=True)
 class HistoryReply(WireMessage):
-    """Signed chat records (see ``ChatRecord``), each verifiable by its author's key."""
+    """Signed chat batches (see ``ChatBatch``), each verifiable by its author's key; and,
+    from the author only, ranges of its own numbers it never used (skipped after a crash)."""
 
     TYPE: ClassVar[str] = "hrep"
     room_id: bytes
     records: tuple[bytes, ...]
+    void: tuple[SeqRange, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +261,10 @@ class Sealed(WireMessage):
 
 @dataclass(frozen=True, slots=True)
 class Chat(WireMessage):
-    """A chat line; ``record`` is a signed ``ChatRecord`` so it can be relayed as history."""
+    """Chat lines; ``batch`` is a signed ``ChatBatch`` so it can be relayed as history."""
 
     TYPE: ClassVar[str] = "chat"
-    record: bytes
+    batch: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,14 +291,22 @@ class Heads(WireMessage):
 
 
 @dataclass(frozen=True, slots=True)
-class ChatRecord:
-    """One chat message as its author signed it: relayed history cannot be forged."""
+class ChatLine:
+    sent_at: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatBatch:
+    """Consecutive chat lines of one author in one room, signed once by the author: line ``i``
+    has the number ``first + i``. Interactive chat sends batches of one; a burst of lines said
+    in one turn of the event loop goes out as one batch (one signature, one frame). Relayed
+    history is whole batches, so what anybody said cannot be forged or altered by a relay."""
 
     room_id: bytes
     sender: bytes
-    seq: int
-    sent_at: float
-    text: str
+    first: int
+    lines: tuple[ChatLine, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,5 +367,6 @@ ALL_TYPES: tuple[type[WireMessage], ...] = (
     DIRECT_TYPES + PRESENCE_TYPES + BROADCAST_TYPES + ROOM_OUTER_TYPES + ROOM_INNER_TYPES
 )
 RECORD_TYPES: tuple[type, ...] = (
-    PeerCard, HostedRoom, SeqRange, ChatRecord, Member, Ban, PasswordVerifier, RoomState,
+    PeerCard, HostedRoom, SeqRange, ChatLine, ChatBatch, Member, Ban, PasswordVerifier,
+    RoomState,
 )

@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS private (
     text      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS private_by_peer ON private (peer, sent_at, id);
+CREATE TABLE IF NOT EXISTS seq_reservations (
+    room_id  BLOB NOT NULL,
+    sender   BLOB NOT NULL,
+    reserved INTEGER NOT NULL,
+    PRIMARY KEY (room_id, sender)
+) WITHOUT ROWID;
 """
 
 _ROW_COLUMNS = "room_id, sender, seq, sent_at, text, blob"
@@ -173,8 +179,39 @@ class MessageLog:
         return True
 
     def add_many(self, rows: Iterable[LogRow | tuple[bytes, bytes, int, float, str, bytes]]) -> int:
-        """Store many records (e.g. a history batch); the number that were new."""
-        return sum(self.add(*row) for row in rows)
+        """Store many records (e.g. a chat batch) in one statement; the number that were new."""
+        batch: list[tuple[bytes, bytes, int, float, str, bytes]] = [
+            (r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows
+        ]
+        for _, _, seq, sent_at, _, _ in batch:
+            if seq < 1 or not math.isfinite(sent_at):
+                raise ValueError(f"bad chat record: seq={seq!r} sent_at={sent_at!r}")
+        if not batch:
+            return 0
+        self._begin()
+        before = self._conn.total_changes
+        self._conn.executemany(
+            f"INSERT OR IGNORE INTO chat ({_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", batch
+        )
+        added = self._conn.total_changes - before
+        if added != len(batch):
+            # Some were already held: rebuild the affected indexes from the table (rare).
+            for room_id in {row[0] for row in batch}:
+                self._rooms.pop(room_id, None)
+            return added
+        for room_id, sender, seq, _, _, _ in batch:
+            index = self._index(room_id)
+            index.count += 1
+            highest = index.maxes.get(sender, 0)
+            head = index.heads.get(sender, 0)
+            if seq > highest:
+                index.maxes[sender] = seq
+            if seq == head + 1:
+                index.heads[sender] = (seq if seq > highest
+                                       else self._run_end(room_id, sender, seq))
+            else:
+                index.heads.setdefault(sender, head)
+        return added
 
     def heads(self, room_id: bytes) -> dict[bytes, int]:
         """Per sender, the highest seq such that 1..seq are all held (0 if seq 1 is missing)."""
@@ -191,6 +228,25 @@ class MessageLog:
         own message, or a crash could hand out a seq that peers already hold.
         """
         return self._index(room_id).maxes.get(sender, 0) + 1
+
+    def reserved_seq(self, room_id: bytes, sender: bytes) -> int:
+        """The highest seq reserved for ``sender`` in the room (0 if none): a restarted
+        author starts above it, so a crash never reuses a number peers may already hold."""
+        row = self._conn.execute(
+            "SELECT reserved FROM seq_reservations WHERE room_id = ? AND sender = ?",
+            (room_id, sender),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def reserve_seq(self, room_id: bytes, sender: bytes, upto: int) -> None:
+        """Reserve seqs up to ``upto`` and commit at once (a block at a time, off the hot path)."""
+        self._begin()
+        self._conn.execute(
+            "INSERT INTO seq_reservations (room_id, sender, reserved) VALUES (?, ?, ?) "
+            "ON CONFLICT (room_id, sender) DO UPDATE SET reserved = excluded.reserved",
+            (room_id, sender, upto),
+        )
+        self.flush()
 
     def missing(
         self, room_id: bytes, sender: bytes, upto: int, limit: int | None = None

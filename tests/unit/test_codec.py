@@ -82,8 +82,8 @@ def frame_of(message: m.WireMessage, seq: int = 7) -> bytes:
     return CODEC.encode(Envelope(ALICE.peer_id, seq, 1.7e9, message))
 
 
-def chat_record(text: str = "hi", seq: int = 1) -> m.ChatRecord:
-    return m.ChatRecord(ROOM, ALICE.peer_id, seq, 1.7e9, text)
+def chat_record(text: str = "hi", seq: int = 1) -> m.ChatBatch:
+    return m.ChatBatch(ROOM, ALICE.peer_id, seq, (m.ChatLine(1.7e9, text),))
 
 
 def room_state(**changes: Any) -> m.RoomState:
@@ -153,13 +153,13 @@ def test_every_record_round_trips_canonically(cls: type, data: st.DataObject) ->
 
 
 def test_float_fields_accept_ints_and_encode_them_as_floats() -> None:
-    record = m.ChatRecord(ROOM, ALICE.peer_id, 1, 5, "x")
-    decoded = CODEC.decode_record(CODEC.encode_record(record), m.ChatRecord)
+    record = m.ChatLine(5, "x")
+    decoded = CODEC.decode_record(CODEC.encode_record(record), m.ChatLine)
     assert type(decoded.sent_at) is float and decoded.sent_at == 5.0
     assert CODEC.encode_record(decoded) == CODEC.encode_record(record)
-    values = wire(CODEC.encode_record(chat_record()))
-    values[3] = 12  # an int on the wire, e.g. from another implementation
-    assert CODEC.decode_record(pack(values), m.ChatRecord).sent_at == 12.0
+    values = wire(CODEC.encode_record(m.ChatLine(1.7e9, "hi")))
+    values[0] = 12  # an int on the wire, e.g. from another implementation
+    assert CODEC.decode_record(pack(values), m.ChatLine).sent_at == 12.0
 
 
 def test_chat_frame_layout_is_the_documented_one() -> None:
@@ -433,8 +433,8 @@ def test_encode_validates_like_decode() -> None:
 def test_a_good_signed_record_opens() -> None:
     record = chat_record("signed")
     blob = CODEC.sign_record(ALICE, record)
-    assert CODEC.open_signed(blob, m.ChatRecord, lambda r: r.sender) == record
-    assert CODEC.peek_signed(blob, m.ChatRecord) == record
+    assert CODEC.open_signed(blob, m.ChatBatch, lambda r: r.sender) == record
+    assert CODEC.peek_signed(blob, m.ChatBatch) == record
     state = room_state()
     blob = CODEC.sign_record(ALICE, state)
     assert CODEC.open_signed(blob, m.RoomState, lambda s: s.host) == state
@@ -448,12 +448,13 @@ def test_a_signed_blob_is_record_bytes_and_signature() -> None:
 
 def test_wrong_signer_is_refused() -> None:
     codec = Codec()
-    forged = m.ChatRecord(ROOM, BOB.peer_id, 1, 1.0, "I am Bob")  # Alice claims to be Bob
+    # Alice claims to be Bob
+    forged = m.ChatBatch(ROOM, BOB.peer_id, 1, (m.ChatLine(1.0, "I am Bob"),))
     blob = codec.sign_record(ALICE, forged)
     with pytest.raises(ProtocolError, match="signature"):
-        codec.open_signed(blob, m.ChatRecord, lambda r: r.sender)
+        codec.open_signed(blob, m.ChatBatch, lambda r: r.sender)
     assert codec.stats == {"signature": 1}
-    assert codec.peek_signed(blob, m.ChatRecord) == forged  # peek does not verify
+    assert codec.peek_signed(blob, m.ChatBatch) == forged  # peek does not verify
 
 
 def test_every_tampered_byte_of_a_signed_record_is_refused() -> None:
@@ -464,7 +465,7 @@ def test_every_tampered_byte_of_a_signed_record_is_refused() -> None:
             tampered = bytearray(blob)
             tampered[index] ^= flip
             with pytest.raises(ProtocolError):
-                codec.open_signed(bytes(tampered), m.ChatRecord, lambda r: r.sender)
+                codec.open_signed(bytes(tampered), m.ChatBatch, lambda r: r.sender)
     assert set(codec.stats) <= {"signature", "schema", "msgpack"} and codec.stats["signature"]
 
 
@@ -484,14 +485,14 @@ def test_a_signature_does_not_carry_over_to_another_record_type() -> None:
 )
 def test_malformed_signed_blobs_are_refused(blob: bytes) -> None:
     with pytest.raises(ProtocolError):
-        CODEC.open_signed(blob, m.ChatRecord, lambda r: r.sender)
+        CODEC.open_signed(blob, m.ChatBatch, lambda r: r.sender)
     with pytest.raises(ProtocolError):
-        CODEC.peek_signed(blob, m.ChatRecord)
+        CODEC.peek_signed(blob, m.ChatBatch)
 
 
 def test_records_of_the_wrong_class_do_not_decode() -> None:
     with pytest.raises(ProtocolError):
-        CODEC.decode_record(CODEC.encode_record(room_state()), m.ChatRecord)
+        CODEC.decode_record(CODEC.encode_record(room_state()), m.ChatBatch)
     with pytest.raises(TypeError):
         CODEC.decode_record(b"\x90", dict)
 
