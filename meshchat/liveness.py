@@ -38,6 +38,12 @@ class LivenessTable:
         entry.state = Liveness.ALIVE
         return revived
 
+    def grace(self, now: float) -> None:
+        """This node itself was stalled (suspended, swapping, SIGSTOP): what it did not hear
+        meanwhile says nothing about the peers, so every peer counts as just heard."""
+        for entry in self._peers.values():
+            entry.last_heard = max(entry.last_heard, now)
+
     def forget(self, peer: bytes) -> None:
         self._peers.pop(peer, None)
 

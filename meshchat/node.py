@@ -200,6 +200,7 @@ class _JoinedRoom:
     challenges: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
     attempts: dict[bytes, deque[float]] = field(default_factory=dict)
     merging: bool = False
+    dropped_silent: set[bytes] = field(default_factory=set)  # removed as vanished: may rejoin
     outbox: _Outbox | None = None
     own_seq: int = 0  # the last number this node gave one of its messages here
     reserved_seq: int = 0  # numbers up to this are reserved in the log (crash safety)
@@ -615,10 +616,11 @@ class Node:
             if not self._send(pid, Ping(nonce)):
                 raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
             try:
-                await asyncio.wait_for(fut, self.timings.request_timeout_s)
+                async with asyncio.timeout(self.timings.request_timeout_s):
+                    answered = await fut
             except TimeoutError as exc:
                 raise Timeout(f"no answer from {self._peer_info(pid).label}") from exc
-            return time.perf_counter() - started
+            return answered - started
         finally:
             self._pings.pop(nonce, None)
 
@@ -1039,7 +1041,8 @@ class Node:
             case StateRequest():
                 asked = self._rooms.get(m.room_id)
                 if asked is not None and (rules.is_member(asked.state, peer)
-                                          or peer == asked.state.host):
+                                          or peer == asked.state.host
+                                          or peer in asked.dropped_silent):
                     self._send(peer, StatePush(asked.room_id, asked.core.blob))
                     epoch = asked.state.key_epoch
                     if asked.core.is_host and epoch in asked.keys and peer != self.peer_id:
@@ -1068,6 +1071,13 @@ class Node:
             return
         env = self._decode(inner_bytes, ROOM_INNER_TYPES, peer)
         if env is None:
+            return
+        if not rules.is_member(jr.state, peer) and not isinstance(env.message, StateAnnounce):
+            # Someone removed from the room, speaking with a key from before: not a member's
+            # voice any more. If we host and only lost it for a while, tell it so it rejoins.
+            self.stats["dropped_not_member"] += 1
+            if jr.core.is_host and peer in jr.dropped_silent:
+                self._ask_to_rejoin(jr, peer)
             return
         match env.message:
             case Chat(batch=blob):
@@ -1201,15 +1211,19 @@ class Node:
             self._drop_room(jr)
             return
         if not rules.is_member(new, me):
-            if new.change in (rules.KICKED, rules.BANNED) and new.change_peer == me:
+            removed = new.change in (rules.KICKED, rules.BANNED) and new.change_peer == me
+            if removed or rules.is_banned(new, me):
                 self._emit(MemberRemoved(name, self.me, self._peer_info(new.host),
-                                         new.change_reason, new.change == rules.BANNED))
+                                         new.change_reason if removed else "",
+                                         rules.is_banned(new, me)))
                 self._drop_room(jr)
             elif old.host == me:
                 pass  # we handed off while leaving
-            else:
-                self._emit(Notice(f"you are no longer a member of {name}"))
-                self._drop_room(jr)
+            elif not self._closed:
+                # The host lost us for a while (a stall, a flaky link): come back and fetch
+                # what we missed, rather than drop out of the room.
+                self._emit(Notice(f"the host of {name} lost contact with you: rejoining"))
+                self._start_rejoin(jr, new)
             return
         if old.name != new.name:
             self._emit(RoomRenamed(name, old.name, new.name))
@@ -1310,6 +1324,12 @@ class Node:
 
     def _host_remove(self, jr: _JoinedRoom, peer: bytes, change: str, reason: str) -> None:
         old = jr.state
+        if change == rules.VANISHED:
+            jr.dropped_silent.add(peer)
+            if len(jr.dropped_silent) > self.limits.max_peers:
+                jr.dropped_silent.pop()
+        else:
+            jr.dropped_silent.discard(peer)
         epoch, key = rules.new_room_key(self._random_bytes)
         jr.keys[epoch] = key
         jr.core.remove_member(peer, change, reason, new_epoch=epoch)
@@ -1340,7 +1360,7 @@ class Node:
         if state.closed:
             refuse("closed", "the room is closed")
             return
-        already = rules.is_member(state, peer)
+        already = rules.is_member(state, peer) or peer in jr.dropped_silent
         if state.locked and not already:
             refuse("locked", "the room is locked")
             return
@@ -1361,7 +1381,9 @@ class Node:
                 refuse("password", "wrong password")
                 return
         name = req.name.strip()[: self.limits.max_name_chars] or "?"
-        self._admit(jr, peer, name, req.request_id, now)
+        rejoining = peer in jr.dropped_silent
+        jr.dropped_silent.discard(peer)
+        self._admit(jr, peer, name, req.request_id, now, full_history=rejoining)
 
     def _admit(self, jr: _JoinedRoom, peer: bytes, name: str, request_id: int, now: float,
                full_history: bool = False) -> None:
@@ -1405,6 +1427,13 @@ class Node:
         # Host-only operations are only ever done by the host for the host; a request from
         # anyone else is refused here, whatever its client allowed.
         answer(False, "not_host", f"only the host can {_OP_VERBS.get(cmd.op, cmd.op)}")
+
+    def _ask_to_rejoin(self, jr: _JoinedRoom, peer: bytes) -> None:
+        now = time.monotonic()
+        last = jr.history_asked.get((peer, -1), -1e9)
+        if now - last > self.timings.gap_fill_interval_s:
+            jr.history_asked[(peer, -1)] = now
+            self._send(peer, StatePush(jr.room_id, jr.core.blob))
 
     def _on_key_update(self, peer: bytes, m: KeyUpdate) -> None:
         jr = self._rooms.get(m.room_id)
@@ -1611,21 +1640,22 @@ class Node:
             if not sent:
                 raise Timeout("the host cannot be reached")
             try:
-                return await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    return await fut
             except TimeoutError as exc:
                 raise Timeout("the host did not answer") from exc
         finally:
             self._futures.pop(rid, None)
 
     async def _join_listing(self, listing: _Listing, password: str | None,
-                            merge_token: bytes = b"") -> Room:
+                            merge_token: bytes = b"", rejoin: bool = False) -> Room:
         host_id = listing.host.peer_id
         if host_id == self.peer_id:
             jr = self._rooms.get(listing.room_id)
             if jr is not None:
                 return self._room_handle(jr)
             raise RoomNotFound("that room is hosted here but no longer exists")
-        if listing.room_id in self._rooms and not merge_token:
+        if listing.room_id in self._rooms and not (merge_token or rejoin):
             return self._room_handle(self._rooms[listing.room_id])
         self._learn_peer(listing.host, "introduction")
         rid = self._next_request_id()
@@ -1652,7 +1682,8 @@ class Node:
             raise JoinRefused(reply.reason, reply.detail)
         if not isinstance(reply, JoinAccept):
             raise JoinRefused("protocol", "unexpected answer from the host")
-        return self._accept_join(listing.room_id, host_id, reply, merge=bool(merge_token))
+        return self._accept_join(listing.room_id, host_id, reply,
+                                 merge=bool(merge_token) or rejoin)
 
     def _accept_join(self, room_id: bytes, host_id: bytes, reply: JoinAccept, merge: bool
                      ) -> Room:
@@ -1747,6 +1778,32 @@ class Node:
             if cur is not None:
                 cur.merging = False
 
+    def _start_rejoin(self, jr: _JoinedRoom, state: RoomState) -> None:
+        if jr.merging:
+            return
+        jr.merging = True
+        self._spawn(self._rejoin(jr, state))
+
+    async def _rejoin(self, jr: _JoinedRoom, state: RoomState) -> None:
+        try:
+            peer = await self._await_peer(state.host, self.timings.join_timeout_s)
+            if peer is None:
+                raise RoomNotFound("the host is gone")
+            listing = _Listing(jr.room_id, state.name, peer.card, 0, False, False, state.term,
+                               "rejoin")
+            await self._join_listing(listing, None, rejoin=True)
+        except MeshchatError as exc:
+            log.info("rejoin of %s failed: %s", state.name, exc)
+            self._emit(Notice(f"could not rejoin {state.name}: {exc}", "warning"))
+            cur = self._rooms.get(jr.room_id)
+            if cur is not None:
+                self._emit(PeerLeft(state.name, self.me, "vanished"))
+                self._drop_room(cur)
+        finally:
+            cur = self._rooms.get(jr.room_id)
+            if cur is not None:
+                cur.merging = False
+
     def _start_merge_rejoin(self, jr: _JoinedRoom, winner: RoomState, blob: bytes) -> None:
         if jr.merging:
             return
@@ -1829,11 +1886,17 @@ class Node:
 
     async def _ticker(self) -> None:
         interval = self.timings.heartbeat_interval_s
-        last_flush = time.monotonic()
+        last_flush = last_tick = time.monotonic()
         beat = 0
         while True:
             await asyncio.sleep(interval)
             beat += 1
+            now = time.monotonic()
+            if now - last_tick > max(4 * interval, self.timings.host_timeout_s):
+                # We were stalled ourselves: silence meanwhile is ours, not the peers'.
+                self._liveness.grace(now)
+                self.stats["stalls"] += 1
+            last_tick = now
             try:
                 self._tick(beat)
             except Exception:  # a bug must not stop the heartbeat

@@ -12,6 +12,7 @@ from meshchat import (
     MemberRemoved,
     Message,
     NotHost,
+    PeerLeft,
     Renamed,
     RenameTooSoon,
     RoomClosed,
@@ -176,3 +177,33 @@ async def test_partition_heals_into_one_room(mesh: Mesh) -> None:
                 what="one host and four members everywhere")
     await until(lambda: all({m.text for m in r.history()} >= {"from side A", "from side B"}
                             for r in rooms), timeout=10, what="merged histories")
+
+
+async def test_removed_member_cannot_speak_with_an_old_key(mesh: Mesh) -> None:
+    nodes, rooms = await _room_of(mesh, "alice", "bob", "carol")
+    carol = nodes[2]
+    stale = carol._rooms[rooms[2].room_id]  # what carol holds before the kick: the old key
+    await rooms[0].kick("carol")
+    await mesh.recorders["carol"].wait(lambda e: isinstance(e, MemberRemoved))
+    carol._rooms[stale.room_id] = stale  # a modified client that keeps the room anyway
+    await rooms[2].say("still here, with the old key")
+    await rooms[0].say("marker")
+    await mesh.recorders["bob"].wait(lambda e: isinstance(e, Message) and e.text == "marker")
+    assert not any(isinstance(e, Message) and e.text.startswith("still here")
+                   for e in mesh.recorders["bob"].events)
+    assert nodes[1].stats["dropped_not_member"] >= 1
+
+
+async def test_member_lost_for_a_while_rejoins_and_fills_its_gap(mesh: Mesh) -> None:
+    nodes, rooms = await _room_of(mesh, "alice", "bob", "carol")
+    alice, _, carol = nodes
+    mesh.network.set_link(alice.peer_id, carol.peer_id, False)
+    await mesh.recorders["alice"].wait(
+        lambda e: isinstance(e, PeerLeft) and e.peer.name == "carol", timeout=5)
+    await rooms[0].say("while carol was away")
+    await rooms[1].say("bob too")
+    mesh.network.set_link(alice.peer_id, carol.peer_id, True)
+    await until(lambda: rooms[2].active and len(rooms[2].members) == 3
+                and {"while carol was away", "bob too"} <= {m.text for m in rooms[2].history()},
+                timeout=8, what="carol back with the lines she missed")
+    assert rooms[2].host.name == "alice"
