@@ -374,6 +374,7 @@ class Node:
         self._request_ids = 0
         self._directory_changed = asyncio.Event()
         self._me: PeerInfo | None = None
+        self._dropped: dict[bytes, float] = {}  # peer -> when its TCP connection closed
         self._peer_changed = asyncio.Event()
 
     # ================================================================ lifecycle
@@ -432,7 +433,8 @@ class Node:
             from .transport.zmq import ZmqTransport
 
             self._transport: Transport = ZmqTransport(
-                self.limits, on_handshake_failure=self._on_handshake_failure
+                self.limits, on_handshake_failure=self._on_handshake_failure,
+                on_disconnect=self._on_peer_disconnected,
             )
         else:
             self._transport = self._transport_arg
@@ -1184,9 +1186,7 @@ class Node:
             self.stats["dropped_misdirected"] += 1
             return
         old = jr.state
-        last = self._liveness.last_heard(old.host)
-        host_silent = last is None or (
-            time.monotonic() - last >= self.timings.host_timeout_s / 2)
+        host_silent = self._silent(old.host, self.timings.host_timeout_s / 2)
         if (direct and peer == old.host and new.host != old.host
                 and not rules.accepts(old, new, host_silent)):
             # Our host stepped down after a partition and points us at the room's other host.
@@ -1927,13 +1927,32 @@ class Node:
         heads = jr.tracker.heads()[: self.limits.max_collection_items]
         self._publish_room(jr, Heads(heads, jr.state.term, jr.state.version))
 
+    def _silent(self, peer: bytes, for_s: float) -> bool:
+        """Not heard for ``for_s``, or not heard since its TCP connection closed."""
+        last = self._liveness.last_heard(peer)
+        if last is None:
+            return True
+        dropped = self._dropped.get(peer)
+        if dropped is not None:
+            if last < dropped:
+                return True
+            del self._dropped[peer]
+        return time.monotonic() - last >= for_s
+
+    def _on_peer_disconnected(self, peer: bytes) -> None:
+        """A peer's connection closed: if it hosts one of our rooms, ask it at once."""
+        if self._closed:
+            return
+        self._dropped[peer] = time.monotonic()
+        for jr in self._rooms.values():
+            if jr.state.host == peer and not jr.core.is_host:
+                self._watch_host(jr, time.monotonic())
+
     def _watch_host(self, jr: _JoinedRoom, now: float) -> None:
         if jr.core.is_host:
             return
         host = jr.state.host
-        last = self._liveness.last_heard(host)
-        silent = now - last if last is not None else float("inf")
-        if silent < self.timings.host_timeout_s:
+        if not self._silent(host, self.timings.host_timeout_s):
             jr.host_ping_nonce = None
             jr.host_suspect = False
             return

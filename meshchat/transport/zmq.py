@@ -193,6 +193,9 @@ class _Peer:
 class ZmqTransport:
     """The real transport (see the module docstring); implements ``base.Transport``.
 
+    ``on_disconnect(peer_id)`` is called when the TCP connection of our DEALER to a peer
+    closes (libzmq reconnects by itself).
+
     ``on_handshake_failure(peer_id)`` is called when a handshake of our SUB or DEALER to that
     peer fails (the key at that address is not the peer's — an impostor, a reused port — or
     the peer refused us): once per streak of failures, not on every retry. Every failure is
@@ -205,9 +208,11 @@ class ZmqTransport:
         limits: Limits = Limits(),  # noqa: B008 - frozen, so one shared default is safe
         *,
         on_handshake_failure: HandshakeFailureHandler | None = None,
+        on_disconnect: HandshakeFailureHandler | None = None,
         tuning: ZmqTuning = ZmqTuning(),
     ) -> None:
         self.stats = TransportStats()
+        self._on_disconnect = on_disconnect
         self._limits = limits
         self._tuning = tuning
         self._on_handshake_failure = on_handshake_failure
@@ -623,6 +628,13 @@ class ZmqTransport:
                 continue
             event, _value = struct.unpack("=HI", message[0])
             disconnected = event == zmq.EVENT_DISCONNECTED
+            if disconnected and link.kind == zmq.DEALER and self._on_disconnect is not None:
+                # The peer's TCP connection closed (it quit or was killed; a stalled or
+                # unplugged peer keeps it): a hint worth a ping, not a verdict.
+                try:
+                    self._on_disconnect(peer.peer_id)
+                except Exception:
+                    log.exception("on_disconnect raised")
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 link.failures = 0
                 peer.reported = False
