@@ -1,0 +1,541 @@
+"""Helpers for the end-to-end network tests: ``meshchat start`` in line mode and API agents.
+
+Each lab host runs one meshchat process. Two ways to drive one:
+
+- ``Chat``: ``python -m meshchat start --no-tui`` — lines in on stdin, one line per event out
+  (formats in ``meshchat.tui.linemode`` and ``meshchat.tui.render``).
+- ``Agent``: a small script on the public API (``API_AGENT``). Each line sent is Python run in
+  the agent's namespace (``node``, ``room``, everything ``meshchat`` exports; top-level
+  ``await`` works); the agent answers ``= <json>`` or ``! <ErrorType>: <text>``, and prints
+  every event of its own ``node.events()`` stream as ``ev <json>``.
+
+Every wait has a deadline (``expect``-style): nothing here sleeps a fixed time to let something
+happen. Deadlines are stretched by ``MESHCHAT_TEST_TIMEOUT_SCALE`` (see ``netlab.scaled``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from meshchat import Timings
+
+from .netlab import ExpectError, Host, Proc, scaled
+
+FAST = Timings.fast()
+DEFAULT = Timings()
+ROOM = "lobby"
+CLOCK = r"\d\d:\d\d:\d\d"
+
+_YOU_ARE = re.compile(r"^\* you are (?P<name>.+) \(fp (?P<fp>[a-z2-7]{8})\), "
+                      r"reachable at (?P<addr>[\d.]+):(?P<port>\d+)$")
+_CHAT = re.compile(rf"^(?P<time>{CLOCK}) (?P<private>\[private\] )?(?:\[(?P<room>[^\]]+)\] )?"
+                   r"<(?P<sender>[^>→]+?)(?: → (?P<to>[^>]+))?> (?P<text>.*)$")
+_ROOM_INFO = re.compile(r"^\* room (?P<room>\S+): host (?P<host>\S+), term (?P<term>\d+), "
+                        r"version (?P<version>\d+)")
+_ROOM_MEMBERS = re.compile(r"^\*   (?P<count>\d+) members?: (?P<members>.*)$")
+_PORTS = re.compile(r"ports: router (?P<router>\d+), pub (?P<pub>\d+), card (?P<card>\d+)")
+_TROUBLE = ("Traceback (most recent call last)", "exception was never retrieved",
+            "Exception in callback", "Error in atexit")
+
+
+@dataclass(frozen=True)
+class ChatLine:
+    """One parsed chat line of line mode."""
+
+    time: str
+    sender: str
+    text: str
+    private: bool
+    to: str | None
+    room: str | None
+
+
+def parse_chat(line: str) -> ChatLine | None:
+    m = _CHAT.match(line)
+    if m is None:
+        return None
+    return ChatLine(m["time"], m["sender"], m["text"], bool(m["private"]), m["to"], m["room"])
+
+
+def split_members(text: str) -> list[str]:
+    """``alice (host, you), bob, carol`` → its three items (commas in brackets kept)."""
+    return re.split(r", (?![^(]*\))", text)
+
+
+def lit(text: str) -> str:
+    """``text`` as a regex that matches it literally."""
+    return re.escape(text)
+
+
+def chat_re(sender: str, text: str) -> str:
+    """A regex for the room line ``HH:MM:SS <sender> text`` (exactly)."""
+    return rf"^(?P<time>{CLOCK}) <{lit(sender)}> {lit(text)}$"
+
+
+def deadline_in(seconds: float) -> float:
+    return time.monotonic() + scaled(seconds)
+
+
+def trouble(lines: Iterable[str]) -> list[str]:
+    """Lines that show a crash: tracebacks and asyncio's unretrieved task exceptions."""
+    return [line for line in lines if any(t in line for t in _TROUBLE)]
+
+
+class _Driven:
+    """What ``Chat`` and ``Agent`` share: a ``Proc`` with a name on a lab host."""
+
+    def __init__(self, host: Host, name: str, proc: Proc) -> None:
+        self.host = host
+        self.name = name
+        self.proc = proc
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} on {self.host.name}>"
+
+    # the Proc surface tests use
+    def send(self, line: str) -> None:
+        __tracebackhide__ = True
+        self.proc.send(line)
+
+    def expect(self, pattern: str | re.Pattern[str], timeout: float = 10.0) -> re.Match[str]:
+        __tracebackhide__ = True
+        return self.proc.expect(pattern, timeout)
+
+    def expect_no(self, pattern: str, within: float = 2.0, until: str | None = None) -> None:
+        __tracebackhide__ = True
+        self.proc.expect_no(pattern, within, until)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.proc.lines
+
+    def mark(self) -> int:
+        """A position in stdout for ``wait_line(..., since=mark)`` and ``lines_since``."""
+        return len(self.proc.lines)
+
+    def lines_since(self, mark: int) -> list[str]:
+        return self.proc.lines[mark:]
+
+    def wait_line(self, pattern: str, timeout: float = 10.0, since: int = 0) -> re.Match[str]:
+        """The first stdout line at or after ``since`` matching ``pattern``, waiting for it.
+
+        Unlike ``expect`` this also finds lines printed before the cursor; the cursor ends up
+        past the match, or where it was if the line had been printed already.
+        """
+        __tracebackhide__ = True
+        regex = re.compile(pattern)
+        end = time.monotonic() + scaled(timeout)
+        scanned = since
+        while True:
+            lines = self.proc.lines
+            for line in lines[scanned:]:
+                m = regex.search(line)
+                if m is not None:
+                    return m
+            scanned = max(scanned, len(lines))
+            self.proc.cursor = min(self.proc.cursor, scanned)
+            left = end - time.monotonic()
+            if left <= 0:
+                raise ExpectError(self.proc.describe(
+                    f"{self.name}: no line matching {pattern!r} since line {since} "
+                    f"within {scaled(timeout):.1f}s"))
+            try:
+                return self.proc.expect(regex, timeout=left / scaled(1.0))
+            except ExpectError:
+                continue  # loop once more for the final message (and stdout closing)
+
+    def kill(self) -> None:
+        """``kill -9``."""
+        self.proc.kill()
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+    def cont(self) -> None:
+        self.proc.cont()
+
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        __tracebackhide__ = True
+        return self.proc.wait(timeout)
+
+    def assert_no_trouble(self) -> None:
+        """No traceback or unretrieved task exception on stderr (or stdout)."""
+        __tracebackhide__ = True
+        bad = trouble(self.proc.err_lines) + trouble(self.proc.lines)
+        if bad:
+            raise AssertionError(self.proc.describe(f"{self.name} printed a traceback: {bad[0]}"))
+
+
+class Chat(_Driven):
+    """``meshchat start --no-tui`` on a lab host, driven through stdin and stdout."""
+
+    fp: str
+    address: str
+    card_port: int
+
+    @classmethod
+    def start(cls, host: Host, name: str, *args: str, fast: bool = True,
+              discovery_timeout: float | None = 0.0, wait: bool = True) -> Chat:
+        """Start a node; with ``wait``, until its first line (``* you are NAME …``).
+
+        ``discovery_timeout`` 0 skips the start-up wait for rooms (joins and ``/rooms`` wait
+        for discovery themselves); None keeps the CLI default (2 s).
+        """
+        argv = ["start", "--name", name, "--no-tui", "--interface", host.ifname]
+        if discovery_timeout is not None:
+            argv += ["--discovery-timeout", f"{discovery_timeout:g}"]
+        if fast:
+            argv.append("--fast-timings")
+        chat = cls(host, name, host.spawn_meshchat(*argv, *args))
+        if wait:
+            chat.started()
+        return chat
+
+    def started(self, timeout: float = 15.0) -> Chat:
+        __tracebackhide__ = True
+        m = self.proc.expect(_YOU_ARE, timeout)
+        self.fp = m["fp"]
+        self.address = f"{m['addr']}:{m['port']}"
+        self.card_port = int(m["port"])
+        return self
+
+    def say(self, text: str, timeout: float = 5.0) -> None:
+        """Send a room line and wait for its echo (``HH:MM:SS <me> text``)."""
+        __tracebackhide__ = True
+        self.send(text)
+        self.expect(rf"^{CLOCK} <{lit(self.name)}(#{self.fp[:4]})?> {lit(text)}$", timeout)
+
+    def chat_lines(self, since: int = 0) -> list[ChatLine]:
+        return [c for c in map(parse_chat, self.lines[since:]) if c is not None]
+
+    def texts(self, since: int = 0, sender: str | None = None) -> list[str]:
+        """Texts of the chat lines shown (room and private), in the order shown."""
+        return [c.text for c in self.chat_lines(since) if sender is None or c.sender == sender]
+
+    def wait_texts(self, texts: Iterable[str], timeout: float = 10.0, since: int = 0) -> None:
+        """Wait until every one of ``texts`` was shown as a chat line (in any order)."""
+        __tracebackhide__ = True
+        wanted = set(texts)
+        end = time.monotonic() + scaled(timeout)
+        while True:
+            missing = wanted - set(self.texts(since))
+            if not missing:
+                return
+            left = end - time.monotonic()
+            if left <= 0:
+                shown = sorted(missing)[:10]
+                raise ExpectError(self.proc.describe(
+                    f"{self.name}: {len(missing)} of {len(wanted)} texts never shown "
+                    f"within {scaled(timeout):.1f}s, e.g. {shown}"))
+            pattern = "|".join(rf"> {lit(t)}$" for t in sorted(missing)[:50])
+            try:
+                self.proc.expect(pattern, timeout=left / scaled(1.0))
+            except ExpectError:
+                continue
+
+    def room_info(self, timeout: float = 5.0) -> RoomView:
+        """``/info`` in a room: host, term, version and members (as shown)."""
+        __tracebackhide__ = True
+        self.send("/info")
+        head = self.expect(_ROOM_INFO, timeout)
+        members = self.expect(_ROOM_MEMBERS, timeout)
+        names = [re.sub(r" \((?:host|you|host, you)\)$", "", part)
+                 for part in split_members(members["members"])]
+        return RoomView(head["room"], head["host"], int(head["term"]), int(head["version"]),
+                        tuple(sorted(names)))
+
+    def room_view(self, timeout: float = 5.0) -> tuple[str, tuple[str, ...]]:
+        """``/list`` in a room: (host, sorted member names) as shown (one output line)."""
+        __tracebackhide__ = True
+        self.send("/list")
+        m = self.expect(r"^\* (?:members of \S+ \(\d+\): (?P<members>.*)|error: .*)$", timeout)
+        if m["members"] is None:
+            return "", ()
+        host, names = "", []
+        for item in split_members(m["members"]):
+            name, _, marks = item.partition(" (")
+            if "host" in marks:
+                host = name
+            names.append(name)
+        return host, tuple(sorted(names))
+
+    def ports(self, who: str, timeout: float = 5.0) -> dict[str, int]:
+        """Router, pub and card port of ``who`` (this node too) from ``/info NAME``."""
+        __tracebackhide__ = True
+        self.send(f"/info {who}")
+        m = self.expect(_PORTS, timeout)
+        return {k: int(v) for k, v in m.groupdict().items()}
+
+    def save_chat(self, path: Path, timeout: float = 5.0) -> list[str]:
+        """``/save chat PATH``; the saved message lines (the header line dropped)."""
+        __tracebackhide__ = True
+        self.send(f"/save chat {path}")
+        m = self.expect(rf"^\* saved (\d+) messages? of \S+ to {lit(str(path))}$", timeout)
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert lines and lines[0].startswith("# meshchat: room "), lines[:1]
+        body = lines[1:]
+        assert len(body) == int(m[1]), (m[0], len(body))
+        return body
+
+    def quit(self, timeout: float = 10.0) -> int:
+        __tracebackhide__ = True
+        self.send("/quit")
+        self.expect(r"^\* bye$", timeout)
+        return self.wait_exit(timeout)
+
+
+@dataclass(frozen=True)
+class RoomView:
+    """What ``/info`` shows about the current room."""
+
+    room: str
+    host: str
+    term: int
+    version: int
+    members: tuple[str, ...]
+
+
+def open_room(hosts: Sequence[Host], names: Sequence[str], *extra: str, room: str = ROOM,
+              fast: bool = True) -> list[Chat]:
+    """The first name hosts ``room``; the others join it in the order given.
+
+    Every member has seen every later join before this returns, so join order (the order
+    of succession) is the order of ``names``.
+    """
+    first = Chat.start(hosts[0], names[0], "--host", room, *extra, fast=fast)
+    first.expect(rf"^\* hosting room {lit(room)}$")
+    others = [Chat.start(h, n, *extra, fast=fast, wait=False)
+              for h, n in zip(hosts[1:], names[1:], strict=True)]
+    members = [first]
+    for chat in others:
+        chat.started()
+        chat.send(f"/join {room}")
+        chat.expect(rf"^\* joined {lit(room)} \(host {lit(names[0])}; members: ")
+        for earlier in members:
+            earlier.wait_line(rf"^\* {lit(chat.name)}(#{chat.fp[:4]})? joined {lit(room)}$")
+        members.append(chat)
+    return members
+
+
+def wait_same(chats: Sequence[Chat], what: str, probe: Any, timeout: float = 15.0,
+              until: Any = None) -> Any:
+    """Ask every chat ``probe(chat)`` until all answers are equal (and, with ``until``, the
+    answer passes ``until(answer)``); that answer.
+
+    Each round waits for the answers themselves (``/list`` and the like): a poll with a
+    deadline for states that converge (a merge, a failover), not a fixed sleep.
+    """
+    __tracebackhide__ = True
+    end = time.monotonic() + scaled(timeout)
+    while True:
+        answers = [probe(c) for c in chats]
+        if all(a == answers[0] for a in answers) and (until is None or until(answers[0])):
+            return answers[0]
+        if time.monotonic() > end:
+            shown = "\n".join(f"  {c.name}: {a}" for c, a in zip(chats, answers, strict=True))
+            stories = "\n".join(f"  {c.name}, what it printed last:\n{story(c)}" for c in chats)
+            raise AssertionError(
+                f"{what} never agreed within {scaled(timeout):.1f}s:\n{shown}\n{stories}")
+        time.sleep(0.2)  # pacing between probes; each probe itself waits for its answer
+
+
+PROBE_LINES = re.compile(r"^\* (members of |room \S+: |  |saved \d+ messages? |rooms: )")
+
+
+def story(chat: _Driven, n: int = 25) -> str:
+    """The last ``n`` output lines of ``chat`` that are not answers to probes."""
+    lines = [line for line in chat.lines if not PROBE_LINES.match(line)][-n:]
+    return "\n".join(f"    | {line}" for line in lines)
+
+
+def all_trouble_free(*drivens: _Driven) -> None:
+    __tracebackhide__ = True
+    for d in drivens:
+        d.assert_no_trouble()
+
+
+# --------------------------------------------------------------------------- API agents
+
+API_AGENT = r'''
+import ast, asyncio, dataclasses, inspect, json, os, sys, threading, traceback
+import meshchat
+from meshchat import Node, Timings
+
+def jsonable(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {"type": type(obj).__name__}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if not isinstance(value, bytes):
+                out[f.name] = jsonable(value)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, bytes):
+        return obj.hex()
+    if isinstance(obj, meshchat.Room):
+        return {"type": "Room", "name": obj.name, "host": jsonable(obj.host),
+                "members": jsonable(obj.members)}
+    return repr(obj)
+
+def out(*parts):
+    sys.stdout.write(" ".join(parts) + "\n")
+    sys.stdout.flush()
+
+async def pump(stream):
+    async for event in stream:
+        out("ev", json.dumps(jsonable(event), ensure_ascii=False))
+
+async def main(name, fast):
+    timings = Timings.fast() if fast else None
+    loop = asyncio.get_running_loop()
+    lines = asyncio.Queue()
+
+    def read():
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, "")
+
+    threading.Thread(target=read, daemon=True).start()
+    async with Node(name=name, interfaces=[os.environ.get("AGENT_IFACE", "eth0")],
+                    timings=timings) as node:
+        ns = {**{k: getattr(meshchat, k) for k in meshchat.__all__}, "node": node,
+              "room": None, "asyncio": asyncio, "json": json}
+        events = asyncio.create_task(pump(node.events()))
+        d = node.peer_details(node.fingerprint)
+        out("ready", node.fingerprint, str(d.router_port), str(d.pub_port), str(d.card_port))
+        while True:
+            line = await lines.get()
+            if not line:
+                break
+            src = line.strip()
+            if src.startswith("json:"):
+                src = json.loads(src[5:])
+            if not src:
+                continue
+            try:
+                try:
+                    code = compile(src, "<agent>", "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                except SyntaxError:
+                    code = compile(src, "<agent>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+                result = eval(code, ns)
+                if inspect.isawaitable(result):
+                    result = await result
+                out("=", json.dumps(jsonable(result), ensure_ascii=False))
+            except meshchat.MeshchatError as exc:
+                out("!", type(exc).__name__ + ":", str(exc).replace("\n", " "))
+            except Exception as exc:
+                traceback.print_exc()
+                out("!", type(exc).__name__ + ":", str(exc).replace("\n", " "))
+        events.cancel()
+    out("closed")
+
+asyncio.run(main(sys.argv[1], "--fast" in sys.argv[2:]))
+'''
+
+
+class AgentError(AssertionError):
+    """The agent answered ``! ErrorType: text`` where a result was expected."""
+
+
+class Agent(_Driven):
+    """A script on meshchat's public API (``API_AGENT``) on a lab host."""
+
+    fp: str
+    ports: dict[str, int]
+
+    @classmethod
+    def start(cls, host: Host, name: str, fast: bool = True, timeout: float = 15.0) -> Agent:
+        __tracebackhide__ = True
+        args = [name, "--fast"] if fast else [name]
+        agent = cls(host, name, host.spawn_python(API_AGENT, *args,
+                                                   env={"AGENT_IFACE": host.ifname}))
+        m = agent.expect(r"^ready (\S+) (\d+) (\d+) (\d+)$", timeout)
+        agent.fp = m[1]
+        agent.ports = {"router": int(m[2]), "pub": int(m[3]), "card": int(m[4])}
+        return agent
+
+    def _answer(self, source: str, timeout: float) -> tuple[bool, str]:
+        __tracebackhide__ = True
+        self.send("json:" + json.dumps(source) if "\n" in source else source)
+        m = self.expect(r"^(=|!) (.*)$", timeout)
+        return m[1] == "=", m[2]
+
+    def call(self, source: str, timeout: float = 10.0) -> Any:
+        """Run Python in the agent (an expression, or statements); its value (decoded JSON)."""
+        __tracebackhide__ = True
+        ok, text = self._answer(source, timeout)
+        if not ok:
+            raise AgentError(self.proc.describe(f"{self.name}: {source!r} raised {text}"))
+        return json.loads(text)
+
+    def fails(self, source: str, timeout: float = 10.0) -> tuple[str, str]:
+        """Run one line that must raise; (error type name, message)."""
+        __tracebackhide__ = True
+        ok, text = self._answer(source, timeout)
+        if ok:
+            raise AssertionError(self.proc.describe(
+                f"{self.name}: {source!r} returned {text} instead of raising"))
+        kind, _, message = text.partition(": ")
+        return kind, message
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """Every event printed since ``since`` (a ``mark()``), decoded."""
+        return [json.loads(line[3:]) for line in self.lines_since(since)
+                if line.startswith("ev ")]
+
+    def wait_event(self, since: int = 0, timeout: float = 10.0, **want: Any) -> dict[str, Any]:
+        """The first event since ``since`` whose fields include ``want`` (``type=...`` too).
+
+        A field given as a dict matches a nested object by its items (``sender={"name":
+        "bob"}``).
+        """
+        __tracebackhide__ = True
+        end = time.monotonic() + scaled(timeout)
+        scanned = since
+        while True:
+            lines = self.proc.lines
+            for line in lines[scanned:]:
+                if line.startswith("ev "):
+                    ev = json.loads(line[3:])
+                    if _matches(ev, want):
+                        return ev
+            scanned = max(scanned, len(lines))
+            left = end - time.monotonic()
+            if left <= 0:
+                raise ExpectError(self.proc.describe(
+                    f"{self.name}: no event {want} within {scaled(timeout):.1f}s"))
+            self.proc.cursor = min(self.proc.cursor, scanned)
+            try:
+                self.proc.expect(r"^ev ", timeout=min(left, 1.0) / scaled(1.0))
+            except ExpectError:
+                continue
+
+    def close(self, timeout: float = 10.0) -> None:
+        __tracebackhide__ = True
+        self.proc.close_stdin()
+        self.expect(r"^closed$", timeout)
+        self.wait_exit(timeout)
+
+
+def _matches(obj: Any, want: dict[str, Any]) -> bool:
+    for key, value in want.items():
+        if key not in obj:
+            return False
+        have = obj[key]
+        if isinstance(value, dict):
+            if not isinstance(have, dict) or not _matches(have, value):
+                return False
+        elif have != value:
+            return False
+    return True

@@ -1,0 +1,176 @@
+"""The Python API across machines (issue 2): scripts on ``meshchat.Node`` in three namespaces,
+and the example bot ``examples/echo_bot.py`` in a room with line-mode users.
+
+The scripts are ``helpers.API_AGENT``: each line sent to one is Python run against its
+``node``/``room``; it answers with the value as JSON and prints its own ``node.events()``.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from .conftest import LabFactory
+from .helpers import (
+    CLOCK,
+    ROOM,
+    Agent,
+    Chat,
+    all_trouble_free,
+    chat_re,
+)
+from .netlab import REPO_ROOT
+
+ECHO_BOT = REPO_ROOT / "examples" / "echo_bot.py"
+
+NAMES = "[p.name for p in room.members]"
+
+
+def test_the_python_api_across_three_machines(lab_factory: LabFactory) -> None:
+    lab = lab_factory(3)
+    alice, bob, carol = (Agent.start(h, n) for h, n in zip(lab.hosts, ["alice", "bob", "carol"],
+                                                            strict=True))
+
+    # host / rooms / join
+    assert alice.call(f"room = await node.host({ROOM!r})") is None
+    assert alice.call("(room.name, room.host.name, room.host.fingerprint)") == [
+        ROOM, "alice", alice.fp]
+    started = time.monotonic()
+    infos = bob.call("await node.rooms(timeout=2.0)")
+    assert time.monotonic() - started < 2.0 + 1.0
+    assert [(i["name"], i["host"], i["members"], i["locked"]) for i in infos] == [
+        (ROOM, "alice", 1, False)]
+    bob.call(f"room = await node.join({ROOM!r})")
+    assert bob.call("room.host.name") == "alice"
+    assert bob.call(NAMES) == ["alice", "bob"]
+    carol.call(f"room = await node.join({ROOM!r})")
+    assert carol.call(NAMES) == ["alice", "bob", "carol"]
+    alice.wait_event(type="PeerJoined", room=ROOM, peer={"name": "bob", "fingerprint": bob.fp})
+    alice.wait_event(type="PeerJoined", room=ROOM, peer={"name": "carol"})
+    bob.wait_event(type="PeerJoined", room=ROOM, peer={"name": "carol"})
+
+    # peers(): every other node, with its fingerprint and address
+    peers = {p["name"]: p for p in alice.call("node.peers()")}
+    assert set(peers) >= {"bob", "carol"}
+    assert peers["bob"]["fingerprint"] == bob.fp
+    assert lab.hosts[1].addr in peers["bob"]["addresses"]
+
+    # say(): a Message event on every other member
+    mark = {a.name: a.mark() for a in (alice, bob, carol)}
+    bob.call("await room.say('hello from the api')")
+    for agent in (alice, carol):
+        ev = agent.wait_event(mark[agent.name], type="Message", text="hello from the api")
+        assert ev["room"] == ROOM and ev["private"] is False
+        assert ev["sender"]["name"] == "bob" and ev["sender"]["fingerprint"] == bob.fp
+        assert abs(ev["sent_at"] - time.time()) < 10
+
+    # msg(): to one peer by name, to several by a list; the others get nothing
+    alice.call("await node.msg('carol', 'psst, carol only')")
+    ev = carol.wait_event(type="Message", text="psst, carol only")
+    assert ev["private"] is True and ev["room"] is None and ev["sender"]["name"] == "alice"
+    alice.call(f"await node.msg([{bob.fp[:6]!r}, 'carol'], 'to both of you')")
+    for agent in (bob, carol):
+        ev = agent.wait_event(type="Message", text="to both of you")
+        assert ev["private"] is True
+        assert sorted(p["name"] for p in ev["recipients"]) == ["bob", "carol"]
+    alice.call("await room.say('marker after the private lines')")
+    bob.wait_event(type="Message", text="marker after the private lines")
+
+    # ping(): seconds
+    rtt = bob.call("await node.ping('alice')")
+    assert isinstance(rtt, float) and 0.0 < rtt < 1.0
+
+    # events(): each call is a stream of its own, from then on
+    bob.call("second = node.events()")
+    alice.call("await room.say('for every stream')")
+    bob.wait_event(type="Message", text="for every stream")
+    got = bob.call(
+        "async def first_message():\n"
+        "    async for ev in second:\n"
+        "        if isinstance(ev, Message):\n"
+        "            return ev\n"
+        "got = await asyncio.wait_for(first_message(), 5)\n"
+    )
+    assert got is None
+    assert bob.call("got.text") == "for every stream"
+
+    # history(): the same on every member, in order
+    said = ["hello from the api", "marker after the private lines", "for every stream"]
+    histories = [a.call("[(m.sender.name, m.text, m.private) for m in room.history()]")
+                 for a in (alice, bob, carol)]
+    assert histories[0] == histories[1] == histories[2]
+    assert [h[1] for h in histories[0]] == said
+    assert all(private is False for _, _, private in histories[0])
+
+    # errors: one tree under MeshchatError
+    assert bob.fails("await node.join('nowhere')")[0] == "RoomNotFound"
+    assert bob.fails("await node.msg('nobody', 'hi')")[0] == "PeerNotFound"
+    assert bob.fails("await node.ping('nobody')")[0] == "PeerNotFound"
+    assert bob.fails("await room.kick('carol')")[0] == "NotHost"
+    assert bob.call("issubclass(RoomNotFound, MeshchatError) and issubclass(NotHost, "
+                    "MeshchatError) and issubclass(JoinRefused, MeshchatError)") is True
+
+    # leave(): PeerLeft for the others; members updated
+    mark = {a.name: a.mark() for a in (alice, bob)}
+    carol.call("await room.leave()")
+    for agent in (alice, bob):
+        agent.wait_event(mark[agent.name], type="PeerLeft", room=ROOM, peer={"name": "carol"},
+                         reason="left")
+    assert alice.call(NAMES) == ["alice", "bob"]
+    kind, _ = carol.fails("await room.say('after leaving')")
+    assert kind == "NotInRoom"
+
+    # A locked room refuses a join with a reason.
+    alice.call("await room.lock()")
+    kind, text = carol.fails(f"await node.join({ROOM!r})")
+    assert kind == "JoinRefused" and "locked" in text
+    carol.call(
+        "async def reason():\n"
+        "    try:\n"
+        f"        await node.join({ROOM!r})\n"
+        "    except JoinRefused as exc:\n"
+        "        return exc.reason\n"
+        "why = await reason()\n"
+    )
+    assert carol.call("why") == "locked"
+
+    # The private line never reached bob; close: the others see carol go.
+    assert "psst, carol only" not in " ".join(bob.lines)
+    mark_bob = bob.mark()
+    carol.close()
+    bob.wait_event(mark_bob, type="PeerGone", peer={"name": "carol"}, reason="quit")
+    alice.close()
+    bob.close()
+    all_trouble_free(alice, bob, carol)
+
+
+def test_the_echo_bot_answers_in_the_room_and_in_private(lab_factory: LabFactory) -> None:
+    lab = lab_factory(3)
+    # The bot runs with the default timings; so do the others here.
+    alice = Chat.start(lab.hosts[0], "alice", "--host", ROOM, fast=False)
+    alice.expect(rf"^\* hosting room {ROOM}$")
+    bot = lab.hosts[1].spawn_python(ECHO_BOT, ROOM, "--name", "echo", "--interface", "eth0")
+    bot.expect(rf"^\* echo joined {ROOM}$", timeout=15)
+    alice.wait_line(rf"^\* echo joined {ROOM}$")
+    bob = Chat.start(lab.hosts[2], "bob", fast=False)
+    bob.send(f"/join {ROOM}")
+    bob.expect(rf"^\* joined {ROOM} \(host alice; members: alice, echo, bob\)$")
+
+    alice.say("!echo hello bot")
+    alice.wait_line(chat_re("echo", "hello bot"))
+    bob.wait_line(chat_re("echo", "hello bot"))
+    bob.say("not for the bot")
+    bob.say("!echo second")
+    alice.expect_no(r"<echo> not for the bot", within=10, until=chat_re("echo", "second"))
+
+    alice.send("/msg echo !echo just between us")
+    alice.expect(rf"^{CLOCK} \[private\] <echo → you> just between us$")
+    alice.say("marker for bob")
+    bob.expect_no("just between us", within=5, until=chat_re("alice", "marker for bob"))
+
+    bot.kill(signal.SIGTERM)
+    assert bot.wait(10) == 0
+    alice.wait_line(rf"^\* echo left {ROOM}$", timeout=5)
+    assert "just between us" not in " ".join(bob.lines)
+    assert not [line for line in bot.err_lines if "Traceback" in line], bot.err_lines
+    all_trouble_free(alice, bob)
