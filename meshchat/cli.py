@@ -183,7 +183,7 @@ async def _list_rooms(node_args: dict[str, Any], data_dir: Path | None, wait_s: 
     with contextlib.ExitStack() as stack:
         if data_dir is None:  # a throwaway identity: never clash with a running `start`
             data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meshchat-")))
-        node = _new_node("rooms-query", {**node_args, "data_dir": data_dir})
+        node = _new_node(None, {**node_args, "data_dir": data_dir, "listen_only": True})
         try:
             await node.start()
         except (MeshchatError, OSError) as exc:

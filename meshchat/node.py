@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -340,6 +341,7 @@ class Node:
         port: int = 0,
         loopback_only: bool = False,
         mdns: bool = True,
+        listen_only: bool = False,
         transport: Transport | None = None,
         discovery: Discovery | None = None,
         clock: Callable[[], float] = time.time,
@@ -355,6 +357,8 @@ class Node:
         self._card_port_wanted = port
         self._loopback_only = loopback_only
         self._use_mdns = mdns
+        self._listen_only = listen_only
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._transport_arg = transport
         self._discovery_arg = discovery
         self._clock = clock
@@ -396,7 +400,14 @@ class Node:
         from .storage.peers import KnownPeers
         from .storage.settings import SettingsStore
 
-        self.data_dir = self._data_dir_arg or default_data_dir()
+        if self._listen_only:
+            # Only looking (``meshchat rooms``): a throwaway identity and data dir, nothing
+            # announced, nothing written where the user's own node keeps its name and keys.
+            self._scratch = tempfile.TemporaryDirectory(prefix="meshchat-listen-")
+            self.data_dir = Path(self._scratch.name)
+            self._requested_name = self._requested_name or "listener"
+        else:
+            self.data_dir = self._data_dir_arg or default_data_dir()
         self.identity: Identity = load_or_create_identity(self.data_dir)
         self.peer_id = self.identity.peer_id
         self.fingerprint = self.identity.fingerprint
@@ -460,7 +471,8 @@ class Node:
             on_room_removed=self._on_discovered_room_removed,
         ))
         self._started = True
-        self._publish(TOPIC_PRESENCE, self._heartbeat())
+        if not self._listen_only:
+            self._publish(TOPIC_PRESENCE, self._heartbeat())
         self._tasks.append(asyncio.create_task(self._ticker(), name="meshchat-ticker"))
 
     def _make_discovery(self) -> Discovery:
@@ -470,7 +482,7 @@ class Node:
         if self._use_mdns and not self._loopback_only:
             from .discovery.mdns import MdnsDiscovery
 
-            parts.append(MdnsDiscovery(list(self._addresses)))
+            parts.append(MdnsDiscovery(list(self._addresses), announce=not self._listen_only))
         if self._static_peers:
             parts.append(StaticDiscovery(self._static_peers, self.identity))
         return CombinedDiscovery(*parts)
@@ -502,6 +514,8 @@ class Node:
                 await self._card_server.close()
         await self._transport.close(self.timings.linger_s)
         self._log.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
 
     # ================================================================ public API
 
@@ -936,7 +950,8 @@ class Node:
         self._connect(pid)
         if is_new:
             self._liveness.heard(pid, time.monotonic())
-            self._send(pid, Hello(self._card(), self.started_at, self.color))
+            if not self._listen_only:
+                self._send(pid, Hello(self._card(), self.started_at, self.color))
             self._emit(PeerDiscovered(self._peer_info(pid)))
             self._peer_changed.set()
 
@@ -1909,8 +1924,8 @@ class Node:
 
     def _tick(self, beat: int) -> None:
         now = time.monotonic()
-        hb = self._heartbeat(include_known=beat % 20 == 0)
-        self._publish(TOPIC_PRESENCE, hb)
+        if not self._listen_only:
+            self._publish(TOPIC_PRESENCE, self._heartbeat(include_known=beat % 20 == 0))
         for peer, state in self._liveness.tick(now):
             if state is Liveness.EVASIVE:
                 self._send(peer, Ping(self._next_request_id()))

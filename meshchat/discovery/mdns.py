@@ -290,7 +290,9 @@ class MdnsDiscovery:
         limits: Limits | None = None,
         resolve_timeout_s: float = 3.0,
         close_timeout_s: float = 2.0,
+        announce: bool = True,
     ) -> None:
+        self._announce = announce  # False: browse only (``meshchat rooms``)
         self._addresses = list(addresses or [])
         self._limits = limits or Limits()
         self._resolve_timeout_s = resolve_timeout_s
@@ -326,9 +328,10 @@ class MdnsDiscovery:
                 [NODE_SERVICE_TYPE, ROOM_SERVICE_TYPE],
                 handlers=[self._on_service_state_change],
             )
-            async with self._lock:
-                self._node = self._node_info(me)
-                await self._register(self._node)
+            if self._announce:
+                async with self._lock:
+                    self._node = self._node_info(me)
+                    await self._register(self._node)
             self._ask_now()
         except BaseException:
             await self.close()
