@@ -125,8 +125,8 @@ class _Driven:
     def wait_line(self, pattern: str, timeout: float = 10.0, since: int = 0) -> re.Match[str]:
         """The first stdout line at or after ``since`` matching ``pattern``, waiting for it.
 
-        Unlike ``expect`` this also finds lines printed before the cursor; the cursor ends up
-        past the match, or where it was if the line had been printed already.
+        Unlike ``expect`` this also finds lines printed before the cursor. The cursor ends up
+        past the match, or stays where it was if the line had been printed already.
         """
         __tracebackhide__ = True
         regex = re.compile(pattern)
@@ -139,7 +139,7 @@ class _Driven:
                 if m is not None:
                     return m
             scanned = max(scanned, len(lines))
-            self.proc.cursor = min(self.proc.cursor, scanned)
+            self.proc.cursor = scanned  # expect from here: every line before is checked
             left = end - time.monotonic()
             if left <= 0:
                 raise ExpectError(self.proc.describe(
@@ -148,7 +148,14 @@ class _Driven:
             try:
                 return self.proc.expect(regex, timeout=left / scaled(1.0))
             except ExpectError:
-                continue  # loop once more for the final message (and stdout closing)
+                self._give_up_if_gone(f"a line matching {pattern!r}")
+
+    def _give_up_if_gone(self, what: str) -> None:
+        """After an ``expect`` failed: raise if the process is gone (no more lines will come),
+        otherwise return so the caller checks once more and waits for the rest of its time."""
+        __tracebackhide__ = True
+        if self.proc.returncode is not None:
+            raise ExpectError(self.proc.describe(f"{self.name} exited while waiting for {what}"))
 
     def kill(self) -> None:
         """``kill -9``."""
@@ -234,10 +241,11 @@ class Chat(_Driven):
                     f"{self.name}: {len(missing)} of {len(wanted)} texts never shown "
                     f"within {scaled(timeout):.1f}s, e.g. {shown}"))
             pattern = "|".join(rf"> {lit(t)}$" for t in sorted(missing)[:50])
+            self.proc.cursor = max(self.proc.cursor, since)
             try:
                 self.proc.expect(pattern, timeout=left / scaled(1.0))
             except ExpectError:
-                continue
+                self._give_up_if_gone(f"texts {sorted(missing)[:5]}")
 
     def room_info(self, timeout: float = 5.0) -> RoomView:
         """``/info`` in a room: host, term, version and members (as shown)."""
@@ -515,11 +523,11 @@ class Agent(_Driven):
             if left <= 0:
                 raise ExpectError(self.proc.describe(
                     f"{self.name}: no event {want} within {scaled(timeout):.1f}s"))
-            self.proc.cursor = min(self.proc.cursor, scanned)
+            self.proc.cursor = scanned
             try:
                 self.proc.expect(r"^ev ", timeout=min(left, 1.0) / scaled(1.0))
             except ExpectError:
-                continue
+                self._give_up_if_gone(f"an event {want}")
 
     def close(self, timeout: float = 10.0) -> None:
         __tracebackhide__ = True
