@@ -270,6 +270,7 @@ def test_two_unplugged_members_merge_back_into_one_room(
         chat.wait_line(chat_re("bob", "all together again"))
     for chat in everyone:
         assert not [line for line in chat.lines if "no longer a member" in line], chat.name
+        assert not [line for line in chat.lines if "does not hold its key" in line], chat.name
     all_trouble_free(*everyone)
 
 
