@@ -56,7 +56,7 @@ from .events import (
     RoomRenamed,
 )
 from .history import SeqTracker
-from .identity import Identity, fingerprint_of
+from .identity import Identity, curve_public_of, fingerprint_of, is_valid_peer_id
 from .liveness import Liveness, LivenessTable
 from .protocol.codec import Codec, Envelope, UnknownType
 from .protocol.messages import (
@@ -815,8 +815,8 @@ class Node:
             self.stats["dropped_error"] += 1
             log.debug("frame from %s refused: %s", fingerprint_of(inc.peer_id), exc)
 
-    def _decode(self, payload: bytes, allowed: tuple[type[WireMessage], ...], peer: bytes
-                ) -> Envelope | None:
+    def _decode(self, payload: bytes, allowed: tuple[type[WireMessage], ...],
+                peer: bytes | None) -> Envelope | None:
         try:
             env = self._codec.decode(payload, allowed)
         except UnknownType:
@@ -825,7 +825,7 @@ class Node:
         except ProtocolError:
             self.stats["dropped_malformed"] += 1
             return None
-        if env.sender != peer:
+        if peer is not None and env.sender != peer:
             self.stats["dropped_spoofed"] += 1
             return None
         return env
@@ -834,7 +834,19 @@ class Node:
         now = self._clock()
         peer = inc.peer_id
         if inc.kind == "direct":
-            env = self._decode(inc.payload, DIRECT_TYPES, peer)
+            if not peer:
+                # A key the transport cannot name yet (a first Hello): the envelope names the
+                # sender, who must own the CURVE key that authenticated the connection.
+                env = self._decode(inc.payload, DIRECT_TYPES, None)
+                if env is None:
+                    return
+                if not is_valid_peer_id(env.sender) or \
+                        curve_public_of(env.sender) != inc.curve_key:
+                    self.stats["dropped_spoofed"] += 1
+                    return
+                peer = env.sender
+            else:
+                env = self._decode(inc.payload, DIRECT_TYPES, peer)
             if env is None:
                 return
             self._heard(peer)

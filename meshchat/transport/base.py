@@ -18,13 +18,16 @@ from ..identity import Identity
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """One frame from a peer. ``kind`` 'pub' came on that peer's PUB (``topic`` set);
-    'direct' came over the ROUTER/DEALER channel."""
+    'direct' came over the ROUTER/DEALER channel. A direct frame from a CURVE key the transport
+    cannot name yet has an empty ``peer_id`` and that key in ``curve_key``: the receiver must
+    check that the envelope's sender owns it (``identity.curve_public_of``)."""
 
     kind: Literal["pub", "direct"]
     peer_id: bytes
     payload: bytes
     topic: bytes = b""
     peer_address: str = ""
+    curve_key: bytes = b""  # set (and peer_id empty) for a direct frame from a key not yet known
 
 
 @dataclass(slots=True)

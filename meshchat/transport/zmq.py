@@ -19,12 +19,12 @@ What libzmq does not let us do, and what covers it:
 - ``deny`` cannot cut a denied peer's live connection *to our PUB* (libzmq has no per-pipe
   disconnect); it only refuses the next handshake. Room-key rotation keeps room traffic
   confidential. Its ROUTER frames are dropped and our SUB/DEALER to it are closed at once.
-- ROUTER routing ids are first-come claims (and ROUTER_HANDOVER lets a newer connection take one
-  over so that a restarted peer is reachable at once). A client that claims a peer id without
-  owning its key cannot send anything through (its frames fail the User-Id check and are
-  counted), but while it holds the routing id, frames we *send* by the ROUTER fallback would go
-  to it. The fallback is therefore used only for a routing id whose latest frame was
-  authenticated; a peer we have connected to is always reached over our pinned DEALER.
+- ROUTER routing ids are not identities: our DEALERs set none, so libzmq gives every connection
+  a fresh one, and nobody can claim (or steal, with ROUTER_HANDOVER) another peer's. A ROUTER
+  frame is attributed only by the CURVE key ZAP authenticated (``User-Id``): to the peer id we
+  know for that key, or — for a key we do not know yet — ``Incoming.peer_id`` is empty and
+  ``Incoming.curve_key`` set, and the node checks that the envelope's sender owns that key.
+  Replies by the ROUTER fallback go to the routing id whose latest frame carried that key.
 - A peer id and its sign-flipped twin share one CURVE key (Ed25519 → X25519 is two-to-one), and
   whoever holds one holds both; deny and the User-Id check work on the CURVE key, so they cover
   both ids.
@@ -235,7 +235,8 @@ class ZmqTransport:
         self._topics: set[bytes] = set()
         self._denied_keys: set[bytes] = set()
         self._denied_hex: set[str] = set()
-        self._routes: dict[bytes, None] = {}  # routing ids whose latest ROUTER frame was authentic
+        self._routes: dict[str, bytes] = {}  # CURVE key (hex) -> routing id of its latest frame
+        self._peer_of_curve: dict[str, bytes] = {}  # CURVE key (hex) -> peer id, for known peers
         self._curve_hex_cache: dict[bytes, str | None] = {}
         self._running = False
         self._closed = False
@@ -265,7 +266,6 @@ class ZmqTransport:
             pub = self._pub = self._server_socket(zmq.PUB, ipv6)
             router = self._router = self._server_socket(zmq.ROUTER, ipv6)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             ports = LocalPorts(
                 router_port=self._bind_all(router, bind_addresses),
                 pub_port=self._bind_all(pub, bind_addresses),
@@ -335,6 +335,9 @@ class ZmqTransport:
                 return
             self._drop_peer(old, self._tuning.disconnect_linger_ms)
         peer = self._peers[peer_id] = _Peer(peer_id, curve_key, where, {})
+        if len(self._peer_of_curve) >= 4 * self._limits.max_peers:
+            self._peer_of_curve.clear()
+        self._peer_of_curve[curve_key.hex()] = peer_id
         self._open_link(peer, zmq.SUB, _endpoint(address, pub_port))
         self._open_link(peer, zmq.DEALER, _endpoint(address, router_port))
 
@@ -356,8 +359,7 @@ class ZmqTransport:
         self._denied_hex.add(curve_key.hex())
         for peer in [p for p in self._peers.values() if p.curve_key == curve_key]:
             self._drop_peer(peer, 0)
-        for routing_id in [r for r in self._routes if self._curve_hex(r) == curve_key.hex()]:
-            del self._routes[routing_id]
+        self._routes.pop(curve_key.hex(), None)
 
     def allow(self, peer_id: bytes) -> None:
         """Undo ``deny``; connections are not reopened here (call ``connect_peer``)."""
@@ -424,10 +426,12 @@ class ZmqTransport:
 
     def _send_back(self, peer_id: bytes, payload: bytes) -> bool:
         router, pump = self._router, self._router_pump
-        if peer_id not in self._routes or router is None or pump is None:
+        curve_hex = self._curve_hex(peer_id)
+        routing_id = self._routes.get(curve_hex) if curve_hex is not None else None
+        if routing_id is None or router is None or pump is None:
             return False
         try:
-            router.send(peer_id, zmq.NOBLOCK | zmq.SNDMORE)
+            router.send(routing_id, zmq.NOBLOCK | zmq.SNDMORE)
             router.send(payload, zmq.NOBLOCK)
         except zmq.Again:
             self.stats.send_failures += 1
@@ -539,33 +543,30 @@ class ZmqTransport:
         return read
 
     def _check_router_frame(self, routing_id: bytes, frame: zmq.Frame) -> Incoming | None:
-        """Accept only if the routing id's CURVE key is the one that authenticated."""
+        """Attribute a frame by the CURVE key that authenticated its connection, never by the
+        routing id (which libzmq made up)."""
         try:
-            user_id = frame.get("User-Id")
+            user_id = str(frame.get("User-Id"))
         except zmq.ZMQError:
             user_id = ""
-        expected = self._curve_hex(routing_id)
-        if expected is None or user_id != expected:
+        if len(user_id) != 64:
             self.stats.dropped_unauthenticated += 1
-            self._routes.pop(routing_id, None)
             return None
         if user_id in self._denied_hex:
             self._count("dropped_denied")
             return None
-        self._remember_route(routing_id)
+        routes = self._routes
+        if routes.get(user_id) != routing_id:
+            if user_id not in routes and len(routes) >= 2 * self._limits.max_peers:
+                del routes[next(iter(routes))]
+            routes[user_id] = routing_id
         try:
             address = str(frame.get("Peer-Address"))
         except zmq.ZMQError:
             address = ""
-        return Incoming("direct", routing_id, frame.bytes, b"", address)
-
-    def _remember_route(self, routing_id: bytes) -> None:
-        routes = self._routes
-        if routing_id in routes:
-            return
-        if len(routes) >= 2 * self._limits.max_peers:
-            del routes[next(iter(routes))]
-        routes[routing_id] = None
+        peer_id = self._peer_of_curve.get(user_id, b"")
+        return Incoming("direct", peer_id, frame.bytes, b"", address,
+                        b"" if peer_id else bytes.fromhex(user_id))
 
     def _curve_hex(self, peer_id: bytes) -> str | None:
         """Hex of the CURVE key a peer id owns; None if it is not a peer id. Cached."""
@@ -738,7 +739,6 @@ class ZmqTransport:
                 sock.setsockopt(zmq.SUBSCRIBE, topic)
             read = self._sub_reader(sock, peer.peer_id, peer.address)
         else:
-            sock.setsockopt(zmq.ROUTING_ID, self._identity.peer_id)
             read = self._dealer_reader(sock, peer.peer_id, peer.address)
         monitor_address = f"inproc://meshchat-monitor-{id(self):x}-{next(_monitor_ids)}"
         sock.monitor(monitor_address, _MONITORED_EVENTS)

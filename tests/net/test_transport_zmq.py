@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import zmq
 import zmq.asyncio
+from zmq.utils import z85
 
 from meshchat.config import Limits
 from meshchat.identity import Identity
@@ -192,30 +193,43 @@ async def test_a_peer_id_with_a_leading_zero_byte_works(make: Factory) -> None:
         pass
     a, b = await make(identity), await make()
     a.connect(b)
+    b.connect(a)
     assert a.transport.send(b.id, b"zero")
     got = await b.expect(payload_is(b"zero"))
     assert got.peer_id == a.id
 
 
-async def test_impostor_claiming_a_peer_id_gets_nothing_through(make: Factory) -> None:
+async def test_impostor_claiming_a_peer_id_is_never_taken_for_it(make: Factory) -> None:
     a, b = await make(), await make()
+    b.connect(a)  # b knows a: frames authenticated by a's key are a's
     forged = Identity.generate()
-    forged.peer_id = a.id  # its CURVE keys stay its own: a routing id it does not own
+    forged.peer_id = a.id  # its CURVE keys stay its own
     impostor = await make(forged)
     impostor.connect(b)
 
     assert impostor.transport.send(b.id, b"forged")
-    await until(lambda: b.transport.stats.dropped_unauthenticated >= 1, "the forged frame")
-    assert not b.transport.send(a.id, b"to a?")  # no reply route on an unproven claim
+    got = await b.expect(payload_is(b"forged"))
+    # Attributed by the key that authenticated, never by a claim: not a's frame.
+    assert got.peer_id == b"" and got.curve_key == forged.curve_public != a.identity.curve_public
     await impostor.transport.close(0)
 
-    # The real owner of the id is heard (and answered), and nothing of the impostor's ever was.
+    # The real owner of the id is heard (and answered) as itself.
     a.connect(b)
-    got = await b.expect(lambda i: i.payload != b"forged", lambda: a.transport.send(b.id, b"real"))
+    got = await b.expect(lambda i: i.payload == b"real", lambda: a.transport.send(b.id, b"real"))
     assert (got.peer_id, got.payload) == (a.id, b"real")
     assert b.transport.send(a.id, b"to a")
     await a.expect(payload_is(b"to a"))
     assert impostor.inbox.empty()
+
+
+async def test_reply_route_follows_the_authenticated_key(make: Factory) -> None:
+    a, b = await make(), await make()
+    a.connect(b)  # only a knows b: b can answer a only over its ROUTER
+    assert not b.transport.send(a.id, b"too early")  # no frame from a's key yet
+    got = await b.expect(payload_is(b"hello"), lambda: a.transport.send(b.id, b"hello"))
+    assert got.peer_id == b"" and got.curve_key == a.identity.curve_public
+    assert b.transport.send(a.id, b"answer")
+    await a.expect(payload_is(b"answer"))
 
 
 async def test_a_client_pinned_to_the_wrong_key_is_counted_and_given_up(make: Factory) -> None:
@@ -245,14 +259,17 @@ async def test_plain_and_unkeyed_zmq_clients_get_nothing(make: Factory) -> None:
         plain.setsockopt(zmq.LINGER, 0)
         plain.setsockopt(zmq.SUBSCRIBE, b"")
         plain.connect(f"tcp://{HOST}:{b.ports.pub_port}")
-        unkeyed = ctx.socket(zmq.DEALER)  # valid CURVE, but no peer id as routing id
+        unkeyed = ctx.socket(zmq.DEALER)  # valid CURVE with a key nobody knows
         public, secret = zmq.curve_keypair()
         unkeyed.setsockopt(zmq.LINGER, 0)
         unkeyed.curve_publickey, unkeyed.curve_secretkey = public, secret
         unkeyed.curve_serverkey = b.identity.curve_public
         unkeyed.connect(f"tcp://{HOST}:{b.ports.router_port}")
         await unkeyed.send(b"who am I")
-        await until(lambda: b.transport.stats.dropped_unauthenticated == 1, "the unkeyed frame")
+        # The transport cannot name the key: it hands the frame up with the key, and the node
+        # then requires the envelope's sender to own it (tests/node, tests/net/test_garbage).
+        got = await b.expect(payload_is(b"who am I"))
+        assert got.peer_id == b"" and got.curve_key == z85.decode(public)
         await watcher.expect(payload_is(b"secret"), lambda: b.transport.publish(b"t", b"secret"))
         assert not await plain.poll(100)  # the watcher already has it; plain gets nothing
         plain.close()
