@@ -1296,6 +1296,8 @@ class Node:
         used = self._log.next_seq(jr.room_id, self.peer_id) - 1
         jr.own_seq = jr.reserved_seq = max(used, self._log.reserved_seq(jr.room_id,
                                                                         self.peer_id))
+        # Numbers skipped after a crash are ours and settled: nothing there to fetch.
+        jr.tracker.set_base(self.peer_id, jr.own_seq)
         self._rooms[jr.room_id] = jr
         jr.ever_members.update(rules.member_ids(jr.state))
         self._transport.subscribe(room_topic(jr.room_id))
