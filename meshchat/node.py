@@ -588,10 +588,14 @@ class Node:
 
     async def join(self, name: str, password: str | None = None) -> Room:
         """Join the room called ``name`` on the network."""
-        listing = await self._find_room(name)
+        return await self._join_following(await self._find_room(name), password)
+
+    async def _join_following(self, listing: _Listing, password: str | None,
+                              merge_token: bytes = b"", rejoin: bool = False) -> Room:
+        """Join, following the room to its current host if it moved meanwhile."""
         for _ in range(4):
             try:
-                return await self._join_listing(listing, password)
+                return await self._join_listing(listing, password, merge_token, rejoin)
             except _Moved as moved:
                 listing = moved.listing
         raise JoinRefused("moved", "the room's host kept changing")
@@ -900,6 +904,12 @@ class Node:
         known = self._peers.get(peer)
         if known is not None:
             known.hosted = hb.hosted
+        hosted_ids = {room.room_id for room in hb.hosted}
+        for jr in self._rooms.values():
+            if jr.state.host == peer and jr.room_id not in hosted_ids:
+                # Our host does not host the room any more (it merged into another side, or
+                # handed off and we missed it): its answer points us at the current host.
+                self._ask_state(jr, peer)
         for card in hb.known:
             self._learn_peer(card, source="introduction")
         self._update_listings_from(peer, hb.hosted)
@@ -1069,8 +1079,11 @@ class Node:
                                 target.tracker.add(peer, seq)
             case StateRequest():
                 asked = self._rooms.get(m.room_id)
+                # Anyone who was ever a member may ask (the state holds no key): after a
+                # merge, our former members follow our answer to the room's current host.
                 if asked is not None and (rules.is_member(asked.state, peer)
                                           or peer == asked.state.host
+                                          or peer in asked.ever_members
                                           or peer in asked.dropped_silent):
                     self._send(peer, StatePush(asked.room_id, asked.core.blob))
                     epoch = asked.state.key_epoch
@@ -1791,7 +1804,7 @@ class Node:
             members = [m.peer_id for m in jr.state.members if m.peer_id != self.peer_id]
             token = jr.core.blob
             old_state = jr.state
-            await self._join_listing(listing, None, merge_token=token)
+            await self._join_following(listing, None, merge_token=token)
             winner = self._rooms.get(jr.room_id)
             if winner is None:
                 return
@@ -1820,7 +1833,7 @@ class Node:
                 raise RoomNotFound("the host is gone")
             listing = _Listing(jr.room_id, state.name, peer.card, 0, False, False, state.term,
                                "rejoin")
-            await self._join_listing(listing, None, rejoin=True)
+            await self._join_following(listing, None, rejoin=True)
         except MeshchatError as exc:
             log.info("rejoin of %s failed: %s", state.name, exc)
             self._emit(Notice(f"could not rejoin {state.name}: {exc}", "warning"))
@@ -1856,7 +1869,7 @@ class Node:
             if peer is None:
                 return
             listing = _Listing(jr.room_id, winner.name, peer.card, 0, False, False, 0, "merge")
-            await self._join_listing(listing, None, merge_token=jr.core.blob)
+            await self._join_following(listing, None, merge_token=jr.core.blob)
         except MeshchatError as exc:
             log.info("rejoin after merge failed: %s", exc)
         finally:
