@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import click
@@ -45,6 +46,14 @@ def ensure_private_dir(path: Path) -> None:
         raise MeshchatError(f"cannot create data directory {path}: {exc}") from exc
     if not path.is_dir():
         raise MeshchatError(f"data directory {path} exists but is not a directory")
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<unix time>`` so nothing is lost; OSError if
+    it cannot be moved."""
+    backup = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    os.replace(path, backup)
+    return backup
 
 
 def write_private_file(path: Path, data: bytes, *, replace: bool = True) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,12 @@ from typing import Any
 from meshchat.config import Limits
 from meshchat.identity import PEER_ID_BYTES, fingerprint_of
 from meshchat.protocol.messages import PeerCard
-from meshchat.storage.keystore import ensure_private_dir, tighten_mode, write_private_file
+from meshchat.storage.keystore import (
+    ensure_private_dir,
+    move_aside,
+    tighten_mode,
+    write_private_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -285,9 +289,8 @@ class KnownPeers:
                 del self._by_name[key]
 
     def _keep_corrupt(self, problem: str) -> None:
-        backup = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         try:
-            os.replace(self.path, backup)
+            backup = move_aside(self.path)
         except OSError as exc:
             self._warn(f"{self.path} {problem}; could not move it aside ({exc})")
             return

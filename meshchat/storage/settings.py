@@ -10,13 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshchat.storage.keystore import ensure_private_dir, tighten_mode, write_private_file
+from meshchat.storage.keystore import (
+    ensure_private_dir,
+    move_aside,
+    tighten_mode,
+    write_private_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,8 @@ class SettingsStore:
         write_private_file(self.path, text.encode("utf-8"))
 
     def _keep_corrupt(self, problem: str) -> None:
-        backup = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         try:
-            os.replace(self.path, backup)
+            backup = move_aside(self.path)
         except OSError as exc:
             self._warn(f"{self.path} {problem}; could not move it aside ({exc}); using defaults")
             return
