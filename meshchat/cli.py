@@ -107,7 +107,31 @@ def start(name: str | None, room: str | None, host_room: str | None, password: s
         color=color, port=port, loopback_only=loopback_only, timings=_timings(fast_timings),
     )
     _reconfigure_stdout()
+    _log_to_file(data_dir)
     sys.exit(_run(_start(name, node_args, options, terminal=terminal)))
+
+
+def _log_to_file(data_dir: Path | None) -> None:
+    """Diagnostics go to rotating files in the data dir (``-v`` adds stderr): warnings meant
+    for the user reach the screen as ``* warning:`` lines, not as raw log records."""
+    from logging.handlers import RotatingFileHandler
+
+    from meshchat.storage.keystore import default_data_dir, ensure_private_dir
+
+    root = logging.getLogger()
+    if any(isinstance(h, RotatingFileHandler) for h in root.handlers):
+        return
+    logs = (data_dir or default_data_dir()) / "logs"
+    try:
+        ensure_private_dir(logs)
+        handler = RotatingFileHandler(logs / "meshchat.log", maxBytes=1 << 20, backupCount=3,
+                                      encoding="utf-8")
+    except (OSError, MeshchatError):
+        handler = logging.NullHandler()  # type: ignore[assignment]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
 
 
 @main.command()

@@ -1060,7 +1060,8 @@ class Node:
             case Leave():
                 left = self._rooms.get(m.room_id)
                 if left is not None and left.core.is_host and rules.is_member(left.state, peer):
-                    self._host_remove(left, peer, rules.LEFT, "")
+                    self._host_remove(left, peer, rules.LEFT,
+                                      "quit" if m.reason == "quit" else "")
             case HostCommand():
                 self._on_host_command(peer, m)
             case KeyUpdate():
@@ -1281,6 +1282,8 @@ class Node:
                                          new.change_reason, new.change == rules.BANNED))
             else:
                 reason = {rules.LEFT: "left", rules.HANDOFF: "left"}.get(new.change, "vanished")
+                if new.change_reason == "quit" and reason == "left":
+                    reason = "quit"
                 self._emit(PeerLeft(name, info, reason))
         if old.host != new.host:
             jr.host_suspect = False
@@ -1769,7 +1772,7 @@ class Node:
                 others[0] if others else None)
             if succ is not None:
                 old = jr.state
-                jr.core.handoff(succ, leaving=True)
+                jr.core.handoff(succ, leaving=True, quitting=reason == "quit")
                 self._host_publish(jr, old, announce_only=True)
                 self._drop_room(jr)
                 await self._withdraw_room(jr)
@@ -1777,7 +1780,7 @@ class Node:
             self._drop_room(jr)
             await self._withdraw_room(jr)
         else:
-            self._send(jr.state.host, Leave(room_id))
+            self._send(jr.state.host, Leave(room_id, "quit" if reason == "quit" else "left"))
             self._drop_room(jr)
 
     # ---------------------------------------------------------------- partitions

@@ -354,8 +354,10 @@ class RoomCore:
         return self._commit(members=members, change=MEMBER_RENAMED, change_peer=peer,
                             change_reason=old.name)
 
-    def handoff(self, to: PeerId, leaving: bool = False) -> SignedState:
-        """Hand the room to member ``to`` (term + 1). ``leaving``: the host also leaves."""
+    def handoff(self, to: PeerId, leaving: bool = False, quitting: bool = False
+                ) -> SignedState:
+        """Hand the room to member ``to`` (term + 1). ``leaving``: the host also leaves
+        (``quitting``: because it quits)."""
         self._require_host("hand off the room")
         if not is_member(self.state, to) or to == self.me.peer_id:
             raise NotHost("the new host must be another member of the room")
@@ -364,7 +366,7 @@ class RoomCore:
             members = tuple(m for m in members if m.peer_id != self.me.peer_id)
         return self._commit(host=to, term=self.state.term + 1, members=members,
                             change=HANDOFF, change_peer=self.me.peer_id,
-                            change_reason="left" if leaving else "")
+                            change_reason=("quit" if quitting else "left") if leaving else "")
 
     def merge_bans(self, bans: Sequence[Ban]) -> SignedState | None:
         """Partition heal: the union of both sides' bans."""

@@ -177,6 +177,7 @@ class Leave(WireMessage):
 
     TYPE: ClassVar[str] = "leave"
     room_id: bytes
+    reason: str  # 'left' or 'quit'
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,3 +174,14 @@ async def test_after_a_crash_numbers_are_never_reused_and_the_skip_is_no_gap(mes
     jr = alice._rooms[lobby.room_id]
     await until(lambda: jr.tracker.head(again.peer_id) == seqs[1],
                 what="the skipped numbers declared void by their author")
+
+
+async def test_a_member_that_quits_is_shown_as_quit(mesh: Mesh) -> None:
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    await alice.host("lobby")
+    await bob.join("lobby")
+    await mesh.recorders["alice"].wait(lambda e: isinstance(e, PeerJoined))
+    await bob.close()
+    ev = await mesh.recorders["alice"].wait(lambda e: isinstance(e, PeerLeft))
+    assert isinstance(ev, PeerLeft) and (ev.peer.name, ev.reason) == ("bob", "quit")
