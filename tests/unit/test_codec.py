@@ -193,7 +193,7 @@ def test_trailing_fields_are_tolerated_and_missing_ones_are_not() -> None:
         (m.Ping(1), 0, 1.0),  # float is not int
         (m.Ping(1), 0, -1),
         (m.Ping(1), 0, "1"),
-        (m.Leave(ROOM), 0, ROOM[:-1]),
+        (m.Leave(ROOM, "left"), 0, ROOM[:-1]),
         (m.Leave(ROOM), 0, ROOM + b"x"),
         (m.Leave(ROOM), 0, ROOM.hex()),
         (m.Private("hi", (BOB.peer_id,)), 1, (BOB.peer_id[:31],)),
