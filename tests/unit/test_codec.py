@@ -194,8 +194,8 @@ def test_trailing_fields_are_tolerated_and_missing_ones_are_not() -> None:
         (m.Ping(1), 0, -1),
         (m.Ping(1), 0, "1"),
         (m.Leave(ROOM, "left"), 0, ROOM[:-1]),
-        (m.Leave(ROOM), 0, ROOM + b"x"),
-        (m.Leave(ROOM), 0, ROOM.hex()),
+        (m.Leave(ROOM, "left"), 0, ROOM + b"x"),
+        (m.Leave(ROOM, "left"), 0, ROOM.hex()),
         (m.Private("hi", (BOB.peer_id,)), 1, (BOB.peer_id[:31],)),
         (m.Private("hi", (BOB.peer_id,)), 1, BOB.peer_id),  # a bare value where an array goes
         (m.Private("hi", (BOB.peer_id,)), 0, "x" * 4001),
@@ -412,7 +412,7 @@ def test_encode_validates_like_decode() -> None:
         Envelope(ALICE.peer_id, -1, 1.0, m.Ping(1)),
         Envelope(ALICE.peer_id, 1, float("nan"), m.Ping(1)),
         Envelope(ALICE.peer_id, 1, 1.0, m.Ping(-1)),
-        Envelope(ALICE.peer_id, 1, 1.0, m.Leave(b"short")),
+        Envelope(ALICE.peer_id, 1, 1.0, m.Leave(b"short", "left")),
         Envelope(ALICE.peer_id, 1, 1.0, m.Private("x", [BOB.peer_id])),  # type: ignore[arg-type]
         Envelope(ALICE.peer_id, 1, 1.0, m.Broadcast("\udcff")),  # not encodable as UTF-8
     ]:
