@@ -170,7 +170,7 @@ def test_the_echo_bot_answers_in_the_room_and_in_private(lab_factory: LabFactory
 
     bot.kill(signal.SIGTERM)
     assert bot.wait(10) == 0
-    alice.wait_line(rf"^\* echo left {ROOM}$", timeout=5)
+    alice.wait_line(rf"^\* echo left {ROOM} \(quit\)$", timeout=5)  # stopped: it quit
     assert "just between us" not in " ".join(bob.lines)
     assert not [line for line in bot.err_lines if "Traceback" in line], bot.err_lines
     all_trouble_free(alice, bob)
