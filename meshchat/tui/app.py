@@ -95,8 +95,8 @@ class ChatApp:
 
     async def read_line(self) -> str | None:
         try:
-            line: str = await self.session.prompt_async(self.controller.prompt,
-                                                        handle_sigint=False)
+            line: str = await self.session.prompt_async(
+                lambda: FormattedText(self.controller.prompt()), handle_sigint=False)
         except (EOFError, KeyboardInterrupt):
             return None
         return line
