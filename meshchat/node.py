@@ -202,6 +202,7 @@ class _JoinedRoom:
     attempts: dict[bytes, deque[float]] = field(default_factory=dict)
     merging: bool = False
     dropped_silent: set[bytes] = field(default_factory=set)  # removed as vanished: may rejoin
+    told_to_rejoin: dict[bytes, float] = field(default_factory=dict)
     outbox: _Outbox | None = None
     own_seq: int = 0  # the last number this node gave one of its messages here
     reserved_seq: int = 0  # numbers up to this are reserved in the log (crash safety)
@@ -1294,9 +1295,6 @@ class Node:
                 self._became_host(jr, old)
             elif old.host == me:
                 self._spawn(self._withdraw_room(jr))
-        if new.change == rules.BANNED and new.change_peer not in new_ids and \
-                new.change_peer not in old_ids:
-            pass  # a ban of an absent peer: nothing to show besides /banned
         if jr.core.is_host:
             self._spawn(self._announce_room(jr))
 
@@ -1428,6 +1426,7 @@ class Node:
         name = req.name.strip()[: self.limits.max_name_chars] or "?"
         rejoining = peer in jr.dropped_silent
         jr.dropped_silent.discard(peer)
+        jr.told_to_rejoin.pop(peer, None)
         self._admit(jr, peer, name, req.request_id, now, full_history=rejoining)
 
     def _admit(self, jr: _JoinedRoom, peer: bytes, name: str, request_id: int, now: float,
@@ -1475,9 +1474,8 @@ class Node:
 
     def _ask_to_rejoin(self, jr: _JoinedRoom, peer: bytes) -> None:
         now = time.monotonic()
-        last = jr.history_asked.get((peer, -1), -1e9)
-        if now - last > self.timings.gap_fill_interval_s:
-            jr.history_asked[(peer, -1)] = now
+        if now - jr.told_to_rejoin.get(peer, -1e9) > self.timings.gap_fill_interval_s:
+            jr.told_to_rejoin[peer] = now
             self._send(peer, StatePush(jr.room_id, jr.core.blob))
 
     def _on_key_update(self, peer: bytes, m: KeyUpdate) -> None:
