@@ -1090,7 +1090,7 @@ class Node:
                     self._send(peer, StatePush(asked.room_id, asked.core.blob))
                     epoch = asked.state.key_epoch
                     if asked.core.is_host and epoch in asked.keys and peer != self.peer_id:
-                        self._distribute_key(asked, epoch, asked.keys[epoch], to=[peer])
+                        self._distribute_key(asked, epoch, to=[peer])
             case StatePush():
                 self._on_state_blob(m.room_id, m.state, peer, direct=True)
             case _:
@@ -1300,10 +1300,9 @@ class Node:
 
     def _became_host(self, jr: _JoinedRoom, old: RoomState) -> None:
         """A handoff made us host: a fresh key shuts out whoever left with the old host."""
-        epoch, key = rules.new_room_key(self._random_bytes)
-        jr.keys[epoch] = key
-        self._distribute_key(jr, epoch, key)
+        epoch = self._new_key(jr)
         jr.core.rekey(epoch)
+        self._distribute_key(jr, epoch)
         self._host_publish(jr, old, announce_only=True)
 
     def _enter_room(self, jr: _JoinedRoom) -> None:
@@ -1346,10 +1345,7 @@ class Node:
     def _host_publish(self, jr: _JoinedRoom, old: RoomState, announce_only: bool = False
                       ) -> None:
         """Publish our new signed state; emit events for the change unless already done."""
-        self._publish_room(jr, StateAnnounce(jr.core.blob))
-        for m in jr.state.members:
-            if m.peer_id != self.peer_id:
-                self._send(m.peer_id, StatePush(jr.room_id, jr.core.blob))
+        self._push_state(jr)
         jr.ever_members.update(rules.member_ids(jr.state))
         if announce_only:
             self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
@@ -1357,8 +1353,24 @@ class Node:
             return
         self._after_state_change(jr, old, jr.state)
 
-    def _distribute_key(self, jr: _JoinedRoom, epoch: int, key: bytes,
+    def _push_state(self, jr: _JoinedRoom, seal_epoch: int | None = None) -> None:
+        """Our signed state to the room (sealed with ``seal_epoch``, default the current
+        key) and, since a PUB frame can be lost, straight to every member too."""
+        self._publish_room(jr, StateAnnounce(jr.core.blob), epoch=seal_epoch)
+        for m in jr.state.members:
+            if m.peer_id != self.peer_id:
+                self._send(m.peer_id, StatePush(jr.room_id, jr.core.blob))
+
+    def _new_key(self, jr: _JoinedRoom) -> int:
+        """A fresh room key, kept in the (bounded) key ring; its epoch."""
+        epoch, key = rules.new_room_key(self._random_bytes)
+        self._install_key(jr, epoch, key)
+        return epoch
+
+    def _distribute_key(self, jr: _JoinedRoom, epoch: int,
                         to: Iterable[bytes] | None = None) -> None:
+        """The key of ``epoch``, sealed to each member of the current state (or to ``to``)."""
+        key = jr.keys[epoch]
         targets = to if to is not None else rules.member_ids(jr.state)
         for pid in targets:
             if pid != self.peer_id:
@@ -1373,10 +1385,9 @@ class Node:
                 jr.dropped_silent.pop()
         else:
             jr.dropped_silent.discard(peer)
-        epoch, key = rules.new_room_key(self._random_bytes)
-        jr.keys[epoch] = key
+        epoch = self._new_key(jr)
         jr.core.remove_member(peer, change, reason, new_epoch=epoch)
-        self._distribute_key(jr, epoch, key)
+        self._distribute_key(jr, epoch)
         if change in (rules.KICKED, rules.BANNED):
             self._send(peer, StatePush(jr.room_id, jr.core.blob))
         self._host_publish(jr, old)
@@ -1545,10 +1556,9 @@ class Node:
             if args[0]:
                 verifier = await asyncio.to_thread(rules.make_verifier, args[0],
                                                    self._random_bytes)
-            epoch, key = rules.new_room_key(self._random_bytes)
-            jr.keys[epoch] = key
-            self._distribute_key(jr, epoch, key)
+            epoch = self._new_key(jr)
             core.set_password(verifier, epoch)
+            self._distribute_key(jr, epoch)
             self._host_publish(jr, old)
         else:
             raise MeshchatError(f"unknown room operation {op}")
@@ -1912,17 +1922,12 @@ class Node:
         if succ != self.peer_id:
             return
         old = jr.state
-        epoch, key = rules.new_room_key(self._random_bytes)
-        jr.keys[epoch] = key
+        epoch = self._new_key(jr)
         jr.core.claim(host, epoch)
         jr.host_suspect = False
-        self._distribute_key(jr, epoch, key)
+        self._distribute_key(jr, epoch)
         # The claim is sealed with the old key, which every member still holds.
-        self._publish_room(jr, StateAnnounce(jr.core.blob), epoch=old.key_epoch
-                           if old.key_epoch in jr.keys else None)
-        for m in jr.state.members:
-            if m.peer_id != self.peer_id:
-                self._send(m.peer_id, StatePush(jr.room_id, jr.core.blob))
+        self._push_state(jr, old.key_epoch if old.key_epoch in jr.keys else None)
         self._after_state_change(jr, old, jr.state)
 
     # ================================================================ timers
