@@ -1233,7 +1233,7 @@ class Node:
                 and not rules.accepts(old, new, host_silent)):
             # Our host stepped down after a partition and points us at the room's other host.
             if rules.host_priority(new) > rules.host_priority(old):
-                self._start_merge_rejoin(jr, new, blob)
+                self._start_rejoin(jr, new, merge=True)
             return
         previous = jr.core.offer(blob, host_silent)
         if previous is None:
@@ -1831,37 +1831,39 @@ class Node:
             if cur is not None:
                 cur.merging = False
 
-    def _start_rejoin(self, jr: _JoinedRoom, state: RoomState) -> None:
+    def _start_rejoin(self, jr: _JoinedRoom, state: RoomState, merge: bool = False) -> None:
+        """Join the room again at ``state``'s host: after the host lost contact with us, or
+        (``merge``) after a partition healed and our host stepped down in its favour."""
         if jr.merging:
             return
         jr.merging = True
-        self._spawn(self._rejoin(jr, state))
+        self._spawn(self._rejoin(jr, state, merge))
 
-    async def _rejoin(self, jr: _JoinedRoom, state: RoomState) -> None:
+    async def _rejoin(self, jr: _JoinedRoom, state: RoomState, merge: bool) -> None:
         try:
             peer = await self._await_peer(state.host, self.timings.join_timeout_s)
             if peer is None:
                 raise RoomNotFound("the host is gone")
             listing = _Listing(jr.room_id, state.name, peer.card, 0, False, False, state.term,
-                               "rejoin")
-            await self._join_following(listing, None, rejoin=True)
+                               "merge" if merge else "rejoin")
+            if merge:
+                # Our old host's signed state vouches that we were members on its side.
+                await self._join_following(listing, None, merge_token=jr.core.blob)
+            else:
+                await self._join_following(listing, None, rejoin=True)
         except MeshchatError as exc:
             log.info("rejoin of %s failed: %s", state.name, exc)
-            self._emit(Notice(f"could not rejoin {state.name}: {exc}", "warning"))
-            cur = self._rooms.get(jr.room_id)
-            if cur is not None:
-                self._emit(PeerLeft(state.name, self.me, "vanished"))
-                self._drop_room(cur)
+            # A failed merge keeps the old room: the next state our host sends retries it.
+            if not merge:
+                self._emit(Notice(f"could not rejoin {state.name}: {exc}", "warning"))
+                cur = self._rooms.get(jr.room_id)
+                if cur is not None:
+                    self._emit(PeerLeft(state.name, self.me, "vanished"))
+                    self._drop_room(cur)
         finally:
             cur = self._rooms.get(jr.room_id)
             if cur is not None:
                 cur.merging = False
-
-    def _start_merge_rejoin(self, jr: _JoinedRoom, winner: RoomState, blob: bytes) -> None:
-        if jr.merging:
-            return
-        jr.merging = True
-        self._spawn(self._merge_rejoin(jr, winner, blob))
 
     async def _await_peer(self, pid: bytes, timeout: float) -> _Peer | None:
         deadline = time.monotonic() + timeout
@@ -1873,20 +1875,6 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._peer_changed.wait(), remaining)
         return peer
-
-    async def _merge_rejoin(self, jr: _JoinedRoom, winner: RoomState, blob: bytes) -> None:
-        try:
-            peer = await self._await_peer(winner.host, self.timings.join_timeout_s)
-            if peer is None:
-                return
-            listing = _Listing(jr.room_id, winner.name, peer.card, 0, False, False, 0, "merge")
-            await self._join_following(listing, None, merge_token=jr.core.blob)
-        except MeshchatError as exc:
-            log.info("rejoin after merge failed: %s", exc)
-        finally:
-            cur = self._rooms.get(jr.room_id)
-            if cur is not None:
-                cur.merging = False
 
     def _on_merge_join(self, jr: _JoinedRoom, peer: bytes, req: JoinRequest) -> None:
         """A member (or the host) of the other side of a healed partition joins us."""
