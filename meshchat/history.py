@@ -39,10 +39,6 @@ class SeqTracker:
         self._advance(a)
         return True
 
-    def holds(self, author: bytes, seq: int) -> bool:
-        a = self._authors.get(author)
-        return a is not None and (seq <= a.head or seq in a.above)
-
     @staticmethod
     def _advance(a: _Author) -> None:
         while a.head + 1 in a.above:
@@ -73,6 +69,3 @@ class SeqTracker:
         if start is not None:
             out.append(SeqRange(author, start, upto))
         return out
-
-    def authors(self) -> list[bytes]:
-        return list(self._authors)

@@ -25,7 +25,6 @@ partition heal     two hosts of one room id: the one with the lower (term, -rank
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -392,15 +391,3 @@ class RoomCore:
         )
         self.current = SignedState(state, self.codec.sign_record(self.me, state))
         return self.current
-
-    def adopt_merge(self, winner_blob: bytes) -> RoomState:
-        """Partition heal on the losing side: take the winner's state as it is."""
-        state = self.open_state(winner_blob)
-        if state.room_id != self.state.room_id:
-            raise ProtocolError("merge state is for another room")
-        self.current = SignedState(state, winner_blob)
-        return state
-
-
-def same_secret(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)
