@@ -114,6 +114,13 @@ def default_line(row: LogRow) -> str:
     return f"{when} {short_fingerprint(row.sender)}: {text}"
 
 
+
+def _check_row(seq: int, sent_at: float) -> None:
+    """``seq`` starts at 1 and ``sent_at`` is finite: the caller validates network input, so a
+    bad value here is a bug."""
+    if seq < 1 or not math.isfinite(sent_at):
+        raise ValueError(f"bad chat record: seq={seq!r} sent_at={sent_at!r}")
+
 class MessageLog:
     """The SQLite log at ``path`` (``":memory:"`` for a log that lives only as long as this)."""
 
@@ -156,9 +163,8 @@ class MessageLog:
         ``seq`` starts at 1 and ``sent_at`` must be finite: the caller validates network input
         before it gets here, so a bad value is a bug and raises ``ValueError``.
         """
-        if seq < 1 or not math.isfinite(sent_at):
-            raise ValueError(f"bad chat record: seq={seq!r} sent_at={sent_at!r}")
-        index = self._index(room_id)
+        _check_row(seq, sent_at)
+        index = self._index(room_id)  # loaded before the insert, so the row counts once
         self._begin()
         cursor = self._conn.execute(
             f"INSERT OR IGNORE INTO chat ({_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
@@ -166,6 +172,38 @@ class MessageLog:
         )
         if cursor.rowcount != 1:
             return False
+        self._note_added(index, room_id, sender, seq)
+        return True
+
+    def add_many(self, rows: Iterable[LogRow | tuple[bytes, bytes, int, float, str, bytes]]) -> int:
+        """Store many records (e.g. a chat batch) in one statement; the number that were new."""
+        batch: list[tuple[bytes, bytes, int, float, str, bytes]] = [
+            (r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows
+        ]
+        for _, _, seq, sent_at, _, _ in batch:
+            _check_row(seq, sent_at)
+        if not batch:
+            return 0
+        # Indexes are loaded before the insert, as in ``add``: loaded after, they would
+        # already hold the new rows and count them twice.
+        indexes = {room_id: self._index(room_id) for room_id in {row[0] for row in batch}}
+        self._begin()
+        before = self._conn.total_changes
+        self._conn.executemany(
+            f"INSERT OR IGNORE INTO chat ({_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", batch
+        )
+        added = self._conn.total_changes - before
+        if added != len(batch):
+            # Some were already held: rebuild the affected indexes from the table (rare).
+            for room_id in indexes:
+                self._rooms.pop(room_id, None)
+            return added
+        for room_id, sender, seq, _, _, _ in batch:
+            self._note_added(indexes[room_id], room_id, sender, seq)
+        return added
+
+    def _note_added(self, index: _RoomIndex, room_id: bytes, sender: bytes, seq: int) -> None:
+        """Keep the in-memory index current after a new row."""
         index.count += 1
         highest = index.maxes.get(sender, 0)
         head = index.heads.get(sender, 0)
@@ -176,42 +214,6 @@ class MessageLog:
             index.heads[sender] = seq if seq > highest else self._run_end(room_id, sender, seq)
         else:
             index.heads.setdefault(sender, head)
-        return True
-
-    def add_many(self, rows: Iterable[LogRow | tuple[bytes, bytes, int, float, str, bytes]]) -> int:
-        """Store many records (e.g. a chat batch) in one statement; the number that were new."""
-        batch: list[tuple[bytes, bytes, int, float, str, bytes]] = [
-            (r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows
-        ]
-        for _, _, seq, sent_at, _, _ in batch:
-            if seq < 1 or not math.isfinite(sent_at):
-                raise ValueError(f"bad chat record: seq={seq!r} sent_at={sent_at!r}")
-        if not batch:
-            return 0
-        self._begin()
-        before = self._conn.total_changes
-        self._conn.executemany(
-            f"INSERT OR IGNORE INTO chat ({_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", batch
-        )
-        added = self._conn.total_changes - before
-        if added != len(batch):
-            # Some were already held: rebuild the affected indexes from the table (rare).
-            for room_id in {row[0] for row in batch}:
-                self._rooms.pop(room_id, None)
-            return added
-        for room_id, sender, seq, _, _, _ in batch:
-            index = self._index(room_id)
-            index.count += 1
-            highest = index.maxes.get(sender, 0)
-            head = index.heads.get(sender, 0)
-            if seq > highest:
-                index.maxes[sender] = seq
-            if seq == head + 1:
-                index.heads[sender] = (seq if seq > highest
-                                       else self._run_end(room_id, sender, seq))
-            else:
-                index.heads.setdefault(sender, head)
-        return added
 
     def heads(self, room_id: bytes) -> dict[bytes, int]:
         """Per sender, the highest seq such that 1..seq are all held (0 if seq 1 is missing)."""

@@ -529,3 +529,16 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MeshchatError, match=r"log\.db"):
         MessageLog(path)
     assert path.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_add_many_on_a_reopened_log_counts_each_row_once(tmp_path: Path) -> None:
+    room, author = b"r" * 16, b"a" * 32
+    path = tmp_path / "log.sqlite"
+    with MessageLog(path) as log:
+        log.add(room, author, 1, 1.0, "one", b"blob")
+    with MessageLog(path) as log:  # nothing of this room indexed yet
+        assert log.add_many([(room, author, 2, 2.0, "two", b"blob"),
+                             (room, author, 3, 3.0, "three", b"blob")]) == 2
+        assert log.count(room) == 3
+        assert log.heads(room) == {author: 3}
+        assert log.next_seq(room, author) == 4
