@@ -1240,13 +1240,13 @@ class Node:
             if new.change == rules.FAILOVER and not host_silent:
                 self.stats["rejected_claims"] += 1
             return
-        jr.ever_members.update(rules.member_ids(new))
         self._after_state_change(jr, previous, new)
 
     def _after_state_change(self, jr: _JoinedRoom, old: RoomState, new: RoomState) -> None:
         """Emit events for a state change and act on it (host side and member side alike)."""
         name = new.name
         me = self.peer_id
+        jr.ever_members.update(rules.member_ids(new))
         self._log.save_room(new.room_id, new.name, jr.core.blob)
         if new.closed and not old.closed:
             self._emit(RoomClosed(name))
@@ -1346,8 +1346,8 @@ class Node:
                       ) -> None:
         """Publish our new signed state; emit events for the change unless already done."""
         self._push_state(jr)
-        jr.ever_members.update(rules.member_ids(jr.state))
         if announce_only:
+            jr.ever_members.update(rules.member_ids(jr.state))
             self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
             self._spawn(self._announce_room(jr))
             return
@@ -1766,7 +1766,6 @@ class Node:
                 self._take_batch(jr, blob, verify=True, live=False, emit=False)
         if previous is not None:
             self._after_state_change(jr, previous, state)
-        jr.ever_members.update(rules.member_ids(state))
         self._publish_heads(jr)
         return self._room_handle(jr)
 
