@@ -62,3 +62,25 @@ class Limits:
     join_attempts_per_minute: int = 5
     max_peers: int = 1024
     pub_hwm: int = 10000
+    # Per-peer token buckets (rate per second, burst): what one peer may make us do.
+    presence_per_s: float = 50.0
+    presence_burst: int = 100
+    broadcasts_per_s: float = 2.0
+    broadcasts_burst: int = 10
+    introductions_per_s: float = 2.0
+    introductions_burst: int = 20
+    pings_per_s: float = 100.0
+    pings_burst: int = 200
+    private_per_s: float = 20.0
+    private_burst: int = 60
+    joins_per_s: float = 1.0
+    joins_burst: int = 10
+    history_requests_per_s: float = 20.0
+    history_requests_burst: int = 100
+    state_requests_per_s: float = 5.0
+    state_requests_burst: int = 20
+    room_frames_per_s: float = 2000.0
+    room_frames_burst: int = 4000
+    direct_frames_per_s: float = 500.0
+    direct_frames_burst: int = 2000
+    max_rate_entries: int = 4096

@@ -13,8 +13,7 @@ import contextlib
 import logging
 import os
 import tempfile
-import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
 from . import room as rules
+from .authority import Gate, Role
+from .clock import Clock, as_clock
 from .commands import validate_name
 from .config import Limits, Timings
 from .discovery.base import Discovery, DiscoveryHandlers, RoomAnnouncement
@@ -197,7 +198,10 @@ class _JoinedRoom:
     host_ping_at: float = 0.0
     host_suspect: bool = False
     history_asked: dict[tuple[bytes, int], float] = field(default_factory=dict)
+    history_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
     state_asked_at: float = 0.0
+    state_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
+    removed: set[bytes] = field(default_factory=set)  # kicked or banned: never FORMER
     challenges: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
     attempts: dict[bytes, deque[float]] = field(default_factory=dict)
     merging: bool = False
@@ -345,7 +349,7 @@ class Node:
         listen_only: bool = False,
         transport: Transport | None = None,
         discovery: Discovery | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | Callable[[], float] | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self._requested_name = name
@@ -362,7 +366,7 @@ class Node:
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self._transport_arg = transport
         self._discovery_arg = discovery
-        self._clock = clock
+        self._clock = as_clock(clock)
         self._random_bytes = random_bytes
         self.stats: Counter[str] = Counter()
         self._started = False
@@ -372,6 +376,8 @@ class Node:
         self._peers: dict[bytes, _Peer] = {}
         self._directory: dict[tuple[bytes, bytes], _Listing] = {}
         self._futures: dict[int, asyncio.Future[WireMessage]] = {}
+        self._future_peers: dict[int, bytes] = {}  # request id -> the peer it went to
+        self._ping_peers: OrderedDict[int, bytes] = OrderedDict()  # nonce -> pinged peer
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._queues: list[asyncio.Queue[Event]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -432,9 +438,10 @@ class Node:
         self._known = KnownPeers(self.data_dir)
         self._log = MessageLog(self.data_dir / "messages.sqlite")
         self._codec = Codec(self.limits)
+        self._gate = Gate(self.limits)
         self._liveness = LivenessTable(self.timings)
-        self.started_at = self._clock()
-        self._started_mono = time.monotonic()
+        self.started_at = self._clock.time()
+        self._started_mono = self._clock.monotonic()
 
         addresses = (["127.0.0.1"] if self._loopback_only
                      else resolve_interfaces(self._interfaces))
@@ -534,7 +541,7 @@ class Node:
         return f"{self._addresses[0] if self._addresses else '127.0.0.1'}:{self._card_port}"
 
     def uptime(self) -> float:
-        return time.monotonic() - self._started_mono
+        return self._clock.monotonic() - self._started_mono
 
     def peers(self) -> list[PeerInfo]:
         """The peers currently alive on the network, not counting this node."""
@@ -566,7 +573,7 @@ class Node:
         """Rooms on the network, waiting until ``timeout`` after start for discovery."""
         remaining = timeout - self.uptime()
         if remaining > 0:
-            await asyncio.sleep(remaining)
+            await self._clock.sleep(remaining)
         return self._room_infos()
 
     async def host(self, name: str, password: str | None = None, *, announce: bool = True
@@ -579,7 +586,7 @@ class Node:
         if password:
             verifier = await asyncio.to_thread(rules.make_verifier, password, self._random_bytes)
         core, epoch, key = rules.RoomCore.create(
-            self.identity, self._codec, name, self.name, self._clock(), self._random_bytes,
+            self.identity, self._codec, name, self.name, self._clock.time(), self._random_bytes,
             verifier,
         )
         jr = _JoinedRoom(core, {epoch: key}, SeqTracker(), announce=announce)
@@ -620,7 +627,7 @@ class Node:
                 continue
             if not self._send(pid, message):
                 raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
-        self._emit(Message(None, self.me, text, True, self._clock(), 0,
+        self._emit(Message(None, self.me, text, True, self._clock.time(), 0,
                            tuple(self._peer_info(p) for p in ids)))
 
     async def ping(self, who: str) -> float:
@@ -632,9 +639,9 @@ class Node:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[float] = loop.create_future()
         self._pings[nonce] = fut
-        started = time.perf_counter()
+        started = self._clock.monotonic()
         try:
-            if not self._send(pid, Ping(nonce)):
+            if not self._send_ping(pid, nonce):
                 raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
             try:
                 async with asyncio.timeout(self.timings.request_timeout_s):
@@ -649,7 +656,7 @@ class Node:
         """A line to every node on the network."""
         text = self._check_text(text)
         self._publish(TOPIC_BROADCAST, Broadcast(text))
-        self._emit(BroadcastReceived(self.me, text, self._clock()))
+        self._emit(BroadcastReceived(self.me, text, self._clock.time()))
 
     async def rename(self, new_name: str) -> None:
         """Change this node's name; allowed once per ``Timings.rename_interval_s``."""
@@ -659,7 +666,7 @@ class Node:
             raise MeshchatError(f"bad name {new_name!r}: {problem}")
         if new_name == self.name:
             return
-        now = self._clock()
+        now = self._clock.time()
         last = self._settings.renamed_at
         if last is not None and now < last + self.timings.rename_interval_s:
             raise RenameTooSoon(last + self.timings.rename_interval_s)
@@ -781,7 +788,7 @@ class Node:
         if seq is None:
             self._seq[stream] += 1
             seq = self._seq[stream]
-        return self._codec.encode(Envelope(self.peer_id, seq, self._clock(), message))
+        return self._codec.encode(Envelope(self.peer_id, seq, self._clock.time(), message))
 
     def _publish(self, topic: bytes, message: WireMessage) -> None:
         self._transport.publish(topic, self._envelope(topic, message))
@@ -791,6 +798,58 @@ class Node:
         if not ok:
             self.stats["send_failed"] += 1
         return ok
+
+    def _send_ping(self, pid: bytes, nonce: int | None = None) -> bool:
+        """A Ping whose Pong only ``pid`` may answer (the authority table's "asked")."""
+        if nonce is None:
+            nonce = self._next_request_id()
+        self._ping_peers[nonce] = pid
+        while len(self._ping_peers) > self.limits.max_rate_entries:
+            self._ping_peers.popitem(last=False)
+        return self._send(pid, Ping(nonce))
+
+    def _roles(self, peer: bytes, m: WireMessage, jr: _JoinedRoom | None = None) -> Role:
+        """What ``peer`` is to us for message ``m``: the facts the authority table asks."""
+        roles = Role.ANYONE
+        if peer in self._peers:
+            roles |= Role.KNOWN
+        if jr is None:
+            room_id = getattr(m, "room_id", None)
+            jr = self._rooms.get(room_id) if isinstance(room_id, bytes) else None
+        now = self._clock.monotonic()
+        window = self.timings.request_timeout_s
+        if jr is not None:
+            state = jr.state
+            if rules.is_member(state, peer):
+                roles |= Role.MEMBER
+            if state.host == peer:
+                roles |= Role.HOST
+            if (peer in jr.ever_members and peer not in jr.removed
+                    and not rules.is_banned(state, peer)):
+                roles |= Role.FORMER
+            if peer in jr.merge_allow:
+                roles |= Role.MERGING
+            if isinstance(m, HistoryReply) and now - jr.history_from.get(peer, -1e9) < window:
+                roles |= Role.ASKED
+            if isinstance(m, StatePush) and now - jr.state_from.get(peer, -1e9) < window:
+                roles |= Role.ASKED
+        match m:
+            case Pong(nonce=nonce) if self._ping_peers.get(nonce) == peer:
+                roles |= Role.ASKED
+            case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult() if (
+                    self._future_peers.get(m.request_id) == peer):
+                roles |= Role.ASKED
+        return roles
+
+    def _authorized(self, peer: bytes, m: WireMessage, socket: str,
+                    jr: _JoinedRoom | None = None) -> bool:
+        """The one gate: the authority table and the per-peer rate limits."""
+        refusal = self._gate.admit(peer, m, socket, self._roles(peer, m, jr),
+                                   self._clock.monotonic())
+        if refusal is None:
+            return True
+        self.stats["dropped_" + refusal.reason] += 1
+        return False
 
     def _publish_room(self, jr: _JoinedRoom, message: WireMessage, seq: int | None = None,
                       epoch: int | None = None) -> None:
@@ -836,7 +895,7 @@ class Node:
         return env
 
     def _dispatch(self, inc: Incoming) -> None:
-        now = self._clock()
+        now = self._clock.time()
         peer = inc.peer_id
         if inc.kind == "direct":
             if not peer:
@@ -855,12 +914,13 @@ class Node:
             if env is None:
                 return
             self._heard(peer)
-            self._on_direct(peer, env, inc.peer_address, now)
+            if self._authorized(peer, env.message, "direct"):
+                self._on_direct(peer, env, inc.peer_address, now)
             return
         topic = inc.topic
         if topic == TOPIC_PRESENCE:
             env = self._decode(inc.payload, PRESENCE_TYPES, peer)
-            if env is None:
+            if env is None or not self._authorized(peer, env.message, "presence"):
                 return
             match env.message:
                 case Heartbeat() as hb:
@@ -869,7 +929,7 @@ class Node:
                     self._on_peer_gone(peer, "quit" if reason in ("quit", "") else reason)
         elif topic == TOPIC_BROADCAST:
             env = self._decode(inc.payload, BROADCAST_TYPES, peer)
-            if env is None:
+            if env is None or not self._authorized(peer, env.message, "broadcast"):
                 return
             self._heard(peer)
             if isinstance(env.message, Broadcast):
@@ -887,12 +947,19 @@ class Node:
             jr = self._rooms.get(sealed.room_id)
             if jr is None:
                 return
+            if not self._authorized(peer, sealed, "room", jr):
+                # Someone removed from the room, speaking with a key from before: not a
+                # member's voice any more. If we host and only lost it for a while, tell it
+                # so it rejoins.
+                if jr.core.is_host and peer in jr.dropped_silent:
+                    self._ask_to_rejoin(jr, peer)
+                return
             self._open_sealed(jr, peer, sealed, now)
         else:
             self.stats["dropped_topic"] += 1
 
     def _heard(self, peer: bytes) -> None:
-        self._liveness.heard(peer, time.monotonic())
+        self._liveness.heard(peer, self._clock.monotonic())
 
     # ---------------------------------------------------------------- presence
 
@@ -972,7 +1039,7 @@ class Node:
             peer.started_at = started_at
         self._connect(pid)
         if is_new:
-            self._liveness.heard(pid, time.monotonic())
+            self._liveness.heard(pid, self._clock.monotonic())
             if not self._listen_only:
                 self._send(pid, Hello(self._card(), self.started_at, self.color))
             self._emit(PeerDiscovered(self._peer_info(pid)))
@@ -1039,9 +1106,10 @@ class Node:
             case Ping():
                 self._send(peer, Pong(m.nonce))
             case Pong():
+                self._ping_peers.pop(m.nonce, None)
                 ping = self._pings.get(m.nonce)
                 if ping is not None and not ping.done():
-                    ping.set_result(time.perf_counter())
+                    ping.set_result(self._clock.monotonic())
                 for jr in self._rooms.values():
                     if jr.host_ping_nonce == m.nonce:
                         jr.host_ping_nonce = None
@@ -1081,15 +1149,14 @@ class Node:
                                 target.tracker.add(peer, seq)
             case StateRequest():
                 asked = self._rooms.get(m.room_id)
-                # Anyone who was ever a member may ask (the state holds no key): after a
-                # merge, our former members follow our answer to the room's current host.
-                if asked is not None and (rules.is_member(asked.state, peer)
-                                          or peer == asked.state.host
-                                          or peer in asked.ever_members
-                                          or peer in asked.dropped_silent):
+                # A member or a former member in good standing may ask (the state holds no
+                # key): after a merge, our former members follow our answer to the room's
+                # current host. The key goes to current members only.
+                if asked is not None:
                     self._send(peer, StatePush(asked.room_id, asked.core.blob))
                     epoch = asked.state.key_epoch
-                    if asked.core.is_host and epoch in asked.keys and peer != self.peer_id:
+                    if (asked.core.is_host and epoch in asked.keys
+                            and rules.is_member(asked.state, peer)):
                         self._distribute_key(asked, epoch, to=[peer])
             case StatePush():
                 self._on_state_blob(m.room_id, m.state, peer, direct=True)
@@ -1114,14 +1181,7 @@ class Node:
             self.stats["dropped_undecryptable"] += 1
             return
         env = self._decode(inner_bytes, ROOM_INNER_TYPES, peer)
-        if env is None:
-            return
-        if not rules.is_member(jr.state, peer) and not isinstance(env.message, StateAnnounce):
-            # Someone removed from the room, speaking with a key from before: not a member's
-            # voice any more. If we host and only lost it for a while, tell it so it rejoins.
-            self.stats["dropped_not_member"] += 1
-            if jr.core.is_host and peer in jr.dropped_silent:
-                self._ask_to_rejoin(jr, peer)
+        if env is None or not self._authorized(peer, env.message, "inner", jr):
             return
         match env.message:
             case Chat(batch=blob):
@@ -1162,7 +1222,7 @@ class Node:
             self._ask_history(jr, sender, sender, batch.first - 1)
 
     def _ask_history(self, jr: _JoinedRoom, source: bytes, author: bytes, upto: int) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         ranges = [r for r in jr.tracker.missing(author, upto)
                   if now - jr.history_asked.get((author, r.first), -1e9)
                   > self.timings.gap_fill_interval_s * 2]
@@ -1170,6 +1230,9 @@ class Node:
             return
         for r in ranges:
             jr.history_asked[(author, r.first)] = now
+        jr.history_from[source] = now
+        if len(jr.history_from) > self.limits.max_peers:
+            jr.history_from.pop(next(iter(jr.history_from)))
         if len(jr.history_asked) > 4096:
             jr.history_asked.clear()
         self._send(source, HistoryRequest(jr.room_id, tuple(ranges)))
@@ -1212,9 +1275,12 @@ class Node:
             self._ask_state(jr, peer)
 
     def _ask_state(self, jr: _JoinedRoom, peer: bytes) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now - jr.state_asked_at > self.timings.gap_fill_interval_s and peer != self.peer_id:
             jr.state_asked_at = now
+            jr.state_from[peer] = now
+            if len(jr.state_from) > self.limits.max_peers:
+                jr.state_from.pop(next(iter(jr.state_from)))
             self._send(peer, StateRequest(jr.room_id))
 
     # ---------------------------------------------------------------- rooms: state
@@ -1247,6 +1313,10 @@ class Node:
         name = new.name
         me = self.peer_id
         jr.ever_members.update(rules.member_ids(new))
+        if new.change in (rules.KICKED, rules.BANNED):
+            jr.removed.add(new.change_peer)
+        elif new.change == rules.JOINED:
+            jr.removed.discard(new.change_peer)
         self._log.save_room(new.room_id, new.name, jr.core.blob)
         if new.closed and not old.closed:
             self._emit(RoomClosed(name))
@@ -1484,15 +1554,14 @@ class Node:
         answer(False, "not_host", f"only the host can {_OP_VERBS.get(cmd.op, cmd.op)}")
 
     def _ask_to_rejoin(self, jr: _JoinedRoom, peer: bytes) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if now - jr.told_to_rejoin.get(peer, -1e9) > self.timings.gap_fill_interval_s:
             jr.told_to_rejoin[peer] = now
             self._send(peer, StatePush(jr.room_id, jr.core.blob))
 
     def _on_key_update(self, peer: bytes, m: KeyUpdate) -> None:
         jr = self._rooms.get(m.room_id)
-        if jr is None or not rules.is_member(jr.state, peer):
-            self.stats["dropped_not_member"] += 1
+        if jr is None:
             return
         self._install_key(jr, m.epoch, rules.unseal_key(self.identity, peer, m.sealed_key))
 
@@ -1568,6 +1637,7 @@ class Node:
         rid = self._next_request_id()
         fut: asyncio.Future[WireMessage] = asyncio.get_running_loop().create_future()
         self._futures[rid] = fut
+        self._future_peers[rid] = jr.state.host
         try:
             self._send(jr.state.host, HostCommand(jr.room_id, rid, op, tuple(a for a in args
                                                                                  if a)))
@@ -1577,6 +1647,7 @@ class Node:
                 raise NotHost(f"only the host can {_OP_VERBS.get(op, op)}") from exc
         finally:
             self._futures.pop(rid, None)
+            self._future_peers.pop(rid, None)
         if isinstance(reply, CommandResult) and not reply.ok:
             raise NotHost(reply.detail or f"only the host can {_OP_VERBS.get(op, op)}")
 
@@ -1609,7 +1680,7 @@ class Node:
             # crash never hands out a number that peers may already hold.
             jr.reserved_seq = seq + SEQ_BLOCK - 1
             self._log.reserve_seq(jr.room_id, self.peer_id, jr.reserved_seq)
-        now = self._clock()
+        now = self._clock.time()
         box = jr.outbox
         if box is None or box.first + len(box.lines) != seq:
             self._flush_outbox(jr)
@@ -1666,14 +1737,14 @@ class Node:
     # ---------------------------------------------------------------- joining
 
     async def _find_room(self, name: str) -> _Listing:
-        deadline = time.monotonic() + max(self.timings.discovery_wait_s,
+        deadline = self._clock.monotonic() + max(self.timings.discovery_wait_s,
                                           2.0 - self.uptime())
         while True:
             hits = [lst for lst in self._directory.values()
                     if lst.name.casefold() == name.strip().casefold()]
             if hits:
                 return max(hits, key=lambda lst: (lst.term, lst.members))
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 raise RoomNotFound(f"no room called {name!r} on the network (see /rooms)")
             self._directory_changed.clear()
@@ -1684,21 +1755,23 @@ class Node:
                        ) -> WireMessage:
         fut: asyncio.Future[WireMessage] = asyncio.get_running_loop().create_future()
         self._futures[rid] = fut
+        self._future_peers[rid] = pid
         try:
-            deadline = time.monotonic() + timeout
+            deadline = self._clock.monotonic() + timeout
             sent = self._send(pid, message)
-            while not sent and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            while not sent and self._clock.monotonic() < deadline:
+                await self._clock.sleep(0.05)
                 sent = self._send(pid, message)
             if not sent:
                 raise Timeout("the host cannot be reached")
             try:
-                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                async with asyncio.timeout(max(0.0, deadline - self._clock.monotonic())):
                     return await fut
             except TimeoutError as exc:
                 raise Timeout("the host did not answer") from exc
         finally:
             self._futures.pop(rid, None)
+            self._future_peers.pop(rid, None)
 
     async def _join_listing(self, listing: _Listing, password: str | None,
                             merge_token: bytes = b"", rejoin: bool = False) -> Room:
@@ -1865,9 +1938,9 @@ class Node:
                 cur.merging = False
 
     async def _await_peer(self, pid: bytes, timeout: float) -> _Peer | None:
-        deadline = time.monotonic() + timeout
+        deadline = self._clock.monotonic() + timeout
         while (peer := self._peers.get(pid)) is None:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 return None
             self._peer_changed.clear()
@@ -1895,7 +1968,7 @@ class Node:
             if jr.core.merge_bans(other.bans) is not None:
                 self._host_publish(jr, old)
         name = req.name.strip()[: self.limits.max_name_chars] or "?"
-        self._admit(jr, peer, name, req.request_id, self._clock(), full_history=True)
+        self._admit(jr, peer, name, req.request_id, self._clock.time(), full_history=True)
 
     # ---------------------------------------------------------------- elections
 
@@ -1912,21 +1985,23 @@ class Node:
         epoch = self._new_key(jr)
         jr.core.claim(host, epoch)
         jr.host_suspect = False
-        self._distribute_key(jr, epoch)
-        # The claim is sealed with the old key, which every member still holds.
+        # The claim is sealed with the old key, which every member still holds. The new key
+        # follows it on the same channels: members take a key only from the host, so the
+        # state that makes us host must arrive first.
         self._push_state(jr, old.key_epoch if old.key_epoch in jr.keys else None)
+        self._distribute_key(jr, epoch)
         self._after_state_change(jr, old, jr.state)
 
     # ================================================================ timers
 
     async def _ticker(self) -> None:
         interval = self.timings.heartbeat_interval_s
-        last_flush = last_tick = time.monotonic()
+        last_flush = last_tick = self._clock.monotonic()
         beat = 0
         while True:
-            await asyncio.sleep(interval)
+            await self._clock.sleep(interval)
             beat += 1
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now - last_tick > max(4 * interval, self.timings.host_timeout_s):
                 # We were stalled ourselves: silence meanwhile is ours, not the peers'.
                 self._liveness.grace(now)
@@ -1937,18 +2012,18 @@ class Node:
             except Exception:  # a bug must not stop the heartbeat
                 log.exception("tick failed")
                 self.stats["tick_errors"] += 1
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now - last_flush > 0.2:
                 self._log.flush()
                 last_flush = now
 
     def _tick(self, beat: int) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if not self._listen_only:
             self._publish(TOPIC_PRESENCE, self._heartbeat(include_known=beat % 20 == 0))
         for peer, state in self._liveness.tick(now):
             if state is Liveness.EVASIVE:
-                self._send(peer, Ping(self._next_request_id()))
+                self._send_ping(peer)
             elif state is Liveness.GONE:
                 self._on_peer_gone(peer, "vanished")
         gap_every = max(1, round(self.timings.gap_fill_interval_s / self.timings.
@@ -1972,16 +2047,16 @@ class Node:
             if last < dropped:
                 return True
             del self._dropped[peer]
-        return time.monotonic() - last >= for_s
+        return self._clock.monotonic() - last >= for_s
 
     def _on_peer_disconnected(self, peer: bytes) -> None:
         """A peer's connection closed: if it hosts one of our rooms, ask it at once."""
         if self._closed:
             return
-        self._dropped[peer] = time.monotonic()
+        self._dropped[peer] = self._clock.monotonic()
         for jr in self._rooms.values():
             if jr.state.host == peer and not jr.core.is_host:
-                self._watch_host(jr, time.monotonic())
+                self._watch_host(jr, self._clock.monotonic())
 
     def _watch_host(self, jr: _JoinedRoom, now: float) -> None:
         if jr.core.is_host:
@@ -1997,7 +2072,7 @@ class Node:
         if jr.host_ping_nonce is None:
             jr.host_ping_nonce = self._next_request_id()
             jr.host_ping_at = now
-            self._send(host, Ping(jr.host_ping_nonce))
+            self._send_ping(host, jr.host_ping_nonce)
         elif now - jr.host_ping_at >= self.timings.host_ping_timeout_s:
             jr.host_suspect = True
             self._maybe_claim(jr)
