@@ -21,6 +21,7 @@ from pathlib import Path
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
+from . import moderation as mod
 from . import room as rules
 from .authority import Gate, Role
 from .clock import Clock, as_clock
@@ -42,19 +43,14 @@ from .errors import (
 from .events import (
     BroadcastReceived,
     Event,
-    HostChanged,
-    MemberRemoved,
     Message,
     Notice,
     PeerDiscovered,
     PeerGone,
     PeerInfo,
-    PeerJoined,
     PeerLeft,
     Renamed,
-    RoomClosed,
     RoomInfo,
-    RoomRenamed,
 )
 from .history import SeqTracker
 from .identity import Identity, curve_public_of, fingerprint_of, is_valid_peer_id
@@ -98,6 +94,7 @@ from .protocol.messages import (
     StateRequest,
     WireMessage,
 )
+from .session import Outbox, StateAction, state_change
 from .storage.log import LogRow
 from .transport.base import Incoming, Transport
 
@@ -178,13 +175,6 @@ class _Listing:
 
 
 @dataclass(slots=True)
-class _Outbox:
-    first: int
-    lines: list[ChatLine]
-    chars: int = 0
-
-
-@dataclass(slots=True)
 class _JoinedRoom:
     core: rules.RoomCore
     keys: dict[int, bytes]
@@ -207,7 +197,7 @@ class _JoinedRoom:
     merging: bool = False
     dropped_silent: set[bytes] = field(default_factory=set)  # removed as vanished: may rejoin
     told_to_rejoin: dict[bytes, float] = field(default_factory=dict)
-    outbox: _Outbox | None = None
+    outbox: Outbox | None = None
     own_seq: int = 0  # the last number this node gave one of its messages here
     reserved_seq: int = 0  # numbers up to this are reserved in the log (crash safety)
 
@@ -1310,60 +1300,31 @@ class Node:
 
     def _after_state_change(self, jr: _JoinedRoom, old: RoomState, new: RoomState) -> None:
         """Emit events for a state change and act on it (host side and member side alike)."""
-        name = new.name
-        me = self.peer_id
         jr.ever_members.update(rules.member_ids(new))
         if new.change in (rules.KICKED, rules.BANNED):
             jr.removed.add(new.change_peer)
         elif new.change == rules.JOINED:
             jr.removed.discard(new.change_peer)
         self._log.save_room(new.room_id, new.name, jr.core.blob)
-        if new.closed and not old.closed:
-            self._emit(RoomClosed(name))
+        outcome = state_change(old, new, self.peer_id, self._peer_info)
+        for event in outcome.events:
+            self._emit(event)
+        if outcome.action is StateAction.DROP:
             self._drop_room(jr)
             return
-        if not rules.is_member(new, me):
-            removed = new.change in (rules.KICKED, rules.BANNED) and new.change_peer == me
-            if removed or rules.is_banned(new, me):
-                self._emit(MemberRemoved(name, self.me, self._peer_info(new.host),
-                                         new.change_reason if removed else "",
-                                         rules.is_banned(new, me)))
-                self._drop_room(jr)
-            elif old.host == me:
-                pass  # we handed off while leaving
-            elif not self._closed:
+        if outcome.action is StateAction.REJOIN:
+            if not self._closed:
                 # The host lost us for a while (a stall, a flaky link): come back and fetch
                 # what we missed, rather than drop out of the room.
-                self._emit(Notice(f"the host of {name} lost contact with you: rejoining"))
+                self._emit(Notice(f"the host of {new.name} lost contact with you: rejoining"))
                 self._start_rejoin(jr, new)
             return
-        if old.name != new.name:
-            self._emit(RoomRenamed(name, old.name, new.name))
-        old_ids = rules.member_ids(old)
-        new_ids = rules.member_ids(new)
-        for m in new.members:
-            if m.peer_id not in old_ids and m.peer_id != me:
-                self._emit(PeerJoined(name, self._peer_info(m.peer_id, m.name)))
-        for m in old.members:
-            if m.peer_id in new_ids or m.peer_id == me:
-                continue
-            info = self._peer_info(m.peer_id, m.name)
-            if new.change in (rules.KICKED, rules.BANNED) and new.change_peer == m.peer_id:
-                self._emit(MemberRemoved(name, info, self._peer_info(new.host),
-                                         new.change_reason, new.change == rules.BANNED))
-            else:
-                reason = {rules.LEFT: "left", rules.HANDOFF: "left"}.get(new.change, "vanished")
-                if new.change_reason == "quit" and reason == "left":
-                    reason = "quit"
-                self._emit(PeerLeft(name, info, reason))
-        if old.host != new.host:
+        if outcome.host_changed:
             jr.host_suspect = False
             jr.host_ping_nonce = None
-            self._emit(HostChanged(name, self._peer_info(old.host), self._peer_info(new.host),
-                                   new.term))
-            if new.host == me and new.change != rules.FAILOVER:
+            if outcome.became_host:
                 self._became_host(jr, old)
-            elif old.host == me:
+            elif outcome.stopped_hosting:
                 self._spawn(self._withdraw_room(jr))
         if jr.core.is_host:
             self._spawn(self._announce_room(jr))
@@ -1551,7 +1512,7 @@ class Node:
             return
         # Host-only operations are only ever done by the host for the host; a request from
         # anyone else is refused here, whatever its client allowed.
-        answer(False, "not_host", f"only the host can {_OP_VERBS.get(cmd.op, cmd.op)}")
+        answer(False, "not_host", f"only the host can {mod.verb(cmd.op)}")
 
     def _ask_to_rejoin(self, jr: _JoinedRoom, peer: bytes) -> None:
         now = self._clock.monotonic()
@@ -1576,61 +1537,67 @@ class Node:
 
     # ---------------------------------------------------------------- host operations
 
-    async def _host_op(self, jr: _JoinedRoom, op: str, *args: str) -> None:
+    async def _host_op(self, jr: _JoinedRoom, request: str, *args: str) -> None:
+        """A host-only operation the user asked for: done here if we host, else asked of
+        the host (which refuses it)."""
         if not jr.core.is_host:
-            await self._remote_host_op(jr, op, args)
+            await self._remote_host_op(jr, request, args)
             return
+        op = await self._moderation_op(jr, request, args)
         old = jr.state
-        core = jr.core
-        if op == "handoff":
-            target = self._member_id(jr, args[0])
-            if target == self.peer_id:
-                raise MeshchatError("you are already the host")
-            core.handoff(target)
-            self._host_publish(jr, old)
-        elif op in ("kick", "ban"):
-            target = self._resolve_id(args[0])
-            if target == self.peer_id:
-                raise MeshchatError(f"you cannot {op} yourself")
-            change = rules.KICKED if op == "kick" else rules.BANNED
-            if rules.is_member(jr.state, target):
-                self._host_remove(jr, target, change, args[1] if len(args) > 1 else "")
-                if op == "ban":
-                    jr.challenges.pop(target, None)
-            elif op == "ban":
-                core.ban_absent(target, self._peer_info(target).name,
-                                args[1] if len(args) > 1 else "")
-                self._host_publish(jr, old)
-            else:
-                raise PeerNotFound(f"{args[0]} is not in this room")
-        elif op == "unban":
-            target = self._ban_id(jr, args[0])
-            core.unban(target)
-            self._host_publish(jr, old)
-        elif op in ("lock", "unlock"):
-            core.set_locked(op == "lock")
-            self._host_publish(jr, old)
-        elif op == "close":
-            core.close()
-            self._host_publish(jr, old)
-        elif op == "rename":
-            new = args[0].strip()
-            if not new or len(new) > self.limits.max_room_name_chars:
-                raise MeshchatError("a room name is 1 to "
-                                    f"{self.limits.max_room_name_chars} characters")
-            core.rename(new)
-            self._host_publish(jr, old)
-        elif op == "password":
-            verifier = None
-            if args[0]:
-                verifier = await asyncio.to_thread(rules.make_verifier, args[0],
-                                                   self._random_bytes)
-            epoch = self._new_key(jr)
-            core.set_password(verifier, epoch)
+        if mod.removes_member(op, old):
+            assert isinstance(op, mod.KickPeer | mod.BanPeer)
+            self._host_remove(jr, op.target, rules.KICKED if isinstance(op, mod.KickPeer)
+                              else rules.BANNED, op.reason)
+            if isinstance(op, mod.BanPeer):
+                jr.challenges.pop(op.target, None)
+            return
+        epoch = self._new_key(jr) if isinstance(op, mod.SetPassword) else None
+        mod.apply(jr.core, op, epoch)
+        if epoch is not None:
             self._distribute_key(jr, epoch)
-            self._host_publish(jr, old)
-        else:
-            raise MeshchatError(f"unknown room operation {op}")
+        self._host_publish(jr, old)
+
+    async def _moderation_op(self, jr: _JoinedRoom, request: str, args: Sequence[str]
+                             ) -> mod.ModerationOp:
+        """The user's request with names resolved; raises a clear error if it cannot be."""
+        reason = args[1] if len(args) > 1 else ""
+        match request:
+            case "handoff":
+                target = self._member_id(jr, args[0])
+                if target == self.peer_id:
+                    raise MeshchatError("you are already the host")
+                return mod.Handoff(target)
+            case "kick" | "ban":
+                target = self._resolve_id(args[0])
+                if target == self.peer_id:
+                    raise MeshchatError(f"you cannot {request} yourself")
+                if request == "kick":
+                    if not rules.is_member(jr.state, target):
+                        raise PeerNotFound(f"{args[0]} is not in this room")
+                    return mod.KickPeer(target, reason)
+                return mod.BanPeer(target, self._peer_info(target).name, reason)
+            case "unban":
+                return mod.UnbanPeer(self._ban_id(jr, args[0]))
+            case "lock":
+                return mod.LockRoom()
+            case "unlock":
+                return mod.UnlockRoom()
+            case "close":
+                return mod.CloseRoom()
+            case "rename":
+                new = args[0].strip()
+                if not new or len(new) > self.limits.max_room_name_chars:
+                    raise MeshchatError("a room name is 1 to "
+                                        f"{self.limits.max_room_name_chars} characters")
+                return mod.RenameRoom(new)
+            case "password":
+                verifier = None
+                if args[0]:
+                    verifier = await asyncio.to_thread(rules.make_verifier, args[0],
+                                                       self._random_bytes)
+                return mod.SetPassword(verifier)
+        raise MeshchatError(f"unknown room operation {request}")
 
     async def _remote_host_op(self, jr: _JoinedRoom, op: str, args: Sequence[str]) -> None:
         """Ask the host: it refuses anything host-only from a non-host, and says so."""
@@ -1644,12 +1611,12 @@ class Node:
             try:
                 reply = await asyncio.wait_for(fut, self.timings.request_timeout_s)
             except TimeoutError as exc:
-                raise NotHost(f"only the host can {_OP_VERBS.get(op, op)}") from exc
+                raise NotHost(f"only the host can {mod.verb(op)}") from exc
         finally:
             self._futures.pop(rid, None)
             self._future_peers.pop(rid, None)
         if isinstance(reply, CommandResult) and not reply.ok:
-            raise NotHost(reply.detail or f"only the host can {_OP_VERBS.get(op, op)}")
+            raise NotHost(reply.detail or f"only the host can {mod.verb(op)}")
 
     def _member_id(self, jr: _JoinedRoom, who: str) -> bytes:
         pid = self._resolve_id(who)
@@ -1682,15 +1649,14 @@ class Node:
             self._log.reserve_seq(jr.room_id, self.peer_id, jr.reserved_seq)
         now = self._clock.time()
         box = jr.outbox
-        if box is None or box.first + len(box.lines) != seq:
+        if box is None or not box.follows(seq):
             self._flush_outbox(jr)
-            box = jr.outbox = _Outbox(seq, [])
+            box = jr.outbox = Outbox(seq)
             asyncio.get_running_loop().call_soon(self._flush_outbox, jr)
-        box.lines.append(ChatLine(now, text))
-        box.chars += len(text)
+        box.add(ChatLine(now, text))
         jr.tracker.add(self.peer_id, seq)
         self._emit(Message(jr.state.name, self.me, text, False, now, seq))
-        if len(box.lines) >= BATCH_LINES or box.chars >= BATCH_TEXT_CHARS:
+        if box.full(BATCH_LINES, BATCH_TEXT_CHARS):
             self._flush_outbox(jr)
 
     def _flush_outbox(self, jr: _JoinedRoom) -> None:
@@ -2172,13 +2138,6 @@ class Node:
 class _Moved(Exception):
     def __init__(self, listing: _Listing) -> None:
         self.listing = listing
-
-
-_OP_VERBS = {
-    "handoff": "hand the room over", "kick": "kick", "ban": "ban", "unban": "unban",
-    "lock": "lock the room", "unlock": "unlock the room", "close": "close the room",
-    "rename": "rename the room", "password": "set the password",
-}
 
 
 def _unused_ranges(sender: bytes, first: int, last: int, held: Sequence[int]

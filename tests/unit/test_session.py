@@ -1,0 +1,124 @@
+"""Pure session parts: what a state change means to one member, moderation ops, the outbox."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from meshchat import moderation as mod
+from meshchat.errors import NotHost
+from meshchat.events import (
+    HostChanged,
+    MemberRemoved,
+    PeerInfo,
+    PeerJoined,
+    PeerLeft,
+    RoomClosed,
+    RoomRenamed,
+)
+from meshchat.identity import Identity
+from meshchat.protocol.codec import Codec
+from meshchat.protocol.messages import ChatLine
+from meshchat.room import RoomCore, is_banned, is_member
+from meshchat.session import Outbox, StateAction, state_change
+
+CODEC = Codec()
+
+
+def info(peer: bytes, name: str) -> PeerInfo:
+    return PeerInfo(name or "me", peer.hex()[:16], (), peer)
+
+
+def _room(host: Identity, *members: Identity) -> RoomCore:
+    core, _, _ = RoomCore.create(host, CODEC, "lobby", "host", 1.0, os.urandom)
+    for i, m in enumerate(members):
+        core.add_member(m.peer_id, f"m{i}", 2.0 + i)
+    return core
+
+
+def test_join_and_leave_become_events_for_others_not_for_me() -> None:
+    a, b, c = (Identity.generate() for _ in range(3))
+    core = _room(a, b)
+    old = core.state
+    core.add_member(c.peer_id, "carol", 5.0)
+    out = state_change(old, core.state, b.peer_id, info)
+    assert out.action is StateAction.STAY
+    assert [type(e) for e in out.events] == [PeerJoined]
+    assert state_change(old, core.state, c.peer_id, info).events == ()
+    old = core.state
+    core.remove_member(c.peer_id, "left")
+    (left,) = state_change(old, core.state, b.peer_id, info).events
+    assert isinstance(left, PeerLeft) and left.reason == "left"
+
+
+def test_kick_of_me_drops_the_room_and_says_by_whom() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    core = _room(a, b)
+    old = core.state
+    mod.apply(core, mod.KickPeer(b.peer_id, "spam"), new_epoch=7)
+    out = state_change(old, core.state, b.peer_id, info)
+    assert out.action is StateAction.DROP
+    (event,) = out.events
+    assert isinstance(event, MemberRemoved) and event.reason == "spam" and not event.banned
+    assert event.by.peer_id == a.peer_id
+    assert core.state.key_epoch == 7
+
+
+def test_a_member_the_host_lost_rejoins() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    core = _room(a, b)
+    old = core.state
+    core.remove_member(b.peer_id, "vanished")
+    assert state_change(old, core.state, b.peer_id, info).action is StateAction.REJOIN
+
+
+def test_close_rename_and_handoff() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    core = _room(a, b)
+    old = core.state
+    mod.apply(core, mod.RenameRoom("hall"))
+    (renamed,) = state_change(old, core.state, b.peer_id, info).events
+    assert isinstance(renamed, RoomRenamed) and (renamed.old, renamed.new) == ("lobby", "hall")
+    old = core.state
+    mod.apply(core, mod.Handoff(b.peer_id))
+    out = state_change(old, core.state, b.peer_id, info)
+    assert out.host_changed and out.became_host and not out.stopped_hosting
+    assert isinstance(out.events[-1], HostChanged)
+    assert state_change(old, core.state, a.peer_id, info).stopped_hosting
+    new_host = RoomCore(b, CODEC, core.current)
+    old = new_host.state
+    mod.apply(new_host, mod.CloseRoom())
+    out = state_change(old, new_host.state, a.peer_id, info)
+    assert out.action is StateAction.DROP and out.events == (RoomClosed("hall"),)
+
+
+def test_ban_of_an_absent_peer_and_unban() -> None:
+    a, x = Identity.generate(), Identity.generate()
+    core = _room(a)
+    assert not mod.removes_member(mod.BanPeer(x.peer_id, "x"), core.state)
+    mod.apply(core, mod.BanPeer(x.peer_id, "x", "troll"))
+    assert is_banned(core.state, x.peer_id) and not is_member(core.state, x.peer_id)
+    mod.apply(core, mod.UnbanPeer(x.peer_id))
+    assert not is_banned(core.state, x.peer_id)
+
+
+def test_only_the_host_applies_ops_and_a_password_change_needs_a_key() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    core = _room(a, b)
+    member = RoomCore(b, CODEC, core.current)
+    with pytest.raises(NotHost):
+        mod.apply(member, mod.LockRoom())
+    with pytest.raises(ValueError):
+        mod.apply(core, mod.SetPassword(None))
+    assert mod.verb("kick") == "kick" and mod.verb("\x1b[2J") == "do that"
+
+
+def test_outbox_batches_consecutive_numbers() -> None:
+    box = Outbox(5)
+    assert box.follows(5) and not box.follows(6)
+    box.add(ChatLine(1.0, "hi"))
+    assert box.follows(6)
+    assert not box.full(2, 100)
+    box.add(ChatLine(1.0, "there"))
+    assert box.full(2, 100) and box.chars == 7
