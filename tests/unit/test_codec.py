@@ -18,19 +18,16 @@ from meshchat.identity import Identity
 from meshchat.protocol import messages as m
 from meshchat.protocol.codec import (
     ROOM_ID_BYTES,
-    BoolSpec,
-    BytesSpec,
     Codec,
     Envelope,
-    FloatSpec,
-    IntSpec,
     OptionalSpec,
     RecordSpec,
     Spec,
-    StrSpec,
     TupleSpec,
     UnknownType,
 )
+
+from ..strategies import of
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CODEC = Codec()
@@ -40,33 +37,6 @@ ROOM = bytes(range(ROOM_ID_BYTES))
 
 
 # ---------------------------------------------------------------- strategies from the schema
-
-
-def strategy(spec: Spec) -> st.SearchStrategy[Any]:
-    """Valid values for ``spec``, kept small so examples stay fast."""
-    match spec:
-        case BytesSpec(lo, hi):
-            return st.binary(min_size=lo, max_size=min(hi, max(lo, 40)))
-        case StrSpec(n):
-            return st.text(max_size=min(n, 20)) | st.just("é" * n)
-        case IntSpec(lo, hi):
-            return st.integers(lo, hi)
-        case FloatSpec():
-            return st.floats(allow_nan=False, allow_infinity=False)
-        case BoolSpec():
-            return st.booleans()
-        case OptionalSpec(inner):
-            return st.none() | strategy(inner)
-        case TupleSpec(item, _):
-            return st.lists(strategy(item), max_size=3).map(tuple)
-        case RecordSpec(cls, fields):
-            return st.builds(cls, *[strategy(f.spec) for f in fields])
-    raise AssertionError(f"no strategy for {spec!r}")
-
-
-def of(cls: type) -> st.SearchStrategy[Any]:
-    return strategy(CODEC.schema(cls))
-
 
 peer_ids = st.binary(min_size=32, max_size=32)
 envelopes = st.builds(
