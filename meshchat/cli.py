@@ -19,11 +19,11 @@ from typing import Any
 
 import click
 
+import meshchat
+from meshchat import MeshchatError
 from meshchat.commands import normalize_color, validate_name
-from meshchat.errors import MeshchatError
 from meshchat.tui import StartOptions, run_interface
 from meshchat.tui.api import NodeAPI
-from meshchat.tui.controller import meshchat_version
 
 _ASK = "\0ask"
 _SAME_ROOM = "\0room"
@@ -31,7 +31,7 @@ CLOSE_TIMEOUT_S = 10.0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(meshchat_version(), "--version", prog_name="meshchat",
+@click.version_option(meshchat.__version__, "--version", prog_name="meshchat",
                       message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log details to stderr.")
 def main(verbose: bool) -> None:
@@ -116,14 +116,11 @@ def _log_to_file(data_dir: Path | None) -> None:
     for the user reach the screen as ``* warning:`` lines, not as raw log records."""
     from logging.handlers import RotatingFileHandler
 
-    from meshchat.storage.keystore import default_data_dir, ensure_private_dir
-
     root = logging.getLogger()
     if any(isinstance(h, RotatingFileHandler) for h in root.handlers):
         return
-    logs = (data_dir or default_data_dir()) / "logs"
     try:
-        ensure_private_dir(logs)
+        logs = meshchat.log_dir(data_dir)
         handler = RotatingFileHandler(logs / "meshchat.log", maxBytes=1 << 20, backupCount=3,
                                       encoding="utf-8")
     except (OSError, MeshchatError):
@@ -150,15 +147,11 @@ def rooms(as_json: bool, timeout: float, interfaces: tuple[str, ...], peers: tup
 
 
 def _timings(fast: bool) -> Any:
-    from meshchat import Timings
-
-    return Timings.fast() if fast else None
+    return meshchat.Timings.fast() if fast else None
 
 
 def _new_node(name: str | None, node_args: dict[str, Any]) -> NodeAPI:
-    from meshchat import Node
-
-    node: NodeAPI = Node(name, **node_args)
+    node: NodeAPI = meshchat.Node(name, **node_args)
     return node
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import inspect
 import logging
 import platform
@@ -23,36 +22,35 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from meshchat import commands as c
-from meshchat.config import PROTOCOL_VERSION
-from meshchat.errors import (
+import meshchat
+from meshchat import (
+    PROTOCOL_VERSION,
     AmbiguousName,
-    CommandError,
-    JoinRefused,
-    MeshchatError,
-    NotHost,
-    NotInRoom,
-    PeerNotFound,
-    RoomNotFound,
-    Timeout,
-)
-from meshchat.events import (
     BroadcastReceived,
+    CommandError,
     Event,
     HostChanged,
+    JoinRefused,
     MemberRemoved,
+    MeshchatError,
     Message,
+    NotHost,
     Notice,
+    NotInRoom,
     PeerDiscovered,
     PeerGone,
     PeerInfo,
     PeerJoined,
     PeerLeft,
+    PeerNotFound,
     Renamed,
     RoomClosed,
     RoomInfo,
+    RoomNotFound,
     RoomRenamed,
+    Timeout,
 )
+from meshchat import commands as c
 from meshchat.tui import render
 from meshchat.tui.api import NodeAPI, RoomAPI
 from meshchat.tui.render import Line
@@ -61,15 +59,6 @@ log = logging.getLogger("meshchat.tui")
 
 _ADDRESS = re.compile(r"\[?([0-9A-Fa-f:.]+)\]?:(\d+)")
 _OWN_LINE_MEMORY_S = 5.0
-
-
-def meshchat_version() -> str:
-    try:
-        return importlib.metadata.version("meshchat")
-    except importlib.metadata.PackageNotFoundError:
-        import meshchat
-
-        return str(getattr(meshchat, "__version__", "unknown"))
 
 
 class _Refused(Exception):
@@ -401,7 +390,7 @@ class Controller:
             case c.Ping(target=target):
                 await self._ping(target)
             case c.Version():
-                self.say(f"meshchat {meshchat_version()} (protocol {PROTOCOL_VERSION},"
+                self.say(f"meshchat {meshchat.__version__} (protocol {PROTOCOL_VERSION},"
                          f" Python {platform.python_version()})")
             case c.Uptime():
                 self._uptime()

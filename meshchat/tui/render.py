@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from meshchat.events import (
+from meshchat import (
     BroadcastReceived,
     Event,
     HostChanged,

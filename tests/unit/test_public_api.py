@@ -1,7 +1,9 @@
-"""The public API: every name in ``meshchat.__all__`` stays importable."""
+"""The public API: every name in ``meshchat.__all__`` stays importable, and the interfaces (L4)
+use nothing else (besides their own ``meshchat.tui`` and the command parser)."""
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import stat
 from pathlib import Path
@@ -12,6 +14,10 @@ from click.testing import CliRunner
 
 import meshchat
 from meshchat.cli import main
+
+PACKAGE = Path(meshchat.__file__).parent
+INTERFACE_FILES = [PACKAGE / "cli.py", *sorted((PACKAGE / "tui").glob("*.py"))]
+ALLOWED_FROM_THE_INTERFACE = {"meshchat", "meshchat.commands"}
 
 
 def test_every_public_name_is_importable() -> None:
@@ -42,3 +48,20 @@ def test_log_dir_is_made_private(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(meshchat.MeshchatError):
         meshchat.log_dir(tmp_path / "file")
+
+
+@pytest.mark.parametrize("path", INTERFACE_FILES, ids=lambda p: p.name)
+def test_the_interface_imports_only_the_public_api(path: Path) -> None:
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module)
+            if node.module == "meshchat":  # `from meshchat import x`: x is a public name
+                imported.update(f"meshchat.{a.name}" for a in node.names
+                                if a.name not in meshchat.__all__)
+    ours = {m for m in imported if m == "meshchat" or m.startswith("meshchat.")}
+    internal = {m for m in ours if m not in ALLOWED_FROM_THE_INTERFACE
+                and not m.startswith("meshchat.tui")}
+    assert internal == set()
