@@ -86,6 +86,7 @@ async def test_startup_room_that_exists_is_joined_and_its_history_shown(s: Sessi
     assert s.lines[1:] == [
         "* joining lobby…",
         "* joined lobby (host bob; members: bob, carol, alice)",
+        "* ── 2 earlier messages ──",
         "12:00:01 <bob> earlier",
         "12:00:01 <carol> later",
     ]
