@@ -9,7 +9,9 @@ The public API, the same one the terminal interface and bots use::
         await room.say("hello")
 """
 
-from .config import Limits, Timings
+from pathlib import Path
+
+from .config import PROTOCOL_VERSION, Limits, Timings
 from .errors import (
     AmbiguousName,
     CommandError,
@@ -44,7 +46,26 @@ from .node import BanInfo, Node, PeerDetails, Room, RoomDetails
 
 __version__ = "0.1.0"
 
+
+def default_data_dir() -> Path:
+    """Where a ``Node`` keeps its files when given no ``data_dir``: ``click.get_app_dir``."""
+    from .storage.keystore import default_data_dir as storage_default
+
+    return storage_default()
+
+
+def log_dir(data_dir: Path | None = None) -> Path:
+    """``logs/`` in ``data_dir`` (default: ``default_data_dir()``), created private (0700) when
+    missing; ``MeshchatError`` when it cannot be."""
+    from .storage.keystore import ensure_private_dir
+
+    logs = (data_dir if data_dir is not None else default_data_dir()) / "logs"
+    ensure_private_dir(logs)
+    return logs
+
+
 __all__ = [
+    "PROTOCOL_VERSION",
     "AmbiguousName",
     "BanInfo",
     "BroadcastReceived",
@@ -79,4 +100,6 @@ __all__ = [
     "Timeout",
     "Timings",
     "__version__",
+    "default_data_dir",
+    "log_dir",
 ]

@@ -14,16 +14,17 @@ import logging
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+import meshchat
+from meshchat import MeshchatError, RoomInfo
 from meshchat.commands import normalize_color, validate_name
-from meshchat.errors import MeshchatError
-from meshchat.tui import StartOptions, run_interface
+from meshchat.tui import StartOptions, render, run_interface
 from meshchat.tui.api import NodeAPI
-from meshchat.tui.controller import meshchat_version
 
 _ASK = "\0ask"
 _SAME_ROOM = "\0room"
@@ -31,7 +32,7 @@ CLOSE_TIMEOUT_S = 10.0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(meshchat_version(), "--version", prog_name="meshchat",
+@click.version_option(meshchat.__version__, "--version", prog_name="meshchat",
                       message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log details to stderr.")
 def main(verbose: bool) -> None:
@@ -116,14 +117,11 @@ def _log_to_file(data_dir: Path | None) -> None:
     for the user reach the screen as ``* warning:`` lines, not as raw log records."""
     from logging.handlers import RotatingFileHandler
 
-    from meshchat.storage.keystore import default_data_dir, ensure_private_dir
-
     root = logging.getLogger()
     if any(isinstance(h, RotatingFileHandler) for h in root.handlers):
         return
-    logs = (data_dir or default_data_dir()) / "logs"
     try:
-        ensure_private_dir(logs)
+        logs = meshchat.log_dir(data_dir)
         handler = RotatingFileHandler(logs / "meshchat.log", maxBytes=1 << 20, backupCount=3,
                                       encoding="utf-8")
     except (OSError, MeshchatError):
@@ -150,15 +148,11 @@ def rooms(as_json: bool, timeout: float, interfaces: tuple[str, ...], peers: tup
 
 
 def _timings(fast: bool) -> Any:
-    from meshchat import Timings
-
-    return Timings.fast() if fast else None
+    return meshchat.Timings.fast() if fast else None
 
 
 def _new_node(name: str | None, node_args: dict[str, Any]) -> NodeAPI:
-    from meshchat import Node
-
-    node: NodeAPI = Node(name, **node_args)
+    node: NodeAPI = meshchat.Node(name, **node_args)
     return node
 
 
@@ -216,25 +210,38 @@ async def _list_rooms(node_args: dict[str, Any], data_dir: Path | None, wait_s: 
             infos = await node.rooms(timeout=wait_s)
         finally:
             await _close(node)
+    for line in rooms_output(infos, as_json=as_json):
+        click.echo(line)
+    return 0
+
+
+def rooms_output(infos: Sequence[RoomInfo], *, as_json: bool) -> list[str]:
+    """What ``meshchat rooms`` prints: a table, or JSON (``join``: what ``--room`` and
+    ``/join`` take — ``name#fp8`` where two rooms share a name)."""
+    ordered = render.sorted_rooms(infos)
+    clashes = render.clashing_room_names(infos)
     if as_json:
-        click.echo(json.dumps([
+        return [json.dumps([
             {"name": i.name, "host": i.host, "host_fingerprint": i.host_fingerprint,
-             "members": i.members, "locked": i.locked, "has_password": i.has_password}
-            for i in infos
-        ], indent=2))
-        return 0
+             "members": i.members, "locked": i.locked, "has_password": i.has_password,
+             "join": render.room_ref(i, i.name in clashes)}
+            for i in ordered
+        ], indent=2)]
     if not infos:
-        click.echo("no rooms on the network")
-        return 0
+        return ["no rooms on the network"]
     rows = [("ROOM", "HOST", "MEMBERS", "FLAGS")] + [
-        (i.name, i.host, str(i.members),
+        (render.short(i.name), render.host_label(i, i.name in clashes), str(i.members),
          ",".join(f for f, on in (("locked", i.locked), ("password", i.has_password)) if on))
-        for i in sorted(infos, key=lambda i: i.name)
+        for i in ordered
     ]
     widths = [max(len(r[k]) for r in rows) for k in range(4)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    for name in sorted(clashes, key=str.casefold):
+        refs = [render.clean(render.room_ref(i, True)) for i in ordered if i.name == name]
+        lines.append(f"{len(refs)} rooms are called {render.short(name)}: pick one with --room"
+                     f" or /join: {', '.join(refs)}")
+    return lines
 
 
 async def _close(node: NodeAPI) -> None:

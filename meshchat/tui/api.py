@@ -1,6 +1,6 @@
 """The part of the public Node/Room API the interface uses, as Protocols.
 
-The interface is typed against these, not against ``meshchat.node`` directly, so it can be
+The interface is typed against these, not against the ``Node`` class itself, so it can be
 tested with a small fake and so the check that the real ``Node`` fits is one assignment
 (in ``meshchat.cli``). Arguments the interface passes by position are positional-only here and
 those it passes by keyword are keyword-only, so the real signatures may name or order them freely
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from meshchat.events import Event, Message, PeerInfo, RoomInfo
+from meshchat import Event, Message, PeerInfo, RoomInfo
 
 
 class BanInfoAPI(Protocol):

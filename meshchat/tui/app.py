@@ -25,16 +25,16 @@ from meshchat.tui.session import StartOptions, interact, until_stopped
 
 
 class MeshCompleter(Completer):
-    """Commands, sub-commands, colours and peer/room names."""
+    """Commands, sub-commands, colours and peer/room names (``names(line_before_cursor)``)."""
 
-    def __init__(self, names: Callable[[], list[str]]) -> None:
+    def __init__(self, names: Callable[[str], list[str]]) -> None:
         self._names = names
 
     def get_completions(self, document: Document, complete_event: CompleteEvent
                         ) -> Iterator[Completion]:
         before = document.text_before_cursor
         start = -len(commands.fragment(before))
-        for candidate in commands.complete(before, self._names()):
+        for candidate in commands.complete(before, self._names(before)):
             yield Completion(candidate, start_position=start)
 
 

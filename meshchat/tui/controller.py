@@ -8,13 +8,21 @@ line, and renders the node's events (``render``). Lines go to ``out`` as plain t
 Actions of this node are confirmed by the controller itself (its own messages, private messages,
 broadcasts, renames, kicks, handoffs, closes); the node's events for the same actions are not
 shown a second time.
+
+No event stops the session: an event that cannot be shown is logged, counted
+(``render_failures``) and replaced by one ``* error: could not show an event`` line. Every line
+is cleaned of control characters on its way out, whatever produced it.
+
+Joining a room (``/join``, ``--room``, or joining one again) shows what it said before we came,
+under ``* ── N earlier messages ──``, then live messages. Room messages that arrive while the
+join is under way are held and shown after that backlog, and none that the backlog showed is
+shown twice (by sender fingerprint and sequence number).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import inspect
 import logging
 import platform
@@ -23,36 +31,36 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from meshchat import commands as c
-from meshchat.config import PROTOCOL_VERSION
-from meshchat.errors import (
+import meshchat
+from meshchat import (
+    PROTOCOL_VERSION,
     AmbiguousName,
-    CommandError,
-    JoinRefused,
-    MeshchatError,
-    NotHost,
-    NotInRoom,
-    PeerNotFound,
-    RoomNotFound,
-    Timeout,
-)
-from meshchat.events import (
     BroadcastReceived,
+    CommandError,
     Event,
     HostChanged,
+    JoinRefused,
+    Limits,
     MemberRemoved,
+    MeshchatError,
     Message,
+    NotHost,
     Notice,
+    NotInRoom,
     PeerDiscovered,
     PeerGone,
     PeerInfo,
     PeerJoined,
     PeerLeft,
+    PeerNotFound,
     Renamed,
     RoomClosed,
     RoomInfo,
+    RoomNotFound,
     RoomRenamed,
+    Timeout,
 )
+from meshchat import commands as c
 from meshchat.tui import render
 from meshchat.tui.api import NodeAPI, RoomAPI
 from meshchat.tui.render import Line
@@ -61,15 +69,8 @@ log = logging.getLogger("meshchat.tui")
 
 _ADDRESS = re.compile(r"\[?([0-9A-Fa-f:.]+)\]?:(\d+)")
 _OWN_LINE_MEMORY_S = 5.0
-
-
-def meshchat_version() -> str:
-    try:
-        return importlib.metadata.version("meshchat")
-    except importlib.metadata.PackageNotFoundError:
-        import meshchat
-
-        return str(getattr(meshchat, "__version__", "unknown"))
+_HELD_EVENTS_MAX = 1000
+"""Room messages held while a join is under way; beyond this they are shown at once."""
 
 
 class _Refused(Exception):
@@ -87,17 +88,24 @@ class Controller:
         styled_out: Callable[[Line], None] | None = None,
         rooms_timeout_s: float = 1.0,
         now: Callable[[], float] = time.time,
+        backlog_max: int = Limits().history_on_join,
     ) -> None:
         self.node = node
         self.room: RoomAPI | None = None
         self.quit_requested = False
+        self.render_failures = 0
+        """Events that could not be shown (each was logged and replaced by an error line)."""
         self._out = out
         self._styled_out = styled_out
         self._rooms_timeout_s = rooms_timeout_s
         self._now = now
+        self._backlog_max = backlog_max
         self._events: AsyncIterator[Event] | None = None
         self._room_names: set[str] = set()
+        self._listings: list[RoomInfo] = []
         self._history_seen: set[tuple[str, str, int]] = set()
+        self._joining: str | None = None
+        self._held: list[Event] = []
         self._own_changes: set[tuple[str, ...]] = set()
         self._own_lines: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -105,6 +113,7 @@ class Controller:
     # ------------------------------------------------------------------ output
 
     def emit(self, line: Line) -> None:
+        line = [(style, render.clean(text)) for style, text in line]
         if self._styled_out is not None:
             self._styled_out(line)
         else:
@@ -142,8 +151,11 @@ class Controller:
                 peers.extend(self.room.members)
         return peers
 
-    def completion_names(self) -> list[str]:
-        """Peer, member and room names for Tab completion (``name#fp4`` where names clash)."""
+    def completion_names(self, before: str = "") -> list[str]:
+        """Peer, member and room names for Tab completion (``name#fp4`` where names clash);
+        after ``/join``, the rooms (``lobby#fp8`` where two rooms share a name)."""
+        if self.wants_room(before):
+            return self._join_choices()
         view = self.view()
         names = {render.shown_name(p, view) for p in self._known_peers()
                  if p.fingerprint != self.node.fingerprint}
@@ -151,7 +163,25 @@ class Controller:
         for room in self.node.joined_rooms():
             with contextlib.suppress(MeshchatError):
                 names.add(room.name)
-        return sorted(names, key=str.casefold)
+        # never put a peer's control characters into the input line
+        return sorted((n for n in names if render.clean(n) == n), key=str.casefold)
+
+    @staticmethod
+    def wants_room(before: str) -> bool:
+        """Whether the cursor is on the ROOM argument of ``/join`` in ``before``."""
+        body = before.lstrip()
+        if body.startswith("//"):
+            body = body[1:]
+        words = body.split()
+        if not body.startswith("/") or not words or words[0][1:].lower() != "join":
+            return False
+        return len(words) == 1 or (len(words) == 2 and not body[-1].isspace())
+
+    def _join_choices(self) -> list[str]:
+        clashes = render.clashing_room_names(self._listings)
+        choices = {render.room_ref(i, i.name in clashes) for i in self._listings}
+        choices.update(n for n in self._room_names if n not in clashes)
+        return sorted((n for n in choices if render.clean(n) == n), key=str.casefold)
 
     def prompt(self) -> Line:
         """``[lobby] alice> `` (the room part only inside a room)."""
@@ -175,20 +205,49 @@ class Controller:
         assert self._events is not None
         try:
             async for ev in self._events:
-                self.show_event(ev)
+                self.show_event_safely(ev)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the event stream must not take the session down silently
             log.debug("event stream failed", exc_info=True)
             self.error(f"the event stream stopped: {exc}")
 
+    def show_event_safely(self, ev: Event) -> None:
+        """``show_event``; a failure is logged, counted and shown as one line, never raised."""
+        try:
+            self.show_event(ev)
+        except Exception:
+            self._render_failed(f"a {type(ev).__name__} event")
+
+    def _render_failed(self, what: str) -> None:
+        self.render_failures += 1
+        log.warning("could not show %s (%d so far)", what, self.render_failures, exc_info=True)
+        with contextlib.suppress(Exception):
+            self.error("could not show an event (details in the log)")
+
     def show_event(self, ev: Event) -> None:
+        if self._hold(ev):
+            return
         self._track(ev)
         if self._hidden(ev):
             return
         line = render.event(ev, self.view())
         if line is not None:
             self.emit(line)
+
+    def _hold(self, ev: Event) -> bool:
+        """Keep a message of the room being joined until its backlog has been shown."""
+        if self._joining is None or len(self._held) >= _HELD_EVENTS_MAX:
+            return False
+        if isinstance(ev, Message) and ev.room == self._joining and not ev.private:
+            self._held.append(ev)
+            return True
+        return False
+
+    def _release_held(self) -> None:
+        held, self._held, self._joining = self._held, [], None
+        for ev in held:
+            self.show_event_safely(ev)
 
     def _track(self, ev: Event) -> None:
         current = self._room_name()
@@ -206,7 +265,8 @@ class Controller:
             case Message(sender=sender, room=room, seq=seq):
                 if sender.fingerprint == me:
                     return True
-                return room is not None and (room, sender.fingerprint, seq) in self._history_seen
+                return room is not None and seq > 0 \
+                    and (room, sender.fingerprint, seq) in self._history_seen
             case BroadcastReceived(sender=peer) | Renamed(peer=peer):
                 return peer.fingerprint == me
             case PeerJoined(peer=peer) | PeerLeft(peer=peer):
@@ -267,6 +327,8 @@ class Controller:
             case NotHost():
                 action = c.spec_for(command.command).action if command.command else ""
                 return f"only the host can {action or 'do that'}"
+            case JoinRefused(reason="ambiguous") | AmbiguousName() if isinstance(command, c.Join):
+                return self._ambiguous_room(command.room, text)
             case JoinRefused(reason=reason) if isinstance(command, c.Join):
                 room = command.room
                 return {
@@ -284,6 +346,15 @@ class Controller:
                 return text or type(exc).__name__
         return text or type(exc).__name__
 
+    def _ambiguous_room(self, ref: str, text: str) -> str:
+        name = render.split_room_ref(ref)[0]
+        listed = [i for i in render.sorted_rooms(self._listings) if i.name == name]
+        if len({i.host_fingerprint for i in listed}) < 2:
+            return f"{text} — /join {name}#FP picks one (FP: its host's fingerprint, /rooms)"
+        choices = " or ".join(f"/join {render.room_ref(i, True)} (host {render.short(i.host)})"
+                              for i in listed)
+        return f"{len(listed)} rooms are called {name}: {choices}"
+
     def _need_room(self) -> RoomAPI:
         if self.room is None:
             raise _Refused("you are not in a room (/join ROOM or /host ROOM; /rooms lists them)")
@@ -297,8 +368,8 @@ class Controller:
 
     def _ref(self, who: str) -> str:
         """What the node resolves: ``name#fp4`` → the fingerprint prefix; a member's IP:PORT."""
-        name, sep, prefix = who.rpartition("#")
-        if sep and name and len(prefix) >= 4:
+        _, sep, prefix = who.rpartition("#")
+        if sep and len(prefix) >= 4:  # also "#fp": how a peer with no valid name is shown
             return prefix
         match = _ADDRESS.fullmatch(who)
         if match and self.room is not None:
@@ -335,11 +406,15 @@ class Controller:
                 for text in c.help_for(topic) if topic else c.help_text():
                     self.emit(render.system(text))
             case c.Join(room=name, password=password):
-                if self._room_name() == name:
+                if self._is_current(name):
                     raise _Refused(f"you are already in {name}")
                 self.say(f"joining {name}…")
-                self._enter(await node.join(name, password))
-                self._show_joined()
+                self._joining = render.split_room_ref(name)[0]
+                try:
+                    self._enter(await node.join(name, password))
+                    self._show_joined()
+                finally:
+                    self._release_held()
             case c.Host(room=name, password=password):
                 await self._open(name, password)
             case c.TestServer():
@@ -401,7 +476,7 @@ class Controller:
             case c.Ping(target=target):
                 await self._ping(target)
             case c.Version():
-                self.say(f"meshchat {meshchat_version()} (protocol {PROTOCOL_VERSION},"
+                self.say(f"meshchat {meshchat.__version__} (protocol {PROTOCOL_VERSION},"
                          f" Python {platform.python_version()})")
             case c.Uptime():
                 self._uptime()
@@ -488,15 +563,17 @@ class Controller:
             await self.run(c.Host(host, password))
             return
         try:
-            infos = await node.rooms(timeout=discovery_timeout_s)
+            infos = await self._list_rooms(discovery_timeout_s)
         except MeshchatError as exc:
             self.error(str(exc))
             return
-        self._room_names.update(i.name for i in infos)
         if room is None:
             self.say(render.rooms_line(infos))
-        elif any(i.name == room for i in infos):
+        elif render.matching_rooms(infos, room):
             await self.run(c.Join(room, password))
+        elif render.split_room_ref(room)[1] is not None:
+            name, prefix = render.split_room_ref(room)
+            self.error(f"no room {name} hosted by {prefix}… on the network (/rooms lists them)")
         else:
             self.say(f"no room {room} on the network: hosting it")
             await self.run(c.Host(room, password))
@@ -507,7 +584,7 @@ class Controller:
         """Make ``room`` current; the previous room is left in the background."""
         previous = self.room
         self.room = room
-        self._history_seen.clear()
+        self._history_seen = set()
         self._room_names.add(room.name)
         if previous is not None and previous is not room:
             task = asyncio.create_task(self._leave_quietly(previous))
@@ -526,20 +603,49 @@ class Controller:
         self._enter(await self.node.host(name, password))
         self.say(f"hosting room {name}" + (" (password protected)" if password else ""))
 
+    def _is_current(self, ref: str) -> bool:
+        current = self._room_name()
+        if current is None or self.room is None:
+            return False
+        name, prefix = render.split_room_ref(ref)
+        if ref == current:
+            return True
+        return prefix is not None and name == current \
+            and self.room.host.fingerprint.lower().startswith(prefix)
+
     def _show_joined(self) -> None:
         room = self._need_room()
         view = self.view()
         members = ", ".join(render.shown_name(p, view) for p in room.members)
         self.say(f"joined {room.name} (host {render.shown_name(room.host, view)};"
                  f" members: {members})")
-        for msg in room.history():
-            if msg.room is not None:
-                self._history_seen.add((msg.room, msg.sender.fingerprint, msg.seq))
-            self.emit(render.message(msg, view))
+        self._show_backlog(room)
+
+    def _show_backlog(self, room: RoomAPI) -> None:
+        """The room's messages from before we joined, under one separator line."""
+        history = list(room.history())
+        shown = history[-self._backlog_max:] if self._backlog_max > 0 else []
+        self._history_seen = {(m.room, m.sender.fingerprint, m.seq)
+                              for m in shown if m.room is not None and m.seq > 0}
+        if not shown:
+            return
+        self.emit(render.backlog(len(shown), len(history)))
+        view = self.view()
+        today = render.day(self._now())
+        for msg in shown:
+            try:
+                self.emit(render.message(msg, view, today=today))
+            except Exception:
+                self._render_failed("an earlier message")
+
+    async def _list_rooms(self, timeout_s: float) -> list[RoomInfo]:
+        infos = list(await self.node.rooms(timeout=timeout_s))
+        self._listings = infos
+        self._room_names.update(i.name for i in infos)
+        return infos
 
     async def _show_rooms(self) -> list[RoomInfo]:
-        infos = list(await self.node.rooms(timeout=self._rooms_timeout_s))
-        self._room_names.update(i.name for i in infos)
+        infos = await self._list_rooms(self._rooms_timeout_s)
         self.say(render.rooms_line(infos))
         return infos
 
@@ -590,12 +696,12 @@ class Controller:
         try:
             details = self.node.peer_details(ref)
         except PeerNotFound:
-            infos = await self.node.rooms(timeout=self._rooms_timeout_s)
-            found = [i for i in infos if i.name == target]
+            found = render.matching_rooms(await self._list_rooms(self._rooms_timeout_s), target)
             if not found:
                 raise PeerNotFound(f"no peer or room called {target!r}") from None
-            for info in found:
-                self.say("room " + render.room_summary(info))
+            clash = len(found) > 1
+            for info in render.sorted_rooms(found):
+                self.say("room " + render.room_summary(info, clash))
             return
         peer = details.peer
         view = self.view()
@@ -665,11 +771,13 @@ class Controller:
                 raise _Refused(f"you host {room.name} yourself (/ping NAME pings a peer)")
             ref, label = host.fingerprint, f"{target} (host {render.shown_name(host, self.view())})"
         elif target in self._room_names and not self._is_peer(ref):
-            for info in await self.node.rooms(timeout=self._rooms_timeout_s):
-                if info.name == target:
-                    ref = info.host_fingerprint or info.host
-                    label = f"{target} (host {info.host})"
-                    break
+            found = render.matching_rooms(await self._list_rooms(self._rooms_timeout_s), target)
+            if len(found) > 1:
+                refs = ", ".join(render.room_ref(i, True) for i in render.sorted_rooms(found))
+                raise _Refused(f"{len(found)} rooms are called {target}: /ping one of {refs}")
+            for info in found:
+                ref = info.host_fingerprint or info.host
+                label = f"{target} (host {info.host})"
         rtt = await self.node.ping(ref)
         self.say(f"ping {label}: {rtt * 1000:.2f} ms")
 

@@ -12,7 +12,10 @@ and with ``--room lobby`` / ``--host lobby`` instead of the rooms line::
     * no room lobby on the network: hosting it                  (--room, nobody has it)
     * hosting room lobby                                        (+ " (password protected)")
     * joining lobby…
-    * joined lobby (host alice; members: alice, bob)            then the room's recent history
+    * joined lobby (host alice; members: alice, bob)
+    * ── 12 earlier messages ──                                  the room's backlog (at most 200)
+    2024-04-30 18:02:11 <bob> see you tomorrow                  in the usual format, dated
+    11:58:30 <alice> hi                                         when not from today
 
 Then, as things happen (formats in ``meshchat.tui.render``)::
 
@@ -21,6 +24,10 @@ Then, as things happen (formats in ``meshchat.tui.render``)::
     * bob joined lobby
     * bob left lobby (vanished)
     * error: no room dev on the network (/rooms lists them)
+    * error: could not show an event (details in the log)       the session goes on
+
+``--room lobby#3smw`` / ``/join lobby#3smw`` pick one of several rooms called lobby by a prefix of
+its host's fingerprint; ``/rooms`` shows them as ``lobby (host alice#3smwxyz1, 2 members)``.
 
 Input is read by a daemon thread with ``os.read`` (so a blocked read never holds a lock that
 interpreter shutdown needs, and regular files work as well as pipes and terminals). Without
@@ -94,7 +101,7 @@ class LineReader:
 class ReadlineReader:
     """Terminal lines through ``input()`` with readline editing and Tab completion."""
 
-    def __init__(self, prompt: Callable[[], str], names: Callable[[], list[str]]) -> None:
+    def __init__(self, prompt: Callable[[], str], names: Callable[[str], list[str]]) -> None:
         self._prompt = prompt
         self._names = names
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,7 +122,7 @@ class ReadlineReader:
             import readline
 
             before = readline.get_line_buffer()[: readline.get_endidx()]
-            self._matches = commands.complete(before, self._names())
+            self._matches = commands.complete(before, self._names(before))
         return self._matches[state] if state < len(self._matches) else None
 
     def _read(self, prompt: str) -> str | None:
@@ -156,10 +163,16 @@ async def run_linemode(
 ) -> None:
     """Run a line-mode session on ``node`` until /quit, end of input, or ``stop``."""
     out_stream = stdout if stdout is not None else sys.stdout
+    # readline completes in the input thread: it reads these copies, never the controller
     names: list[str] = []
+    room_names: list[str] = []
+
+    def names_for(before: str) -> list[str]:
+        return room_names if Controller.wants_room(before) else names
+
     reader: LineReader | ReadlineReader
     if use_readline:
-        readline_reader = ReadlineReader(lambda: _plain_prompt(controller), lambda: names)
+        readline_reader = ReadlineReader(lambda: _plain_prompt(controller), names_for)
         reader = readline_reader
 
         def redraw() -> str:
@@ -174,14 +187,18 @@ async def run_linemode(
         reader = LineReader(stdin_fd if stdin_fd is not None else sys.stdin.fileno())
         write = make_writer(out_stream)
 
+    def refresh_names() -> None:
+        names[:] = controller.completion_names()
+        room_names[:] = controller.completion_names("/join ")
+
     def out(line: str) -> None:
         write(line)
         if use_readline:
-            names[:] = controller.completion_names()
+            refresh_names()
 
     controller = Controller(node, out)
     if use_readline:
-        names[:] = controller.completion_names()
+        refresh_names()
     await until_stopped(interact(controller, reader.readline, options), stop)
 
 
