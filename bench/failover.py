@@ -144,7 +144,7 @@ def big_room(lab: Lab, members: int = 20, soak_s: float = 60.0, senders: int = 4
     try:
         agents = start_agents(lab, [f"n{j:02d}" for j in range(members)], tag="big")
         _form_room(agents[:-1], timeout_s=60.0)
-        talkers = agents[1 : 1 + senders]
+        talkers = agents[1 : min(1 + senders, members - 1)]  # never the late joiner
         budget = int(rate * (soak_s + 60))
         for j, agent in enumerate(talkers):
             agent.send_cmd("say_many", id=f"load{j}", room=ROOM, prefix=f"l{j}-", count=budget,

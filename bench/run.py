@@ -214,7 +214,7 @@ def section_failover(lab: Lab, args: argparse.Namespace, notes: list[str]) -> li
 
 def section_bigroom(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
     res = attempt(partial(failover.big_room, lab, members=args.members, soak_s=args.soak_s,
-                          burners=args.burners), "20-node room", notes)
+                          burners=args.burners), f"{args.members}-node room", notes)
     join = f"join: {args.members}th member of a {args.members}-node room, join() → first message"
     soak = f"false failovers, {args.members}-node room under load, {args.soak_s:.0f} s"
     if not isinstance(res, failover.BigRoomResult):
