@@ -4,10 +4,8 @@ Each lab host runs one meshchat process. Two ways to drive one:
 
 - ``Chat``: ``python -m meshchat start --no-tui`` — lines in on stdin, one line per event out
   (formats in ``meshchat.tui.linemode`` and ``meshchat.tui.render``).
-- ``Agent``: a small script on the public API (``API_AGENT``). Each line sent is Python run in
-  the agent's namespace (``node``, ``room``, everything ``meshchat`` exports; top-level
-  ``await`` works); the agent answers ``= <json>`` or ``! <ErrorType>: <text>``, and prints
-  every event of its own ``node.events()`` stream as ``ev <json>``.
+- ``Agent``: ``tests/net/api_agent.py``, a node on the public API that takes JSON-line
+  commands (its docstring has the table) and prints every event of its ``node.events()``.
 
 Every wait has a deadline (``expect``-style): nothing here sleeps a fixed time to let something
 happen. Deadlines are stretched by ``MESHCHAT_TEST_TIMEOUT_SCALE`` (see ``netlab.scaled``).
@@ -15,7 +13,7 @@ happen. Deadlines are stretched by ``MESHCHAT_TEST_TIMEOUT_SCALE`` (see ``netlab
 
 from __future__ import annotations
 
-import json
+import itertools
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -25,7 +23,7 @@ from typing import Any
 
 from meshchat import Timings
 
-from .netlab import ExpectError, Host, Proc, scaled
+from .netlab import ExpectError, Host, JsonProc, Proc, scaled
 
 FAST = Timings.fast()
 DEFAULT = Timings()
@@ -370,180 +368,109 @@ def all_trouble_free(*drivens: _Driven) -> None:
 
 # --------------------------------------------------------------------------- API agents
 
-API_AGENT = r'''
-import ast, asyncio, dataclasses, inspect, json, os, sys, threading, traceback
-import meshchat
-from meshchat import Node, Timings
-
-def jsonable(obj):
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {"type": type(obj).__name__}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if not isinstance(value, bytes):
-                out[f.name] = jsonable(value)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, bytes):
-        return obj.hex()
-    if isinstance(obj, meshchat.Room):
-        return {"type": "Room", "name": obj.name, "host": jsonable(obj.host),
-                "members": jsonable(obj.members)}
-    return repr(obj)
-
-def out(*parts):
-    sys.stdout.write(" ".join(parts) + "\n")
-    sys.stdout.flush()
-
-async def pump(stream):
-    async for event in stream:
-        out("ev", json.dumps(jsonable(event), ensure_ascii=False))
-
-async def main(name, fast):
-    timings = Timings.fast() if fast else None
-    loop = asyncio.get_running_loop()
-    lines = asyncio.Queue()
-
-    def read():
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-        loop.call_soon_threadsafe(lines.put_nowait, "")
-
-    threading.Thread(target=read, daemon=True).start()
-    async with Node(name=name, interfaces=[os.environ.get("AGENT_IFACE", "eth0")],
-                    timings=timings) as node:
-        ns = {**{k: getattr(meshchat, k) for k in meshchat.__all__}, "node": node,
-              "room": None, "asyncio": asyncio, "json": json}
-        events = asyncio.create_task(pump(node.events()))
-        d = node.peer_details(node.fingerprint)
-        out("ready", node.fingerprint, str(d.router_port), str(d.pub_port), str(d.card_port))
-        while True:
-            line = await lines.get()
-            if not line:
-                break
-            src = line.strip()
-            if src.startswith("json:"):
-                src = json.loads(src[5:])
-            if not src:
-                continue
-            try:
-                try:
-                    code = compile(src, "<agent>", "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-                except SyntaxError:
-                    code = compile(src, "<agent>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-                result = eval(code, ns)
-                if inspect.isawaitable(result):
-                    result = await result
-                out("=", json.dumps(jsonable(result), ensure_ascii=False))
-            except meshchat.MeshchatError as exc:
-                out("!", type(exc).__name__ + ":", str(exc).replace("\n", " "))
-            except Exception as exc:
-                traceback.print_exc()
-                out("!", type(exc).__name__ + ":", str(exc).replace("\n", " "))
-        events.cancel()
-    out("closed")
-
-asyncio.run(main(sys.argv[1], "--fast" in sys.argv[2:]))
-'''
-
 
 class AgentError(AssertionError):
-    """The agent answered ``! ErrorType: text`` where a result was expected."""
+    """The agent answered an error where a value was expected."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An error the agent answered: ``kind`` (the exception class name), its message, and
+    ``reason`` (``JoinRefused.reason``; None for other errors)."""
+
+    kind: str
+    message: str
+    reason: str | None
 
 
 class Agent(_Driven):
-    """A script on meshchat's public API (``API_AGENT``) on a lab host."""
+    """A node on meshchat's public API (``tests/net/api_agent.py``) on a lab host.
 
+    ``call(cmd, **args)`` runs one command of the agent's table and returns its value (JSON);
+    ``fails(cmd, **args)`` runs one that must raise. ``wait_event(since, **want)`` waits for an
+    event of the agent's ``node.events()`` (``mark()`` before the action that causes it).
+    """
+
+    proc: JsonProc
     fp: str
+    peer_id: bytes
     ports: dict[str, int]
 
     @classmethod
-    def start(cls, host: Host, name: str, fast: bool = True, timeout: float = 15.0) -> Agent:
+    def start(cls, host: Host, name: str, *extra: str, fast: bool = True,
+              timeout: float = 15.0) -> Agent:
+        """Start the agent (``extra``: more ``api_agent`` options, e.g. ``--peer``) and wait
+        until its node is up."""
         __tracebackhide__ = True
-        args = [name, "--fast"] if fast else [name]
-        agent = cls(host, name, host.spawn_python(API_AGENT, *args,
-                                                   env={"AGENT_IFACE": host.ifname}))
-        m = agent.expect(r"^ready (\S+) (\d+) (\d+) (\d+)$", timeout)
-        agent.fp = m[1]
-        agent.ports = {"router": int(m[2]), "pub": int(m[3]), "card": int(m[4])}
+        args = ["--name", name, "--interface", host.ifname, *extra]
+        if fast:
+            args.append("--fast")
+        agent = cls(host, name, host.spawn_module("tests.net.api_agent", *args, kind=JsonProc))
+        ready = agent.proc.wait_json({"ev": "ready"}, timeout=timeout)
+        agent.fp = ready["fingerprint"]
+        agent.peer_id = bytes.fromhex(ready["peer_id"])
+        agent.ports = dict(ready["ports"])
         return agent
 
-    def _answer(self, source: str, timeout: float) -> tuple[bool, str]:
+    def request(self, cmd: str, timeout: float = 10.0, background: bool = False,
+                **args: Any) -> dict[str, Any]:
+        """Send a command; its reply object (``ok``, ``value`` or ``error``...)."""
         __tracebackhide__ = True
-        self.send("json:" + json.dumps(source) if "\n" in source else source)
-        m = self.expect(r"^(=|!) (.*)$", timeout)
-        return m[1] == "=", m[2]
+        ident = next(_request_ids)
+        message: dict[str, Any] = {"id": ident, "cmd": cmd, **args}
+        if background:
+            message["background"] = True
+        self.proc.send_json(message)
+        return self.proc.wait_json({"ev": "reply", "id": ident}, timeout=timeout, take=True)
 
-    def call(self, source: str, timeout: float = 10.0) -> Any:
-        """Run Python in the agent (an expression, or statements); its value (decoded JSON)."""
+    def call(self, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
+        """Run a command of the agent; its value. Raises ``AgentError`` if it failed."""
         __tracebackhide__ = True
-        ok, text = self._answer(source, timeout)
-        if not ok:
-            raise AgentError(self.proc.describe(f"{self.name}: {source!r} raised {text}"))
-        return json.loads(text)
+        reply = self.request(cmd, timeout, **args)
+        if not reply["ok"]:
+            raise AgentError(self.proc.describe(
+                f"{self.name}: {cmd} {args} raised {reply['error']}: {reply['message']}"))
+        return reply["value"]
 
-    def fails(self, source: str, timeout: float = 10.0) -> tuple[str, str]:
-        """Run one line that must raise; (error type name, message)."""
+    def fails(self, cmd: str, timeout: float = 10.0, **args: Any) -> Failure:
+        """Run a command that must raise; what it raised."""
         __tracebackhide__ = True
-        ok, text = self._answer(source, timeout)
-        if ok:
+        reply = self.request(cmd, timeout, **args)
+        if reply["ok"]:
             raise AssertionError(self.proc.describe(
-                f"{self.name}: {source!r} returned {text} instead of raising"))
-        kind, _, message = text.partition(": ")
-        return kind, message
+                f"{self.name}: {cmd} {args} returned {reply['value']!r} instead of raising"))
+        return Failure(reply["error"], reply["message"], reply.get("reason"))
 
-    def events(self, since: int = 0) -> list[dict[str, Any]]:
-        """Every event printed since ``since`` (a ``mark()``), decoded."""
-        return [json.loads(line[3:]) for line in self.lines_since(since)
-                if line.startswith("ev ")]
+    def member_names(self) -> list[str]:
+        """Names of the current room's members, in join order."""
+        return [p["name"] for p in self.call("room")["members"]]
 
-    def wait_event(self, since: int = 0, timeout: float = 10.0, **want: Any) -> dict[str, Any]:
-        """The first event since ``since`` whose fields include ``want`` (``type=...`` too).
+    def mark(self) -> int:
+        """A position among the agent's output objects, for ``events``/``wait_event``."""
+        return self.proc.json_mark()
 
-        A field given as a dict matches a nested object by its items (``sender={"name":
-        "bob"}``).
-        """
+    def events(self, since: int = 0, stream: int = 0) -> list[dict[str, Any]]:
+        """Every event of ``stream`` printed since ``since`` (a ``mark()``), decoded."""
+        return [o["event"] for o in self.proc.objects[since:]
+                if o.get("ev") == "event" and o.get("stream") == stream]
+
+    def wait_event(self, since: int = 0, timeout: float = 10.0, stream: int = 0,
+                   **want: Any) -> dict[str, Any]:
+        """The first event of ``stream`` since ``since`` whose fields include ``want``
+        (``type=...`` too). A dict matches a nested object by its items (``sender={"name":
+        "bob"}``)."""
         __tracebackhide__ = True
-        end = time.monotonic() + scaled(timeout)
-        scanned = since
-        while True:
-            lines = self.proc.lines
-            for line in lines[scanned:]:
-                if line.startswith("ev "):
-                    ev = json.loads(line[3:])
-                    if _matches(ev, want):
-                        return ev
-            scanned = max(scanned, len(lines))
-            left = end - time.monotonic()
-            if left <= 0:
-                raise ExpectError(self.proc.describe(
-                    f"{self.name}: no event {want} within {scaled(timeout):.1f}s"))
-            self.proc.cursor = scanned
-            try:
-                self.proc.expect(r"^ev ", timeout=min(left, 1.0) / scaled(1.0))
-            except ExpectError:
-                self._give_up_if_gone(f"an event {want}")
+        found = self.proc.wait_json({"ev": "event", "stream": stream, "event": want},
+                                    since=since, timeout=timeout)
+        event: dict[str, Any] = found["event"]
+        return event
 
     def close(self, timeout: float = 10.0) -> None:
+        """End of input: the agent closes its node, prints ``closed`` and exits."""
         __tracebackhide__ = True
         self.proc.close_stdin()
-        self.expect(r"^closed$", timeout)
+        self.proc.wait_json({"ev": "closed"}, timeout=timeout)
         self.wait_exit(timeout)
 
 
-def _matches(obj: Any, want: dict[str, Any]) -> bool:
-    for key, value in want.items():
-        if key not in obj:
-            return False
-        have = obj[key]
-        if isinstance(value, dict):
-            if not isinstance(have, dict) or not _matches(have, value):
-                return False
-        elif have != value:
-            return False
-    return True
+_request_ids = itertools.count(1)
