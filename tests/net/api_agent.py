@@ -6,7 +6,8 @@
 It uses only what ``meshchat`` exports, like any bot. ``helpers.Agent`` starts one on a lab
 host and wraps the protocol below; tests normally use that, not this module directly.
 
-Protocol. Every line on stdin is one command, every line on stdout one JSON object with ``ev``:
+Protocol (``agent_io``). Every line on stdin is one command, every line on stdout one JSON object
+with ``ev``:
 
     in:  {"id": 7, "cmd": "join", "room": "lobby", "password": null}
     out: {"ev": "ready", "fingerprint": ..., "peer_id": HEX, "address": ..., "ports": {...}}
@@ -62,39 +63,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import json
-import sys
-import threading
-import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import meshchat
 from meshchat import Node, Room, Timings
 
-Handler = Callable[..., Awaitable[Any]]
+from . import agent_io
+from .agent_io import emit
+
+
+def special(obj: object) -> Any:
+    """A ``Room`` as its view (for ``agent_io.jsonable``)."""
+    return room_view(obj) if isinstance(obj, Room) else None
 
 
 def jsonable(obj: object) -> Any:
-    """``obj`` as JSON-ready data (see the module docstring)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out: dict[str, Any] = {"type": type(obj).__name__}
-        for f in dataclasses.fields(obj):
-            out[f.name] = jsonable(getattr(obj, f.name))
-        return out
-    if isinstance(obj, Room):
-        return room_view(obj)
-    if isinstance(obj, bytes):
-        return obj.hex()
-    if isinstance(obj, list | tuple):
-        return [jsonable(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, str | int | float | bool) or obj is None:
-        return obj
-    return repr(obj)
+    return agent_io.jsonable(obj, special)
 
 
 def room_view(room: Room) -> dict[str, Any]:
@@ -104,11 +90,6 @@ def room_view(room: Room) -> dict[str, Any]:
                     is_host=room.is_host, locked=room.locked, has_password=room.has_password,
                     term=room.term)
     return view
-
-
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 class ApiAgent:
@@ -122,32 +103,11 @@ class ApiAgent:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def handler(self, cmd: str) -> Handler | None:
-        method = getattr(self, f"cmd_{cmd}", None)
-        return method if callable(method) else None
-
-    async def run(self, command: dict[str, Any]) -> None:
+    async def run(self, command: agent_io.Command) -> None:
         """Run one command and print its reply; nothing it raises escapes."""
-        ident = command.pop("id", None)
-        name = command.pop("cmd", None)
-        command.pop("background", None)
-        reply: dict[str, Any] = {"ev": "reply", "id": ident}
-        handler = self.handler(name) if isinstance(name, str) else None
-        try:
-            if handler is None:
-                raise ValueError(f"unknown command {name!r}")
-            value = await handler(**command)
-        except meshchat.MeshchatError as exc:
-            reply.update(ok=False, error=type(exc).__name__, message=str(exc),
-                         reason=getattr(exc, "reason", None))
-        except Exception as exc:  # an agent bug or bad arguments: answered, and on stderr
-            traceback.print_exc()
-            reply.update(ok=False, error=type(exc).__name__, message=str(exc), reason=None)
-        else:
-            reply.update(ok=True, value=jsonable(value))
-        emit(reply)
+        await agent_io.run_command(self, command, special)
 
-    def start_background(self, command: dict[str, Any]) -> None:
+    def start_background(self, command: agent_io.Command) -> None:
         task = asyncio.get_running_loop().create_task(self.run(command))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
@@ -267,26 +227,8 @@ class ApiAgent:
         return None
 
 
-def read_stdin(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[dict[str, Any] | None]
-               ) -> None:
-    """On a thread: every stdin line, decoded, into ``queue``; None at end of input."""
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        try:
-            command = json.loads(line)
-        except ValueError:
-            command = {"cmd": None, "bad_line": line.strip()}
-        if not isinstance(command, dict):
-            command = {"cmd": None, "bad_line": line.strip()}
-        loop.call_soon_threadsafe(queue.put_nowait, command)
-    loop.call_soon_threadsafe(queue.put_nowait, None)
-
-
 async def serve(args: argparse.Namespace) -> None:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    threading.Thread(target=read_stdin, args=(loop, queue), name="stdin", daemon=True).start()
+    queue = agent_io.start_reading(asyncio.get_running_loop())
     node = Node(
         name=args.name, interfaces=[args.interface], data_dir=args.data_dir,
         timings=Timings.fast() if args.fast else None, peers=args.peer or None,
