@@ -192,15 +192,20 @@ class Proc:
             # Dies with the test process even when that is SIGKILLed. Only from the main
             # thread: the signal fires when the *thread* that forked exits.
             command += ["setpriv", "--pdeathsig", "KILL", "--"]
-        self.popen = subprocess.Popen(
-            [*command, *self.argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        try:
+            self.popen = subprocess.Popen(
+                [*command, *self.argv],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except BaseException:
+            if self._log is not None:
+                self._log.close()
+            raise
         self.pid = self.popen.pid
         self._readers = [
             threading.Thread(
