@@ -1,8 +1,9 @@
 """A hostile peer over real sockets (``helpers.Hostile``, ``tests/net/hostile_agent.py``) against
 real ``meshchat start`` nodes in other namespaces.
 
-The two tests here try the agent itself: a stranger's garbage and a ping at 2^64 - 1 change
-nothing; an open room's join made by hand gives the room key and a batch made by hand is shown.
+The tests here try the agent itself: a stranger's garbage and a ping at 2^64 - 1 change
+nothing; an open room's join made by hand gives the room key and a batch made by hand is shown;
+frames are built as told.
 The attack cases of issue 6 each add a test of their own on top of them.
 """
 
@@ -14,8 +15,11 @@ from typing import Any
 
 import msgpack
 
+from meshchat.protocol.codec import Codec
+from meshchat.protocol.messages import Heads, SeqRange
+
 from .conftest import LabFactory
-from .helpers import Hostile, all_trouble_free, chat_re, lit, open_room
+from .helpers import Hostile, all_trouble_free, chat_re, lit, open_room, wire_json
 
 UINT64_MAX = 2**64 - 1
 
@@ -127,3 +131,32 @@ def test_a_join_made_by_hand_opens_the_room_key_and_a_batch_made_by_hand_is_show
         chat.wait_line(chat_re("mallory", "a batch made by hand"))
     evil.close()
     all_trouble_free(alice, bob, evil)
+
+
+def test_the_agent_builds_frames_as_told_and_refuses_clearly(lab_factory: LabFactory) -> None:
+    """No node needed: what ``encode`` and ``sign`` make decodes as asked, raw values go on the
+    wire unchecked, and a bad command is an answer, not a traceback."""
+    lab = lab_factory(1)
+    evil = Hostile.start(lab.hosts[0])
+    codec = Codec()
+    seq_range = {"sender": evil.peer_id, "first": 0, "last": UINT64_MAX}
+    frame = bytes.fromhex(evil.call("encode", type="heads", fields=wire_json(
+        {"heads": [seq_range], "term": 1, "version": 2})))
+    env = codec.decode(frame)
+    assert env.message == Heads((SeqRange(evil.peer_id, 0, UINT64_MAX),), 1, 2)
+    assert env.sender == evil.peer_id
+
+    raw = bytes.fromhex(evil.call("encode", type="Ping", fields=["a string"], raw=True))
+    assert msgpack.unpackb(raw)[1:2] + msgpack.unpackb(raw)[5:] == ["ping", ["a string"]]
+
+    blob = bytes.fromhex(evil.call("sign", type="SeqRange", fields=wire_json(seq_range)))
+    signed = codec.open_signed(blob, SeqRange, lambda r: r.sender)
+    assert signed.last == UINT64_MAX
+
+    assert evil.fails("send", type="NoSuchType").kind == "Refused"
+    assert evil.fails("send", type="Ping", fields={"nonce": 1}).kind == "Refused"  # no target
+    assert evil.fails("encode", type="Ping", fields={"nonce": -1}).kind == "Refused"
+    assert evil.fails("encode", type="Ping", fields={"nonse": 1}).kind == "Refused"
+    assert evil.fails("encode", type="SeqRange", fields=[]).kind == "Refused"  # a record
+    evil.close()
+    evil.assert_no_trouble()
