@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Sequence
 
-from bench.netns import Host, Lab, Unavailable, Worker
+from bench.lab import Host, Lab, Unavailable, Worker, spawn_worker
 
 
 def meshchat_missing() -> str | None:
@@ -22,10 +22,10 @@ def meshchat_missing() -> str | None:
 def spawn_agent(host: Host, name: str, timings: str = "default", tag: str = "",
                 watch_peers: bool = False) -> Worker:
     """Start one node in ``host`` with a fresh data dir (so a fresh identity)."""
-    data_dir = host.lab.log_dir / "data" / f"{tag}-{name}-{uuid.uuid4().hex[:8]}"
+    data_dir = host.lab.workdir / "data" / f"{tag}-{name}-{uuid.uuid4().hex[:8]}"
     config = {"name": name, "interface": "eth0", "data_dir": str(data_dir),
               "timings": timings, "watch_peers": watch_peers}
-    return host.spawn(f"mc-{tag}-{name}", "agent", json.dumps(config))
+    return spawn_worker(host, f"mc-{tag}-{name}", "agent", json.dumps(config))
 
 
 def start_agents(lab: Lab, names: Sequence[str], timings: str = "default", tag: str = "",
@@ -37,5 +37,5 @@ def start_agents(lab: Lab, names: Sequence[str], timings: str = "default", tag: 
     agents = [spawn_agent(lab.hosts[first_host + i], name, timings, tag, watch_peers)
               for i, name in enumerate(names)]
     for agent in agents:
-        agent.expect("started", 30 + 2 * len(agents))
+        agent.expect_event("started", 30 + 2 * len(agents))
     return agents

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from bench.common import percentile
-from bench.netns import Lab, has
+from bench.lab import Lab, has, spawn_worker, stop_workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,21 +34,21 @@ class DiscoveryResult:
 def pyre(lab: Lab, trials: int) -> DiscoveryResult:
     times = []
     try:
-        observer = lab.hosts[0].spawn("pyre-observer", "w_pyre", "observer", json.dumps(
+        observer = spawn_worker(lab.hosts[0], "pyre-observer", "w_pyre", "observer", json.dumps(
             {"name": "observer"}))
-        observer.expect("ready", 15)
+        observer.expect_event("ready", 15)
         for i in range(trials):
             name = f"new{i}"
-            newbie = lab.hosts[1].spawn(f"pyre-{name}", "w_pyre", "newbie", json.dumps(
+            newbie = spawn_worker(lab.hosts[1], f"pyre-{name}", "w_pyre", "newbie", json.dumps(
                 {"name": name}))
-            t0 = float(newbie.expect("t0", 15)["t"])
-            seen = observer.expect("enter", 15, where=has(name=name))
+            t0 = float(newbie.expect_event("t0", 15)["t"])
+            seen = observer.expect_event("enter", 15, where=has(name=name))
             times.append(float(seen["t"]) - t0)
             newbie.close()
-            observer.expect("exit", 15, where=has(name=name))
+            observer.expect_event("exit", 15, where=has(name=name))
         return DiscoveryResult("pyre", tuple(times))
     finally:
-        lab.stop_workers()
+        stop_workers(lab)
 
 
 def meshchat(lab: Lab, trials: int, timings: str = "default") -> DiscoveryResult:
@@ -61,11 +61,11 @@ def meshchat(lab: Lab, trials: int, timings: str = "default") -> DiscoveryResult
         for i in range(trials):
             name = f"new{i}"
             newbie = spawn_agent(lab.hosts[1], name, timings=timings, tag="disc")
-            t0 = float(newbie.expect("t0", 30)["t"])
-            seen = observer.expect("discovered", 15, where=has(name=name))
+            t0 = float(newbie.expect_event("t0", 30)["t"])
+            seen = observer.expect_event("discovered", 15, where=has(name=name))
             times.append(float(seen["t"]) - t0)
-            newbie.expect("started", 15)
+            newbie.expect_event("started", 15)
             newbie.close()
         return DiscoveryResult("meshchat", tuple(times))
     finally:
-        lab.stop_workers()
+        stop_workers(lab)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bench.agent_ctl import start_agents
 from bench.common import index_of, now, percentile
-from bench.netns import BenchError, Lab, Worker, has
+from bench.lab import BenchError, Lab, Worker, has, stop_workers
 
 ROOM = "bench"
 
@@ -97,7 +97,7 @@ def failover(lab: Lab, trials: int = 5, members: int = 4, rate: float = 50.0,
             senders = agents[1:3]
             budget = int(rate * (before_kill_s + after_s + 30))
             for j, agent in enumerate(senders):
-                agent.send("say_many", id=f"say{j}", room=ROOM, prefix=f"s{j}-", count=budget,
+                agent.send_cmd("say_many", id=f"say{j}", room=ROOM, prefix=f"s{j}-", count=budget,
                            rate=rate, report_indices=True)
             time.sleep(before_kill_s)
             t_kill = now()
@@ -109,8 +109,8 @@ def failover(lab: Lab, trials: int = 5, members: int = 4, rate: float = 50.0,
             time.sleep(after_s)
             sent: dict[str, set[int]] = {}
             for j, agent in enumerate(senders):
-                agent.send("stop_say")
-                done = agent.expect("done", 15, where=has(id=f"say{j}"))
+                agent.send_cmd("stop_say")
+                done = agent.expect_event("done", 15, where=has(id=f"say{j}"))
                 sent[f"s{j}-"] = set(done["indices"])
                 failed.append(int(done["failed"]))
             sent_total.append(sum(len(s) for s in sent.values()))
@@ -125,7 +125,7 @@ def failover(lab: Lab, trials: int = 5, members: int = 4, rate: float = 50.0,
         except BenchError as exc:
             raise type(exc)(f"trial {trial + 1}/{trials}: {exc}") from exc
         finally:
-            lab.stop_workers()
+            stop_workers(lab)
     return FailoverResult(tuple(times), tuple(lost), tuple(sent_total), tuple(failed),
                           tuple(new_hosts))
 
@@ -144,15 +144,15 @@ def big_room(lab: Lab, members: int = 20, soak_s: float = 60.0, senders: int = 4
     try:
         agents = start_agents(lab, [f"n{j:02d}" for j in range(members)], tag="big")
         _form_room(agents[:-1], timeout_s=60.0)
-        talkers = agents[1 : 1 + senders]
+        talkers = agents[1 : min(1 + senders, members - 1)]  # never the late joiner
         budget = int(rate * (soak_s + 60))
         for j, agent in enumerate(talkers):
-            agent.send("say_many", id=f"load{j}", room=ROOM, prefix=f"l{j}-", count=budget,
+            agent.send_cmd("say_many", id=f"load{j}", room=ROOM, prefix=f"l{j}-", count=budget,
                        rate=rate)
         time.sleep(1.0)
         last = agents[-1]
         joined = last.call("join", 15, room=ROOM)
-        first = last.expect("first_message", 10, where=has(room=ROOM))
+        first = last.expect_event("first_message", 10, where=has(room=ROOM))
         t_soak = now()
         hogs = [_burn_cpu(soak_s + 1) for _ in range(burners)]
         soak_end = time.monotonic() + soak_s
@@ -170,8 +170,8 @@ def big_room(lab: Lab, members: int = 20, soak_s: float = 60.0, senders: int = 4
                         vanished.add(str(event.get("name")))
         sent = 0
         for j, agent in enumerate(talkers):
-            agent.send("stop_say")
-            sent += int(agent.expect("done", 15, where=has(id=f"load{j}"))["sent"])
+            agent.send_cmd("stop_say")
+            sent += int(agent.expect_event("done", 15, where=has(id=f"load{j}"))["sent"])
         return BigRoomResult(
             members=members,
             join_s=float(first["t"]) - float(joined["t_called"]),
@@ -186,4 +186,4 @@ def big_room(lab: Lab, members: int = 20, soak_s: float = 60.0, senders: int = 4
         for hog in hogs:
             hog.kill()
             hog.wait()
-        lab.stop_workers()
+        stop_workers(lab)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import zmq
 
-from bench.netns import BenchError, Lab, Worker, has
+from bench.lab import BenchError, Lab, Worker, has, spawn_worker, stop_workers
 
 PORT = 5601
 
@@ -49,7 +49,7 @@ def _collect(system: str, k: int, count: int, receivers: list[Worker], deadline_
              ) -> FanoutResult:
     rates, got, dups = [], [], 0
     for worker in receivers:
-        res = worker.expect("result", deadline_s)
+        res = worker.expect_event("result", deadline_s)
         rates.append(_rate(int(res["received"]), float(res["t_first"]), float(res["t_last"])))
         got.append(int(res["unique"]))
         dups += int(res["received"]) - int(res["unique"])
@@ -76,42 +76,42 @@ def raw(lab: Lab, k: int, count: int, curve: bool = False) -> FanoutResult:
     sender = lab.hosts[0]
     tag = "raw-curve" if curve else "raw"
     try:
-        pub = sender.spawn(f"{tag}-pub-k{k}", "w_raw", "pub", json.dumps(
-            {"bind": f"tcp://{sender.ip}:{PORT}", "count": count, "curve": keys}))
-        pub.expect("ready", 15)
+        pub = spawn_worker(sender, f"{tag}-pub-k{k}", "w_raw", "pub", json.dumps(
+            {"bind": f"tcp://{sender.addr}:{PORT}", "count": count, "curve": keys}))
+        pub.expect_event("ready", 15)
         subs = [
-            lab.hosts[i].spawn(f"{tag}-sub{i}-k{k}", "w_raw", "sub", json.dumps(
-                {"connect": f"tcp://{sender.ip}:{PORT}", "count": count, "curve": keys,
+            spawn_worker(lab.hosts[i], f"{tag}-sub{i}-k{k}", "w_raw", "sub", json.dumps(
+                {"connect": f"tcp://{sender.addr}:{PORT}", "count": count, "curve": keys,
                  "deadline_s": deadline_for(count)}))
             for i in range(1, k + 1)
         ]
         for sub in subs:
-            sub.expect("synced", 20)
-        pub.send("go")
+            sub.expect_event("synced", 20)
+        pub.send_cmd("go")
         return _collect(tag, k, count, subs, deadline_for(count) + 5)
     finally:
-        lab.stop_workers()
+        stop_workers(lab)
 
 
 def _pyre_once(lab: Lab, k: int, count: int, rate: float) -> FanoutResult:
     try:
         recvs = [
-            lab.hosts[i].spawn(f"pyre-recv{i}-k{k}", "w_pyre", "shout_recv", json.dumps(
+            spawn_worker(lab.hosts[i], f"pyre-recv{i}-k{k}", "w_pyre", "shout_recv", json.dumps(
                 {"name": f"recv{i}", "count": count, "deadline_s": deadline_for(count)}))
             for i in range(1, k + 1)
         ]
         for worker in recvs:
-            worker.expect("ready", 15)
-        sender = lab.hosts[0].spawn(f"pyre-send-k{k}", "w_pyre", "shout_send", json.dumps(
+            worker.expect_event("ready", 15)
+        sender = spawn_worker(lab.hosts[0], f"pyre-send-k{k}", "w_pyre", "shout_send", json.dumps(
             {"name": "sender", "count": count, "receivers": k, "rate": rate}))
-        sender.expect("ready", 25)
+        sender.expect_event("ready", 25)
         for worker in recvs:
-            worker.expect("synced", 20)
-        sender.send("go")
+            worker.expect_event("synced", 20)
+        sender.send_cmd("go")
         result = _collect("pyre", k, count, recvs, deadline_for(count) + 5)
         return replace(result, paced_at=rate)
     finally:
-        lab.stop_workers()
+        stop_workers(lab)
 
 
 def pyre(lab: Lab, k: int, count: int, attempts: int = 4) -> FanoutResult:
@@ -146,36 +146,36 @@ def meshchat(lab: Lab, k: int, count: int, bursts: int = 1, timings: str = "defa
         for worker in recvs:
             worker.call("join", 15, room=room)
         for worker in recvs:
-            worker.send("await_text", room=room, prefix="w", timeout_s=20.0)
+            worker.send_cmd("await_text", room=room, prefix="w", timeout_s=20.0)
         # Warm up until every receiver has seen live traffic, so no one counts a slow join.
-        sender.send("say_many", room=room, prefix="w", count=400, rate=20.0, id="warm")
+        sender.send_cmd("say_many", room=room, prefix="w", count=400, rate=20.0, id="warm")
         for worker in recvs:
-            worker.expect("done", 25, where=has(cmd="await_text"))
-        sender.send("stop_say")
-        sender.expect("done", 10, where=has(id="warm"))
+            worker.expect_event("done", 25, where=has(cmd="await_text"))
+        sender.send_cmd("stop_say")
+        sender.expect_event("done", 10, where=has(id="warm"))
         for burst in range(bursts):
             prefix = f"m{burst}-"
             for worker in recvs:
-                worker.send("count", id=prefix, room=room, prefix=prefix, expected=count,
+                worker.send_cmd("count", id=prefix, room=room, prefix=prefix, expected=count,
                             deadline_s=deadline_for(count), idle_s=10.0)
             time.sleep(0.3)  # the count commands are in place, earlier traffic has drained
-            sender.send("say_many", id=prefix, room=room, prefix=prefix, count=count, rate=0.0)
+            sender.send_cmd("say_many", id=prefix, room=room, prefix=prefix, count=count, rate=0.0)
             rates, got, dups = [], [], 0
             for worker in recvs:
-                res = worker.expect("done", deadline_for(count) + 15,
+                res = worker.expect_event("done", deadline_for(count) + 15,
                                     where=has(id=prefix))
                 rates.append(_rate(int(res["received"]), float(res["t_first"]),
                                    float(res["t_last"])))
                 got.append(int(res["unique"]))
                 dups += int(res["received"]) - int(res["unique"])
-            done = sender.expect("done", 30, where=has(id=prefix))
+            done = sender.expect_event("done", 30, where=has(id=prefix))
             if int(done.get("failed", 0)):
                 raise BenchError(f"say() raised {done['failed']} times: {done.get('last_error')}")
             span = float(done["t1"]) - float(done["t0"])
             results.append(FanoutResult("meshchat", k, count, tuple(rates), tuple(got), dups,
                                         sender_rate=count / span if span > 0 else 0.0))
     finally:
-        lab.stop_workers()
+        stop_workers(lab)
     return median(results)
 
 

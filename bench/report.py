@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 
-from bench.netns import REPO
+from bench.lab import REPO
 
 HEADERS = ("figure", "meshchat", "baseline(s)", "ratio", "target", "pass?")
 

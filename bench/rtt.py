@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bench.common import percentile
 from bench.fanout import curve_keys
-from bench.netns import Lab
+from bench.lab import Lab, spawn_worker, stop_workers
 
 PORT = 5602
 
@@ -36,28 +36,28 @@ def raw(lab: Lab, rounds: int, curve: bool = False) -> RttResult:
     server = lab.hosts[0]
     tag = "raw-curve" if curve else "raw"
     try:
-        router = server.spawn(f"{tag}-router", "w_raw", "router", json.dumps(
-            {"bind": f"tcp://{server.ip}:{PORT}", "curve": keys}))
-        router.expect("ready", 15)
-        dealer = lab.hosts[1].spawn(f"{tag}-dealer", "w_raw", "dealer", json.dumps(
-            {"connect": f"tcp://{server.ip}:{PORT}", "rounds": rounds, "curve": keys}))
-        res = dealer.expect("result", 30 + rounds * 0.05)
+        router = spawn_worker(server, f"{tag}-router", "w_raw", "router", json.dumps(
+            {"bind": f"tcp://{server.addr}:{PORT}", "curve": keys}))
+        router.expect_event("ready", 15)
+        dealer = spawn_worker(lab.hosts[1], f"{tag}-dealer", "w_raw", "dealer", json.dumps(
+            {"connect": f"tcp://{server.addr}:{PORT}", "rounds": rounds, "curve": keys}))
+        res = dealer.expect_event("result", 30 + rounds * 0.05)
         return RttResult(tag, tuple(res["rtts_us"]))
     finally:
-        lab.stop_workers()
+        stop_workers(lab)
 
 
 def pyre(lab: Lab, rounds: int) -> RttResult:
     try:
-        echo = lab.hosts[0].spawn("pyre-echo", "w_pyre", "whisper_echo", json.dumps(
+        echo = spawn_worker(lab.hosts[0], "pyre-echo", "w_pyre", "whisper_echo", json.dumps(
             {"name": "echo"}))
-        echo.expect("ready", 15)
-        pinger = lab.hosts[1].spawn("pyre-ping", "w_pyre", "whisper_ping", json.dumps(
+        echo.expect_event("ready", 15)
+        pinger = spawn_worker(lab.hosts[1], "pyre-ping", "w_pyre", "whisper_ping", json.dumps(
             {"name": "pinger", "peer": "echo", "rounds": rounds}))
-        res = pinger.expect("result", 40 + rounds * 0.05)
+        res = pinger.expect_event("result", 40 + rounds * 0.05)
         return RttResult("pyre", tuple(res["rtts_us"]))
     finally:
-        lab.stop_workers()
+        stop_workers(lab)
 
 
 def meshchat(lab: Lab, rounds: int, timings: str = "default") -> RttResult:
@@ -69,4 +69,4 @@ def meshchat(lab: Lab, rounds: int, timings: str = "default") -> RttResult:
         res = pinger.call("ping", 30 + rounds * 0.05, peer="target", rounds=rounds, warmup=50)
         return RttResult("meshchat", tuple(res["rtts_us"]), tuple(res["reported_us"]))
     finally:
-        lab.stop_workers()
+        stop_workers(lab)

@@ -4,8 +4,9 @@
     sudo python bench/run.py --long     # the 10-minute false-failover soak
     sudo python bench/run.py --only fanout rtt --no-write
 
-Needs root and iproute2: every process runs in a network namespace the run creates (bench.netns)
-and every namespace is deleted at the end, also after an error or Ctrl-C.
+Needs root and iproute2: every process runs in a network namespace the run creates (the lab of
+tests/net/netlab.py, through bench/lab.py) and every namespace is deleted at the end, also after
+an error, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from bench import discovery, failover, fanout, rtt
 from bench.common import percentile
-from bench.netns import REPO, BenchError, Lab, Unavailable, remove_stale_labs
+from bench.lab import REPO, BenchError, Lab, Unavailable
 from bench.report import Row, machine_info, markdown_table, text_table, verdict
 
 T = TypeVar("T")
@@ -213,7 +214,7 @@ def section_failover(lab: Lab, args: argparse.Namespace, notes: list[str]) -> li
 
 def section_bigroom(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
     res = attempt(partial(failover.big_room, lab, members=args.members, soak_s=args.soak_s,
-                          burners=args.burners), "20-node room", notes)
+                          burners=args.burners), f"{args.members}-node room", notes)
     join = f"join: {args.members}th member of a {args.members}-node room, join() → first message"
     soak = f"false failovers, {args.members}-node room under load, {args.soak_s:.0f} s"
     if not isinstance(res, failover.BigRoomResult):
@@ -244,7 +245,8 @@ METHOD = """\
 ## How each figure is measured
 
 All processes run in network namespaces the run creates (one bridge, one namespace per host,
-`eth0` = 10.77.0.N/24; bench/netns.py); nothing is sent outside them. One process per node.
+`eth0` = 10.x.0.N/24; the lab of tests/net/netlab.py); nothing is sent outside them. One
+process per node.
 Baselines and meshchat run the same shape, in the same run, on the same hosts.
 
 - **Room fan-out**: a sender in host 0, 1 or 4 receivers in hosts 1..4, 100-byte texts. After a
@@ -337,14 +339,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
-    remove_stale_labs()
     started = time.monotonic()
     load_at_start = os.getloadavg()[0]
     hosts = max(args.members if "bigroom" in args.only else 0,
                 5 if "fanout" in args.only else 4)
     rows: list[Row] = []
     notes: list[str] = []
-    with Lab(hosts, args.logs) as lab:
+    with Lab(hosts, workdir=args.logs) as lab:  # it removes namespaces of dead runs first
         for section in SECTIONS:
             if section in args.only:
                 print(f"{section} ...", file=sys.stderr, flush=True)

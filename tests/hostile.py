@@ -13,6 +13,9 @@ on the LAN would send: authenticated frames from a key that is not the victim's 
 
 ``raw_envelope`` packs values the honest codec would refuse to encode (a seq near 2^64, a
 float of 1e300, a wrong type), so the victim's decoder is tried as well as its logic.
+
+``listeners`` are called with every frame received, and its envelope (None when it did not
+decode): ``tests/net/hostile_agent.py`` reports them on stdout.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import msgpack
 from nacl.secret import SecretBox
 
 from meshchat.config import PROTOCOL_VERSION, Limits
+from meshchat.errors import ProtocolError
 from meshchat.identity import Identity
-from meshchat.protocol.codec import Codec, Envelope, ProtocolError
+from meshchat.protocol.codec import Codec, Envelope
 from meshchat.protocol.messages import (
     Hello,
     PeerCard,
@@ -55,6 +59,7 @@ class HostilePeer:
         self.codec = Codec(limits or Limits())
         self.received: list[tuple[Incoming, Envelope]] = []
         self.undecodable = 0
+        self.listeners: list[Callable[[Incoming, Envelope | None], None]] = []
         self._changed = asyncio.Event()
         self._seq = 0
         self.router_port = 0
@@ -79,9 +84,13 @@ class HostilePeer:
             env = self.codec.decode(inc.payload)
         except ProtocolError:
             self.undecodable += 1
+            for listener in self.listeners:
+                listener(inc, None)
             return
         self.received.append((inc, env))
         self._changed.set()
+        for listener in self.listeners:
+            listener(inc, env)
 
     def messages(self, cls: type[W]) -> list[W]:
         return [env.message for _, env in self.received if isinstance(env.message, cls)]
@@ -117,6 +126,11 @@ class HostilePeer:
         address = node._addresses[0] if node._addresses else "mem"
         self.connect(node.peer_id, node._router_port, node._pub_port, address)
         self.send(node.peer_id, Hello(self.card(), time.time(), ""))
+
+    def next_seq(self) -> int:
+        """The next sequence number of our own stream (what ``envelope`` uses by default)."""
+        self._seq += 1
+        return self._seq
 
     def envelope(self, message: WireMessage, *, sender: bytes | None = None,
                  seq: int | None = None, sent_at: float | None = None) -> bytes:

@@ -4,10 +4,8 @@ Each lab host runs one meshchat process. Two ways to drive one:
 
 - ``Chat``: ``python -m meshchat start --no-tui`` — lines in on stdin, one line per event out
   (formats in ``meshchat.tui.linemode`` and ``meshchat.tui.render``).
-- ``Agent``: a small script on the public API (``API_AGENT``). Each line sent is Python run in
-  the agent's namespace (``node``, ``room``, everything ``meshchat`` exports; top-level
-  ``await`` works); the agent answers ``= <json>`` or ``! <ErrorType>: <text>``, and prints
-  every event of its own ``node.events()`` stream as ``ev <json>``.
+- ``Agent``: ``tests/net/api_agent.py``, a node on the public API that takes JSON-line
+  commands (its docstring has the table) and prints every event of its ``node.events()``.
 
 Every wait has a deadline (``expect``-style): nothing here sleeps a fixed time to let something
 happen. Deadlines are stretched by ``MESHCHAT_TEST_TIMEOUT_SCALE`` (see ``netlab.scaled``).
@@ -15,17 +13,17 @@ happen. Deadlines are stretched by ``MESHCHAT_TEST_TIMEOUT_SCALE`` (see ``netlab
 
 from __future__ import annotations
 
-import json
+import itertools
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from meshchat import Timings
 
-from .netlab import ExpectError, Host, Proc, scaled
+from .netlab import ExpectError, Host, JsonProc, Proc, scaled, subset_match
 
 FAST = Timings.fast()
 DEFAULT = Timings()
@@ -99,10 +97,6 @@ class _Driven:
         return f"<{type(self).__name__} {self.name} on {self.host.name}>"
 
     # the Proc surface tests use
-    def send(self, line: str) -> None:
-        __tracebackhide__ = True
-        self.proc.send(line)
-
     def expect(self, pattern: str | re.Pattern[str], timeout: float = 10.0) -> re.Match[str]:
         __tracebackhide__ = True
         return self.proc.expect(pattern, timeout)
@@ -203,6 +197,11 @@ class Chat(_Driven):
         if wait:
             chat.started()
         return chat
+
+    def send(self, line: str) -> None:
+        """One input line: a message or a /command."""
+        __tracebackhide__ = True
+        self.proc.send(line)
 
     def started(self, timeout: float = 15.0) -> Chat:
         __tracebackhide__ = True
@@ -370,180 +369,312 @@ def all_trouble_free(*drivens: _Driven) -> None:
 
 # --------------------------------------------------------------------------- API agents
 
-API_AGENT = r'''
-import ast, asyncio, dataclasses, inspect, json, os, sys, threading, traceback
-import meshchat
-from meshchat import Node, Timings
-
-def jsonable(obj):
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {"type": type(obj).__name__}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if not isinstance(value, bytes):
-                out[f.name] = jsonable(value)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, bytes):
-        return obj.hex()
-    if isinstance(obj, meshchat.Room):
-        return {"type": "Room", "name": obj.name, "host": jsonable(obj.host),
-                "members": jsonable(obj.members)}
-    return repr(obj)
-
-def out(*parts):
-    sys.stdout.write(" ".join(parts) + "\n")
-    sys.stdout.flush()
-
-async def pump(stream):
-    async for event in stream:
-        out("ev", json.dumps(jsonable(event), ensure_ascii=False))
-
-async def main(name, fast):
-    timings = Timings.fast() if fast else None
-    loop = asyncio.get_running_loop()
-    lines = asyncio.Queue()
-
-    def read():
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(lines.put_nowait, line)
-        loop.call_soon_threadsafe(lines.put_nowait, "")
-
-    threading.Thread(target=read, daemon=True).start()
-    async with Node(name=name, interfaces=[os.environ.get("AGENT_IFACE", "eth0")],
-                    timings=timings) as node:
-        ns = {**{k: getattr(meshchat, k) for k in meshchat.__all__}, "node": node,
-              "room": None, "asyncio": asyncio, "json": json}
-        events = asyncio.create_task(pump(node.events()))
-        d = node.peer_details(node.fingerprint)
-        out("ready", node.fingerprint, str(d.router_port), str(d.pub_port), str(d.card_port))
-        while True:
-            line = await lines.get()
-            if not line:
-                break
-            src = line.strip()
-            if src.startswith("json:"):
-                src = json.loads(src[5:])
-            if not src:
-                continue
-            try:
-                try:
-                    code = compile(src, "<agent>", "eval", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-                except SyntaxError:
-                    code = compile(src, "<agent>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-                result = eval(code, ns)
-                if inspect.isawaitable(result):
-                    result = await result
-                out("=", json.dumps(jsonable(result), ensure_ascii=False))
-            except meshchat.MeshchatError as exc:
-                out("!", type(exc).__name__ + ":", str(exc).replace("\n", " "))
-            except Exception as exc:
-                traceback.print_exc()
-                out("!", type(exc).__name__ + ":", str(exc).replace("\n", " "))
-        events.cancel()
-    out("closed")
-
-asyncio.run(main(sys.argv[1], "--fast" in sys.argv[2:]))
-'''
-
 
 class AgentError(AssertionError):
-    """The agent answered ``! ErrorType: text`` where a result was expected."""
+    """The agent answered an error where a value was expected."""
 
 
-class Agent(_Driven):
-    """A script on meshchat's public API (``API_AGENT``) on a lab host."""
+@dataclass(frozen=True)
+class Failure:
+    """An error the agent answered: ``kind`` (the exception class name), its message, and
+    ``reason`` (``JoinRefused.reason``; None for other errors)."""
 
-    fp: str
-    ports: dict[str, int]
+    kind: str
+    message: str
+    reason: str | None
 
-    @classmethod
-    def start(cls, host: Host, name: str, fast: bool = True, timeout: float = 15.0) -> Agent:
+
+class _JsonDriven(_Driven):
+    """What ``Agent`` and ``Hostile`` share: commands and replies as JSON lines (``agent_io``)."""
+
+    proc: JsonProc
+
+    def request(self, cmd: str, timeout: float = 10.0, background: bool = False,
+                **args: Any) -> dict[str, Any]:
+        """Send a command; its reply object (``ok``, ``value`` or ``error``...)."""
         __tracebackhide__ = True
-        args = [name, "--fast"] if fast else [name]
-        agent = cls(host, name, host.spawn_python(API_AGENT, *args,
-                                                   env={"AGENT_IFACE": host.ifname}))
-        m = agent.expect(r"^ready (\S+) (\d+) (\d+) (\d+)$", timeout)
-        agent.fp = m[1]
-        agent.ports = {"router": int(m[2]), "pub": int(m[3]), "card": int(m[4])}
-        return agent
+        ident = next(_request_ids)
+        message: dict[str, Any] = {"id": ident, "cmd": cmd, **args}
+        if background:
+            message["background"] = True
+        self.proc.send_json(message)
+        return self.proc.wait_json({"ev": "reply", "id": ident}, timeout=timeout, take=True)
 
-    def _answer(self, source: str, timeout: float) -> tuple[bool, str]:
+    def call(self, cmd: str, timeout: float = 10.0, **args: Any) -> Any:
+        """Run a command of the agent; its value. Raises ``AgentError`` if it failed."""
         __tracebackhide__ = True
-        self.send("json:" + json.dumps(source) if "\n" in source else source)
-        m = self.expect(r"^(=|!) (.*)$", timeout)
-        return m[1] == "=", m[2]
+        reply = self.request(cmd, timeout, **args)
+        if not reply["ok"]:
+            raise AgentError(self.proc.describe(
+                f"{self.name}: {cmd} {args} raised {reply['error']}: {reply['message']}"))
+        return reply["value"]
 
-    def call(self, source: str, timeout: float = 10.0) -> Any:
-        """Run Python in the agent (an expression, or statements); its value (decoded JSON)."""
+    def fails(self, cmd: str, timeout: float = 10.0, **args: Any) -> Failure:
+        """Run a command that must raise; what it raised."""
         __tracebackhide__ = True
-        ok, text = self._answer(source, timeout)
-        if not ok:
-            raise AgentError(self.proc.describe(f"{self.name}: {source!r} raised {text}"))
-        return json.loads(text)
-
-    def fails(self, source: str, timeout: float = 10.0) -> tuple[str, str]:
-        """Run one line that must raise; (error type name, message)."""
-        __tracebackhide__ = True
-        ok, text = self._answer(source, timeout)
-        if ok:
+        reply = self.request(cmd, timeout, **args)
+        if reply["ok"]:
             raise AssertionError(self.proc.describe(
-                f"{self.name}: {source!r} returned {text} instead of raising"))
-        kind, _, message = text.partition(": ")
-        return kind, message
+                f"{self.name}: {cmd} {args} returned {reply['value']!r} instead of raising"))
+        return Failure(reply["error"], reply["message"], reply.get("reason"))
 
-    def events(self, since: int = 0) -> list[dict[str, Any]]:
-        """Every event printed since ``since`` (a ``mark()``), decoded."""
-        return [json.loads(line[3:]) for line in self.lines_since(since)
-                if line.startswith("ev ")]
-
-    def wait_event(self, since: int = 0, timeout: float = 10.0, **want: Any) -> dict[str, Any]:
-        """The first event since ``since`` whose fields include ``want`` (``type=...`` too).
-
-        A field given as a dict matches a nested object by its items (``sender={"name":
-        "bob"}``).
-        """
-        __tracebackhide__ = True
-        end = time.monotonic() + scaled(timeout)
-        scanned = since
-        while True:
-            lines = self.proc.lines
-            for line in lines[scanned:]:
-                if line.startswith("ev "):
-                    ev = json.loads(line[3:])
-                    if _matches(ev, want):
-                        return ev
-            scanned = max(scanned, len(lines))
-            left = end - time.monotonic()
-            if left <= 0:
-                raise ExpectError(self.proc.describe(
-                    f"{self.name}: no event {want} within {scaled(timeout):.1f}s"))
-            self.proc.cursor = scanned
-            try:
-                self.proc.expect(r"^ev ", timeout=min(left, 1.0) / scaled(1.0))
-            except ExpectError:
-                self._give_up_if_gone(f"an event {want}")
+    def mark(self) -> int:
+        """A position among the agent's output objects, for ``since=``."""
+        return self.proc.json_mark()
 
     def close(self, timeout: float = 10.0) -> None:
+        """End of input: the agent shuts down, prints ``closed`` and exits."""
         __tracebackhide__ = True
         self.proc.close_stdin()
-        self.expect(r"^closed$", timeout)
+        self.proc.wait_json({"ev": "closed"}, timeout=timeout)
         self.wait_exit(timeout)
 
 
-def _matches(obj: Any, want: dict[str, Any]) -> bool:
-    for key, value in want.items():
-        if key not in obj:
-            return False
-        have = obj[key]
-        if isinstance(value, dict):
-            if not isinstance(have, dict) or not _matches(have, value):
-                return False
-        elif have != value:
-            return False
-    return True
+class Agent(_JsonDriven):
+    """A node on meshchat's public API (``tests/net/api_agent.py``) on a lab host.
+
+    ``call(cmd, **args)`` runs one command of the agent's table and returns its value (JSON);
+    ``fails(cmd, **args)`` runs one that must raise. ``wait_event(since, **want)`` waits for an
+    event of the agent's ``node.events()`` (``mark()`` before the action that causes it).
+    """
+
+    fp: str
+    peer_id: bytes
+    ports: dict[str, int]
+
+    @classmethod
+    def start(cls, host: Host, name: str, *extra: str, fast: bool = True,
+              timeout: float = 15.0) -> Agent:
+        """Start the agent (``extra``: more ``api_agent`` options, e.g. ``--peer``) and wait
+        until its node is up."""
+        __tracebackhide__ = True
+        args = ["--name", name, "--interface", host.ifname, *extra]
+        if fast:
+            args.append("--fast")
+        agent = cls(host, name, host.spawn_module("tests.net.api_agent", *args, kind=JsonProc))
+        ready = agent.proc.wait_json({"ev": "ready"}, timeout=timeout)
+        agent.fp = ready["fingerprint"]
+        agent.peer_id = bytes.fromhex(ready["peer_id"])
+        agent.ports = dict(ready["ports"])
+        return agent
+
+    def member_names(self) -> list[str]:
+        """Names of the current room's members, in join order."""
+        return [p["name"] for p in self.call("room")["members"]]
+
+    def events(self, since: int = 0, stream: int = 0) -> list[dict[str, Any]]:
+        """Every event of ``stream`` printed since ``since`` (a ``mark()``), decoded."""
+        return [o["event"] for o in self.proc.objects[since:]
+                if o.get("ev") == "event" and o.get("stream") == stream]
+
+    def wait_event(self, since: int = 0, timeout: float = 10.0, stream: int = 0,
+                   **want: Any) -> dict[str, Any]:
+        """The first event of ``stream`` since ``since`` whose fields include ``want``
+        (``type=...`` too). A dict matches a nested object by its items (``sender={"name":
+        "bob"}``)."""
+        __tracebackhide__ = True
+        found = self.proc.wait_json({"ev": "event", "stream": stream, "event": want},
+                                    since=since, timeout=timeout)
+        event: dict[str, Any] = found["event"]
+        return event
+
+
+_request_ids = itertools.count(1)
+
+
+# --------------------------------------------------------------------------- hostile peers
+
+
+def wire_json(value: Any) -> Any:
+    """Python values as the hostile agent's JSON: bytes → ``{"hex": ...}``, tuples → lists."""
+    if isinstance(value, bytes | bytearray):
+        return {"hex": bytes(value).hex()}
+    if isinstance(value, list | tuple):
+        return [wire_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: wire_json(v) for k, v in value.items()}
+    return value
+
+
+def _as_reported(value: Any) -> Any:
+    """Python values as the agent reports them (bytes as plain hex), for matching."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {k: _as_reported(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_reported(v) for v in value]
+    return value
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+def card_address(target: Chat | Agent | str) -> str:
+    """The card server address (``IP:PORT``, what ``--peer`` takes) of a node in the lab."""
+    if isinstance(target, str):
+        return target
+    if isinstance(target, Agent):
+        return f"{target.host.addr}:{target.ports['card']}"
+    return target.address
+
+
+class Hostile(_JsonDriven):
+    """A hostile peer (``tests/net/hostile_agent.py``) on a lab host: its own key, real sockets,
+    any message with any field values. The agent's docstring has its commands and the JSON forms
+    of field values; this wrapper takes Python values (bytes as bytes)::
+
+        evil = Hostile.start(lab.hosts[2])
+        target = evil.connect(alice)                      # a Chat, an Agent or "IP:PORT"
+        mark = evil.mark()
+        evil.send("Ping", {"nonce": 2**64 - 1})
+        evil.wait_received("Pong", since=mark, nonce=2**64 - 1)
+        evil.send("Heads", {...}, raw=True, seq=2**64 - 1)     # raw: no codec check
+        evil.send_envelope("ping", ["not an int"])              # any tag, any body
+        evil.send_raw(os.urandom(100))
+        evil.publish_sealed(room_id, epoch, key, "Chat", {"batch": {"signed": {...}}})
+
+    ``to`` defaults to the peer of the last ``connect``. What it receives is reported as
+    ``received`` objects: ``received()``/``wait_received()`` match on the message's fields
+    (``where`` on the other keys: ``kind``, ``from``, ``opened``, ``inner``...).
+    """
+
+    peer_id: bytes
+    fp: str
+    address: str
+    router_port: int
+    pub_port: int
+    target: dict[str, Any]
+
+    @classmethod
+    def start(cls, host: Host, name: str = "mallory", seed: bytes | None = None,
+              timeout: float = 15.0) -> Hostile:
+        __tracebackhide__ = True
+        args = ["--name", name, "--bind", host.addr]
+        if seed is not None:
+            args += ["--seed", seed.hex()]
+        evil = cls(host, name, host.spawn_module("tests.net.hostile_agent", *args,
+                                                 kind=JsonProc))
+        ready = evil.proc.wait_json({"ev": "ready"}, timeout=timeout)
+        evil.peer_id = bytes.fromhex(ready["peer_id"])
+        evil.fp = ready["fingerprint"]
+        evil.address = ready["address"]
+        evil.router_port = int(ready["router_port"])
+        evil.pub_port = int(ready["pub_port"])
+        return evil
+
+    # -- connecting ----------------------------------------------------------------------
+
+    def connect(self, target: Chat | Agent | str, hello: bool = True) -> dict[str, Any]:
+        """Fetch the target's card from its card server and connect to its ROUTER and PUB; with
+        ``hello`` also say Hello, so it connects back (and gets what we publish). The card."""
+        __tracebackhide__ = True
+        self.target = self.call("connect", card=card_address(target), hello=hello)
+        return self.target
+
+    def connect_to(self, peer_id: bytes, address: str, router_port: int, pub_port: int,
+                   hello: bool = True) -> dict[str, Any]:
+        """Connect to a peer by what its heartbeat says (no card server involved)."""
+        __tracebackhide__ = True
+        self.target = self.call("connect", peer_id=peer_id.hex(), address=address,
+                                router_port=router_port, pub_port=pub_port, hello=hello)
+        return self.target
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, type: str, fields: dict[str, Any] | list[Any] | None = None, *,
+             to: bytes | None = None, raw: bool = False, sender: bytes | None = None,
+             seq: int | None = None, sent_at: float | None = None,
+             version: Any = None) -> bool:
+        """A message of ``type`` (class name or tag) over our DEALER; whether it was queued."""
+        __tracebackhide__ = True
+        return bool(self.call("send", type=type, fields=wire_json(fields or {}), to=_hex(to),
+                              raw=raw, sender=_hex(sender), seq=seq, sent_at=sent_at,
+                              version=version)["sent"])
+
+    def send_envelope(self, tag: str, body: list[Any], *, to: bytes | None = None,
+                      sender: bytes | None = None, seq: Any = 1, sent_at: Any = 0.0,
+                      version: Any = None) -> bool:
+        """An envelope made by hand: any tag, any body, any header values."""
+        __tracebackhide__ = True
+        return bool(self.call("send_envelope", tag=tag, body=wire_json(body), to=_hex(to),
+                              sender=_hex(sender), seq=seq, sent_at=sent_at,
+                              version=version)["sent"])
+
+    def send_raw(self, frame: bytes, to: bytes | None = None) -> bool:
+        """Bytes that need not be a frame at all."""
+        __tracebackhide__ = True
+        return bool(self.call("send_raw", frame=frame.hex(), to=_hex(to))["sent"])
+
+    def publish(self, type: str, fields: dict[str, Any] | list[Any] | None = None, *,
+                topic: str | None = None, room_id: bytes | None = None, raw: bool = False,
+                sender: bytes | None = None, seq: int | None = None,
+                sent_at: float | None = None, version: Any = None) -> None:
+        """On our PUB (topic from the type for presence and broadcast; ``room_id``: the
+        room's topic)."""
+        __tracebackhide__ = True
+        self.call("publish", type=type, fields=wire_json(fields or {}), topic=topic,
+                  room_id=_hex(room_id), raw=raw, sender=_hex(sender), seq=seq,
+                  sent_at=sent_at, version=version)
+
+    def publish_raw(self, frame: bytes, *, topic: str | None = None,
+                    room_id: bytes | None = None) -> None:
+        __tracebackhide__ = True
+        self.call("publish_raw", frame=frame.hex(), topic=topic, room_id=_hex(room_id))
+
+    def publish_sealed(self, room_id: bytes, epoch: int, key: bytes | None = None,
+                       type: str | None = None, fields: dict[str, Any] | None = None, *,
+                       inner: bytes | None = None, raw: bool = False,
+                       sender: bytes | None = None, seq: int | None = None,
+                       sent_at: float | None = None) -> None:
+        """A room payload sealed with ``key`` (default: the key ring's for that epoch)."""
+        __tracebackhide__ = True
+        self.call("publish_sealed", room_id=room_id.hex(), epoch=epoch, key=_hex(key),
+                  type=type, fields=wire_json(fields or {}), inner=_hex(inner), raw=raw,
+                  sender=_hex(sender), seq=seq, sent_at=sent_at)
+
+    def heartbeat(self, every: float | None = None,
+                  fields: dict[str, Any] | None = None) -> None:
+        """Publish our Heartbeat once, or every ``every`` seconds (0 stops); ``fields``
+        override its fields (``hosted``: rooms we claim to host...)."""
+        __tracebackhide__ = True
+        self.call("heartbeat", every=every, fields=wire_json(fields or {}))
+
+    def add_key(self, room_id: bytes, epoch: int, key: bytes) -> None:
+        __tracebackhide__ = True
+        self.call("add_key", room_id=room_id.hex(), epoch=epoch, key=key.hex())
+
+    def mute(self, *types: str) -> None:
+        """Stop reporting these types (``"Heartbeat"``, ``"undecodable"``...)."""
+        __tracebackhide__ = True
+        self.call("mute", types=list(types))
+
+    def unmute(self, *types: str) -> None:
+        __tracebackhide__ = True
+        self.call("unmute", types=list(types))
+
+    def stats(self) -> dict[str, Any]:
+        __tracebackhide__ = True
+        stats: dict[str, Any] = self.call("stats")
+        return stats
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def received(self, type: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+        """Every frame reported since ``since`` (a ``mark()``), of ``type`` if given."""
+        return [o for o in self.proc.objects[since:]
+                if o.get("ev") == "received" and (type is None or o.get("type") == type)]
+
+    def wait_received(self, type: str, since: int = 0, timeout: float = 10.0,
+                      where: dict[str, Any] | None = None,
+                      test: Callable[[dict[str, Any]], bool] | None = None,
+                      **fields: Any) -> dict[str, Any]:
+        """The first ``type`` message since ``since`` whose fields include ``fields`` (bytes
+        given as bytes), whose report includes ``where`` and passes ``test(report)``."""
+        __tracebackhide__ = True
+        want = {"ev": "received", "type": type, "fields": _as_reported(fields),
+                **_as_reported(where or {})}
+        return self.proc.wait_json(
+            lambda o: subset_match(o, want) and (test is None or test(o)),
+            since=since, timeout=timeout)

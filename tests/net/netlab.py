@@ -11,10 +11,21 @@ Layout of ``Lab(n)`` (``P`` is the lab's prefix, ``x`` a per-lab number)::
     netns P-h<i>: eth0 = 10.x.0.<i+1>/24 (veth peer of v<i>), lo up with multicast,
                   route 224.0.0.0/4 dev eth0 (mDNS 224.0.0.251:5353 goes to the bridge)
 
+``eth0`` has a broadcast address too (``10.x.0.255``: Pyre's beacons in ``bench/`` use it).
+
 The bridge lives in a namespace of its own, so the namespace that runs the tests keeps only
 ``lo``. Names carry a per-run prefix (``ml<pid>-``): namespaces of a run whose process is gone
 are removed when the next lab starts. Every lab cleans up on exit, on error and at interpreter
 exit; processes spawned from the main thread also die with the test process (``PDEATHSIG``).
+
+Processes: ``Host.spawn`` gives a ``Proc`` (line-based stdio, ``expect``); a ``JsonProc`` speaks
+JSON lines (``send_json``, ``wait_json``), which the agents in ``tests/net`` (``api_agent``,
+``hostile_agent``) and the benchmark workers in ``bench/`` use. ``Host.spawn_module`` runs
+``python -m MODULE`` with the repository importable. ``Lab.stop_procs`` ends a batch of
+processes at once (the benchmarks do between figures); ``Lab.close`` ends the rest.
+
+This one lab serves both ``tests/net`` and ``bench/`` (``bench/lab.py`` adds only the
+benchmark workers' conventions on top).
 
 No wait here sleeps a fixed time except ``Proc.expect_no`` without a marker: everything else
 waits for an event with a deadline. ``MESHCHAT_TEST_TIMEOUT_SCALE`` multiplies every deadline
@@ -26,6 +37,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
+import json
 import os
 import re
 import shutil
@@ -36,14 +48,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Any, TypeVar
 
 __all__ = [
     "Capture",
     "ExpectError",
     "Host",
+    "JsonProc",
     "Lab",
     "LabError",
     "Proc",
@@ -51,12 +65,14 @@ __all__ = [
     "remove_stale_namespaces",
     "run_prefix",
     "scaled",
+    "subset_match",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TAIL_LINES = 40
 KILL_GRACE_S = 2.0
-_NAME_RE = re.compile(r"^ml(\d+)-")
+# ``ml<pid>-``: this lab; ``mcb<pid>-``: the benchmarks' own lab before it moved here.
+_NAME_RE = re.compile(r"^(?:ml|mcb)(\d+)-")
 _lab_numbers = itertools.count()
 _live_labs: set[Lab] = set()
 _live_lock = threading.Lock()
@@ -144,7 +160,8 @@ class Proc:
     """A process in a namespace with piped stdio; stdout and stderr are collected by threads.
 
     ``expect`` consumes stdout lines from a cursor, so each call waits for a line printed after
-    the one the previous call matched.
+    the one the previous call matched. With ``log_path``, stderr is also written to that file
+    as it comes (the benchmarks keep their workers' logs).
     """
 
     def __init__(
@@ -155,29 +172,40 @@ class Proc:
         label: str,
         env: dict[str, str],
         cwd: str | os.PathLike[str] | None,
+        log_path: Path | None = None,
     ) -> None:
         self.argv = list(argv)
         self.ns = ns
         self.label = label
         self.cursor = 0
+        self.log_path = log_path
         self._out: list[str] = []
         self._err: list[str] = []
         self._out_closed = False
         self._cond = threading.Condition()
+        self._log: IO[str] | None = (
+            open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the reader
+            if log_path is not None else None
+        )
         command = ["ip", "netns", "exec", ns]
         if threading.current_thread() is threading.main_thread() and shutil.which("setpriv"):
             # Dies with the test process even when that is SIGKILLed. Only from the main
             # thread: the signal fires when the *thread* that forked exits.
             command += ["setpriv", "--pdeathsig", "KILL", "--"]
-        self.popen = subprocess.Popen(
-            [*command, *self.argv],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        try:
+            self.popen = subprocess.Popen(
+                [*command, *self.argv],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except BaseException:
+            if self._log is not None:
+                self._log.close()
+            raise
         self.pid = self.popen.pid
         self._readers = [
             threading.Thread(
@@ -197,15 +225,28 @@ class Proc:
 
     def _read(self, stream: object, sink: list[str], is_stdout: bool) -> None:
         assert stream is not None
+        log = None if is_stdout else self._log
         for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if log is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    log.write(line + "\n")
+                    log.flush()
             with self._cond:
                 sink.append(line)
+                if is_stdout:
+                    self._on_stdout(line)
                 self._cond.notify_all()
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
         with self._cond:
             if is_stdout:
                 self._out_closed = True
             self._cond.notify_all()
+
+    def _on_stdout(self, line: str) -> None:
+        """Called (holding the condition) for every stdout line; subclasses parse it."""
 
     # -- output --------------------------------------------------------------------------
 
@@ -376,6 +417,115 @@ class Proc:
                     stream.close()
 
 
+JsonObject = dict[str, Any]
+JsonMatch = Mapping[str, Any] | Callable[[JsonObject], bool]
+
+
+def subset_match(obj: Any, want: Mapping[str, Any]) -> bool:
+    """Whether ``obj`` (a decoded JSON object) holds every item of ``want``; a dict value
+    matches a nested object by its own items (``sender={"name": "bob"}``)."""
+    if not isinstance(obj, dict):
+        return False
+    for key, value in want.items():
+        if key not in obj:
+            return False
+        have = obj[key]
+        if isinstance(value, Mapping):
+            if not subset_match(have, value):
+                return False
+        elif have != value:
+            return False
+    return True
+
+
+class JsonProc(Proc):
+    """A ``Proc`` that speaks JSON lines: one object per stdin line to it, one per stdout line
+    from it. Stdout lines that are not a JSON object stay in ``lines`` only.
+
+    ``wait_json(match)`` finds an object (a dict ``match`` is a subset of it, see
+    ``subset_match``; or ``match(obj)`` is true), waiting with a deadline. ``since`` (a
+    ``json_mark()``) skips objects printed before; ``take=True`` finds only objects no earlier
+    ``take`` returned, and marks the one found taken (request/reply matching).
+    """
+
+    def __init__(self, argv: Sequence[str], **kwargs: Any) -> None:
+        self._objects: list[JsonObject] = []
+        self._taken: set[int] = set()
+        super().__init__(argv, **kwargs)
+
+    def _on_stdout(self, line: str) -> None:
+        if not line.startswith("{"):
+            return
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(obj, dict):
+            self._objects.append(obj)
+
+    def send_json(self, obj: Mapping[str, Any]) -> None:
+        """Write ``obj`` as one line to stdin (``ExpectError`` if stdin is closed)."""
+        __tracebackhide__ = True
+        self.send(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+    @property
+    def objects(self) -> list[JsonObject]:
+        """Every JSON object printed so far, in order."""
+        with self._cond:
+            return list(self._objects)
+
+    def json_mark(self) -> int:
+        """A position among the objects, for ``since=``."""
+        with self._cond:
+            return len(self._objects)
+
+    def untaken(self) -> list[JsonObject]:
+        """Every object no ``take`` has returned yet."""
+        with self._cond:
+            return [o for i, o in enumerate(self._objects) if i not in self._taken]
+
+    def wait_json(
+        self, match: JsonMatch, *, since: int = 0, timeout: float = 10.0, take: bool = False
+    ) -> JsonObject:
+        """The first object at or after ``since`` that ``match`` accepts, waiting for it.
+
+        Raises ``ExpectError`` with the tails of stdout and stderr when the deadline passes or
+        stdout closes first.
+        """
+        __tracebackhide__ = True
+        test: Callable[[JsonObject], bool] = (
+            match if callable(match) else lambda obj: subset_match(obj, match)
+        )
+        deadline = time.monotonic() + scaled(timeout)
+        scanned = since
+        with self._cond:
+            while True:
+                while scanned < len(self._objects):
+                    index, obj = scanned, self._objects[scanned]
+                    scanned += 1
+                    if take and index in self._taken:
+                        continue
+                    if test(obj):
+                        if take:
+                            self._taken.add(index)
+                        return obj
+                if self._out_closed:
+                    headline = "stdout closed first"
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    headline = f"timed out after {scaled(timeout):.1f}s"
+                    break
+                self._cond.wait(remaining)
+        if self._out_closed:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(1.0)
+        raise ExpectError(self.describe(f"{self.label}: wait_json({match!r}): {headline}"))
+
+
+P = TypeVar("P", bound=Proc)
+
+
 _PING_SOURCE = r"""
 import os, select, socket, struct, sys, time
 
@@ -451,13 +601,40 @@ class Host:
         cwd: str | os.PathLike[str] | None = None,
     ) -> Proc:
         """Start ``argv`` in this namespace; ``env`` is added to ``Host.env()``."""
+        return self.spawn_as(Proc, argv, env=env, cwd=cwd)
+
+    def spawn_as(
+        self,
+        kind: type[P],
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        label: str | None = None,
+        log_path: Path | None = None,
+    ) -> P:
+        """``spawn`` as a ``Proc`` subclass (``JsonProc``, ...), optionally with a ``label``
+        (default ``h<i>#<n>``) and a stderr log file."""
         number = next(self.lab.proc_numbers)
-        proc = Proc(
-            argv, ns=self.ns, label=f"{self.name}#{number}", env=self.env(env),
-            cwd=cwd if cwd is not None else self.home,
+        proc = kind(
+            argv, ns=self.ns, label=label or f"{self.name}#{number}", env=self.env(env),
+            cwd=cwd if cwd is not None else self.home, log_path=log_path,
         )
         self.lab.procs.append(proc)
         return proc
+
+    def spawn_module(
+        self,
+        module: str,
+        *args: str,
+        kind: type[P],
+        env: dict[str, str] | None = None,
+        label: str | None = None,
+        log_path: Path | None = None,
+    ) -> P:
+        """``python -m MODULE ARGS`` on this host (the repository root is on ``PYTHONPATH``)."""
+        return self.spawn_as(kind, [sys.executable, "-m", module, *args], env=env,
+                             label=label, log_path=log_path)
 
     def spawn_meshchat(
         self, *args: str, env: dict[str, str] | None = None, cwd: str | None = None
@@ -703,7 +880,7 @@ class Lab:
                     "peer", "name", host.bridge_port, "netns", self.bridge_ns)
                 _ip(*br, "link", "set", host.bridge_port, "master", "br0", "up")
                 _ip("-n", ns, "link", "set", "lo", "up", "multicast", "on")
-                _ip("-n", ns, "addr", "add", host.cidr, "dev", "eth0")
+                _ip("-n", ns, "addr", "add", host.cidr, "broadcast", "+", "dev", "eth0")
                 _ip("-n", ns, "link", "set", "eth0", "up", "multicast", "on")
                 _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", "eth0")
                 self.hosts.append(host)
@@ -729,6 +906,30 @@ class Lab:
             for host in hosts:
                 host.link_up()
 
+    def stop_procs(
+        self, procs: Iterable[Proc] | None = None, *, wait_s: float = 0.0,
+        grace: float | None = None,
+    ) -> None:
+        """End ``procs`` (default: every process of the lab) together and forget them.
+
+        First up to ``wait_s`` for them to exit by themselves (after the caller asked them to),
+        then SIGTERM to all at once and, ``grace`` (default ``kill_grace_s``) later, SIGKILL.
+        """
+        chosen = list(self.procs if procs is None else procs)
+        deadline = time.monotonic() + wait_s
+        for proc in chosen:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(max(0.0, deadline - time.monotonic()))
+        for proc in chosen:
+            if proc.popen.poll() is None:
+                proc.kill(signal.SIGTERM)
+                proc.kill(signal.SIGCONT)
+        deadline = time.monotonic() + (self.kill_grace_s if grace is None else grace)
+        for proc in chosen:
+            proc.terminate(grace=max(0.0, deadline - time.monotonic()))
+        ended = set(map(id, chosen))
+        self.procs[:] = [p for p in self.procs if id(p) not in ended]
+
     def close(self) -> None:
         """Stop captures, end every process (SIGTERM, SIGKILL after a grace period), delete the
         namespaces (their veths and the bridge go with them) and the work dir."""
@@ -738,13 +939,7 @@ class Lab:
         for capture in self._captures:
             with contextlib.suppress(Exception):
                 capture.stop()
-        running = [p for p in self.procs if p.popen.poll() is None]
-        for proc in running:
-            proc.kill(signal.SIGTERM)
-            proc.kill(signal.SIGCONT)
-        deadline = time.monotonic() + self.kill_grace_s
-        for proc in self.procs:
-            proc.terminate(grace=max(0.0, deadline - time.monotonic()))
+        self.stop_procs()
         for ns in reversed(self._namespaces):
             _kill_namespace(ns)
         self._namespaces.clear()

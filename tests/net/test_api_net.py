@@ -1,14 +1,17 @@
-"""The Python API across machines (issue 2): scripts on ``meshchat.Node`` in three namespaces,
+"""The Python API across machines (issue 2): agents on ``meshchat.Node`` in three namespaces,
 and the example bot ``examples/echo_bot.py`` in a room with line-mode users.
 
-The scripts are ``helpers.API_AGENT``: each line sent to one is Python run against its
-``node``/``room``; it answers with the value as JSON and prints its own ``node.events()``.
+The agents are ``tests/net/api_agent.py`` (``helpers.Agent``): each command maps to one call
+of the public API, answered with its value as JSON; each agent prints its own
+``node.events()``.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+
+from meshchat import JoinRefused, MeshchatError, NotHost, NotInRoom, PeerNotFound, RoomNotFound
 
 from .conftest import LabFactory
 from .helpers import (
@@ -23,41 +26,38 @@ from .netlab import REPO_ROOT
 
 ECHO_BOT = REPO_ROOT / "examples" / "echo_bot.py"
 
-NAMES = "[p.name for p in room.members]"
-
-
 def test_the_python_api_across_three_machines(lab_factory: LabFactory) -> None:
     lab = lab_factory(3)
     alice, bob, carol = (Agent.start(h, n) for h, n in zip(lab.hosts, ["alice", "bob", "carol"],
                                                             strict=True))
 
     # host / rooms / join
-    assert alice.call(f"room = await node.host({ROOM!r})") is None
-    assert alice.call("(room.name, room.host.name, room.host.fingerprint)") == [
-        ROOM, "alice", alice.fp]
+    room = alice.call("host", room=ROOM)
+    assert (room["name"], room["host"]["name"], room["host"]["fingerprint"]) == (
+        ROOM, "alice", alice.fp)
+    assert room["is_host"] is True and room["members"][0]["peer_id"] == alice.peer_id.hex()
     started = time.monotonic()
-    infos = bob.call("await node.rooms(timeout=2.0)")
+    infos = bob.call("rooms", seconds=2.0)
     assert time.monotonic() - started < 2.0 + 1.0
     assert [(i["name"], i["host"], i["members"], i["locked"]) for i in infos] == [
         (ROOM, "alice", 1, False)]
-    bob.call(f"room = await node.join({ROOM!r})")
-    assert bob.call("room.host.name") == "alice"
-    assert bob.call(NAMES) == ["alice", "bob"]
-    carol.call(f"room = await node.join({ROOM!r})")
-    assert carol.call(NAMES) == ["alice", "bob", "carol"]
+    assert bob.call("join", room=ROOM)["host"]["name"] == "alice"
+    assert bob.member_names() == ["alice", "bob"]
+    carol.call("join", room=ROOM)
+    assert carol.member_names() == ["alice", "bob", "carol"]
     alice.wait_event(type="PeerJoined", room=ROOM, peer={"name": "bob", "fingerprint": bob.fp})
     alice.wait_event(type="PeerJoined", room=ROOM, peer={"name": "carol"})
     bob.wait_event(type="PeerJoined", room=ROOM, peer={"name": "carol"})
 
     # peers(): every other node, with its fingerprint and address
-    peers = {p["name"]: p for p in alice.call("node.peers()")}
+    peers = {p["name"]: p for p in alice.call("peers")}
     assert set(peers) >= {"bob", "carol"}
     assert peers["bob"]["fingerprint"] == bob.fp
     assert lab.hosts[1].addr in peers["bob"]["addresses"]
 
     # say(): a Message event on every other member
     mark = {a.name: a.mark() for a in (alice, bob, carol)}
-    bob.call("await room.say('hello from the api')")
+    bob.call("say", text="hello from the api")
     for agent in (alice, carol):
         ev = agent.wait_event(mark[agent.name], type="Message", text="hello from the api")
         assert ev["room"] == ROOM and ev["private"] is False
@@ -65,74 +65,61 @@ def test_the_python_api_across_three_machines(lab_factory: LabFactory) -> None:
         assert abs(ev["sent_at"] - time.time()) < 10
 
     # msg(): to one peer by name, to several by a list; the others get nothing
-    alice.call("await node.msg('carol', 'psst, carol only')")
+    alice.call("msg", to="carol", text="psst, carol only")
     ev = carol.wait_event(type="Message", text="psst, carol only")
     assert ev["private"] is True and ev["room"] is None and ev["sender"]["name"] == "alice"
-    alice.call(f"await node.msg([{bob.fp[:6]!r}, 'carol'], 'to both of you')")
+    alice.call("msg", to=[bob.fp[:6], "carol"], text="to both of you")
     for agent in (bob, carol):
         ev = agent.wait_event(type="Message", text="to both of you")
         assert ev["private"] is True
         assert sorted(p["name"] for p in ev["recipients"]) == ["bob", "carol"]
-    alice.call("await room.say('marker after the private lines')")
+    alice.call("say", text="marker after the private lines")
     bob.wait_event(type="Message", text="marker after the private lines")
 
     # ping(): seconds
-    rtt = bob.call("await node.ping('alice')")
+    rtt = bob.call("ping", peer="alice")
     assert isinstance(rtt, float) and 0.0 < rtt < 1.0
 
     # events(): each call is a stream of its own, from then on
-    bob.call("second = node.events()")
-    alice.call("await room.say('for every stream')")
-    bob.wait_event(type="Message", text="for every stream")
-    got = bob.call(
-        "async def first_message():\n"
-        "    async for ev in second:\n"
-        "        if isinstance(ev, Message):\n"
-        "            return ev\n"
-        "got = await asyncio.wait_for(first_message(), 5)\n"
-    )
-    assert got is None
-    assert bob.call("got.text") == "for every stream"
+    second = bob.call("open_stream")
+    assert second == 1
+    mark_bob = bob.mark()
+    alice.call("say", text="for every stream")
+    for stream in (0, second):
+        bob.wait_event(mark_bob, stream=stream, type="Message", text="for every stream")
+    first_of_second = next(e for e in bob.events(stream=second) if e["type"] == "Message")
+    assert first_of_second["text"] == "for every stream"
 
     # history(): the same on every member, in order
     said = ["hello from the api", "marker after the private lines", "for every stream"]
-    histories = [a.call("[(m.sender.name, m.text, m.private) for m in room.history()]")
+    histories = [[(m["sender"]["name"], m["text"], m["private"]) for m in a.call("history")]
                  for a in (alice, bob, carol)]
     assert histories[0] == histories[1] == histories[2]
     assert [h[1] for h in histories[0]] == said
     assert all(private is False for _, _, private in histories[0])
 
     # errors: one tree under MeshchatError
-    assert bob.fails("await node.join('nowhere')")[0] == "RoomNotFound"
-    assert bob.fails("await node.msg('nobody', 'hi')")[0] == "PeerNotFound"
-    assert bob.fails("await node.ping('nobody')")[0] == "PeerNotFound"
-    assert bob.fails("await room.kick('carol')")[0] == "NotHost"
-    assert bob.call("issubclass(RoomNotFound, MeshchatError) and issubclass(NotHost, "
-                    "MeshchatError) and issubclass(JoinRefused, MeshchatError)") is True
+    assert bob.fails("join", room="nowhere").kind == "RoomNotFound"
+    assert bob.fails("msg", to="nobody", text="hi").kind == "PeerNotFound"
+    assert bob.fails("ping", peer="nobody").kind == "PeerNotFound"
+    assert bob.fails("kick", peer="carol").kind == "NotHost"
+    for error in (RoomNotFound, PeerNotFound, NotHost, JoinRefused, NotInRoom):
+        assert issubclass(error, MeshchatError)
 
     # leave(): PeerLeft for the others; members updated
     mark = {a.name: a.mark() for a in (alice, bob)}
-    carol.call("await room.leave()")
+    carol.call("leave")
     for agent in (alice, bob):
         agent.wait_event(mark[agent.name], type="PeerLeft", room=ROOM, peer={"name": "carol"},
                          reason="left")
-    assert alice.call(NAMES) == ["alice", "bob"]
-    kind, _ = carol.fails("await room.say('after leaving')")
-    assert kind == "NotInRoom"
+    assert alice.member_names() == ["alice", "bob"]
+    assert carol.fails("say", text="after leaving").kind == "NotInRoom"
 
     # A locked room refuses a join with a reason.
-    alice.call("await room.lock()")
-    kind, text = carol.fails(f"await node.join({ROOM!r})")
-    assert kind == "JoinRefused" and "locked" in text
-    carol.call(
-        "async def reason():\n"
-        "    try:\n"
-        f"        await node.join({ROOM!r})\n"
-        "    except JoinRefused as exc:\n"
-        "        return exc.reason\n"
-        "why = await reason()\n"
-    )
-    assert carol.call("why") == "locked"
+    alice.call("lock")
+    refused = carol.fails("join", room=ROOM)
+    assert refused.kind == "JoinRefused" and "locked" in refused.message
+    assert refused.reason == "locked"
 
     # The private line never reached bob; close: the others see carol go.
     assert "psst, carol only" not in " ".join(bob.lines)

@@ -13,6 +13,7 @@ import pytest
 from .conftest import LabFactory
 from .netlab import (
     ExpectError,
+    JsonProc,
     Lab,
     LabError,
     Proc,
@@ -101,6 +102,16 @@ print("bye", flush=True)
 """
 
 
+JSON_ECHO = """
+import json, sys
+print(json.dumps({"ev": "ready"}), flush=True)
+for line in sys.stdin:
+    obj = json.loads(line)
+    print("not json", flush=True)
+    print(json.dumps({"ev": "reply", "id": obj["id"], "echo": obj}), flush=True)
+"""
+
+
 def _gone(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
@@ -123,7 +134,8 @@ def test_hosts_are_namespaces_with_eth0_lo_and_a_multicast_route(lab3: Lab) -> N
     assert set(_list_namespaces()) >= {lab3.bridge_ns, *(h.ns for h in lab3.hosts)}
     for i, host in enumerate(lab3.hosts):
         assert host.addr.endswith(f".0.{i + 1}") and host.ifname == "eth0"
-        assert f"inet {host.cidr} " in host.run("ip -o -4 addr show dev eth0").stdout
+        addr = host.run("ip -o -4 addr show dev eth0").stdout
+        assert f"inet {host.cidr} brd {host.addr.rsplit('.', 1)[0]}.255 " in addr  # Pyre needs brd
         assert "224.0.0.0/4 dev eth0" in host.run("ip route").stdout
         lo = host.run("ip -o link show dev lo").stdout
         assert "MULTICAST" in lo and "UP" in lo
@@ -222,6 +234,39 @@ def test_expect_send_and_process_control(lab3: Lab) -> None:
     victim.expect("ready")
     victim.kill()
     assert victim.wait() == -9
+
+
+def test_json_proc_waits_takes_and_stop_procs_ends_a_batch(lab3: Lab, tmp_path: Path) -> None:
+    h0, h1, _ = lab3.hosts
+    log = tmp_path / "json.log"
+    proc = h0.spawn_as(JsonProc, [sys.executable, "-c", JSON_ECHO], label="json", log_path=log)
+    assert proc.label == "json"
+    proc.wait_json({"ev": "ready"})
+    for ident in (1, 2):
+        proc.send_json({"id": ident, "nested": {"a": ident, "b": [ident]}})
+    second = proc.wait_json({"id": 2, "echo": {"nested": {"a": 2}}}, take=True)
+    assert second["echo"]["nested"]["b"] == [2]
+    assert proc.wait_json(lambda o: o.get("ev") == "reply", take=True)["id"] == 1
+    with pytest.raises(ExpectError, match="timed out"):
+        proc.wait_json({"ev": "reply"}, take=True, timeout=0.2)  # both taken
+    assert proc.wait_json({"id": 1}, since=1)["ev"] == "reply"  # without take: still there
+    assert [o.get("id") for o in proc.untaken()] == [None]  # only "ready"
+    assert "not json" in proc.lines and len(proc.objects) == 3
+
+    other = h1.spawn_python(ECHO)
+    other.expect("ready")
+    other.send("logged")
+    other.expect("echo logged")
+    lab3.stop_procs([proc, other], grace=1.0)
+    assert proc.returncode is not None and other.returncode is not None
+    assert proc not in lab3.procs and other not in lab3.procs
+    with pytest.raises(ExpectError, match="stdout closed first"):
+        proc.wait_json({"ev": "never"}, timeout=5)
+    stderr_logged = h0.spawn_as(Proc, [sys.executable, "-c", "import sys; print('to the log', "
+                                       "file=sys.stderr)"], log_path=log)
+    assert stderr_logged.wait() == 0
+    stderr_logged.terminate()
+    assert "to the log" in log.read_text()
 
 
 def test_processes_see_their_own_host_environment(lab3: Lab, tmp_path: Path) -> None:
