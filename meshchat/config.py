@@ -84,3 +84,13 @@ class Limits:
     direct_frames_per_s: float = 500.0
     direct_frames_burst: int = 2000
     max_rate_entries: int = 4096
+    # Admission (meshchat/admission.py): what joiners may make a host do, and the other way.
+    joins_per_address_per_s: float = 5.0  # every JoinRequest from one address, any key
+    joins_per_address_burst: int = 30
+    max_join_challenges: int = 256  # pending password challenges; the oldest goes first
+    join_challenge_ttl_s: float = 30.0
+    max_admission_entries: int = 4096  # per-address buckets, per-(room, peer) attempt windows
+    # The Argon2id cost a joiner accepts from a host: pwhash.argon2id OPSLIMIT/MEMLIMIT_MODERATE
+    # (config imports no third-party code; tests/unit/test_admission.py checks the values).
+    max_pwhash_opslimit: int = 3
+    max_pwhash_memlimit: int = 256 * 1024 * 1024

@@ -4,9 +4,11 @@
 
     MeshchatError                  everything meshchat raises on purpose
     ├── RoomNotFound               no room of that name on the network
-    ├── JoinRefused                the host said no (.reason: banned, locked, password, name, ...)
+    ├── JoinRefused                no way in (.reason: banned, locked, password, rate, moved,
+    │                              cost — the host asked for too costly a password hash, ...)
     ├── PeerNotFound               no known peer matches the name or fingerprint
-    ├── AmbiguousName              several peers match (.candidates)
+    ├── AmbiguousName              several peers match, or several hosts announce a room name
+    │                              (.candidates: 'name (fingerprint)', or 'room#fingerprint')
     ├── Timeout                    an operation's deadline passed
     ├── NotHost                    a host-only operation asked of a non-host
     ├── RenameTooSoon              /rename before the 7 days are over (.allowed_at)
@@ -42,7 +44,8 @@ class PeerNotFound(MeshchatError):
 
 
 class AmbiguousName(MeshchatError):
-    """Several peers match; ``candidates`` lists 'name (fingerprint)' for each."""
+    """Several peers match (``candidates``: 'name (fingerprint)' each), or several hosts
+    announce one room name (``candidates``: 'room#fingerprint' each, which ``join`` takes)."""
 
     def __init__(self, query: str, candidates: Sequence[str]) -> None:
         self.query = query

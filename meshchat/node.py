@@ -21,8 +21,10 @@ from pathlib import Path
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
+from . import admission
 from . import moderation as mod
 from . import room as rules
+from .admission import Admission, Admit, Challenge, Lineage, Refuse
 from .authority import Gate, Role
 from .clock import Clock, as_clock
 from .commands import validate_name
@@ -429,6 +431,7 @@ class Node:
         self._log = MessageLog(self.data_dir / "messages.sqlite")
         self._codec = Codec(self.limits)
         self._gate = Gate(self.limits)
+        self._admission = Admission(self.limits, self._codec, self.peer_id, self._random_bytes)
         self._liveness = LivenessTable(self.timings)
         self.started_at = self._clock.time()
         self._started_mono = self._clock.monotonic()
@@ -1111,7 +1114,7 @@ class Node:
                 self._emit(Message(None, self._peer_info(peer), m.text, True, env.sent_at, 0,
                                    tuple(self._peer_info(p) for p in m.to)))
             case JoinRequest():
-                self._on_join_request(peer, m, now)
+                self._on_join_request(peer, m, now, address)
             case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult():
                 fut = self._futures.get(m.request_id)
                 if fut is not None and not fut.done():
@@ -1423,53 +1426,30 @@ class Node:
             self._send(peer, StatePush(jr.room_id, jr.core.blob))
         self._host_publish(jr, old)
 
-    def _on_join_request(self, peer: bytes, req: JoinRequest, now: float) -> None:
+    def _on_join_request(self, peer: bytes, req: JoinRequest, now: float, address: str = ""
+                         ) -> None:
+        """Run the admission core's decision (meshchat/admission.py) on a join request."""
         jr = self._rooms.get(req.room_id)
-
-        def refuse(reason: str, detail: str = "") -> None:
-            self._send(peer, JoinRefusal(req.room_id, req.request_id, reason, detail))
-
-        if jr is None:
-            refuse("not_found", "no such room here")
-            return
-        state = jr.state
-        if not jr.core.is_host:
-            refuse("moved", state.host.hex())
-            return
-        if req.merge_token:
-            self._on_merge_join(jr, peer, req)
-            return
-        if rules.is_banned(state, peer):
-            refuse("banned", "you are banned from this room")
-            return
-        if state.closed:
-            refuse("closed", "the room is closed")
-            return
-        already = rules.is_member(state, peer) or peer in jr.dropped_silent
-        if state.locked and not already:
-            refuse("locked", "the room is locked")
-            return
-        if state.password is not None and not already:
-            if not self._rate_ok(jr, peer, now):
-                refuse("rate", "too many attempts; wait a minute")
-                return
-            pending = jr.challenges.get(peer)
-            if not req.proof or pending is None or pending[0] != req.challenge:
-                nonce = self._random_bytes(24)
-                jr.challenges[peer] = (nonce, now)
-                pw = state.password
-                self._send(peer, JoinChallenge(req.room_id, req.request_id, pw.salt, nonce,
-                                               pw.opslimit, pw.memlimit))
-                return
-            del jr.challenges[peer]
-            if not rules.check_proof(state.password, state.room_id, peer, pending[0], req.proof):
-                refuse("password", "wrong password")
-                return
-        name = req.name.strip()[: self.limits.max_name_chars] or "?"
-        rejoining = peer in jr.dropped_silent
-        jr.dropped_silent.discard(peer)
-        jr.told_to_rejoin.pop(peer, None)
-        self._admit(jr, peer, name, req.request_id, now, full_history=rejoining)
+        lineage = None if jr is None else Lineage(jr.ever_members, jr.removed, jr.dropped_silent)
+        decision = self._admission.decide(None if jr is None else jr.core.current, lineage, req,
+                                          peer, address, self._clock.monotonic())
+        if decision.token_refused:
+            self.stats["dropped_merge_" + decision.token_refused] += 1
+        match decision:
+            case Refuse(reason=reason, detail=detail):
+                self.stats["dropped_join_" + reason] += 1
+                self._send(peer, JoinRefusal(req.room_id, req.request_id, reason, detail))
+            case Challenge():
+                self._send(peer, JoinChallenge(req.room_id, req.request_id, decision.salt,
+                                               decision.nonce, decision.opslimit,
+                                               decision.memlimit))
+            case Admit() if jr is not None:
+                if decision.merged_from is not None:
+                    self._on_merge_join(jr, decision.merged_from)
+                jr.dropped_silent.discard(peer)
+                jr.told_to_rejoin.pop(peer, None)
+                self._admit(jr, peer, decision.name, req.request_id, now,
+                            full_history=decision.full_history)
 
     def _admit(self, jr: _JoinedRoom, peer: bytes, name: str, request_id: int, now: float,
                full_history: bool = False) -> None:
@@ -1488,15 +1468,6 @@ class Node:
                                     rules.seal_key(self.identity, peer, jr.keys[epoch]), epoch,
                                     history, heads))
         self._host_publish(jr, old)
-
-    def _rate_ok(self, jr: _JoinedRoom, peer: bytes, now: float) -> bool:
-        attempts = jr.attempts.setdefault(peer, deque())
-        while attempts and now - attempts[0] > 60.0:
-            attempts.popleft()
-        if len(attempts) >= self.limits.join_attempts_per_minute:
-            return False
-        attempts.append(now)
-        return True
 
     def _on_host_command(self, peer: bytes, cmd: HostCommand) -> None:
         jr = self._rooms.get(cmd.room_id)
@@ -1703,19 +1674,37 @@ class Node:
     # ---------------------------------------------------------------- joining
 
     async def _find_room(self, name: str) -> _Listing:
+        """The listing ``/join name`` means (``admission.choose``): a name that two hosts
+        announce raises ``AmbiguousName`` (pick one with ``name#<fingerprint prefix>``)."""
         deadline = self._clock.monotonic() + max(self.timings.discovery_wait_s,
                                           2.0 - self.uptime())
+        settle: float | None = None
         while True:
-            hits = [lst for lst in self._directory.values()
-                    if lst.name.casefold() == name.strip().casefold()]
-            if hits:
-                return max(hits, key=lambda lst: (lst.term, lst.members))
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                raise RoomNotFound(f"no room called {name!r} on the network (see /rooms)")
+            listings = list(self._directory.values())
+            picked = admission.choose(name, [
+                admission.Offer(lst.name, lst.room_id, lst.host.peer_id, lst.term, lst.members)
+                for lst in listings])
+            now = self._clock.monotonic()
+            if isinstance(picked, int):
+                return listings[picked]
+            if isinstance(picked, admission.Ambiguous):
+                if not picked.transient:
+                    raise AmbiguousName(name, picked.candidates)
+                # Two hosts list one room id: a handoff lists it at both until the old host's
+                # next heartbeat (or mDNS goodbye). Give it that long, then ask the user.
+                if settle is None:
+                    settle = now + 3 * self.timings.heartbeat_interval_s
+                if now >= settle:
+                    raise AmbiguousName(name, picked.candidates)
+                wait_until = settle
+            else:
+                settle = None
+                if now >= deadline:
+                    raise RoomNotFound(f"no room called {name!r} on the network (see /rooms)")
+                wait_until = deadline
             self._directory_changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._directory_changed.wait(), remaining)
+                await asyncio.wait_for(self._directory_changed.wait(), wait_until - now)
 
     async def _request(self, pid: bytes, message: WireMessage, rid: int, timeout: float
                        ) -> WireMessage:
@@ -1756,6 +1745,12 @@ class Node:
         if isinstance(reply, JoinChallenge):
             if not password:
                 raise JoinRefused("password", "this room needs a password")
+            # The host picks the Argon2id cost; an unbounded one would take our memory in a
+            # thread nobody can cancel. Refuse before any hashing starts.
+            too_costly = admission.challenge_refusal(reply, self.limits)
+            if too_costly is not None:
+                self.stats["dropped_join_cost"] += 1
+                raise JoinRefused(too_costly.reason, too_costly.detail)
             proof = await asyncio.to_thread(
                 rules.password_proof, password, reply.salt, reply.opslimit, reply.memlimit,
                 listing.room_id, self.peer_id, reply.nonce,
@@ -1765,12 +1760,20 @@ class Node:
             reply = await self._request(host_id, request, rid, self.timings.join_timeout_s)
         if isinstance(reply, JoinRefusal):
             if reply.reason == "moved":
-                new_host = self._peers.get(bytes.fromhex(reply.detail)) if _is_hex(
-                    reply.detail) else None
-                if new_host is not None:
-                    raise _Moved(_Listing(listing.room_id, listing.name, new_host.card,
-                                          listing.members, listing.locked,
-                                          listing.has_password, listing.term, "moved"))
+                held = self._rooms.get(listing.room_id)
+                target = admission.moved_target(
+                    reply.detail, listing.room_id, host_id,
+                    held.state if held is not None else self._last_states.get(listing.room_id),
+                    self._codec)
+                if target is None:
+                    self.stats["dropped_moved_unsigned"] += 1
+                    raise JoinRefused("moved", "the room moved to a host no signed state names")
+                new_host = await self._await_peer(target, self.timings.discovery_wait_s)
+                if new_host is None:
+                    raise JoinRefused("moved", "the room's new host is not reachable yet")
+                raise _Moved(_Listing(listing.room_id, listing.name, new_host.card,
+                                      listing.members, listing.locked, listing.has_password,
+                                      listing.term, "moved"))
             raise JoinRefused(reply.reason, reply.detail)
         if not isinstance(reply, JoinAccept):
             raise JoinRefused("protocol", "unexpected answer from the host")
@@ -1914,27 +1917,13 @@ class Node:
                 await asyncio.wait_for(self._peer_changed.wait(), remaining)
         return peer
 
-    def _on_merge_join(self, jr: _JoinedRoom, peer: bytes, req: JoinRequest) -> None:
-        """A member (or the host) of the other side of a healed partition joins us."""
-        try:
-            other = self._codec.open_signed(req.merge_token, RoomState, rules.signer_of)
-        except ProtocolError:
-            self._send(peer, JoinRefusal(req.room_id, req.request_id, "merge", "bad token"))
-            return
-        ok = (other.room_id == jr.room_id and rules.is_member(other, peer)
-              and (other.host in jr.ever_members or other.host in jr.merge_allow)
-              and not rules.is_banned(jr.state, peer))
-        if not ok:
-            self._send(peer, JoinRefusal(req.room_id, req.request_id, "merge",
-                                         "not a member of this room"))
-            return
-        if other.host == peer:
-            jr.merge_allow.update(rules.member_ids(other))
-            old = jr.state
-            if jr.core.merge_bans(other.bans) is not None:
-                self._host_publish(jr, old)
-        name = req.name.strip()[: self.limits.max_name_chars] or "?"
-        self._admit(jr, peer, name, req.request_id, self._clock.time(), full_history=True)
+    def _on_merge_join(self, jr: _JoinedRoom, other: RoomState) -> None:
+        """The other side's host of a healed partition merges in (its token was taken):
+        vouch for its members and union its bans."""
+        jr.merge_allow.update(rules.member_ids(other))
+        old = jr.state
+        if jr.core.merge_bans(other.bans) is not None:
+            self._host_publish(jr, old)
 
     # ---------------------------------------------------------------- elections
 
@@ -2152,13 +2141,3 @@ def _unused_ranges(sender: bytes, first: int, last: int, held: Sequence[int]
         if start > last:
             break
     return [r for r in out if r.first <= r.last]
-
-
-def _is_hex(text: str) -> bool:
-    try:
-        bytes.fromhex(text)
-    except ValueError:
-        return False
-    return len(text) == 64
-
-
