@@ -30,6 +30,9 @@ class Timings:
     gap_fill_interval_s: float = 0.5
     rename_interval_s: float = 7 * 24 * 3600.0
     linger_s: float = 0.3
+    # A member takes a rival claim of the current host's own term (an earlier member that
+    # claimed at the same moment) only this long after the current host took the room.
+    claim_contest_s: float = 1.25
 
     @classmethod
     def fast(cls) -> Timings:
@@ -44,6 +47,7 @@ class Timings:
             join_timeout_s=3.0,
             discovery_wait_s=1.0,
             gap_fill_interval_s=0.1,
+            claim_contest_s=0.45,
         )
 
 
@@ -84,3 +88,9 @@ class Limits:
     direct_frames_per_s: float = 500.0
     direct_frames_burst: int = 2000
     max_rate_entries: int = 4096
+    # A new state moves the room's term by at most this much, and its version by at most
+    # max_version_step: no claim, handoff or merge can push either near the codec's 2^64 - 1.
+    max_term_step: int = 16
+    max_version_step: int = 1 << 20
+    # Former hosts (and members lost as vanished) remembered per room: the room's lineage.
+    max_former_hosts: int = 256
