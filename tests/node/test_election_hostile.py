@@ -8,13 +8,17 @@ at once. Elections run on a FakeClock, so every step is deterministic.
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 from meshchat import room as rules
 from meshchat.hostwatch import Watch
+from meshchat.identity import Identity
 from meshchat.protocol.messages import (
     Heartbeat,
     HostedRoom,
+    JoinAccept,
+    JoinRequest,
     KeyUpdate,
     Pong,
     RoomState,
@@ -208,3 +212,42 @@ async def test_a_same_term_claim_after_the_contest_is_a_refused_takeover(mesh: M
     assert [snapshot(bob, room_b), snapshot(carol, room_c)] == before
     assert room_c.host.name == "bob" and room_b.is_host
     await answers_ping(evil, carol, 906, fake)
+
+
+async def test_a_member_follows_its_host_only_to_a_host_of_the_lineage(mesh: Mesh) -> None:
+    """A hostile host points its member at a stranger's room, as a stepping-down host would
+    point at the partition's winner: the member refuses, and stays."""
+    fake = FakeMesh(mesh)
+    bob = await fake.add("bob")
+    evil = await Mallory.on(mesh)
+    core, epoch, key = rules.RoomCore.create(evil.identity, evil.codec, "den", "mallory",
+                                             0.0, os.urandom)
+    hosted = (HostedRoom(core.state.room_id, "den", 1, False, False, core.state.term),)
+
+    def host_the_den() -> None:
+        evil.publish(b"P", Heartbeat(evil.card(), 0.0, "", hosted, ()))
+        for _, env in evil.received[len(answered):]:
+            answered.append(env)
+            if isinstance(env.message, JoinRequest) and env.sender == bob.peer_id:
+                core.add_member(bob.peer_id, env.message.name, 1.0)
+                evil.send(bob.peer_id, JoinAccept(
+                    core.state.room_id, env.message.request_id, core.blob,
+                    rules.seal_key(evil.identity, bob.peer_id, key), epoch, (), ()))
+
+    answered: list[object] = []
+    fake.on_step.append(host_the_den)
+    evil.introduce(bob)
+    room = await fake.run(bob.join("den"))
+    assert room.host.name == "mallory"
+    before = snapshot(bob, room)
+    stranger = Identity.generate()
+    for term in (core.state.term + 1, 2**63):
+        elsewhere = replace(_forged(core.state, stranger.peer_id, term),
+                            members=(rules.Member(stranger.peer_id, "x", 0.0),))
+        evil.send(bob.peer_id, StatePush(room.room_id, evil.codec.sign_record(stranger,
+                                                                              elsewhere)))
+    await fake.advance_until(lambda: bob.stats["dropped_not_lineage"] >= 2, what="refused")
+    await fake.advance(0.5)
+    assert snapshot(bob, room) == before and room.active and room.host.name == "mallory"
+    assert not bob._rooms[room.room_id].merging
+    await answers_ping(evil, bob, 907, fake)
