@@ -30,6 +30,9 @@ class Timings:
     gap_fill_interval_s: float = 0.5
     rename_interval_s: float = 7 * 24 * 3600.0
     linger_s: float = 0.3
+    # A member takes a rival claim of the current host's own term (an earlier member that
+    # claimed at the same moment) only this long after the current host took the room.
+    claim_contest_s: float = 1.25
 
     @classmethod
     def fast(cls) -> Timings:
@@ -44,6 +47,7 @@ class Timings:
             join_timeout_s=3.0,
             discovery_wait_s=1.0,
             gap_fill_interval_s=0.1,
+            claim_contest_s=0.45,
         )
 
 
@@ -94,3 +98,9 @@ class Limits:
     # (config imports no third-party code; tests/unit/test_admission.py checks the values).
     max_pwhash_opslimit: int = 3
     max_pwhash_memlimit: int = 256 * 1024 * 1024
+    # A new state moves the room's term by at most this much, and its version by at most
+    # max_version_step: no claim, handoff or merge can push either near the codec's 2^64 - 1.
+    max_term_step: int = 16
+    max_version_step: int = 1 << 20
+    # Former hosts (and members lost as vanished) remembered per room: the room's lineage.
+    max_former_hosts: int = 256

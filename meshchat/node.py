@@ -22,6 +22,7 @@ from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
 from . import admission
+from . import hostwatch as hw
 from . import moderation as mod
 from . import room as rules
 from .admission import Admission, Admit, Challenge, Lineage, Refuse
@@ -186,9 +187,7 @@ class _JoinedRoom:
     ever_members: set[bytes] = field(default_factory=set)
     merge_allow: set[bytes] = field(default_factory=set)
     pending_sealed: dict[int, list[tuple[bytes, Envelope]]] = field(default_factory=dict)
-    host_ping_nonce: int | None = None
-    host_ping_at: float = 0.0
-    host_suspect: bool = False
+    watch: hw.HostWatch | None = None  # the election, made on first use (``Node._watch``)
     history_asked: dict[tuple[bytes, int], float] = field(default_factory=dict)
     history_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
     state_asked_at: float = 0.0
@@ -377,7 +376,6 @@ class Node:
         self._request_ids = 0
         self._directory_changed = asyncio.Event()
         self._me: PeerInfo | None = None
-        self._dropped: dict[bytes, float] = {}  # peer -> when its TCP connection closed
         self._peer_changed = asyncio.Event()
 
     # ================================================================ lifecycle
@@ -1078,8 +1076,8 @@ class Node:
             change = rules.LEFT if reason == "quit" else rules.VANISHED
             self._host_remove(jr, peer, change, "")
         elif peer == jr.state.host:
-            jr.host_suspect = True
-            self._maybe_claim(jr)
+            self._run_watch(jr, hw.HostGone(self._clock.monotonic(), jr.state,
+                                            self._liveness.is_alive))
 
     # ---------------------------------------------------------------- direct
 
@@ -1103,10 +1101,10 @@ class Node:
                 ping = self._pings.get(m.nonce)
                 if ping is not None and not ping.done():
                     ping.set_result(self._clock.monotonic())
-                for jr in self._rooms.values():
-                    if jr.host_ping_nonce == m.nonce:
-                        jr.host_ping_nonce = None
-                        jr.host_suspect = False
+                pong = hw.PongFrom(self._clock.monotonic(), peer, m.nonce)
+                for jr in list(self._rooms.values()):
+                    if jr.watch is not None:
+                        self._run_watch(jr, pong)
             case Private():
                 if self.peer_id not in m.to:
                     self.stats["dropped_misdirected"] += 1
@@ -1283,26 +1281,27 @@ class Node:
         if jr is None:
             return
         new = jr.core.open_state(blob)
-        if new.room_id != room_id:
-            self.stats["dropped_misdirected"] += 1
-            return
         old = jr.state
-        host_silent = self._silent(old.host, self.timings.host_timeout_s / 2)
-        if (direct and peer == old.host and new.host != old.host
-                and not rules.accepts(old, new, host_silent)):
-            # Our host stepped down after a partition and points us at the room's other host.
-            if rules.host_priority(new) > rules.host_priority(old):
+        judgement = self._watch(jr).judge(
+            old, new, peer, direct, self._clock.monotonic(),
+            self._liveness.last_heard(old.host), jr.removed)
+        match judgement.verdict:
+            case hw.Verdict.TAKE:
+                self._after_state_change(jr, jr.core.adopt(rules.SignedState(new, blob)), new)
+            case hw.Verdict.FOLLOW:
                 self._start_rejoin(jr, new, merge=True)
-            return
-        previous = jr.core.offer(blob, host_silent)
-        if previous is None:
-            if new.change == rules.FAILOVER and not host_silent:
+            case hw.Verdict.STEP_DOWN:
+                if not jr.merging:
+                    jr.merging = True
+                    self._spawn(self._merge_into(jr, new.host))
+            case hw.Verdict.REFUSE if judgement.reason == "rejected_claims":
                 self.stats["rejected_claims"] += 1
-            return
-        self._after_state_change(jr, previous, new)
+            case hw.Verdict.REFUSE if judgement.reason:
+                self.stats["dropped_" + judgement.reason] += 1
 
     def _after_state_change(self, jr: _JoinedRoom, old: RoomState, new: RoomState) -> None:
         """Emit events for a state change and act on it (host side and member side alike)."""
+        self._watch(jr).handle(hw.StateChanged(self._clock.monotonic(), old, new))
         jr.ever_members.update(rules.member_ids(new))
         if new.change in (rules.KICKED, rules.BANNED):
             jr.removed.add(new.change_peer)
@@ -1323,8 +1322,6 @@ class Node:
                 self._start_rejoin(jr, new)
             return
         if outcome.host_changed:
-            jr.host_suspect = False
-            jr.host_ping_nonce = None
             if outcome.became_host:
                 self._became_host(jr, old)
             elif outcome.stopped_hosting:
@@ -1835,18 +1832,21 @@ class Node:
     # ---------------------------------------------------------------- partitions
 
     def _check_partition(self, hosted: HostedRoom, other_host: bytes) -> None:
-        """Another node hosts a room we host too: the lower (term, rank) steps down."""
+        """Another node says it hosts a room we host. Only a hint: if that peer is of our
+        room's lineage and would outrank us, ask it for its signed state; the answer decides
+        (``HostWatch.judge``). A stranger's listing changes nothing."""
         jr = self._rooms.get(hosted.room_id)
         if jr is None or not jr.core.is_host or jr.merging:
             return
-        theirs = (hosted.term, bytes(255 - b for b in other_host))
-        if theirs <= rules.host_priority(jr.state):
-            return
-        jr.merging = True
-        self._spawn(self._merge_into(jr, other_host))
+        hint = self._watch(jr).judge_hint(jr.state, other_host, hosted.term, jr.removed)
+        if hint.verdict is hw.Verdict.ASK:
+            self._ask_state(jr, other_host)
+        elif hint.reason:
+            self.stats["dropped_" + hint.reason] += 1
 
     async def _merge_into(self, jr: _JoinedRoom, other_host: bytes) -> None:
-        """Step down: join the winning host's room, then send our members there."""
+        """Step down (a state of a host of our lineage outranks ours): join the winning
+        host's room, then send our members there."""
         peer = self._peers.get(other_host)
         try:
             if peer is None:
@@ -1858,7 +1858,7 @@ class Node:
             old_state = jr.state
             await self._join_following(listing, None, merge_token=token)
             winner = self._rooms.get(jr.room_id)
-            if winner is None:
+            if winner is None or winner.state.host != other_host:
                 return
             for pid in members:
                 self._send(pid, Peers((peer.card,)))
@@ -1927,19 +1927,13 @@ class Node:
 
     # ---------------------------------------------------------------- elections
 
-    def _maybe_claim(self, jr: _JoinedRoom) -> None:
-        """The host is gone or silent and unanswering: the first live member claims."""
-        if jr.core.is_host or not jr.host_suspect:
-            return
-        host = jr.state.host
-        succ = rules.successor(jr.state, lambda p: p == self.peer_id or (
-            self._liveness.is_alive(p) and p != host))
-        if succ != self.peer_id:
+    def _maybe_claim(self, jr: _JoinedRoom, vanished: bytes) -> None:
+        """Run the watch's ``Claim``: take over the room of a host that does not answer."""
+        if jr.core.is_host or jr.state.host != vanished:
             return
         old = jr.state
         epoch = self._new_key(jr)
-        jr.core.claim(host, epoch)
-        jr.host_suspect = False
+        jr.core.claim(vanished, epoch)
         # The claim is sealed with the old key, which every member still holds. The new key
         # follows it on the same channels: members take a key only from the host, so the
         # state that makes us host must arrive first.
@@ -1961,6 +1955,8 @@ class Node:
                 # We were stalled ourselves: silence meanwhile is ours, not the peers'.
                 self._liveness.grace(now)
                 self.stats["stalls"] += 1
+                for jr in list(self._rooms.values()):
+                    self._run_watch(jr, hw.Stalled(now))
             last_tick = now
             try:
                 self._tick(beat)
@@ -1992,45 +1988,33 @@ class Node:
         heads = jr.tracker.heads()[: self.limits.max_collection_items]
         self._publish_room(jr, Heads(heads, jr.state.term, jr.state.version))
 
-    def _silent(self, peer: bytes, for_s: float) -> bool:
-        """Not heard for ``for_s``, or not heard since its TCP connection closed."""
-        last = self._liveness.last_heard(peer)
-        if last is None:
-            return True
-        dropped = self._dropped.get(peer)
-        if dropped is not None:
-            if last < dropped:
-                return True
-            del self._dropped[peer]
-        return self._clock.monotonic() - last >= for_s
+    def _watch(self, jr: _JoinedRoom) -> hw.HostWatch:
+        if jr.watch is None:
+            jr.watch = hw.HostWatch(self.peer_id, jr.state, self._clock.monotonic(),
+                                    self.timings, self.limits, self._next_request_id)
+        return jr.watch
+
+    def _run_watch(self, jr: _JoinedRoom, event: hw.Input) -> None:
+        """Feed the room's host watch one input and run its effects."""
+        for effect in self._watch(jr).handle(event):
+            match effect:
+                case hw.SendPing(peer=peer, nonce=nonce):
+                    self._send_ping(peer, nonce)
+                case hw.Claim(vanished=vanished):
+                    self._maybe_claim(jr, vanished)
 
     def _on_peer_disconnected(self, peer: bytes) -> None:
         """A peer's connection closed: if it hosts one of our rooms, ask it at once."""
         if self._closed:
             return
-        self._dropped[peer] = self._clock.monotonic()
-        for jr in self._rooms.values():
+        now = self._clock.monotonic()
+        for jr in list(self._rooms.values()):
             if jr.state.host == peer and not jr.core.is_host:
-                self._watch_host(jr, self._clock.monotonic())
+                self._run_watch(jr, hw.ConnectionDropped(now))
 
     def _watch_host(self, jr: _JoinedRoom, now: float) -> None:
-        if jr.core.is_host:
-            return
-        host = jr.state.host
-        if not self._silent(host, self.timings.host_timeout_s):
-            jr.host_ping_nonce = None
-            jr.host_suspect = False
-            return
-        if jr.host_suspect:
-            self._maybe_claim(jr)
-            return
-        if jr.host_ping_nonce is None:
-            jr.host_ping_nonce = self._next_request_id()
-            jr.host_ping_at = now
-            self._send_ping(host, jr.host_ping_nonce)
-        elif now - jr.host_ping_at >= self.timings.host_ping_timeout_s:
-            jr.host_suspect = True
-            self._maybe_claim(jr)
+        self._run_watch(jr, hw.Tick(now, jr.state, self._liveness.last_heard(jr.state.host),
+                                    self._liveness.is_alive))
 
     def _heartbeat(self, include_known: bool = False) -> Heartbeat:
         hosted = tuple(

@@ -8,11 +8,14 @@ Rules (the full argument is in docs/protocol.md):
 =================  =============================================================================
 input              accepted when
 =================  =============================================================================
-new state          signed by its ``host``; same room id; and either the signer is the host of
-                   our current state and (term, version) grows, or the term is higher and the
-                   signer was a member of our current state (handoff target or elected claimer),
-                   or the term is equal, the signer is a member and ranks before the current host
-                   in our member order (two claims of one term: the earlier member wins).
+new state          signed by its ``host``; same room id; the term moves by at most
+                   ``Limits.max_term_step`` (the version by ``max_version_step``); and either
+                   the signer is the host of our current state and (term, version) grows, or
+                   the term is higher and the signer was a member of our current state
+                   (handoff target or elected claimer), or the term is equal, the signer is a
+                   member and ranks before the current claimer in our member order (two claims
+                   of one term: the earlier member wins, while the contest is open or once the
+                   current claimer is silent too).
 host-only op       only computed by the host itself (``NotHost`` otherwise); a member's request is
                    sent to the host, which refuses it if the requester is not the host.
 election           the host is silent for ``host_timeout_s`` and does not answer a ping: the first
@@ -20,6 +23,8 @@ election           the host is silent for ``host_timeout_s`` and does not answer
 partition heal     two hosts of one room id: the one with the lower (term, -rank) steps down —
                    rank is the host's peer id order, so every node decides the same — and merges
                    into the other room: bans become a union, histories merge via gap filling.
+                   A host steps down only for a state signed by a host of its room's lineage
+                   (``hostwatch``); a stranger's claim changes nothing.
 =================  =============================================================================
 """
 
@@ -34,12 +39,15 @@ from nacl.public import Box, PrivateKey, PublicKey
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey
 
+from .config import Limits
 from .errors import NotHost, ProtocolError
 from .identity import Identity, PeerId, curve_public_of, verify
 from .protocol.codec import Codec
 from .protocol.messages import Ban, Member, PasswordVerifier, RoomState
 
 RandomBytes = Callable[[int], bytes]
+
+_LIMITS = Limits()
 
 ROOM_ID_BYTES = 16
 KEY_BYTES = SecretBox.KEY_SIZE
@@ -159,10 +167,24 @@ def newer(a: RoomState, b: RoomState) -> bool:
     return (a.term, a.version) > (b.term, b.version)
 
 
+def rank(host: PeerId) -> bytes:
+    """A host's rank among hosts of one term: the smaller peer id ranks higher."""
+    return bytes(255 - b for b in host)
+
+
 def host_priority(state: RoomState) -> tuple[int, bytes]:
     """Partition heal: the host with the higher priority keeps the room.
     Higher term wins; on equal terms the smaller host id wins (inverted bytes compare)."""
-    return state.term, bytes(255 - b for b in state.host)
+    return state.term, rank(state.host)
+
+
+def outranks(new: RoomState, current: RoomState, max_term_step: int = _LIMITS.max_term_step
+             ) -> bool:
+    """Partition heal: a host holding ``current`` steps down for ``new`` only if ``new`` has a
+    strictly higher (term, rank) and its term is within ``max_term_step`` of ours, so nobody
+    can push the room's term towards the codec's maximum by way of a merge."""
+    return (host_priority(new) > host_priority(current)
+            and new.term - current.term <= max_term_step)
 
 
 def signer_of(state: RoomState) -> PeerId:
@@ -172,13 +194,22 @@ def signer_of(state: RoomState) -> PeerId:
     return state.host
 
 
-def accepts(current: RoomState | None, new: RoomState, host_silent: bool = True) -> bool:
+def accepts(current: RoomState | None, new: RoomState, host_silent: bool = True, *,
+            contest_open: bool = False, max_term_step: int = _LIMITS.max_term_step,
+            max_version_step: int = _LIMITS.max_version_step) -> bool:
     """Whether a member holding ``current`` takes ``new`` (already signature-checked against
     ``signer_of(new)``). ``host_silent``: this member has not heard the current host for a
-    while; without it an election claim is refused, so a member cannot stage a takeover."""
+    while; without it an election claim is refused, so a member cannot stage a takeover.
+    ``contest_open``: the current host claimed the room so recently that an honest rival claim
+    of the same term may still be on its way. No state moves the term by more than
+    ``max_term_step`` or the version by more than ``max_version_step``: a term near the
+    codec's maximum would end elections for good."""
     if current is None:
         return True
     if new.room_id != current.room_id:
+        return False
+    if (new.term - current.term > max_term_step
+            or new.version - current.version > max_version_step):
         return False
     if new.host == current.host:
         return signer_of(new) == current.host and newer(new, current)
@@ -188,9 +219,12 @@ def accepts(current: RoomState | None, new: RoomState, host_silent: bool = True)
         return new.change_peer == current.host and new.term > current.term
     if (new.term == current.term and new.change == FAILOVER and current.change == FAILOVER
             and new.change_peer == current.change_peer):
-        # Two claims for the same vanished host: the earlier member in join order wins.
+        # Two claims for the same vanished host: the earlier member in join order wins, but
+        # only while the contest is open or once the current claimer is silent too. Later, a
+        # member's "same-term claim" is a takeover of a live host.
         order = member_ids(current)
-        return current.host in order and order.index(new.host) < order.index(current.host)
+        return ((host_silent or contest_open) and current.host in order
+                and order.index(new.host) < order.index(current.host))
     # Any other change of host is an election: only once this member hears the host no more.
     return host_silent and new.term > current.term
 
@@ -248,13 +282,19 @@ class RoomCore:
         """Decode and signature-check a state blob (ProtocolError if bad)."""
         return self.codec.open_signed(blob, RoomState, signer_of)
 
-    def offer(self, blob: bytes, host_silent: bool = True) -> RoomState | None:
+    def offer(self, blob: bytes, host_silent: bool = True, *, contest_open: bool = False
+              ) -> RoomState | None:
         """Take a state from the network if the rules accept it; the previous state if taken."""
         state = self.open_state(blob)
-        if state.room_id != self.state.room_id or not accepts(self.state, state, host_silent):
+        if state.room_id != self.state.room_id or not accepts(
+                self.state, state, host_silent, contest_open=contest_open):
             return None
+        return self.adopt(SignedState(state, blob))
+
+    def adopt(self, signed: SignedState) -> RoomState:
+        """Make a state already judged acceptable the current one; the previous state."""
         previous = self.state
-        self.current = SignedState(state, blob)
+        self.current = signed
         return previous
 
     # ------------------------------------------------------------ views

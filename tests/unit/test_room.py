@@ -6,8 +6,11 @@ import os
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl import pwhash
 
+from meshchat.config import Limits
 from meshchat.errors import NotHost, ProtocolError
 from meshchat.identity import Identity
 from meshchat.protocol.codec import Codec
@@ -19,6 +22,7 @@ from meshchat.room import (
     check_proof,
     host_priority,
     make_verifier,
+    outranks,
     password_proof,
     seal_key,
     signer_of,
@@ -44,6 +48,10 @@ def _room(host: Identity, *members: Identity) -> RoomCore:
 
 def _view(me: Identity, core: RoomCore) -> RoomCore:
     return RoomCore(me, CODEC, core.current)
+
+
+_BOUND_IDS = [Identity(bytes([i + 1]) * 32) for i in range(2)]
+_BOUND_ROOM = _room(*_BOUND_IDS)  # a room for property tests: host 0, member 1
 
 
 def test_member_takes_newer_host_states_only() -> None:
@@ -180,3 +188,105 @@ def test_kick_and_ban_rotate_the_key_and_record_the_ban() -> None:
     assert c.peer_id not in [m.peer_id for m in host.state.members]
     host.unban(c.peer_id)
     assert host.state.bans == ()
+
+
+# ---------------------------------------------------------------- issue 6, case 10: weak checks
+
+
+def test_same_term_rival_claim_needs_silence_or_an_open_contest() -> None:
+    a, b, c, d = _ids(4)
+    host = _room(a, b, c, d)
+    carol_claim = _view(c, host)
+    carol_claim.claim(a.peer_id, 1)
+    bob = _view(b, host)
+    bob.claim(a.peer_id, 2)
+    # dave took carol's claim and hears carol: bob's same-term claim is a takeover ...
+    assert not accepts(carol_claim.state, bob.state, host_silent=False)
+    # ... unless it crossed carol's on the way (the contest is still open) ...
+    assert accepts(carol_claim.state, bob.state, host_silent=False, contest_open=True)
+    # ... or carol went silent as well
+    assert accepts(carol_claim.state, bob.state, host_silent=True)
+    # a later member never wins the same term, whatever the silence
+    assert not accepts(bob.state, carol_claim.state, host_silent=True, contest_open=True)
+
+
+def test_two_honest_simultaneous_claims_converge_on_the_earlier_member() -> None:
+    a, b, c, d = _ids(4)
+    host = _room(a, b, c, d)
+    bob, carol = _view(b, host), _view(c, host)
+    bob.claim(a.peer_id, 1)
+    carol.claim(a.peer_id, 2)
+    bob_blob, carol_blob = bob.blob, carol.blob
+    for order in ((bob_blob, carol_blob), (carol_blob, bob_blob)):
+        dave = _view(d, host)
+        for blob in order:
+            # dave stopped hearing alice; the fresh claimer he took first, he hears
+            dave.offer(blob, host_silent=dave.state.host == a.peer_id, contest_open=True)
+        assert dave.state.host == b.peer_id
+    assert carol.offer(bob_blob, host_silent=False, contest_open=True) is not None
+    assert bob.offer(carol_blob, host_silent=True, contest_open=True) is None
+    assert carol.state.host == bob.state.host == b.peer_id
+
+
+@pytest.mark.parametrize("term", [2**64 - 1, 2**63, 18])
+def test_a_claim_cannot_push_the_term_towards_the_codec_maximum(term: int) -> None:
+    a, b, c = _ids(3)
+    host = _room(a, b, c)
+    carol = _view(c, host)
+    huge = replace(host.state, host=b.peer_id, term=term, version=host.state.version + 1,
+                   members=host.state.members[1:], change=FAILOVER, change_peer=a.peer_id)
+    assert carol.offer(CODEC.sign_record(b, huge), host_silent=True) is None
+    # the honest election still works afterwards: term + 1
+    bob = _view(b, host)
+    bob.claim(a.peer_id, 5)
+    assert carol.offer(bob.blob, host_silent=True) is not None and carol.state.term == 2
+
+
+def test_a_handoff_cannot_jump_the_term_or_the_version() -> None:
+    a, b, c = _ids(3)
+    host = _room(a, b, c)
+    carol = _view(c, host)
+    base = replace(host.state, host=b.peer_id, change=HANDOFF, change_peer=a.peer_id)
+    limits = Limits()
+    far_term = replace(base, term=base.term + limits.max_term_step + 1)
+    far_version = replace(base, term=base.term + 1,
+                          version=base.version + limits.max_version_step + 1)
+    assert carol.offer(CODEC.sign_record(a, far_term)) is None
+    assert carol.offer(CODEC.sign_record(a, far_version)) is None
+    ok = replace(base, term=base.term + limits.max_term_step, version=base.version + 1)
+    assert carol.offer(CODEC.sign_record(a, ok)) is not None
+
+
+def test_the_host_itself_cannot_push_its_version_to_the_maximum() -> None:
+    a, b = _ids(2)
+    host = _room(a, b)
+    bob = _view(b, host)
+    near_max = replace(host.state, version=2**64 - 2)
+    assert bob.offer(CODEC.sign_record(a, near_max)) is None
+    host.set_locked(True)  # the host's own versions grow by one per change
+    assert bob.offer(host.blob) is not None
+
+
+@given(step=st.integers(min_value=0, max_value=2**64 - 2), same_host=st.booleans(),
+       change=st.sampled_from([FAILOVER, HANDOFF, "joined"]))
+@settings(max_examples=200, deadline=None)
+def test_no_accepted_state_moves_the_term_beyond_the_bound(step: int, same_host: bool,
+                                                           change: str) -> None:
+    current = _BOUND_ROOM.state
+    limits = Limits()
+    new = replace(current, term=current.term + step, version=current.version + 1,
+                  host=current.host if same_host else _BOUND_IDS[1].peer_id, change=change,
+                  change_peer=_BOUND_IDS[0].peer_id)
+    if accepts(current, new, host_silent=True, contest_open=True):
+        assert new.term - current.term <= limits.max_term_step
+
+
+def test_outranks_needs_strictly_higher_term_and_rank_within_the_step() -> None:
+    a, b = _ids(2)
+    r1 = _room(a, b)
+    r2 = _view(b, r1)
+    r2.claim(a.peer_id, 3)
+    assert outranks(r2.state, r1.state) and not outranks(r1.state, r2.state)
+    assert not outranks(r1.state, r1.state)
+    far = replace(r2.state, term=r1.state.term + Limits().max_term_step + 1)
+    assert not outranks(far, r1.state)
