@@ -1722,11 +1722,18 @@ class Node:
 
     def _store_batch(self, batch: ChatBatch, blob: bytes,
                      only: Callable[[int], bool] | None = None) -> None:
-        ref = BATCH_REF + batch.first.to_bytes(8, "big")
         room_id, sender, first = batch.room_id, batch.sender, batch.first
+        kept = [i for i in range(len(batch.lines)) if only is None or only(first + i)]
+        if not kept:
+            return
+        # The blob goes on the first row stored (a joiner may take only a batch's tail), so
+        # this node can relay the batch later; the other rows point to that row.
+        anchor = first + kept[0]
+        ref = BATCH_REF + anchor.to_bytes(8, "big")
         self._log.add_many(
-            (room_id, sender, first + i, line.sent_at, line.text, blob if i == 0 else ref)
-            for i, line in enumerate(batch.lines) if only is None or only(first + i)
+            (room_id, sender, first + i, batch.lines[i].sent_at, batch.lines[i].text,
+             blob if first + i == anchor else ref)
+            for i in kept
         )
 
     def _batch_blobs(self, room_id: bytes, rows: Iterable[LogRow]) -> list[bytes]:
