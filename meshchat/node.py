@@ -1247,7 +1247,10 @@ class Node:
         records: list[bytes] = []
         void: list[SeqRange] = []
         rows_per_range = self.limits.history_reply_batches
-        for r in jr.sync.serve(m.ranges):
+        served = jr.sync.serve(m.ranges)
+        if len(served) < len(m.ranges):
+            self.stats["dropped_history_ranges"] += len(m.ranges) - len(served)
+        for r in served:
             if budget.full:
                 break
             rows = self._log.range(jr.room_id, r.sender, r.first, r.last, limit=rows_per_range)
