@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from meshchat import Node
 from meshchat.identity import Identity
@@ -298,3 +300,50 @@ async def test_sealed_frames_under_10000_random_epochs_stay_bounded(lobby: Lobby
         assert lobby.epoch in jr.keys
     await still_fine(lobby, before)
     assert elapsed < 5.0
+
+
+# ---------------------------------------------------------------- any values, by Hypothesis
+
+numbers = st.one_of(st.integers(0, 2**64 - 1), st.integers(0, 2000),
+                    st.sampled_from([0, 1, 2**63 - 1, 2**63, 2**64 - 1]))
+
+
+@st.composite
+def hostile_frames(draw: st.DrawFn) -> tuple[str, object]:
+    kind = draw(st.sampled_from(["heads", "chat", "request", "reply"]))
+    ranges = draw(st.lists(st.tuples(st.sampled_from("abe"), numbers, numbers), max_size=40))
+    return kind, (ranges, draw(numbers), draw(st.integers(1, 5)))
+
+
+@given(frames=st.lists(hostile_frames(), min_size=1, max_size=8))
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_history_values_from_a_member_change_nothing_honest(
+        lobby: Lobby, frames: list[tuple[str, object]]) -> None:
+    evil, room = lobby.evil, lobby.room_id
+    who = {"a": lobby.alice.peer_id, "b": lobby.bob.peer_id, "e": evil.peer_id}
+    honest_lines = {n.name: [v for v in lobby.view(n) if v[0] != evil.peer_id]
+                    for n in lobby.honest}
+    for kind, (raw, first, count) in frames:  # type: ignore[misc]
+        ranges = tuple(SeqRange(who[w], f, last) for w, f, last in raw)
+        if kind == "heads":
+            lobby.seal(Heads(ranges, 0, 0))
+        elif kind == "chat":
+            lobby.seal(Chat(evil.batch(room, first, [f"l{i}" for i in range(count)])))
+        elif kind == "request":
+            for node in lobby.honest:
+                evil.send(node.peer_id, HistoryRequest(room, ranges))
+        else:
+            records = (evil.batch(room, max(first, 1) % 2**63, ["r"] * count),)
+            for node in lobby.honest:
+                evil.send(node.peer_id, HistoryReply(room, records, ranges))
+    for node in lobby.honest:
+        await answers_ping(evil, node)
+        within_limits(node, room)
+        # Nothing anyone honest said is lost or changed; mallory may only add its own lines.
+        assert [v for v in lobby.view(node) if v[0] != evil.peer_id] == honest_lines[node.name]
+    marker = f"marker {random.getrandbits(32)}"
+    await lobby.alice._rooms[room].handle.say(marker)  # type: ignore[union-attr]
+    await until(lambda: any(t == marker for _, _, t in lobby.view(lobby.bob)))
+    await until(lambda: lobby.view(lobby.alice) == lobby.view(lobby.bob), timeout=3,
+                what="the honest members agree")
