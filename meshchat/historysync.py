@@ -252,7 +252,7 @@ class HistorySync:
         backlog; the windows (author, first..last) the backlog should fill."""
         windows: list[SeqRange] = []
         for r in heads[: self._limits.max_collection_items]:
-            if 1 <= r.first <= r.last:
+            if 1 <= r.first <= r.last <= MAX_SEQ:
                 first = max(r.first, r.last - self._limits.history_on_join + 1)
                 self.tracker.set_base(r.sender, first - 1)
                 windows.append(SeqRange(r.sender, first, r.last))
@@ -262,7 +262,7 @@ class HistorySync:
         """Joiner side, after taking the backlog: authors without a backlog window are
         settled up to the host's head (older hosts send no windows at all)."""
         for r in heads[: self._limits.max_collection_items]:
-            if not 1 <= r.first <= r.last:
+            if not 1 <= r.first <= r.last and r.last <= MAX_SEQ:
                 self.tracker.set_base(r.sender, r.last)
 
     def backlog_ask(self, host: bytes, windows: Sequence[SeqRange], now: float) -> Ask | None:

@@ -235,4 +235,9 @@ def test_old_style_heads_settle_after_the_backlog() -> None:
 
 def test_a_hostile_window_is_cut_to_the_backlog_size() -> None:
     joiner = sync(history_on_join=200)
-    assert joiner.begin_join((SeqRange(A, 1, HUGE),)) == (SeqRange(A, HUGE - 199, HUGE),)
+    assert joiner.begin_join((SeqRange(A, 1, MAX_SEQ),)) == (SeqRange(A, MAX_SEQ - 199, MAX_SEQ),)
+    # Numbers the log could never store are no base at all (our own next number is above it).
+    heads = (SeqRange(B, 1, HUGE), SeqRange(P, 0, HUGE))
+    assert joiner.begin_join(heads) == ()
+    joiner.settle_join(heads)
+    assert joiner.tracker.head(B) == 0 and joiner.tracker.head(P) == 0
