@@ -104,3 +104,16 @@ class Limits:
     max_version_step: int = 1 << 20
     # Former hosts (and members lost as vanished) remembered per room: the room's lineage.
     max_former_hosts: int = 256
+    # History sync and the keyring: what one member can make us track, fetch, hold or send.
+    max_seq_ahead: int = 1 << 20  # numbers past the highest an author has shown: dropped
+    max_held_runs: int = 1024  # disjoint runs held per author above its head
+    max_gap_fetch: int = 1000  # numbers per author in one history request
+    max_ranges_per_request: int = 64  # ranges in one history request we send or serve
+    max_history_asked: int = 4096  # (peer, author, range) requests remembered
+    history_reply_bytes: int = 128 * 1024  # one reply frame per request: its batch bytes
+    history_reply_batches: int = 500  # ... and its batches
+    max_void_ranges: int = 64  # void ranges taken from one reply
+    max_room_keys: int = 64  # the key ring, by epoch
+    max_pending_sealed: int = 256  # sealed frames waiting for their key, per room
+    max_pending_sealed_bytes: int = 4 * 1024 * 1024  # ... and their bytes
+    pending_sealed_s: float = 10.0  # how long one may wait

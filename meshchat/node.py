@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +56,9 @@ from .events import (
     RoomInfo,
 )
 from .history import SeqTracker
+from .historysync import Ask, HistorySync, ReplyBudget, Source, newest_that_fit, unused_ranges
 from .identity import Identity, curve_public_of, fingerprint_of, is_valid_peer_id
+from .keyring import Keyring
 from .liveness import Liveness, LivenessTable
 from .protocol.codec import Codec, Envelope, UnknownType
 from .protocol.messages import (
@@ -113,7 +115,6 @@ SEQ_BLOCK = 1024
 BATCH_LINES = 256  # at most this many lines said in one loop turn share a frame
 BATCH_TEXT_CHARS = 48 * 1024
 BATCH_REF = b"@"  # log rows after a batch's first hold "@" + first seq instead of the blob
-HISTORY_REPLY_BYTES = 128 * 1024
 
 
 def room_topic(room_id: bytes) -> bytes:
@@ -180,16 +181,16 @@ class _Listing:
 @dataclass(slots=True)
 class _JoinedRoom:
     core: rules.RoomCore
-    keys: dict[int, bytes]
-    tracker: SeqTracker
+    keys: Keyring  # room keys by epoch, and sealed frames waiting for theirs
+    sync: HistorySync  # what we hold of the room's history, and what we asked whom
     announce: bool = True
     handle: Room | None = None
     ever_members: set[bytes] = field(default_factory=set)
     merge_allow: set[bytes] = field(default_factory=set)
-    pending_sealed: dict[int, list[tuple[bytes, Envelope]]] = field(default_factory=dict)
     watch: hw.HostWatch | None = None  # the election, made on first use (``Node._watch``)
-    history_asked: dict[tuple[bytes, int], float] = field(default_factory=dict)
-    history_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
+    backlog: tuple[SeqRange, ...] = ()  # a join's backlog windows, until fetched
+    history_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    history_progress: bool = False  # the last history reply brought something new
     state_asked_at: float = 0.0
     state_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
     removed: set[bytes] = field(default_factory=set)  # kicked or banned: never FORMER
@@ -205,6 +206,15 @@ class _JoinedRoom:
     @property
     def state(self) -> RoomState:
         return self.core.state
+
+    @property
+    def tracker(self) -> SeqTracker:
+        return self.sync.tracker
+
+    @property
+    def history_from(self) -> Mapping[bytes, float]:
+        """Peer -> when we last asked it for history (its replies are solicited)."""
+        return self.sync.asked_from
 
     @property
     def room_id(self) -> bytes:
@@ -580,7 +590,8 @@ class Node:
             self.identity, self._codec, name, self.name, self._clock.time(), self._random_bytes,
             verifier,
         )
-        jr = _JoinedRoom(core, {epoch: key}, SeqTracker(), announce=announce)
+        jr = _JoinedRoom(core, Keyring.with_key(self.limits, epoch, key),
+                         HistorySync(self.limits, self.timings), announce=announce)
         self._enter_room(jr)
         await self._announce_room(jr)
         return self._room_handle(jr)
@@ -851,10 +862,7 @@ class Node:
         self._transport.publish(room_topic(jr.room_id), self._envelope(b"S", outer))
 
     def _send_epoch(self, jr: _JoinedRoom) -> int:
-        epoch = jr.state.key_epoch
-        if epoch in jr.keys:
-            return epoch
-        return next(reversed(jr.keys))
+        return jr.keys.send_epoch(jr.state.key_epoch)
 
     # ================================================================ incoming
 
@@ -1129,15 +1137,7 @@ class Node:
             case HistoryRequest():
                 self._on_history_request(peer, m)
             case HistoryReply():
-                target = self._rooms.get(m.room_id)
-                if target is not None:
-                    for blob in m.records[: self.limits.history_batch]:
-                        self._take_batch(target, blob, verify=True, live=False)
-                    for r in m.void:
-                        # Only an author can say it never used some of its own numbers.
-                        if r.sender == peer and 0 < r.first <= r.last <= r.first + SEQ_BLOCK:
-                            for seq in range(r.first, r.last + 1):
-                                target.tracker.add(peer, seq)
+                self._on_history_reply(peer, m)
             case StateRequest():
                 asked = self._rooms.get(m.room_id)
                 # A member or a former member in good standing may ask (the state holds no
@@ -1159,11 +1159,8 @@ class Node:
     def _open_sealed(self, jr: _JoinedRoom, peer: bytes, sealed: Sealed, now: float) -> None:
         key = jr.keys.get(sealed.epoch)
         if key is None:
-            pending = jr.pending_sealed.setdefault(sealed.epoch, [])
-            if len(jr.pending_sealed) > 8 or len(pending) > 1000:
-                self.stats["dropped_no_key"] += 1
-                return
-            pending.append((peer, Envelope(peer, 0, now, sealed)))
+            # Its KeyUpdate may still be on the way: wait for it, bounded (keyring.Keyring).
+            self.stats["dropped_no_key"] += jr.keys.park(peer, sealed, self._clock.monotonic())
             self._ask_state(jr, jr.state.host)  # a key we missed: the host sends it again
             return
         try:
@@ -1183,85 +1180,110 @@ class Node:
                 self._on_heads(jr, peer, heads)
 
     def _take_batch(self, jr: _JoinedRoom, blob: bytes, verify: bool, live: bool,
-                    author: bytes | None = None, emit: bool = True) -> None:
+                    author: bytes | None = None, emit: bool = True,
+                    source: Source | None = None, peer: bytes = b"") -> int:
+        """Check, store and show one signed batch (rules in historysync); how many new."""
         if verify:
             batch = self._codec.open_signed(blob, ChatBatch, lambda b: b.sender)
         else:
             batch = self._codec.peek_signed(blob, ChatBatch)
             if batch.sender != author:
                 self.stats["dropped_spoofed"] += 1
-                return
-        if batch.room_id != jr.room_id or batch.first < 1 or not batch.lines:
+                return 0
+        if batch.room_id != jr.room_id:
             self.stats["dropped_misdirected"] += 1
-            return
+            return 0
         sender = batch.sender
-        head_before = jr.tracker.head(sender)
-        fresh = [i for i in range(len(batch.lines)) if jr.tracker.add(sender, batch.first + i)]
-        if len(fresh) < len(batch.lines):
-            self.stats["duplicates"] += len(batch.lines) - len(fresh)
-        if not fresh:
-            return
-        new = {batch.first + i for i in fresh}
-        self._store_batch(batch, blob, new.__contains__)
+        taken = jr.sync.take(sender, batch.first, len(batch.lines), self._clock.monotonic(),
+                             source or (Source.LIVE if live else Source.REPLY), peer,
+                             self._knows_author(jr, sender))
+        if taken.drop:
+            self.stats["dropped_" + taken.drop] += 1
+            return 0
+        if taken.duplicates:
+            self.stats["duplicates"] += taken.duplicates
+        if not taken.fresh:
+            return 0
+        self._store_batch(batch, blob, taken.__contains__)
         if emit:
             room = jr.state.name
             info = self._peer_info(sender)
-            for i in fresh:
-                line = batch.lines[i]
-                self._emit(Message(room, info, line.text, False, line.sent_at, batch.first + i))
-        if live and batch.first > head_before + 1:
-            self._ask_history(jr, sender, sender, batch.first - 1)
+            for i, line in enumerate(batch.lines):
+                if batch.first + i in taken:
+                    self._emit(Message(room, info, line.text, False, line.sent_at,
+                                       batch.first + i))
+        self._send_ask(jr, taken.ask)
+        return len(batch.lines) - taken.duplicates
+
+    def _knows_author(self, jr: _JoinedRoom, author: bytes) -> bool:
+        """A member, a former member, or someone whose lines the room already holds."""
+        return (author in jr.ever_members or rules.is_member(jr.state, author)
+                or jr.tracker.knows(author))
 
     def _ask_history(self, jr: _JoinedRoom, source: bytes, author: bytes, upto: int) -> None:
-        now = self._clock.monotonic()
-        ranges = [r for r in jr.tracker.missing(author, upto)
-                  if now - jr.history_asked.get((author, r.first), -1e9)
-                  > self.timings.gap_fill_interval_s * 2]
-        if not ranges:
-            return
-        for r in ranges:
-            jr.history_asked[(author, r.first)] = now
-        jr.history_from[source] = now
-        if len(jr.history_from) > self.limits.max_peers:
-            jr.history_from.pop(next(iter(jr.history_from)))
-        if len(jr.history_asked) > 4096:
-            jr.history_asked.clear()
-        self._send(source, HistoryRequest(jr.room_id, tuple(ranges)))
-        self.stats["history_requests"] += 1
+        self._send_ask(jr, jr.sync.ask(source, [(author, upto)], self._clock.monotonic()))
+
+    def _send_ask(self, jr: _JoinedRoom, ask: Ask | None) -> None:
+        if ask is not None and ask.peer != self.peer_id:
+            self._send(ask.peer, HistoryRequest(jr.room_id, ask.ranges))
+            self.stats["history_requests"] += 1
 
     def _on_history_request(self, peer: bytes, m: HistoryRequest) -> None:
+        """One reply frame within the reply budget; void for our own unused numbers."""
         jr = self._rooms.get(m.room_id)
         if jr is None or not (rules.is_member(jr.state, peer) or peer in jr.merge_allow):
             self.stats["dropped_not_member"] += 1
             return
-        batch: list[bytes] = []
+        budget = ReplyBudget(self.limits)
+        records: list[bytes] = []
         void: list[SeqRange] = []
-        size = 0
-        budget = self.limits.history_batch * 4
-        for r in m.ranges[:64]:
-            if r.last < r.first:
-                continue
-            last = min(r.last, r.first + self.limits.history_batch)
-            rows = self._log.range(jr.room_id, r.sender, r.first, last)
-            held = [row.seq for row in rows]
+        rows_per_range = self.limits.history_reply_batches
+        served = jr.sync.serve(m.ranges)
+        if len(served) < len(m.ranges):
+            self.stats["dropped_history_ranges"] += len(m.ranges) - len(served)
+        for r in served:
+            if budget.full:
+                break
+            rows = self._log.range(jr.room_id, r.sender, r.first, r.last, limit=rows_per_range)
             for blob in self._batch_blobs(jr.room_id, rows):
-                if size + len(blob) > HISTORY_REPLY_BYTES and batch:
-                    self._send(peer, HistoryReply(jr.room_id, tuple(batch), ()))
-                    batch, size = [], 0
-                batch.append(blob)
-                size += len(blob)
-                budget -= 1
-                if budget <= 0:
+                if not budget.take(len(blob)):
+                    budget.batches_left = 0
                     break
+                records.append(blob)
             if r.sender == self.peer_id:
-                void.extend(_unused_ranges(r.sender, r.first, min(last, jr.own_seq), held))
-        if batch or void:
-            self._send(peer, HistoryReply(jr.room_id, tuple(batch), tuple(void[:64])))
+                upto = rows[-1].seq if len(rows) >= rows_per_range else min(r.last, jr.own_seq)
+                void.extend(unused_ranges(r.sender, r.first, upto, [row.seq for row in rows]))
+        # Always an answer, even an empty one: the asker learns there is nothing more here.
+        self._send(peer, HistoryReply(jr.room_id, tuple(records),
+                                      tuple(void[: self.limits.max_void_ranges])))
+
+    def _on_history_reply(self, peer: bytes, m: HistoryReply) -> None:
+        jr = self._rooms.get(m.room_id)
+        if jr is None:
+            return
+        limit = self.limits.history_reply_batches
+        new = 0
+        for blob in m.records[:limit]:
+            try:
+                new += self._take_batch(jr, blob, verify=True, live=False, peer=peer)
+            except ProtocolError:
+                self.stats["dropped_bad_record"] += 1
+        if len(m.records) > limit:
+            self.stats["dropped_over_budget"] += len(m.records) - limit
+        now = self._clock.monotonic()
+        voided, refused = jr.sync.take_void(peer, m.void, now)
+        if refused:
+            self.stats["dropped_void"] += refused
+        jr.history_progress = bool(new or voided)
+        jr.history_arrived.set()
+        self._send_ask(jr, jr.sync.after_reply(peer, jr.history_progress, now))
 
     def _on_heads(self, jr: _JoinedRoom, peer: bytes, heads: Heads) -> None:
-        for r in heads.heads[: self.limits.max_collection_items]:
-            if r.last > jr.tracker.head(r.sender):
-                self._ask_history(jr, peer, r.sender, r.last)
+        ask, drops = jr.sync.on_heads(peer, heads.heads, self._clock.monotonic(),
+                                      lambda author: self._knows_author(jr, author))
+        for reason, n in drops.items():
+            self.stats["dropped_" + reason] += n
+        self._send_ask(jr, ask)
         if (heads.term, heads.version) > (jr.state.term, jr.state.version):
             self._ask_state(jr, peer)
 
@@ -1455,12 +1477,13 @@ class Node:
         epoch = self._send_epoch(jr)
         self._flush_outbox(jr)
         rows = self._log.last(jr.room_id, self.limits.history_on_join)
-        history = tuple(self._batch_blobs(jr.room_id, rows))
-        size = sum(len(b) for b in history)
-        while size > self.limits.max_frame_bytes // 2 and history:
-            size -= len(history[0])
-            history = history[1:]
-        heads = () if full_history else jr.tracker.heads()
+        blobs = self._batch_blobs(jr.room_id, rows)
+        # The newest that fit in half a frame; the joiner fetches the rest of the backlog
+        # windows (heads: where each author's backlog starts) before its join returns.
+        history = tuple(blobs[newest_that_fit([len(b) for b in blobs],
+                                              self.limits.max_frame_bytes // 2):])
+        heads = () if full_history else jr.sync.join_heads((row.sender, row.seq)
+                                                           for row in rows)
         self._send(peer, JoinAccept(jr.room_id, request_id, jr.core.blob,
                                     rules.seal_key(self.identity, peer, jr.keys[epoch]), epoch,
                                     history, heads))
@@ -1496,12 +1519,8 @@ class Node:
 
     def _install_key(self, jr: _JoinedRoom, epoch: int, key: bytes) -> None:
         """Keep a room key and open what arrived sealed with it before it did."""
-        jr.keys[epoch] = key
-        if len(jr.keys) > 64:
-            del jr.keys[next(iter(jr.keys))]
-        for sender, env in jr.pending_sealed.pop(epoch, []):
-            if isinstance(env.message, Sealed):
-                self._open_sealed(jr, sender, env.message, env.sent_at)
+        for parked in jr.keys.install(epoch, key):
+            self._open_sealed(jr, parked.sender, parked.sealed, self._clock.time())
 
     # ---------------------------------------------------------------- host operations
 
@@ -1640,11 +1659,18 @@ class Node:
 
     def _store_batch(self, batch: ChatBatch, blob: bytes,
                      only: Callable[[int], bool] | None = None) -> None:
-        ref = BATCH_REF + batch.first.to_bytes(8, "big")
         room_id, sender, first = batch.room_id, batch.sender, batch.first
+        kept = [i for i in range(len(batch.lines)) if only is None or only(first + i)]
+        if not kept:
+            return
+        # The blob goes on the first row stored (a joiner may take only a batch's tail), so
+        # this node can relay the batch later; the other rows point to that row.
+        anchor = first + kept[0]
+        ref = BATCH_REF + anchor.to_bytes(8, "big")
         self._log.add_many(
-            (room_id, sender, first + i, line.sent_at, line.text, blob if i == 0 else ref)
-            for i, line in enumerate(batch.lines) if only is None or only(first + i)
+            (room_id, sender, first + i, batch.lines[i].sent_at, batch.lines[i].text,
+             blob if first + i == anchor else ref)
+            for i in kept
         )
 
     def _batch_blobs(self, room_id: bytes, rows: Iterable[LogRow]) -> list[bytes]:
@@ -1774,8 +1800,10 @@ class Node:
             raise JoinRefused(reply.reason, reply.detail)
         if not isinstance(reply, JoinAccept):
             raise JoinRefused("protocol", "unexpected answer from the host")
-        return self._accept_join(listing.room_id, host_id, reply,
+        room = self._accept_join(listing.room_id, host_id, reply,
                                  merge=bool(merge_token) or rejoin)
+        await self._fetch_backlog(listing.room_id, host_id)
+        return room
 
     def _accept_join(self, room_id: bytes, host_id: bytes, reply: JoinAccept, merge: bool
                      ) -> Room:
@@ -1793,20 +1821,49 @@ class Node:
         else:
             core = rules.RoomCore(self.identity, self._codec, rules.SignedState(state,
                                                                                 reply.state))
-            jr = _JoinedRoom(core, {reply.key_epoch: key}, SeqTracker())
+            jr = _JoinedRoom(core, Keyring.with_key(self.limits, reply.key_epoch, key),
+                             HistorySync(self.limits, self.timings))
             for sender, seq in self._log.heads(room_id).items():
                 jr.tracker.set_base(sender, seq)
-            if not merge:
-                for r in reply.heads:
-                    jr.tracker.set_base(r.sender, r.last)
             self._enter_room(jr)
+            if not merge:
+                # What is older than the backlog is settled; the backlog itself is not, so
+                # it is taken (and what did not fit is fetched), not seen as duplicates.
+                jr.backlog = jr.sync.begin_join(reply.heads)
         for blob in reply.history:
             with contextlib.suppress(ProtocolError):
-                self._take_batch(jr, blob, verify=True, live=False, emit=False)
+                self._take_batch(jr, blob, verify=True, live=False, emit=False,
+                                 source=Source.JOIN)
+        if old is None and not merge:
+            jr.sync.settle_join(reply.heads)
         if previous is not None:
             self._after_state_change(jr, previous, state)
         self._publish_heads(jr)
         return self._room_handle(jr)
+
+    async def _fetch_backlog(self, room_id: bytes, host: bytes) -> None:
+        """Before a join returns: the part of the backlog that did not fit in the JoinAccept,
+        from the host, one reply frame at a time (each reply with news asks for the rest)."""
+        jr = self._rooms.get(room_id)
+        if jr is None or not jr.backlog:
+            return
+        windows, jr.backlog = jr.backlog, ()
+        now = self._clock.monotonic()
+        deadline = now + self.timings.request_timeout_s
+        jr.history_arrived.clear()
+        self._send_ask(jr, jr.sync.backlog_ask(host, windows, now))
+        while jr.sync.backlog_missing(windows) and room_id in self._rooms:
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                self.stats["backlog_incomplete"] += 1
+                return
+            try:
+                await asyncio.wait_for(jr.history_arrived.wait(), remaining)
+            except TimeoutError:
+                continue
+            jr.history_arrived.clear()
+            if not jr.history_progress:
+                return  # the host holds no more of it: gap filling carries on from others
 
     async def _leave(self, room_id: bytes, reason: str) -> None:
         jr = self._rooms.get(room_id)
@@ -2113,15 +2170,3 @@ class _Moved(Exception):
         self.listing = listing
 
 
-def _unused_ranges(sender: bytes, first: int, last: int, held: Sequence[int]
-                   ) -> list[SeqRange]:
-    """The runs in first..last that are not in ``held`` (sorted)."""
-    out: list[SeqRange] = []
-    start = first
-    for seq in (*held, last + 1):
-        if seq > start:
-            out.append(SeqRange(sender, start, min(seq - 1, last)))
-        start = max(start, seq + 1)
-        if start > last:
-            break
-    return [r for r in out if r.first <= r.last]

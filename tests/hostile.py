@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,11 +35,17 @@ from meshchat.errors import ProtocolError
 from meshchat.identity import Identity
 from meshchat.protocol.codec import Codec, Envelope
 from meshchat.protocol.messages import (
+    ChatBatch,
+    ChatLine,
+    Heartbeat,
     Hello,
+    JoinAccept,
+    JoinRequest,
     PeerCard,
     Sealed,
     WireMessage,
 )
+from meshchat.room import unseal_key
 from meshchat.transport.base import Incoming, Transport
 
 W = TypeVar("W", bound=WireMessage)
@@ -169,3 +176,25 @@ class HostilePeer:
         """An envelope packed by hand: any value in any field, checked by nobody."""
         return bytes(msgpack.packb([version, tag, sender or self.peer_id, seq, sent_at, body],
                                    use_bin_type=True))
+
+    # ------------------------------------------------------------------ as a room member
+
+    async def join_room(self, node: Any, room_id: bytes, timeout: float = 3.0
+                        ) -> tuple[bytes, int]:
+        """Join ``node``'s room the honest way (JoinRequest → JoinAccept), to misbehave as a
+        member afterwards: the room key and its epoch. Keep it alive with ``heartbeat``."""
+        rid = int.from_bytes(os.urandom(4), "big")
+        self.send(node.peer_id, JoinRequest(room_id, self.name, rid, b"", b"", b""))
+        reply = await self.wait_for(JoinAccept, lambda m: m.request_id == rid, timeout)
+        return unseal_key(self.identity, node.peer_id, reply.sealed_key), reply.key_epoch
+
+    def heartbeat(self) -> None:
+        """One presence heartbeat: a member that sends none is soon removed as vanished."""
+        self.publish(TOPIC_PRESENCE, Heartbeat(self.card(), time.time(), "", (), ()))
+
+    def batch(self, room_id: bytes, first: int, texts: list[str],
+              author: Identity | None = None) -> bytes:
+        """A chat batch signed by ``author`` (default: us), numbered from ``first``."""
+        who = author or self.identity
+        lines = tuple(ChatLine(time.time(), t) for t in texts)
+        return self.codec.sign_record(who, ChatBatch(room_id, who.peer_id, first, lines))

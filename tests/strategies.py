@@ -27,9 +27,11 @@ def strategy(spec: Spec, pools: dict[str, list[Any]] | None = None,
     """Valid values for ``spec``, kept small so examples stay fast. ``pools`` maps a field
     name to values worth trying there (a real room id, a real peer id), drawn half the time;
     integers lean towards their bounds, where the bugs are."""
+    if isinstance(spec, TupleSpec):  # the pool is for the items
+        return st.lists(strategy(spec.item, pools, field), max_size=3).map(tuple)
     pool = (pools or {}).get(field)
     base = _base(spec, pools)
-    if pool:
+    if pool and not isinstance(spec, RecordSpec | OptionalSpec):
         return st.sampled_from(pool) | base
     return base
 

@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshchat.protocol import messages as m
-from meshchat.room import unseal_key
 from meshchat.transport.memory import MemoryTransport
 
 from ..hostile import HostilePeer
@@ -27,14 +26,6 @@ from ..strategies import of
 from .conftest import Mesh, until
 
 PING_BUDGET_S = 0.1
-
-
-async def join_as_member(evil: HostilePeer, host: Any, room_id: bytes) -> tuple[int, bytes]:
-    """Speak the join protocol to ``host``; the room key's (epoch, key)."""
-    evil.introduce(host)
-    evil.send(host.peer_id, m.JoinRequest(room_id, evil.name, 4242, b"", b"", b""))
-    accept = await evil.wait_for(m.JoinAccept, lambda a: a.request_id == 4242)
-    return accept.key_epoch, unseal_key(evil.identity, host.peer_id, accept.sealed_key)
 
 
 def frames(pools: dict[str, list[Any]]) -> st.SearchStrategy[tuple[str, m.WireMessage]]:
@@ -56,7 +47,8 @@ async def _scenario(tmp: Path, script: st.DataObject) -> None:
         bob_room = await bob.join("lobby")
         evil = HostilePeer(MemoryTransport(mesh.network))
         await evil.start()
-        epoch, key = await join_as_member(evil, alice, room.room_id)
+        evil.introduce(alice)
+        key, epoch = await evil.join_room(alice, room.room_id)
         await until(lambda: len(bob_room.members) == 3, what="mallory in the room")
         await room.say("before")
         ids = [alice.peer_id, bob.peer_id, evil.peer_id]
