@@ -254,7 +254,6 @@ class StaticDiscovery:
 
     async def _follow(self, host: str, port: int) -> None:
         delay = self._retry_initial_s
-        reported: PeerCard | None = None
         warned = False
         while not self._closed:
             try:
@@ -272,8 +271,9 @@ class StaticDiscovery:
                 return
             delay, warned = self._retry_initial_s, False
             card = replace(card, addresses=_reached_first(reached, card.addresses))
-            if card != reported and self._handlers is not None:
-                reported = card
+            # Reported on every fetch, not only when it changed: the node takes a card as a
+            # candidate it may drop (no answer in time), and a peer it knows ignores it.
+            if self._handlers is not None:
                 try:
                     self._handlers.on_peer(card)
                 except Exception:
