@@ -117,3 +117,16 @@ class Limits:
     max_pending_sealed: int = 256  # sealed frames waiting for their key, per room
     max_pending_sealed_bytes: int = 4 * 1024 * 1024  # ... and their bytes
     pending_sealed_s: float = 10.0  # how long one may wait
+    # Introductions (meshchat.peertable): a card someone else hands us is a candidate, not a
+    # peer, until the peer itself answers. What one introducer can make us do is bounded.
+    max_candidates: int = 256
+    max_candidates_per_introducer: int = 32
+    max_probes: int = 16  # candidates with a socket open (one DEALER each) at once
+    max_probes_per_introducer: int = 4
+    introduced_cards_per_s: float = 8.0  # new cards taken from one introducer
+    introduced_cards_burst: int = 64
+    probe_timeout_s: float = 2.0  # a candidate that has not answered by then is dropped
+    # The known-peers file (trust on first use): pins of peers we talked to are never evicted.
+    max_known_peers: int = 4096  # entries not pinned; the least recently seen go first
+    max_pinned_peers: int = 4096  # beyond this, new pins are refused (old ones stay)
+    peers_file_write_interval_s: float = 2.0  # changes are batched, written off the loop

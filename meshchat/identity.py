@@ -3,6 +3,12 @@
 The peer id is the 32-byte Ed25519 public key. The CURVE key pair that ZeroMQ uses on every
 socket is the X25519 form of the same key, so pinning a peer id pins its CURVE server key too.
 Pure: no files here (the key file lives in ``storage.keystore``).
+
+The map from Ed25519 to X25519 is two-to-one: a peer id and its *twin* (the same point with
+the sign bit, byte 31 bit 7, flipped) give the same CURVE key, and whoever holds one holds
+both as far as the transport can tell. So the CURVE key is the identity below the envelope:
+``canonical_id`` names it, bans and the peer table compare by it, and a transport binds each
+CURVE key to one peer id at a time.
 """
 
 from __future__ import annotations
@@ -39,6 +45,27 @@ def short_fingerprint(peer_id: PeerId) -> str:
 def curve_public_of(peer_id: PeerId) -> bytes:
     """The X25519 (CURVE) public key that belongs to an Ed25519 peer id."""
     return bytes(crypto_sign_ed25519_pk_to_curve25519(peer_id))
+
+
+@functools.lru_cache(maxsize=4096)
+def canonical_id(peer_id: PeerId) -> bytes:
+    """The identity a peer id stands for at the transport: its CURVE key (``ValueError`` if
+    ``peer_id`` is not a usable Ed25519 key). Twins have the same canonical id. Cached: the
+    conversion costs about 100 µs."""
+    try:
+        return curve_public_of(peer_id)
+    except (CryptoError, RuntimeError, TypeError) as exc:
+        raise ValueError("not a peer id") from exc
+
+
+def same_key(a: PeerId, b: PeerId) -> bool:
+    """True if ``a`` and ``b`` are one peer id or twins; False for anything else (never raises)."""
+    if a == b:
+        return True
+    try:
+        return canonical_id(a) == canonical_id(b)
+    except ValueError:
+        return False
 
 
 def is_valid_peer_id(peer_id: object) -> bool:

@@ -57,9 +57,10 @@ from .events import (
 )
 from .history import SeqTracker
 from .historysync import Ask, HistorySync, ReplyBudget, Source, newest_that_fit, unused_ranges
-from .identity import Identity, curve_public_of, fingerprint_of, is_valid_peer_id
+from .identity import Identity, curve_public_of, fingerprint_of, is_valid_peer_id, same_key
 from .keyring import Keyring
 from .liveness import Liveness, LivenessTable
+from .peertable import DISCOVERY, PeerEffect, PeerTable, Probe, Unprobe
 from .protocol.codec import Codec, Envelope, UnknownType
 from .protocol.messages import (
     BROADCAST_TYPES,
@@ -435,7 +436,11 @@ class Node:
             self._settings.color = self._requested_color
             self._settings_store.save(self._settings)
         self.color = self._settings.color or ""
-        self._known = KnownPeers(self.data_dir)
+        self._known = KnownPeers(self.data_dir, max_peers=self.limits.max_known_peers,
+                                 max_pinned=self.limits.max_pinned_peers)
+        self._peertable = PeerTable(self.limits, self.peer_id, self.stats)
+        self._peers_write: asyncio.Future[bool] | None = None
+        self._peers_written_at = self._clock.monotonic()
         self._log = MessageLog(self.data_dir / "messages.sqlite")
         self._codec = Codec(self.limits)
         self._gate = Gate(self.limits)
@@ -523,6 +528,7 @@ class Node:
                 await self._card_server.close()
         await self._transport.close(self.timings.linger_s)
         self._log.close()
+        self._known.flush()
         if self._scratch is not None:
             self._scratch.cleanup()
 
@@ -629,6 +635,7 @@ class Node:
                 continue
             if not self._send(pid, message):
                 raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
+            self._known.pin(pid)
         self._emit(Message(None, self.me, text, True, self._clock.time(), 0,
                            tuple(self._peer_info(p) for p in ids)))
 
@@ -813,7 +820,7 @@ class Node:
     def _roles(self, peer: bytes, m: WireMessage, jr: _JoinedRoom | None = None) -> Role:
         """What ``peer`` is to us for message ``m``: the facts the authority table asks."""
         roles = Role.ANYONE
-        if peer in self._peers:
+        if peer in self._peers or self._peertable.is_candidate(peer):
             roles |= Role.KNOWN
         if jr is None:
             room_id = getattr(m, "room_id", None)
@@ -977,8 +984,7 @@ class Node:
                 # Our host does not host the room any more (it merged into another side, or
                 # handed off and we missed it): its answer points us at the current host.
                 self._ask_state(jr, peer)
-        for card in hb.known:
-            self._learn_peer(card, source="introduction")
+        self._offer_cards(hb.known, peer)
         self._update_listings_from(peer, hb.hosted)
 
     def _update_listings_from(self, peer: bytes, hosted: Iterable[HostedRoom]) -> None:
@@ -1005,6 +1011,9 @@ class Node:
 
     def _learn_peer(self, card: PeerCard, source: str, color: str | None = None,
                     started_at: float | None = None, address_hint: str = "") -> None:
+        """A card from the peer itself (``source`` 'hello' or 'heartbeat', on a channel pinned
+        to its key): it becomes or stays a peer. Cards others vouch for are candidates first
+        (``_offer_cards``, meshchat.peertable)."""
         pid = card.peer_id
         if pid == self.peer_id:
             return
@@ -1013,15 +1022,19 @@ class Node:
                             card.card_port)
         peer = self._peers.get(pid)
         is_new = peer is None or self._liveness.state(pid) is Liveness.GONE
+        probed = False
         if peer is None:
-            if len(self._peers) >= self.limits.max_peers:
-                self.stats["dropped_too_many_peers"] += 1
+            admission = self._peertable.admit(pid, self._clock.monotonic())
+            if admission.refusal is not None:
+                self.stats["dropped_" + admission.refusal] += 1
                 return
+            self._run_peer_effects(admission.effects)
+            probed = admission.probed
             peer = _Peer(card)
             self._peers[pid] = peer
             for warning in self._known.observe(pid, card.name, list(card.addresses)):
                 self._emit(Notice(warning, "warning"))
-        elif peer.card.name != card.name and source in ("heartbeat", "hello"):
+        elif peer.card.name != card.name:
             old = peer.card.name
             peer.card = card
             self._known.observe(pid, card.name, list(card.addresses))
@@ -1030,8 +1043,7 @@ class Node:
                 if (jr.core.is_host and rules.is_member(jr.state, pid)
                         and jr.core.member_renamed(pid, card.name) is not None):
                     self._host_publish(jr, jr.state)
-        if source in ("heartbeat", "hello") or not peer.card.addresses:
-            peer.card = card
+        peer.card = card
         if color is not None:
             peer.color = color
         if started_at is not None:
@@ -1039,10 +1051,77 @@ class Node:
         self._connect(pid)
         if is_new:
             self._liveness.heard(pid, self._clock.monotonic())
-            if not self._listen_only:
+            if not self._listen_only and not probed:
                 self._send(pid, Hello(self._card(), self.started_at, self.color))
             self._emit(PeerDiscovered(self._peer_info(pid)))
             self._peer_changed.set()
+
+    def _offer_cards(self, cards: Sequence[PeerCard], introducer: bytes) -> None:
+        """Cards that ``introducer`` vouches for: candidates, probed within bounds."""
+        self._run_peer_effects(self._peertable.offer(cards, introducer,
+                                                     self._clock.monotonic()))
+
+    def _run_peer_effects(self, effects: Iterable[PeerEffect]) -> None:
+        for effect in effects:
+            match effect:
+                case Probe(card=card):
+                    # One DEALER and a Hello; a listening-only node says nothing, so it opens
+                    # the SUB too and takes the peer's heartbeat as its answer.
+                    self._transport.connect_peer(
+                        card.peer_id, self._pick_address(card.addresses), card.router_port,
+                        card.pub_port, subscribe=self._listen_only)
+                    if not self._listen_only:
+                        self._send(card.peer_id, Hello(self._card(), self.started_at,
+                                                       self.color))
+                case Unprobe(peer_id=pid):
+                    if pid not in self._peers:
+                        self._transport.disconnect_peer(pid)
+
+    def _tick_peers(self, now: float) -> None:
+        """Each beat: expire unanswered probes, and write the known-peers file (batched, in a
+        thread) when it changed."""
+        self._run_peer_effects(self._peertable.tick(now))
+        if (self._peers_write is None and self._known.dirty
+                and now - self._peers_written_at >= self.limits.peers_file_write_interval_s):
+            snapshot = self._known.snapshot()
+            if snapshot is not None:
+                self._peers_written_at = now
+                write = self._peers_write = asyncio.ensure_future(
+                    asyncio.to_thread(self._known.write, snapshot))
+                write.add_done_callback(self._peers_file_written)
+
+    def _peers_file_written(self, write: asyncio.Future[bool]) -> None:
+        self._peers_write = None
+        if not write.cancelled() and write.exception() is not None:
+            self.stats["peers_file_errors"] += 1
+            log.warning("cannot write the known-peers file: %s", write.exception())
+
+    def _sync_room_peers(self) -> None:
+        """The transport denies exactly the keys that a room we hold bans (an unbanned peer is
+        allowed again and, if still a peer, reconnected); the names of the members of our
+        rooms are pinned. Call whenever the rooms we hold or their states change."""
+        banned = (ban.peer_id for jr in self._rooms.values() for ban in jr.state.bans)
+        deny, allow = self._peertable.sync_bans(banned)
+        bans = self._peertable.bans
+        for pid in deny:
+            self._transport.deny(pid)
+            for other, peer in self._peers.items():
+                if same_key(other, pid):
+                    peer.connected_to = None  # the transport closed its links
+                    bans.park(peer.card)
+        for pid in allow:
+            self._transport.allow(pid)
+            card = bans.unpark(pid)
+            back = [other for other in self._peers if same_key(other, pid)]
+            for other in back:
+                self._peers[other].connected_to = None
+                self._connect(other)
+            if card is not None and not back:  # it went silent meanwhile: probe it again
+                self._offer_cards((card,), DISCOVERY)
+        for jr in self._rooms.values():
+            for member in jr.state.members:
+                if member.peer_id != self.peer_id:
+                    self._known.pin(member.peer_id)
 
     def _connect(self, pid: bytes) -> None:
         peer = self._peers[pid]
@@ -1067,6 +1146,7 @@ class Node:
         info = self._peer_info(peer)
         self._liveness.forget(peer)
         del self._peers[peer]
+        self._run_peer_effects(self._peertable.remove(peer, self._clock.monotonic()))
         if reason != "vanished":
             self._transport.disconnect_peer(peer)
         # A vanished peer keeps its connections: ZeroMQ reconnects by itself when a cable is
@@ -1097,11 +1177,15 @@ class Node:
                     self.stats["dropped_spoofed"] += 1
                     return
                 self._learn_peer(m.card, "hello", m.color, m.started_at, address)
-                self._send(peer, Peers(tuple(p.card for pid, p in self._peers.items()
-                                             if pid != peer and p.card.addresses)))
+                if peer in self._peers:  # a refused one (a twin, one too many) learns nothing
+                    cards = [p.card for pid, p in self._peers.items()
+                             if pid != peer and p.card.addresses]
+                    self._send(peer, Peers(tuple(cards[: self.limits.max_collection_items])))
             case Peers():
-                for card in m.peers[: self.limits.max_collection_items]:
-                    self._learn_peer(card, "introduction")
+                probed = self._peertable.candidate_card(peer)
+                if probed is not None:  # a candidate answered our Hello: that proves it
+                    self._learn_peer(probed, "hello", address_hint=address)
+                self._offer_cards(m.peers, peer)
             case Ping():
                 self._send(peer, Pong(m.nonce))
             case Pong():
@@ -1117,6 +1201,7 @@ class Node:
                 if self.peer_id not in m.to:
                     self.stats["dropped_misdirected"] += 1
                     return
+                self._known.pin(peer)
                 self._emit(Message(None, self._peer_info(peer), m.text, True, env.sent_at, 0,
                                    tuple(self._peer_info(p) for p in m.to)))
             case JoinRequest():
@@ -1330,6 +1415,8 @@ class Node:
         elif new.change == rules.JOINED:
             jr.removed.discard(new.change_peer)
         self._log.save_room(new.room_id, new.name, jr.core.blob)
+        if new.bans != old.bans or new.members != old.members:
+            self._sync_room_peers()
         outcome = state_change(old, new, self.peer_id, self._peer_info)
         for event in outcome.events:
             self._emit(event)
@@ -1365,6 +1452,7 @@ class Node:
         # Numbers skipped after a crash are ours and settled: nothing there to fetch.
         jr.tracker.set_base(self.peer_id, jr.own_seq)
         self._rooms[jr.room_id] = jr
+        self._sync_room_peers()
         jr.ever_members.update(rules.member_ids(jr.state))
         self._transport.subscribe(room_topic(jr.room_id))
         self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
@@ -1373,6 +1461,7 @@ class Node:
         self._flush_outbox(jr)
         if self._rooms.pop(jr.room_id, None) is None:
             return
+        self._sync_room_peers()
         self._last_states[jr.room_id] = jr.state
         if jr.own_seq:
             # A clean exit gives back the unused numbers, so a restart resumes without a gap.
@@ -1764,7 +1853,15 @@ class Node:
         self._learn_peer(listing.host, "introduction")
         rid = self._next_request_id()
         request = JoinRequest(listing.room_id, self.name, rid, b"", b"", merge_token)
-        reply = await self._request(host_id, request, rid, self.timings.join_timeout_s)
+        try:
+            reply = await self._request(host_id, request, rid, self.timings.join_timeout_s)
+        except Timeout:
+            # A host that banned us refuses our key at the transport, so it cannot say so;
+            # the last state we saw of the room can.
+            last = self._last_states.get(listing.room_id)
+            if last is not None and rules.is_banned(last, self.peer_id):
+                raise JoinRefused("banned", "you are banned from this room") from None
+            raise
         if isinstance(reply, JoinChallenge):
             if not password:
                 raise JoinRefused("password", "this room needs a password")
@@ -2027,6 +2124,7 @@ class Node:
 
     def _tick(self, beat: int) -> None:
         now = self._clock.monotonic()
+        self._tick_peers(now)
         if not self._listen_only:
             self._publish(TOPIC_PRESENCE, self._heartbeat(include_known=beat % 20 == 0))
         for peer, state in self._liveness.tick(now):
@@ -2091,14 +2189,16 @@ class Node:
         if self._closed:
             return
         try:
-            self._learn_peer(card, "discovery")
+            self._offer_cards((card,), DISCOVERY)
         except (ValueError, ProtocolError) as exc:
             self.stats["dropped_discovery"] += 1
             log.debug("bad discovery record: %s", exc)
 
     def _on_discovery_peer_removed(self, pid: bytes) -> None:
         # mDNS goodbyes are a hint; the heartbeat decides (a Bye comes over the mesh too).
-        if pid in self._peers and self._liveness.state(pid) is not Liveness.ALIVE:
+        if self._peertable.is_candidate(pid):
+            self._run_peer_effects(self._peertable.remove(pid, self._clock.monotonic()))
+        elif pid in self._peers and self._liveness.state(pid) is not Liveness.ALIVE:
             self._on_peer_gone(pid, "quit")
 
     def _on_discovered_room(self, room: RoomAnnouncement) -> None:
@@ -2147,6 +2247,10 @@ class Node:
 
     def _on_handshake_failure(self, pid: bytes) -> None:
         self.stats["handshake_failures"] += 1
+        probe = self._peertable.failed(pid, self._clock.monotonic())
+        if probe is not None:  # an introduced card that was wrong: no warning worth giving
+            self._run_peer_effects(probe)
+            return
         self._emit(Notice(f"the peer at {self._peer_info(pid).label}'s address does not hold "
                           "its key: refused (an impostor, or a reinstalled machine)", "warning"))
 

@@ -41,7 +41,7 @@ from nacl.signing import SigningKey
 
 from .config import Limits
 from .errors import NotHost, ProtocolError
-from .identity import Identity, PeerId, curve_public_of, verify
+from .identity import Identity, PeerId, curve_public_of, same_key, verify
 from .protocol.codec import Codec
 from .protocol.messages import Ban, Member, PasswordVerifier, RoomState
 
@@ -159,7 +159,8 @@ def find_member(state: RoomState, peer: PeerId) -> Member | None:
 
 
 def is_banned(state: RoomState, peer: PeerId) -> bool:
-    return any(b.peer_id == peer for b in state.bans)
+    """True if the room bans ``peer``'s key: a ban covers the twin id too (same CURVE key)."""
+    return any(same_key(b.peer_id, peer) for b in state.bans)
 
 
 def newer(a: RoomState, b: RoomState) -> bool:

@@ -1,17 +1,9 @@
 """Discovery without multicast: ``--peer HOST:PORT`` and the card server that answers it.
 
-Every node runs a ``CardServer`` on its card port. A client that connects receives one frame
-and the server closes the connection::
-
-    frame     = length (4 bytes, big endian) + msgpack array
-    array     = [version, peer_id, name, addresses, router_port, pub_port, card_port, signature]
-    signature = Ed25519 signature by peer_id of
-                CARD_SIGNATURE_CONTEXT + msgpack([version, peer_id, ..., card_port])
-
-The card is self-signed: ``fetch_card`` checks that whoever sent it holds the key of the peer
-id inside it. Whether that key is the one expected for a name is decided above this layer
-(trust on first use). One known peer is enough: the node learns the rest of the mesh from the
-peers that peer introduces.
+Every node runs a ``CardServer`` on its card port. A client that connects receives one
+self-signed card frame and the server closes the connection; the frame's format and its
+strict decoder are pure and live in ``meshchat.protocol.card``. One known peer is enough: the
+node learns the rest of the mesh from the peers that peer introduces.
 """
 
 from __future__ import annotations
@@ -20,99 +12,39 @@ import asyncio
 import contextlib
 import logging
 import random
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-import msgpack
-
-from ..config import PROTOCOL_VERSION
 from ..errors import PeerNotFound, ProtocolError, Timeout
-from ..identity import Identity, is_valid_peer_id, verify
+from ..identity import Identity
+from ..protocol.card import (
+    CARD_SIGNATURE_CONTEXT,
+    LENGTH_BYTES,
+    MAX_CARD_BYTES,
+    body_length,
+    decode_card,
+    encode_card,
+)
 from ..protocol.messages import PeerCard
 from .base import Discovery, DiscoveryHandlers, RoomAnnouncement
 
+__all__ = [
+    "CARD_SIGNATURE_CONTEXT",
+    "MAX_CARD_BYTES",
+    "CardServer",
+    "CombinedDiscovery",
+    "StaticDiscovery",
+    "decode_card",
+    "encode_card",
+    "fetch_card",
+    "fetch_card_from",
+    "parse_peer_address",
+]
+
 log = logging.getLogger(__name__)
 
-CARD_SIGNATURE_CONTEXT = b"meshchat-card\x00"
-MAX_CARD_BYTES = 4096
-MAX_CARD_ADDRESSES = 32
-MAX_CARD_NAME_CHARS = 256
-_LENGTH = struct.Struct(">I")
 _WILDCARDS = frozenset({"*", "", "0.0.0.0"})
-
-
-# ---------------------------------------------------------------- the card frame (pure)
-
-
-def _signed_part(card: PeerCard) -> list[Any]:
-    return [
-        PROTOCOL_VERSION,
-        card.peer_id,
-        card.name,
-        list(card.addresses),
-        card.router_port,
-        card.pub_port,
-        card.card_port,
-    ]
-
-
-def _signed_bytes(fields: list[Any]) -> bytes:
-    packed: bytes = msgpack.packb(fields, use_bin_type=True)
-    return CARD_SIGNATURE_CONTEXT + packed
-
-
-def encode_card(identity: Identity, card: PeerCard) -> bytes:
-    """The length-prefixed frame a card server sends for ``card``, signed by ``identity``."""
-    if card.peer_id != identity.peer_id:
-        raise ValueError("a card server only serves its own card")
-    fields = _signed_part(card)
-    body: bytes = msgpack.packb(
-        [*fields, identity.sign(_signed_bytes(fields))], use_bin_type=True
-    )
-    return _LENGTH.pack(len(body)) + body
-
-
-def decode_card(body: bytes) -> PeerCard:
-    """The card in a frame body (without the length prefix); ``ProtocolError`` if it is bad."""
-    try:
-        fields = msgpack.unpackb(
-            body,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=MAX_CARD_BYTES,
-            max_bin_len=MAX_CARD_BYTES,
-            max_array_len=MAX_CARD_ADDRESSES + 8,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise ProtocolError(f"not a msgpack card: {exc}") from exc
-    if not isinstance(fields, list) or len(fields) != 8:
-        raise ProtocolError("a card is an array of 8 fields")
-    version, peer_id, name, addresses, router_port, pub_port, card_port, signature = fields
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {version!r}, this node speaks {PROTOCOL_VERSION}")
-    if not is_valid_peer_id(peer_id):
-        raise ProtocolError("bad peer id")
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_CARD_NAME_CHARS:
-        raise ProtocolError("bad name")
-    if (
-        not isinstance(addresses, list)
-        or len(addresses) > MAX_CARD_ADDRESSES
-        or not all(isinstance(a, str) and 0 < len(a) <= 64 for a in addresses)
-    ):
-        raise ProtocolError("bad address list")
-    for port, allow_zero in ((router_port, False), (pub_port, False), (card_port, True)):
-        if type(port) is not int or not (0 if allow_zero else 1) <= port <= 65535:
-            raise ProtocolError(f"bad port {port!r}")
-    if not isinstance(signature, bytes) or not verify(
-        peer_id, _signed_bytes(fields[:7]), signature
-    ):
-        raise ProtocolError("bad signature")
-    return PeerCard(peer_id, name, tuple(addresses), router_port, pub_port, card_port)
 
 
 # ---------------------------------------------------------------- client
@@ -139,12 +71,10 @@ async def fetch_card_from(
     try:
         async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(host, port)
-            (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-            if not 0 < length <= max_bytes:
-                raise PeerNotFound(
-                    f"{where} is not a meshchat card server (frame of {length} bytes, "
-                    f"limit {max_bytes})"
-                )
+            try:
+                length = body_length(await reader.readexactly(LENGTH_BYTES), max_bytes)
+            except ProtocolError as exc:
+                raise PeerNotFound(f"{where} is not a meshchat card server: {exc}") from None
             body = await reader.readexactly(length)
             peer = writer.get_extra_info("peername")
     except TimeoutError:
@@ -324,7 +254,6 @@ class StaticDiscovery:
 
     async def _follow(self, host: str, port: int) -> None:
         delay = self._retry_initial_s
-        reported: PeerCard | None = None
         warned = False
         while not self._closed:
             try:
@@ -342,8 +271,9 @@ class StaticDiscovery:
                 return
             delay, warned = self._retry_initial_s, False
             card = replace(card, addresses=_reached_first(reached, card.addresses))
-            if card != reported and self._handlers is not None:
-                reported = card
+            # Reported on every fetch, not only when it changed: the node takes a card as a
+            # candidate it may drop (no answer in time), and a peer it knows ignores it.
+            if self._handlers is not None:
                 try:
                     self._handlers.on_peer(card)
                 except Exception:

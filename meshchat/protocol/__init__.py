@@ -8,7 +8,8 @@ Every frame holds one **envelope**, a msgpack array (details and field rules: do
 and stream; ``sent_at`` is the sender's Unix time. Nested records are arrays, ``X | None`` is
 nil or X. Extra trailing values are ignored (newer peers may add fields); missing ones drop the
 frame. PUB frames are two ZeroMQ parts, ``[topic, envelope]``; direct frames go DEALER → ROUTER
-(the ROUTER sees ``[routing id = sender peer id, envelope]``).
+(the ROUTER sees ``[routing id, envelope]``; the routing id is libzmq's, the frame is
+attributed by the CURVE key that authenticated its connection).
 
 Topics: ``P`` presence, ``B`` broadcast, ``b"R" + room_id`` room traffic.
 

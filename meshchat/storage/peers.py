@@ -2,8 +2,18 @@
 
 Kept in ``data_dir/peers.json``. The first key seen with a name is remembered; a different key
 arriving with a name we already tie to another key yields a warning for the user (names are
-labels, keys are identity). Changes that matter for that check (a new peer, a new name) are
-written at once; the rest (last seen, addresses) when the node calls ``flush()``.
+labels, keys are identity).
+
+Entries of peers we have talked to (a private message either way, a room shared) are
+*pinned* (``pin``): they are never evicted, so their names stay tied to their keys however many
+strangers pass by. At most ``max_pinned`` are pinned; beyond that a new pin is refused and the
+old ones stay. Other entries are bounded by ``max_peers``, the least recently seen going first.
+
+Nothing here writes on its own: changes mark the table dirty, and the node batches them —
+``snapshot()`` on the event loop (cheap: a JSON dump) and ``write(snapshot)`` in a thread (the
+fsync), at most every ``Limits.peers_file_write_interval_s``. ``flush()`` does both at once
+(on close, and in tests). Writes are serialised and a snapshot older than the last one
+written is skipped, so the file never goes back in time.
 
 Names compare case-insensitively (``casefold``), so "Alice" and "alice" are one name here.
 """
@@ -13,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -58,6 +69,7 @@ class KnownPeer:
     router_port: int | None
     pub_port: int | None
     card_port: int | None
+    pinned: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -74,18 +86,39 @@ class _Entry:
     router_port: int | None = None
     pub_port: int | None = None
     card_port: int | None = None
+    pinned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The file's bytes at one moment; ``generation`` orders snapshots."""
+
+    generation: int
+    data: bytes
 
 
 class KnownPeers:
-    """Every peer met so far, bounded to ``max_peers`` (the least recently seen are dropped)."""
+    """Every peer met so far: pinned ones kept, the others bounded (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, *, max_peers: int = Limits().max_peers) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        max_peers: int = Limits().max_known_peers,
+        max_pinned: int = Limits().max_pinned_peers,
+    ) -> None:
         self.path = data_dir / PEERS_FILE
         self.max_peers = max_peers
+        self.max_pinned = max_pinned
         self.warnings: list[str] = []
+        self.writes = 0
         self._peers: dict[bytes, _Entry] | None = None
         self._by_name: dict[str, set[bytes]] = {}
+        self._pinned = 0
         self._dirty = False
+        self._generation = 0
+        self._written_generation = 0
+        self._write_lock = threading.Lock()
 
     # ------------------------------------------------------------ queries
 
@@ -115,6 +148,10 @@ class KnownPeers:
 
     def __len__(self) -> int:
         return len(self._loaded())
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
 
     # ------------------------------------------------------------ updates
 
@@ -152,17 +189,14 @@ class KnownPeers:
             warnings.append(message)
 
         entry = peers.get(peer_id)
-        structural = False
         if entry is None:
             self._make_room()
             entry = _Entry(name=name, first_seen=now, last_seen=now, names={})
             peers[peer_id] = entry
-            structural = True
         seen = entry.names.get(name)
         if seen is None:
             entry.names[name] = SeenName(name, now, now)
             self._trim_names(peer_id, entry, keep=name)
-            structural = True
         else:
             entry.names[name] = SeenName(name, seen.first_seen, max(seen.last_seen, now))
         self._by_name.setdefault(key, set()).add(peer_id)
@@ -177,9 +211,27 @@ class KnownPeers:
         entry.pub_port = entry.pub_port if pub_port is None else pub_port
         entry.card_port = entry.card_port if card_port is None else card_port
         self._dirty = True
-        if structural:
-            self.flush()
         return warnings
+
+    def pin(self, peer_id: bytes) -> bool:
+        """Never evict this peer (we talked to it); False if unknown or too many are pinned."""
+        entry = self._loaded().get(peer_id)
+        if entry is None:
+            return False
+        if entry.pinned:
+            return True
+        if self._pinned >= self.max_pinned:
+            log.info("not pinning %s: %d peers are pinned already", fingerprint_of(peer_id),
+                     self._pinned)
+            return False
+        entry.pinned = True
+        self._pinned += 1
+        self._dirty = True
+        return True
+
+    def is_pinned(self, peer_id: bytes) -> bool:
+        entry = self._loaded().get(peer_id)
+        return entry is not None and entry.pinned
 
     def observe_card(self, card: PeerCard, *, now: float | None = None) -> list[str]:
         """``observe`` with everything a ``PeerCard`` tells."""
@@ -230,6 +282,11 @@ class KnownPeers:
                 bad += 1
                 continue
             peer_id, entry = parsed
+            if entry.pinned:
+                if self._pinned >= self.max_pinned:
+                    entry.pinned = False
+                else:
+                    self._pinned += 1
             self._peers[peer_id] = entry
             for seen in entry.names:
                 self._by_name.setdefault(_name_key(seen), set()).add(peer_id)
@@ -239,18 +296,37 @@ class KnownPeers:
         self._make_room(extra=0)
         return self.warnings[before:]
 
-    def flush(self) -> None:
-        """Write the file if anything changed since the last write."""
+    def snapshot(self) -> Snapshot | None:
+        """The file's next contents if anything changed since the last snapshot, else None.
+        Call on the thread that changes the table; pass the result to ``write``."""
         if not self._dirty or self._peers is None:
-            return
+            return None
         data = {
             "version": FILE_VERSION,
             "peers": [_entry_to_json(pid, e) for pid, e in self._peers.items()],
         }
-        ensure_private_dir(self.path.parent)
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        write_private_file(self.path, text.encode("utf-8"))
         self._dirty = False
+        self._generation += 1
+        return Snapshot(self._generation, text.encode("utf-8"))
+
+    def write(self, snapshot: Snapshot) -> bool:
+        """Write a snapshot (blocking: fsync; safe from any thread). A snapshot older than one
+        already written is skipped; False then."""
+        with self._write_lock:
+            if snapshot.generation <= self._written_generation:
+                return False
+            ensure_private_dir(self.path.parent)
+            write_private_file(self.path, snapshot.data)
+            self._written_generation = snapshot.generation
+            self.writes += 1
+            return True
+
+    def flush(self) -> None:
+        """Write the file now if anything changed since the last snapshot."""
+        snapshot = self.snapshot()
+        if snapshot is not None:
+            self.write(snapshot)
 
     # ------------------------------------------------------------ internals
 
@@ -261,11 +337,15 @@ class KnownPeers:
         return self._peers
 
     def _make_room(self, extra: int = 1) -> None:
-        """Drop least recently seen peers until ``extra`` more fit."""
+        """Drop the least recently seen peers that are not pinned until ``extra`` more fit."""
         peers = self._loaded()
-        while peers and len(peers) + extra > self.max_peers:
-            oldest = min(peers, key=lambda pid: peers[pid].last_seen)
+        excess = len(peers) - self._pinned + extra - self.max_peers
+        if excess <= 0:
+            return
+        evictable = sorted((e.last_seen, pid) for pid, e in peers.items() if not e.pinned)
+        for _, oldest in evictable[:excess]:
             self._forget_names(oldest, peers.pop(oldest).names)
+        self._dirty = True
 
     def _trim_names(self, peer_id: bytes, entry: _Entry, keep: str) -> None:
         while len(entry.names) > MAX_NAMES_PER_PEER:
@@ -316,6 +396,7 @@ def _snapshot(peer_id: bytes, entry: _Entry) -> KnownPeer:
         router_port=entry.router_port,
         pub_port=entry.pub_port,
         card_port=entry.card_port,
+        pinned=entry.pinned,
     )
 
 
@@ -330,6 +411,7 @@ def _entry_to_json(peer_id: bytes, entry: _Entry) -> dict[str, Any]:
         "router_port": entry.router_port,
         "pub_port": entry.pub_port,
         "card_port": entry.card_port,
+        "pinned": entry.pinned,
     }
 
 
@@ -375,6 +457,9 @@ def _entry_from_json(item: object) -> tuple[bytes, _Entry] | None:
         ):
             return None
         ports.append(port)
+    pinned = item.get("pinned", False)
+    if not isinstance(pinned, bool):
+        return None
     entry = _Entry(
         name=name,
         first_seen=first,
@@ -384,6 +469,7 @@ def _entry_from_json(item: object) -> tuple[bytes, _Entry] | None:
         router_port=ports[0],
         pub_port=ports[1],
         card_port=ports[2],
+        pinned=pinned,
     )
     if name not in entry.names:
         entry.names[name] = seen[name]

@@ -69,8 +69,13 @@ class Transport(Protocol):
         """Stop; queued outgoing frames get ``linger_s`` to leave. Idempotent."""
         ...
 
-    def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int) -> None:
-        """Open (or re-point) the SUB and DEALER to a peer, pinning its CURVE key from its id."""
+    def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int,
+                     *, subscribe: bool = True) -> None:
+        """Open (or re-point) the SUB and DEALER to a peer, pinning its CURVE key from its id.
+
+        ``subscribe=False`` opens only the DEALER (a peer not proven yet); a later call with
+        ``subscribe=True`` to the same place adds the SUB. The twin id of a connected peer
+        (``identity.canonical_id``) is refused: one CURVE key, one peer id at a time."""
         ...
 
     def disconnect_peer(self, peer_id: bytes) -> None:
@@ -94,7 +99,9 @@ class Transport(Protocol):
         ...
 
     def deny(self, peer_id: bytes) -> None:
-        """Refuse this peer at the handshake from now on and close its live connections."""
+        """Refuse this peer's CURVE key (so its twin too) at the handshake from now on, close
+        our links to it and drop what it sends on live connections; a live subscription to
+        our PUB cannot be cut (libzmq), which room-key rotation covers."""
         ...
 
     def allow(self, peer_id: bytes) -> None: ...

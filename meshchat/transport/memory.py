@@ -6,12 +6,17 @@ What it keeps from ``ZmqTransport``:
 - ``connect_peer`` pins the peer id: if the transport at those ports has another key, or
   refuses ours, the "handshake" fails (counted, ``on_handshake_failure`` called soon after,
   peer not connected). Addresses are ignored; only the ports say where a peer is.
+  ``subscribe=False`` makes only the "DEALER" (direct frames, no publications).
+- a CURVE key is bound to one peer id at a time: ``connect_peer`` for the twin of a connected
+  peer is refused (``dropped_twin``); a direct frame is attributed to the id its sender's key
+  is bound to here, else to the sender's own id; ``send`` to a twin goes nowhere.
 - a publish reaches every peer that connected to us and subscribed a prefix of the topic;
   ``deny`` does not cut such a live subscription (as in libzmq) but the next "handshake"
   (after ``set_link(..., True)``) is refused.
 - ``send`` goes over our link to the peer, else back to a peer that connected to us and whose
   latest direct frame to us we accepted; else False. Direct frames from a denied peer are
   dropped and counted.
+- ``open_links`` counts our "SUB" and "DEALER" sockets now, ``peak_links`` the most ever.
 - delivery is asynchronous, through one queue per receiver drained by one task: FIFO per
   peer, never re-entrant into the sender.
 
@@ -29,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Limits
-from ..identity import Identity, curve_public_of, is_valid_peer_id
+from ..identity import Identity, canonical_id, is_valid_peer_id
 from .base import Incoming, LocalPorts, Receiver, TransportStats
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
@@ -82,6 +87,10 @@ class MemoryNetwork:
     def _alive(self, peer_id: bytes) -> list[MemoryTransport]:
         return [t for t in self._transports() if t.peer_id == peer_id]
 
+    def _holding(self, curve_key: bytes) -> list[MemoryTransport]:
+        return [t for t in self._transports()
+                if t._identity is not None and t._identity.curve_public == curve_key]
+
     def _transports(self) -> list[MemoryTransport]:
         return [t for t in dict.fromkeys(self._by_port.values()) if t._alive_]
 
@@ -96,6 +105,7 @@ class _Link:
     pub_port: int
     target: MemoryTransport | None = None
     ok: bool = False
+    sub: bool = True
 
 
 class MemoryTransport:
@@ -120,7 +130,9 @@ class MemoryTransport:
         self._links: dict[bytes, _Link] = {}
         self._topics: set[bytes] = set()
         self._denied: set[bytes] = set()  # CURVE keys, as ZAP sees them
-        self._routes: set[bytes] = set()
+        self._routes: set[bytes] = set()  # CURVE keys whose direct frames we accepted
+        self._bound: dict[bytes, bytes] = {}  # CURVE key -> the peer id of our link to it
+        self.peak_links = 0
         self._alive_ = False
         self._busy = False  # the receiver is running: stopping must not cancel its work
         self._closed = False
@@ -156,6 +168,7 @@ class MemoryTransport:
     def _vanish(self) -> None:
         self._alive_ = False
         self._links.clear()
+        self._bound.clear()
         self._routes.clear()
         task = self._task
         if task is not None and not self._busy and task is not asyncio.current_task():
@@ -165,14 +178,19 @@ class MemoryTransport:
 
     # -- peers ------------------------------------------------------------------------------
 
-    def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int) -> None:
+    def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int,
+                     *, subscribe: bool = True) -> None:
         if not self._alive_:
             return
         if not is_valid_peer_id(peer_id):
             raise ValueError("not a peer id")
         if peer_id == self.peer_id:
             raise ValueError("a transport does not connect to itself")
-        if curve_public_of(peer_id) in self._denied:
+        key = canonical_id(peer_id)
+        if key in self._denied:
+            return
+        if self._bound.get(key, peer_id) != peer_id:
+            self._count("dropped_twin")
             return
         old = self._links.get(peer_id)
         if old is not None and (old.address, old.router_port, old.pub_port) == (
@@ -180,25 +198,42 @@ class MemoryTransport:
             router_port,
             pub_port,
         ):
+            if subscribe and not old.sub:
+                old.sub = True
+                self.peak_links = max(self.peak_links, self.open_links)
             return
-        link = self._links[peer_id] = _Link(peer_id, address, router_port, pub_port)
+        link = _Link(peer_id, address, router_port, pub_port, sub=subscribe)
+        self._links[peer_id] = link
+        self._bound[key] = peer_id
+        self.peak_links = max(self.peak_links, self.open_links)
         self._handshake(link)
 
     def disconnect_peer(self, peer_id: bytes) -> None:
-        self._links.pop(peer_id, None)
+        if self._links.pop(peer_id, None) is not None:
+            self._unbind(peer_id)
 
     def is_connected(self, peer_id: bytes) -> bool:
         return peer_id in self._links
 
+    @property
+    def open_links(self) -> int:
+        return sum(1 + link.sub for link in self._links.values())
+
+    def _unbind(self, peer_id: bytes) -> None:
+        key = canonical_id(peer_id)
+        if self._bound.get(key) == peer_id:
+            del self._bound[key]
+
     def deny(self, peer_id: bytes) -> None:
-        key = curve_public_of(peer_id)
+        key = canonical_id(peer_id)
         self._denied.add(key)
-        for other in [p for p in self._links if curve_public_of(p) == key]:
+        for other in [p for p in self._links if canonical_id(p) == key]:
             del self._links[other]
-        self._routes = {r for r in self._routes if curve_public_of(r) != key}
+        self._bound.pop(key, None)
+        self._routes.discard(key)
 
     def allow(self, peer_id: bytes) -> None:
-        self._denied.discard(curve_public_of(peer_id))
+        self._denied.discard(canonical_id(peer_id))
 
     def _handshake(self, link: _Link) -> None:
         target = self.network._at(link.router_port)
@@ -208,11 +243,12 @@ class MemoryTransport:
         assert self._identity is not None
         if (
             target._identity is None
-            or target._identity.curve_public != curve_public_of(link.peer_id)
+            or target._identity.curve_public != canonical_id(link.peer_id)
             or self._identity.curve_public in target._denied
         ):
             if self._links.get(link.peer_id) is link:
                 del self._links[link.peer_id]
+                self._unbind(link.peer_id)
             self.stats.handshake_failures += 1
             self._count("peers_given_up")
             if self._on_handshake_failure is not None and self._loop is not None:
@@ -254,6 +290,7 @@ class MemoryTransport:
             if (
                 link is not None
                 and link.ok
+                and link.sub
                 and link.target is self
                 and self.network.is_linked(me, other.peer_id)
                 and any(topic.startswith(t) for t in other._topics)
@@ -274,13 +311,16 @@ class MemoryTransport:
             if link.ok and target is not None and self.network.is_linked(me, peer_id):
                 target._arrive_direct(self, payload)
             return True
-        if peer_id not in self._routes:
+        if not is_valid_peer_id(peer_id):
             return False
-        for other in self.network._alive(peer_id):
+        key = canonical_id(peer_id)
+        if key not in self._routes or self._bound.get(key, peer_id) != peer_id:
+            return False
+        for other in self.network._holding(key):
             back = other._links.get(me)
             if back is not None and back.ok and back.target is self:
                 self.stats.sent += 1
-                if self.network.is_linked(me, peer_id):
+                if self.network.is_linked(me, other.peer_id):
                     other._arrive(Incoming("direct", me, payload, b"", back.address))
                 return True
         return False
@@ -290,11 +330,14 @@ class MemoryTransport:
     def _arrive_direct(self, sender: MemoryTransport, payload: bytes) -> None:
         """A frame on our "ROUTER" from a sender's link to us."""
         assert sender._identity is not None
-        if sender._identity.curve_public in self._denied:
+        key = sender._identity.curve_public
+        if key in self._denied:
             self._count("dropped_denied")
             return
-        self._routes.add(sender.peer_id)
-        self._arrive(Incoming("direct", sender.peer_id, payload, b"", self.network.address))
+        self._routes.add(key)
+        # As ZmqTransport names a ROUTER frame by the peer its authenticated key is bound to.
+        name = self._bound.get(key, sender.peer_id)
+        self._arrive(Incoming("direct", name, payload, b"", self.network.address))
 
     def _arrive(self, incoming: Incoming) -> None:
         if not self._alive_:

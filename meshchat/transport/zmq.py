@@ -5,20 +5,29 @@ Sockets of one node::
     ZAP     ROUTER  inproc://zeromq.zap.01   bound before anything else; admits every CURVE
                                              key not denied, User-Id = hex of that key
     PUB     CURVE server, bound              [topic, payload] to every peer's SUB
-    ROUTER  CURVE server, bound              [routing id, payload] in; replies out by routing id
+    ROUTER  CURVE server, bound              [routing id, payload] in; replies by routing id
     SUB     CURVE client, one per peer       pinned to the peer's key; frames are Incoming 'pub'
-    DEALER  CURVE client, one per peer       pinned; routing id = our peer id; Incoming 'direct'
+    DEALER  CURVE client, one per peer       pinned; no routing id of ours; Incoming 'direct'
 
 Who a frame is from: a SUB or DEALER only completes a handshake with the server key it pinned
-(``curve_public_of(peer_id)``), so everything it receives is that peer's. A ROUTER frame's
-routing id is only a claim; it is accepted when the User-Id our ZAP handler gave the
-connection (hex of the client's CURVE key) is ``curve_public_of(routing id)``.
+(``curve_public_of(peer_id)``), so everything it receives is that peer's. A ROUTER frame is
+attributed by the CURVE key our ZAP handler authenticated for its connection (``User-Id``),
+never by its routing id (libzmq made that up).
+
+Each CURVE key is bound to one peer id at a time (the one ``connect_peer`` was given), because a
+peer id and its twin share a key (``identity.canonical_id``): ``connect_peer`` for a twin of a
+connected peer is refused and counted (``dropped_twin``), and ``send`` to a twin goes nowhere.
+``connect_peer(..., subscribe=False)`` opens only the DEALER: a peer that has not proven itself
+yet costs one socket, not two; a later ``connect_peer`` with ``subscribe=True`` adds the SUB.
 
 What libzmq does not let us do, and what covers it:
 
 - ``deny`` cannot cut a denied peer's live connection *to our PUB* (libzmq has no per-pipe
-  disconnect); it only refuses the next handshake. Room-key rotation keeps room traffic
-  confidential. Its ROUTER frames are dropped and our SUB/DEALER to it are closed at once.
+  disconnect, and removing a key from ZAP does not drop a live connection); it only refuses
+  the next handshake. What the PUB carries to it is presence (public anyway) and room traffic
+  sealed with room keys, which the host rotates on a ban and never sends it again. Its live
+  connection to our ROUTER stays open too, but every frame on it is dropped at the edge
+  (``dropped_denied``) and no reply goes back; our SUB/DEALER to it are closed at once.
 - ROUTER routing ids are not identities: our DEALERs set none, so libzmq gives every connection
   a fresh one, and nobody can claim (or steal, with ROUTER_HANDOVER) another peer's. A ROUTER
   frame is attributed only by the CURVE key ZAP authenticated (``User-Id``): to the peer id we
@@ -34,7 +43,8 @@ What libzmq does not let us do, and what covers it:
   reconnects. The monitor spots that and reopens the link. We never send oversize frames.
 
 ``stats.extra`` counts: ``dropped_malformed`` (wrong number of parts), ``dropped_denied``,
-``receiver_errors``, ``links_reopened``, ``peers_given_up``.
+``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``peers_given_up``. ``open_links`` is
+the number of SUB and DEALER sockets open now, ``peak_links`` the most there ever were.
 """
 
 from __future__ import annotations
@@ -236,7 +246,8 @@ class ZmqTransport:
         self._denied_keys: set[bytes] = set()
         self._denied_hex: set[str] = set()
         self._routes: dict[str, bytes] = {}  # CURVE key (hex) -> routing id of its latest frame
-        self._peer_of_curve: dict[str, bytes] = {}  # CURVE key (hex) -> peer id, for known peers
+        self._peer_of_curve: dict[str, bytes] = {}  # CURVE key (hex) -> the connected peer id
+        self.peak_links = 0
         self._curve_hex_cache: dict[bytes, str | None] = {}
         self._running = False
         self._closed = False
@@ -314,8 +325,10 @@ class ZmqTransport:
 
     # -- peers ------------------------------------------------------------------------------
 
-    def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int) -> None:
-        """Open (or re-point) the SUB and DEALER to a peer; a denied peer is ignored."""
+    def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int,
+                     *, subscribe: bool = True) -> None:
+        """Open (or re-point) the SUB and DEALER to a peer (only the DEALER if not
+        ``subscribe``); a denied peer, or the twin of a connected one, is ignored."""
         if self._closed:
             return
         if not self._running:
@@ -328,17 +341,22 @@ class ZmqTransport:
         curve_key = curve_public_of(peer_id)
         if curve_key in self._denied_keys:
             return
+        bound = self._peer_of_curve.get(curve_key.hex())
+        if bound is not None and bound != peer_id:
+            self._count("dropped_twin")
+            return
         where = (address, router_port, pub_port)
         old = self._peers.get(peer_id)
         if old is not None:
             if old.where == where:
+                if subscribe and zmq.SUB not in old.links:
+                    self._open_link(old, zmq.SUB, _endpoint(address, pub_port))
                 return
             self._drop_peer(old, self._tuning.disconnect_linger_ms)
         peer = self._peers[peer_id] = _Peer(peer_id, curve_key, where, {})
-        if len(self._peer_of_curve) >= 4 * self._limits.max_peers:
-            self._peer_of_curve.clear()
         self._peer_of_curve[curve_key.hex()] = peer_id
-        self._open_link(peer, zmq.SUB, _endpoint(address, pub_port))
+        if subscribe:
+            self._open_link(peer, zmq.SUB, _endpoint(address, pub_port))
         self._open_link(peer, zmq.DEALER, _endpoint(address, router_port))
 
     def disconnect_peer(self, peer_id: bytes) -> None:
@@ -347,8 +365,12 @@ class ZmqTransport:
             self._drop_peer(peer, self._tuning.disconnect_linger_ms)
 
     def is_connected(self, peer_id: bytes) -> bool:
-        """True while we hold a SUB and DEALER to the peer (they reconnect by themselves)."""
+        """True while we hold a DEALER (and SUB) to the peer (they reconnect by themselves)."""
         return peer_id in self._peers
+
+    @property
+    def open_links(self) -> int:
+        return sum(len(peer.links) for peer in self._peers.values())
 
     def deny(self, peer_id: bytes) -> None:
         """Refuse the peer's CURVE key at ZAP from now on, close our SUB/DEALER to it and drop
@@ -374,18 +396,20 @@ class ZmqTransport:
             return
         self._topics.add(topic)
         for peer in self._peers.values():
-            link = peer.links[zmq.SUB]
-            link.sock.setsockopt(zmq.SUBSCRIBE, topic)
-            link.pump.kick()
+            link = peer.links.get(zmq.SUB)
+            if link is not None:
+                link.sock.setsockopt(zmq.SUBSCRIBE, topic)
+                link.pump.kick()
 
     def unsubscribe(self, topic: bytes) -> None:
         if topic not in self._topics:
             return
         self._topics.discard(topic)
         for peer in self._peers.values():
-            link = peer.links[zmq.SUB]
-            link.sock.setsockopt(zmq.UNSUBSCRIBE, topic)
-            link.pump.kick()
+            link = peer.links.get(zmq.SUB)
+            if link is not None:
+                link.sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+                link.pump.kick()
 
     def publish(self, topic: bytes, payload: bytes) -> None:
         pub = self._pub
@@ -427,7 +451,9 @@ class ZmqTransport:
     def _send_back(self, peer_id: bytes, payload: bytes) -> bool:
         router, pump = self._router, self._router_pump
         curve_hex = self._curve_hex(peer_id)
-        routing_id = self._routes.get(curve_hex) if curve_hex is not None else None
+        if curve_hex is None or self._peer_of_curve.get(curve_hex, peer_id) != peer_id:
+            return False  # not a peer id, or the twin of a connected peer
+        routing_id = self._routes.get(curve_hex)
         if routing_id is None or router is None or pump is None:
             return False
         try:
@@ -747,6 +773,7 @@ class ZmqTransport:
         monitor.connect(monitor_address)
         link = peer.links[kind] = _Link(kind, endpoint, sock, monitor)
         link.failures = failures
+        self.peak_links = max(self.peak_links, self.open_links)
         name = f"{_LINK_NAMES[kind]}-{peer.peer_id[:4].hex()}"
         pump = link.pump
         pump.start(self._loop, lambda: self._drain(pump, read))
@@ -769,6 +796,8 @@ class ZmqTransport:
         """Close a peer's sockets now; returns the tasks that were cancelled."""
         if self._peers.get(peer.peer_id) is peer:
             del self._peers[peer.peer_id]
+            if self._peer_of_curve.get(peer.curve_key.hex()) == peer.peer_id:
+                del self._peer_of_curve[peer.curve_key.hex()]
         cancelled: list[asyncio.Task[None]] = []
         for kind, link in peer.links.items():
             cancelled += self._close_link(link, linger_ms if kind == zmq.DEALER else 0)

@@ -21,6 +21,8 @@ from meshchat.identity import Identity
 from meshchat.transport.base import Incoming, LocalPorts
 from meshchat.transport.zmq import ZmqTransport, ZmqTuning
 
+from ..twins import twin_identity, twin_of
+
 HOST = "127.0.0.1"
 DEADLINE_S = 5.0
 RETRY_S = 0.05
@@ -407,3 +409,62 @@ async def test_close_from_inside_the_receiver(make: Factory) -> None:
     a.transport.connect_peer(b_id.peer_id, HOST, ports.router_port, ports.pub_port)
     a.transport.send(b_id.peer_id, b"bye")
     await asyncio.wait_for(closed.wait(), DEADLINE_S)
+
+
+async def test_a_dealer_only_link_costs_one_socket_and_gets_no_publications(
+        make: Factory) -> None:
+    a, b = await make(), await make()
+    a.transport.subscribe(b"")
+    a.transport.connect_peer(b.id, HOST, b.ports.router_port, b.ports.pub_port,
+                             subscribe=False)
+    assert a.transport.is_connected(b.id) and a.transport.open_links == 1
+    await b.expect(payload_is(b"probe"), lambda: a.transport.send(b.id, b"probe"))
+    assert b.transport.send(a.id, b"answer")  # back over b's ROUTER to a's DEALER
+    got = await a.expect(payload_is(b"answer"))
+    assert got.peer_id == b.id
+    b.transport.publish(b"x", b"not for a")
+
+    a.connect(b)  # the same place with subscribe: the SUB is added, the DEALER kept
+    assert a.transport.open_links == 2
+    await a.expect(payload_is(b"for a"), lambda: b.transport.publish(b"x", b"for a"))
+    assert all(i.payload != b"not for a" for i in _drain(a.inbox))
+    a.transport.disconnect_peer(b.id)
+    assert a.transport.open_links == 0 and a.transport.peak_links == 2
+
+
+async def test_a_twin_id_cannot_take_over_a_connected_peer(make: Factory) -> None:
+    a, b = await make(), await make()
+    a.connect(b)
+    twin = twin_of(b.id)
+    a.transport.connect_peer(twin, HOST, b.ports.router_port, b.ports.pub_port)
+    assert not a.transport.is_connected(twin)
+    assert a.transport.stats.extra["dropped_twin"] == 1
+
+    # The key holder speaking under the twin id, from another socket: its frames on a's
+    # ROUTER are named by the id a bound that key to, so the twin id never gets a route.
+    impostor = await make(twin_identity(b.identity))
+    impostor.connect(a)
+    got = await a.expect(payload_is(b"as twin"), lambda: impostor.transport.send(a.id, b"as twin"))
+    assert got.peer_id == b.id
+    assert not a.transport.send(twin, b"for the twin")
+    await b.expect(payload_is(b"for b"), lambda: a.transport.send(b.id, b"for b"))
+    assert all(i.payload != b"for b" for i in _drain(impostor.inbox))
+
+
+async def test_deny_by_a_twin_id_refuses_the_key(make: Factory) -> None:
+    a, b = await make(), await make()
+    b.connect(a)
+    await a.expect(payload_is(b"hi"), lambda: b.transport.send(a.id, b"hi"))
+    a.transport.deny(twin_of(b.id))
+    assert b.transport.send(a.id, b"dropped")
+    await until(lambda: a.transport.stats.extra.get("dropped_denied", 0) >= 1, "a dropped frame")
+    assert not a.transport.send(b.id, b"no route back")
+    # Our PUB still reaches its live SUB (libzmq cannot cut one subscriber): what it carries
+    # there is presence and room traffic sealed with keys a banned peer never gets again.
+    b.transport.subscribe(b"")
+    await b.expect(payload_is(b"public"), lambda: a.transport.publish(b"P", b"public"))
+    # A new connection from the key, under either id, is refused by ZAP.
+    b.transport.disconnect_peer(a.id)
+    b.connect(a)
+    await until(lambda: a.transport.stats.zap_denied >= 2, "ZAP refusing SUB and DEALER")
+    assert all(i.payload != b"dropped" for i in _drain(a.inbox))

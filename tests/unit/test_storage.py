@@ -50,7 +50,7 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def peer(n: int) -> bytes:
-    return Identity(bytes([n]) * 32).peer_id
+    return Identity(n.to_bytes(2, "big") * 16).peer_id
 
 
 # ---------------------------------------------------------------- keystore
@@ -244,7 +244,9 @@ def test_rename_is_not_a_warning_and_keeps_former_names(tmp_path: Path) -> None:
 
 
 def test_trust_survives_a_restart(tmp_path: Path) -> None:
-    KnownPeers(tmp_path).observe(peer(1), "ann", now=1.0)  # new peer: written at once
+    first = KnownPeers(tmp_path)
+    first.observe(peer(1), "ann", now=1.0)
+    first.flush()
     again = KnownPeers(tmp_path)
     assert again.load() == []
     assert len(again.observe(peer(2), "ann", now=5.0)) == 1
@@ -255,6 +257,7 @@ def test_flush_writes_addresses_and_last_seen(tmp_path: Path, open_umask: None) 
     peers = KnownPeers(tmp_path)
     card = PeerCard(peer(1), "ann", ("10.0.0.1",), 5000, 5001, 5002)
     peers.observe_card(card, now=1.0)
+    peers.flush()
     peers.observe(peer(1), "ann", ["10.0.0.9", "fe80::1"], pub_port=6001, now=7.0)
     assert KnownPeers(tmp_path).get(peer(1)).last_seen == 1.0  # type: ignore[union-attr]
     peers.flush()
@@ -275,6 +278,7 @@ def test_peer_count_is_bounded_least_recently_seen_go(tmp_path: Path) -> None:
     assert sorted(p.peer_id for p in peers.all()) == sorted([peer(3), peer(5), peer(6)])
     assert peers.named("p1") == []
     assert peers.all()[0].peer_id == peer(6)
+    peers.flush()
     assert len(KnownPeers(tmp_path, max_peers=3)) == 3
 
 
@@ -298,11 +302,14 @@ def test_corrupt_peers_file_starts_empty_with_backup(tmp_path: Path) -> None:
     assert len(peers) == 0
     assert len(list(tmp_path.glob("peers.json.corrupt-*"))) == 1
     peers.observe(peer(1), "ann", now=1.0)
+    peers.flush()
     assert KnownPeers(tmp_path).get(peer(1)) is not None
 
 
 def test_bad_entries_are_dropped_good_ones_kept(tmp_path: Path) -> None:
-    KnownPeers(tmp_path).observe(peer(1), "ann", now=1.0)
+    first = KnownPeers(tmp_path)
+    first.observe(peer(1), "ann", now=1.0)
+    first.flush()
     data = json.loads((tmp_path / "peers.json").read_text())
     data["peers"].append({"id": "zz", "name": "evil"})
     write_private(tmp_path / "peers.json", json.dumps(data).encode())
@@ -314,6 +321,59 @@ def test_bad_entries_are_dropped_good_ones_kept(tmp_path: Path) -> None:
 def test_observe_rejects_a_bad_peer_id(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         KnownPeers(tmp_path).observe(b"short", "ann")
+
+
+def test_pins_are_never_evicted_and_survive_a_restart(tmp_path: Path) -> None:
+    peers = KnownPeers(tmp_path, max_peers=3)
+    peers.observe(peer(1), "friend", now=1.0)
+    assert peers.pin(peer(1)) and peers.is_pinned(peer(1))
+    assert not peers.pin(peer(99))  # unknown: nothing to pin
+    for n in range(2, 2000):  # a crowd of strangers passes by
+        peers.observe(peer(n), f"stranger{n}", now=float(n))
+    assert peers.get(peer(1)) is not None and peers.named("friend") == [peer(1)]
+    assert len(peers) == 1 + 3
+    assert len(peers.observe(peer(5000), "friend", now=3000.0)) == 1  # still warns
+    peers.flush()
+    again = KnownPeers(tmp_path, max_peers=3)
+    known = again.get(peer(1))
+    assert known is not None and known.pinned
+    assert len(again.observe(peer(5001), "friend", now=4000.0)) == 1
+
+
+def test_pins_are_bounded_and_old_pins_stay(tmp_path: Path) -> None:
+    peers = KnownPeers(tmp_path, max_peers=2, max_pinned=2)
+    for n in (1, 2):
+        peers.observe(peer(n), f"p{n}", now=float(n))
+    assert peers.pin(peer(1)) and peers.pin(peer(2))
+    peers.observe(peer(3), "p3", now=3.0)
+    assert not peers.pin(peer(3))  # too many pinned: refused, the others stay
+    for n in range(10, 20):
+        peers.observe(peer(n), f"p{n}", now=float(n))
+    assert peers.is_pinned(peer(1)) and peers.is_pinned(peer(2))
+    assert peers.get(peer(3)) is None and len(peers) == 4
+
+
+def test_changes_are_written_only_when_flushed(tmp_path: Path) -> None:
+    peers = KnownPeers(tmp_path)
+    for n in range(1, 500):
+        peers.observe(peer(n), f"p{n}", now=float(n))
+    assert peers.writes == 0 and not (tmp_path / "peers.json").exists()
+    assert peers.dirty
+    peers.flush()
+    peers.flush()  # nothing changed since: no second write
+    assert peers.writes == 1 and len(KnownPeers(tmp_path)) == 499
+
+
+def test_an_older_snapshot_never_overwrites_a_newer_one(tmp_path: Path) -> None:
+    peers = KnownPeers(tmp_path)
+    peers.observe(peer(1), "ann", now=1.0)
+    old = peers.snapshot()
+    peers.observe(peer(2), "bob", now=2.0)
+    new = peers.snapshot()
+    assert old is not None and new is not None and peers.snapshot() is None
+    assert peers.write(new)
+    assert not peers.write(old)  # a slow thread's older write arrives late: skipped
+    assert sorted(p.name for p in KnownPeers(tmp_path).all()) == ["ann", "bob"]
 
 
 # ---------------------------------------------------------------- message log

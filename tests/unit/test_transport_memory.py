@@ -12,6 +12,8 @@ from meshchat.identity import Identity
 from meshchat.transport.base import Incoming, LocalPorts
 from meshchat.transport.memory import MemoryNetwork, MemoryTransport
 
+from ..twins import twin_identity, twin_of
+
 DEADLINE_S = 2.0
 
 
@@ -266,3 +268,72 @@ async def test_a_failing_receiver_does_not_stop_delivery(network: MemoryNetwork)
     assert b.stats.extra["receiver_errors"] == 1
     await b.close()
     await a.transport.close()
+
+
+async def test_a_dealer_only_link_gets_direct_frames_but_no_publications(
+        peers: list[Peer]) -> None:
+    a, b, _ = peers
+    a.transport.subscribe(b"")
+    a.transport.connect_peer(b.id, "mem", b.ports.router_port, b.ports.pub_port,
+                             subscribe=False)
+    assert a.transport.is_connected(b.id) and a.transport.open_links == 1
+    b.transport.publish(b"t", b"not for a")
+    assert a.transport.send(b.id, b"hello")
+    assert (await b.next()).payload == b"hello"
+    assert b.transport.send(a.id, b"back")
+    assert (await a.next()).payload == b"back"
+    await a.nothing_pending()
+
+    a.connect(b)  # the same place, now with the SUB
+    assert a.transport.open_links == 2 and a.transport.peak_links == 2
+    b.transport.publish(b"t", b"for a")
+    assert (await a.next()).payload == b"for a"
+    a.transport.disconnect_peer(b.id)
+    assert a.transport.open_links == 0 and a.transport.peak_links == 2
+
+
+async def test_a_twin_of_a_connected_peer_is_refused(network: MemoryNetwork,
+                                                    peers: list[Peer]) -> None:
+    a, b, _ = peers
+    a.connect(b)
+    twin = twin_of(b.id)
+    a.transport.connect_peer(twin, "mem", b.ports.router_port, b.ports.pub_port)
+    assert not a.transport.is_connected(twin)
+    assert a.transport.stats.extra["dropped_twin"] == 1
+    assert not a.transport.send(twin, b"for the twin")  # no link, no route for it
+    assert a.transport.send(b.id, b"for b")
+    assert (await b.next()).payload == b"for b"
+
+    # Once the original is gone, the key may be bound to the other id (one at a time).
+    a.transport.disconnect_peer(b.id)
+    a.transport.connect_peer(twin, "mem", b.ports.router_port, b.ports.pub_port)
+    assert a.transport.is_connected(twin)
+    a.transport.connect_peer(b.id, "mem", b.ports.router_port, b.ports.pub_port)
+    assert not a.transport.is_connected(b.id)
+    assert a.transport.stats.extra["dropped_twin"] == 2
+
+
+async def test_a_twin_sender_is_named_by_the_id_its_key_is_bound_to(
+        network: MemoryNetwork, peers: list[Peer]) -> None:
+    a, b, _ = peers
+    a.connect(b)
+    evil = Peer(network)
+    evil.identity = twin_identity(b.identity)
+    await evil.start()
+    try:
+        evil.connect(a)
+        assert evil.transport.send(a.id, b"as the twin")
+        incoming = await a.next()
+        assert incoming.peer_id == b.id  # the envelope's sender must then be b, or it is spoofed
+        # Frames for b never go to a transport that only claims b's twin id.
+        assert a.transport.send(b.id, b"for b")
+        assert (await b.next()).payload == b"for b"
+        await evil.nothing_pending()
+        # A denied key covers both ids.
+        a.transport.deny(twin_of(b.id))
+        assert not a.transport.is_connected(b.id)
+        assert evil.transport.send(a.id, b"denied")
+        await a.nothing_pending()
+        assert a.transport.stats.extra["dropped_denied"] == 1
+    finally:
+        await evil.transport.close()
