@@ -102,7 +102,7 @@ from .protocol.messages import (
 )
 from .session import Outbox, StateAction, state_change
 from .storage.log import LogRow
-from .transport.base import Incoming, Transport
+from .transport.base import Incoming, LinkEvents, Transport
 
 __all__ = ["BanInfo", "Node", "PeerDetails", "Room", "RoomDetails"]
 
@@ -457,12 +457,12 @@ class Node:
         if self._transport_arg is None:
             from .transport.zmq import ZmqTransport
 
-            self._transport: Transport = ZmqTransport(
-                self.limits, on_handshake_failure=self._on_handshake_failure,
-                on_disconnect=self._on_peer_disconnected,
-            )
+            self._transport: Transport = ZmqTransport(self.limits)
         else:
             self._transport = self._transport_arg
+        self._transport.set_link_events(LinkEvents(
+            on_handshake_failure=self._on_handshake_failure, on_refused=self._on_refused,
+            on_disconnect=self._on_peer_disconnected))
         ports = await self._transport.start(self.identity, bind, self._on_incoming)
         self._router_port = ports.router_port
         self._pub_port = ports.pub_port
@@ -1826,9 +1826,11 @@ class Node:
         try:
             deadline = self._clock.monotonic() + timeout
             sent = self._send(pid, message)
-            while not sent and self._clock.monotonic() < deadline:
+            while not sent and not fut.done() and self._clock.monotonic() < deadline:
                 await self._clock.sleep(0.05)
                 sent = self._send(pid, message)
+            if fut.done():  # refused before it could even be sent (the peer denies our key)
+                return fut.result()
             if not sent:
                 raise Timeout("the host cannot be reached")
             try:
@@ -2253,6 +2255,24 @@ class Node:
             return
         self._emit(Notice(f"the peer at {self._peer_info(pid).label}'s address does not hold "
                           "its key: refused (an impostor, or a reinstalled machine)", "warning"))
+
+    def _on_refused(self, pid: bytes) -> None:
+        """The peer holds its key but its ZAP turns ours down: a room it is in bans us."""
+        self.stats["refused_by_peer"] += 1
+        label = self._peer_info(pid).label
+        refusal = JoinRefused("banned", f"{label} refuses this node's key: you are banned")
+        for rid, target in list(self._future_peers.items()):
+            fut = self._futures.get(rid)
+            if target == pid and fut is not None and not fut.done():
+                fut.set_exception(refusal)
+        peer = self._peers.get(pid)
+        if peer is None:
+            return  # a card we were only probing: nothing to tell the user
+        # Stop knocking; the next join (after an unban, say) connects afresh.
+        self._transport.disconnect_peer(pid)
+        peer.connected_to = None
+        self._emit(Notice(f"{label} refuses connections from this node (banned from a room "
+                          "it is in)", "warning"))
 
     # ================================================================ misc
 

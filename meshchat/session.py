@@ -59,7 +59,7 @@ def state_change(old: RoomState, new: RoomState, me: bytes, info: PeerInfoOf
         removed = new.change in (rules.KICKED, rules.BANNED) and new.change_peer == me
         banned = rules.is_banned(new, me)
         if removed or banned:
-            event = MemberRemoved(name, info(me, ""), info(new.host, "?"),
+            event = MemberRemoved(name, info(me, ""), info(new.host, _name_in(new, new.host)),
                                   new.change_reason if removed else "", banned)
             return StateOutcome((event,), StateAction.DROP)
         if old.host == me:
@@ -78,7 +78,8 @@ def state_change(old: RoomState, new: RoomState, me: bytes, info: PeerInfoOf
             continue
         peer = info(m.peer_id, m.name)
         if new.change in (rules.KICKED, rules.BANNED) and new.change_peer == m.peer_id:
-            events.append(MemberRemoved(name, peer, info(new.host, "?"), new.change_reason,
+            events.append(MemberRemoved(name, peer, info(new.host, _name_in(new, new.host)),
+                                        new.change_reason,
                                         new.change == rules.BANNED))
         else:
             reason = _LEFT_REASONS.get(new.change, "vanished")
@@ -87,12 +88,20 @@ def state_change(old: RoomState, new: RoomState, me: bytes, info: PeerInfoOf
             events.append(PeerLeft(name, peer, reason))
     if old.host == new.host:
         return StateOutcome(tuple(events), StateAction.STAY)
-    events.append(HostChanged(name, info(old.host, "?"), info(new.host, "?"), new.term))
+    events.append(HostChanged(name, info(old.host, _name_in(old, old.host)),
+                              info(new.host, _name_in(new, new.host)), new.term))
     return StateOutcome(
         tuple(events), StateAction.STAY, host_changed=True,
         became_host=new.host == me and new.change != rules.FAILOVER,
         stopped_hosting=old.host == me,
     )
+
+
+def _name_in(state: RoomState, peer: bytes) -> str:
+    """The name ``state`` lists for ``peer``: a host that left is still named by the state it
+    left, even once the network has forgotten it."""
+    member = rules.find_member(state, peer)
+    return member.name if member is not None else "?"
 
 
 @dataclass(slots=True)

@@ -51,6 +51,19 @@ class LocalPorts:
 
 
 Receiver = Callable[[Incoming], Awaitable[None] | None]
+PeerHandler = Callable[[bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvents:
+    """Where a transport reports trouble with the link to a peer (each optional):
+    a handshake that failed because the peer does not hold its key (``on_handshake_failure``),
+    one its ZAP refused because it denies our key (``on_refused``), and a TCP connection
+    that closed (``on_disconnect``)."""
+
+    on_handshake_failure: PeerHandler | None = None
+    on_refused: PeerHandler | None = None
+    on_disconnect: PeerHandler | None = None
 
 
 class Transport(Protocol):
@@ -96,6 +109,10 @@ class Transport(Protocol):
 
     def send(self, peer_id: bytes, payload: bytes) -> bool:
         """Send directly to a peer; False if there is no channel to it (never blocks)."""
+        ...
+
+    def set_link_events(self, events: LinkEvents) -> None:
+        """Report link trouble to ``events``; a handler given to the constructor stays."""
         ...
 
     def deny(self, peer_id: bytes) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from ..config import Limits
 from ..identity import Identity, canonical_id, is_valid_peer_id
-from .base import Incoming, LocalPorts, Receiver, TransportStats
+from .base import Incoming, LinkEvents, LocalPorts, Receiver, TransportStats
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
@@ -117,11 +117,13 @@ class MemoryTransport:
         limits: Limits = Limits(),  # noqa: B008 - frozen, so one shared default is safe
         *,
         on_handshake_failure: Callable[[bytes], None] | None = None,
+        on_refused: Callable[[bytes], None] | None = None,
     ) -> None:
         self.stats = TransportStats()
         self.network = network
         self._limits = limits
         self._on_handshake_failure = on_handshake_failure
+        self._on_refused = on_refused
         self._identity: Identity | None = None
         self._receiver: Receiver | None = None
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
@@ -232,6 +234,10 @@ class MemoryTransport:
         self._bound.pop(key, None)
         self._routes.discard(key)
 
+    def set_link_events(self, events: LinkEvents) -> None:
+        self._on_handshake_failure = self._on_handshake_failure or events.on_handshake_failure
+        self._on_refused = self._on_refused or events.on_refused
+
     def allow(self, peer_id: bytes) -> None:
         self._denied.discard(canonical_id(peer_id))
 
@@ -241,18 +247,19 @@ class MemoryTransport:
             link.target, link.ok = None, False  # nobody there (yet): frames are lost
             return
         assert self._identity is not None
+        refused = self._identity.curve_public in target._denied
         if (
             target._identity is None
             or target._identity.curve_public != canonical_id(link.peer_id)
-            or self._identity.curve_public in target._denied
+            or refused
         ):
             if self._links.get(link.peer_id) is link:
                 del self._links[link.peer_id]
                 self._unbind(link.peer_id)
             self.stats.handshake_failures += 1
             self._count("peers_given_up")
-            if self._on_handshake_failure is not None and self._loop is not None:
-                self._loop.call_soon(self._report_failure, link.peer_id)
+            if self._loop is not None:
+                self._loop.call_soon(self._report_failure, link.peer_id, refused)
             return
         link.target, link.ok = target, True
 
@@ -261,11 +268,12 @@ class MemoryTransport:
         if link is not None:
             self._handshake(link)
 
-    def _report_failure(self, peer_id: bytes) -> None:
-        if self._on_handshake_failure is None:
+    def _report_failure(self, peer_id: bytes, refused: bool = False) -> None:
+        report = self._on_refused if refused and self._on_refused else self._on_handshake_failure
+        if report is None:
             return
         try:
-            self._on_handshake_failure(peer_id)
+            report(peer_id)
         except Exception:
             log.exception("on_handshake_failure raised")
 
@@ -305,12 +313,18 @@ class MemoryTransport:
             return False
         me = self.peer_id
         link = self._links.get(peer_id)
+        if link is not None and not link.ok and self._send_back(peer_id, payload):
+            return True  # as ZmqTransport: a link not (yet) up yields to the peer's own route
         if link is not None:
             self.stats.sent += 1
             target = link.target
             if link.ok and target is not None and self.network.is_linked(me, peer_id):
                 target._arrive_direct(self, payload)
             return True
+        return self._send_back(peer_id, payload)
+
+    def _send_back(self, peer_id: bytes, payload: bytes) -> bool:
+        me = self.peer_id
         if not is_valid_peer_id(peer_id):
             return False
         key = canonical_id(peer_id)

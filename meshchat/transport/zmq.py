@@ -63,7 +63,7 @@ import zmq.asyncio
 
 from ..config import Limits
 from ..identity import Identity, curve_public_of, is_valid_peer_id
-from .base import Incoming, LocalPorts, Receiver, TransportStats
+from .base import Incoming, LinkEvents, LocalPorts, Receiver, TransportStats
 
 __all__ = ["ZAP_ENDPOINT", "ZmqTransport", "ZmqTuning"]
 
@@ -178,7 +178,7 @@ class _Pump:
 class _Link:
     """One outgoing socket to a peer (its SUB or its DEALER) with its pump and monitor."""
 
-    __slots__ = ("endpoint", "failures", "kind", "monitor", "monitor_task", "pump", "sock")
+    __slots__ = ("endpoint", "failures", "kind", "monitor", "monitor_task", "pump", "sock", "up")
 
     def __init__(
         self, kind: int, endpoint: str, sock: zmq.Socket[Any], monitor: zmq.asyncio.Socket
@@ -190,6 +190,7 @@ class _Link:
         self.monitor = monitor
         self.monitor_task: asyncio.Task[None] | None = None
         self.failures = 0  # failed handshakes in a row, carried over when the link is reopened
+        self.up = False  # a handshake succeeded and the connection has not closed since
 
 
 @dataclass(slots=True, eq=False)
@@ -224,6 +225,7 @@ class ZmqTransport:
         *,
         on_handshake_failure: HandshakeFailureHandler | None = None,
         on_disconnect: HandshakeFailureHandler | None = None,
+        on_refused: HandshakeFailureHandler | None = None,
         tuning: ZmqTuning = ZmqTuning(),
     ) -> None:
         self.stats = TransportStats()
@@ -231,6 +233,7 @@ class ZmqTransport:
         self._limits = limits
         self._tuning = tuning
         self._on_handshake_failure = on_handshake_failure
+        self._on_refused = on_refused
         self._ctx: zmq.asyncio.Context | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._identity: Identity | None = None
@@ -383,6 +386,11 @@ class ZmqTransport:
             self._drop_peer(peer, 0)
         self._routes.pop(curve_key.hex(), None)
 
+    def set_link_events(self, events: LinkEvents) -> None:
+        self._on_handshake_failure = self._on_handshake_failure or events.on_handshake_failure
+        self._on_refused = self._on_refused or events.on_refused
+        self._on_disconnect = self._on_disconnect or events.on_disconnect
+
     def allow(self, peer_id: bytes) -> None:
         """Undo ``deny``; connections are not reopened here (call ``connect_peer``)."""
         curve_key = curve_public_of(peer_id)
@@ -427,8 +435,10 @@ class ZmqTransport:
         self.stats.sent += 1
 
     def send(self, peer_id: bytes, payload: bytes) -> bool:
-        """Over our DEALER to the peer if we have one, else back over our ROUTER if the peer
-        connected in to us (and its latest frame there was authentic); False otherwise."""
+        """Over our DEALER to the peer if its handshake is done; else back over our ROUTER if
+        the peer connected in to us (and its latest frame there was authentic) — an answer to
+        a peer whose card is stale must not queue on a DEALER to an old address —; else
+        queued on the DEALER until it connects. False if there is no way at all."""
         if not self._running:
             return False
         if len(payload) > self._limits.max_frame_bytes:
@@ -437,6 +447,8 @@ class ZmqTransport:
         peer = self._peers.get(peer_id)
         if peer is not None:
             link = peer.links[zmq.DEALER]
+            if not link.up and self._send_back(peer_id, payload):
+                return True
             try:
                 link.sock.send(payload, zmq.NOBLOCK)
             except zmq.Again:
@@ -674,14 +686,19 @@ class ZmqTransport:
                     self._on_disconnect(peer.peer_id)
                 except Exception:
                     log.exception("on_disconnect raised")
+            if disconnected:
+                link.up = False
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                link.up = True
                 link.failures = 0
                 peer.reported = False
-            elif event & _HANDSHAKE_FAILED and self._handshake_failed(peer, link):
+            elif event & _HANDSHAKE_FAILED and self._handshake_failed(
+                    peer, link, refused=event == zmq.EVENT_HANDSHAKE_FAILED_AUTH):
                 return
 
-    def _handshake_failed(self, peer: _Peer, link: _Link) -> bool:
-        """Count a failure; True if the peer was given up."""
+    def _handshake_failed(self, peer: _Peer, link: _Link, refused: bool = False) -> bool:
+        """Count a failure; True if the peer was given up. ``refused``: the peer's ZAP turned
+        our key down (it holds its key; it denies ours), reported to ``on_refused``."""
         link.failures += 1
         self.stats.handshake_failures += 1
         give_up = link.failures >= self._tuning.max_handshake_failures
@@ -692,12 +709,13 @@ class ZmqTransport:
             self._count("peers_given_up")
             if self._peers.get(peer.peer_id) is peer:
                 self._drop_peer(peer, 0)
-        if not peer.reported and self._on_handshake_failure is not None:
+        report = self._on_refused if refused and self._on_refused else self._on_handshake_failure
+        if not peer.reported and report is not None:
             peer.reported = True
             try:
-                self._on_handshake_failure(peer.peer_id)
+                report(peer.peer_id)
             except Exception:
-                log.exception("on_handshake_failure raised")
+                log.exception("handshake failure handler raised")
         return give_up
 
     async def _reopen_later(self, peer: _Peer, old: _Link) -> None:

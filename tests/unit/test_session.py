@@ -122,3 +122,14 @@ def test_outbox_batches_consecutive_numbers() -> None:
     assert not box.full(2, 100)
     box.add(ChatLine(1.0, "there"))
     assert box.full(2, 100) and box.chars == 7
+
+
+def test_a_host_that_left_is_named_by_the_state_it_left() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    core = _room(a, b)
+    old = core.state
+    core.handoff(b.peer_id, leaving=True, quitting=True)
+    out = state_change(old, core.state, b.peer_id, lambda peer, name: info(peer, name or "?"))
+    changed = out.events[-1]
+    assert isinstance(changed, HostChanged) and changed.old is not None
+    assert changed.old.name == "host" and changed.new.name == "m0"
