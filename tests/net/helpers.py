@@ -499,19 +499,6 @@ class Agent(_JsonDriven):
         stats: dict[str, int] = self.call("stats")
         return stats
 
-    def wait_stat(self, name: str, at_least: int, timeout: float = 5.0) -> dict[str, int]:
-        """Poll ``stats()`` until counter ``name`` reaches ``at_least``; the stats then."""
-        __tracebackhide__ = True
-        end = time.monotonic() + scaled(timeout)
-        while True:
-            stats = self.stats()
-            if stats.get(name, 0) >= at_least:
-                return stats
-            if time.monotonic() > end:
-                raise AssertionError(f"{self.name}: {name} = {stats.get(name, 0)}, wanted "
-                                     f">= {at_least} within {scaled(timeout):.1f}s; {stats}")
-            time.sleep(0.05)  # pacing between polls; each poll waits for its answer
-
     def member_names(self) -> list[str]:
         """Names of the current room's members, in join order."""
         return [p["name"] for p in self.call("room")["members"]]
