@@ -27,6 +27,7 @@ system-packages:
 	@missing=""; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v tcpdump >/dev/null 2>&1 || missing="$$missing tcpdump"; \
+	command -v tmux >/dev/null 2>&1 || missing="$$missing tmux"; \
 	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \

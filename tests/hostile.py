@@ -16,23 +16,35 @@ float of 1e300, a wrong type), so the victim's decoder is tried as well as its l
 
 ``listeners`` are called with every frame received, and its envelope (None when it did not
 decode): ``tests/net/hostile_agent.py`` reports them on stdout.
+
+``TwinIdentity`` (issue 6, case 7) is the same key speaking as its *twin* id: the peer id with
+the sign bit (byte 31, bit 7) flipped. Both ids map to one CURVE key, so the transport cannot
+tell them apart; the twin also signs for its id, with the negated secret scalar.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgpack
+from nacl.bindings import (
+    crypto_core_ed25519_scalar_add,
+    crypto_core_ed25519_scalar_mul,
+    crypto_core_ed25519_scalar_negate,
+    crypto_core_ed25519_scalar_reduce,
+    crypto_scalarmult_ed25519_base_noclamp,
+)
 from nacl.secret import SecretBox
 
 from meshchat.config import PROTOCOL_VERSION, Limits
 from meshchat.errors import ProtocolError
-from meshchat.identity import Identity
+from meshchat.identity import Identity, fingerprint_of
 from meshchat.protocol.codec import Codec, Envelope
 from meshchat.protocol.messages import (
     ChatBatch,
@@ -49,6 +61,46 @@ from meshchat.room import unseal_key
 from meshchat.transport.base import Incoming, Transport
 
 W = TypeVar("W", bound=WireMessage)
+
+
+def twin_of(peer_id: bytes) -> bytes:
+    """The other encoding of the same Ed25519 point's CURVE key: the sign bit of x flipped
+    (the point -A; its X25519 form is the same)."""
+    return peer_id[:31] + bytes([peer_id[31] ^ 0x80])
+
+
+class TwinIdentity(Identity):
+    """``identity``'s key pair speaking as ``twin_of(identity.peer_id)``.
+
+    The CURVE keys are the original ones (they are the twin's too). Signatures are real
+    Ed25519 signatures for the twin id: the twin's public key is ``-A = (-a)B``, so signing
+    with the negated scalar ``-a mod L`` (and a nonce from the seed's hash, as RFC 8032 does)
+    verifies under it.
+    """
+
+    __slots__ = ("_prefix", "_scalar")
+
+    def __init__(self, identity: Identity) -> None:
+        super().__init__(identity.seed)
+        digest = hashlib.sha512(identity.seed).digest()
+        clamped = bytearray(digest[:32])
+        clamped[0] &= 248
+        clamped[31] &= 127
+        clamped[31] |= 64
+        scalar = crypto_core_ed25519_scalar_reduce(bytes(clamped) + bytes(32))
+        self._scalar = crypto_core_ed25519_scalar_negate(scalar)
+        self._prefix = digest[32:]
+        self.peer_id = twin_of(identity.peer_id)
+        self.fingerprint = fingerprint_of(self.peer_id)
+        assert crypto_scalarmult_ed25519_base_noclamp(self._scalar) == self.peer_id
+
+    def sign(self, data: bytes) -> bytes:
+        r = crypto_core_ed25519_scalar_reduce(hashlib.sha512(self._prefix + data).digest())
+        big_r = crypto_scalarmult_ed25519_base_noclamp(r)
+        k = crypto_core_ed25519_scalar_reduce(
+            hashlib.sha512(big_r + self.peer_id + data).digest())
+        return big_r + crypto_core_ed25519_scalar_add(
+            r, crypto_core_ed25519_scalar_mul(k, self._scalar))
 
 TOPIC_PRESENCE = b"P"
 TOPIC_ROOM = b"R"

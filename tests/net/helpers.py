@@ -14,6 +14,7 @@ happen. Deadlines are stretched by ``MESHCHAT_TEST_TIMEOUT_SCALE`` (see ``netlab
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -272,6 +273,15 @@ class Chat(_Driven):
             names.append(name)
         return host, tuple(sorted(names))
 
+    def ping_ms(self, who: str, timeout: float = 5.0) -> float:
+        """``/ping WHO``: the round trip shown, in milliseconds."""
+        __tracebackhide__ = True
+        self.send(f"/ping {who}")
+        m = self.expect(rf"^\* (?:ping {lit(who)}: (?P<ms>[\d.]+) ms|error: .*)$", timeout)
+        if m["ms"] is None:
+            raise ExpectError(self.proc.describe(f"{self.name}: /ping {who}: {m[0]}"))
+        return float(m["ms"])
+
     def ports(self, who: str, timeout: float = 5.0) -> dict[str, int]:
         """Router, pub and card port of ``who`` (this node too) from ``/info NAME``."""
         __tracebackhide__ = True
@@ -367,6 +377,31 @@ def all_trouble_free(*drivens: _Driven) -> None:
         d.assert_no_trouble()
 
 
+# --------------------------------------------------------------------------- what a node holds
+
+
+def python_pid(driven: _Driven) -> int:
+    """The pid of the Python process behind ``driven``: ``ip netns exec`` and ``setpriv`` exec
+    into it, so it is the Popen's pid (checked)."""
+    pid = driven.proc.pid
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert Path(os.fsdecode(argv[0])).name.startswith("python"), (pid, argv[:3])
+    return pid
+
+
+def rss_kb(driven: _Driven) -> int:
+    """Resident memory of the node's process (``VmRSS`` of /proc/PID/status), in KiB."""
+    for line in Path(f"/proc/{python_pid(driven)}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {driven}")
+
+
+def open_fds(driven: _Driven) -> int:
+    """How many file descriptors the node's process holds open (/proc/PID/fd)."""
+    return len(os.listdir(f"/proc/{python_pid(driven)}/fd"))
+
+
 # --------------------------------------------------------------------------- API agents
 
 
@@ -458,6 +493,12 @@ class Agent(_JsonDriven):
         agent.ports = dict(ready["ports"])
         return agent
 
+    def stats(self) -> dict[str, int]:
+        """The node's counters (``node.stats``: ``dropped_<reason>`` and the like)."""
+        __tracebackhide__ = True
+        stats: dict[str, int] = self.call("stats")
+        return stats
+
     def member_names(self) -> list[str]:
         """Names of the current room's members, in join order."""
         return [p["name"] for p in self.call("room")["members"]]
@@ -480,6 +521,7 @@ class Agent(_JsonDriven):
 
 
 _request_ids = itertools.count(1)
+_nonces = itertools.count(int(time.time() * 1000) % 10**9 * 1000)
 
 
 # --------------------------------------------------------------------------- hostile peers
@@ -583,6 +625,11 @@ class Hostile(_JsonDriven):
 
     # -- sending -------------------------------------------------------------------------
 
+    def hello(self, to: bytes | None = None, fields: dict[str, Any] | None = None) -> bool:
+        """Our Hello (card, ...; ``fields`` override) over our DEALER."""
+        __tracebackhide__ = True
+        return bool(self.call("hello", to=_hex(to), fields=wire_json(fields or {}))["sent"])
+
     def send(self, type: str, fields: dict[str, Any] | list[Any] | None = None, *,
              to: bytes | None = None, raw: bool = False, sender: bytes | None = None,
              seq: int | None = None, sent_at: float | None = None,
@@ -592,6 +639,20 @@ class Hostile(_JsonDriven):
         return bool(self.call("send", type=type, fields=wire_json(fields or {}), to=_hex(to),
                               raw=raw, sender=_hex(sender), seq=seq, sent_at=sent_at,
                               version=version)["sent"])
+
+    def send_many(self, type: str, fields: Sequence[dict[str, Any]], *,
+                  to: bytes | None = None, raw: bool = False, sender: bytes | None = None,
+                  sent_at: float | None = None) -> int:
+        """One message of ``type`` per item of ``fields``, in one command (a flood); how many
+        were queued."""
+        __tracebackhide__ = True
+        return int(self.call("send_many", type=type, fields=wire_json(list(fields)), to=_hex(to),
+                             raw=raw, sender=_hex(sender), sent_at=sent_at)["sent"])
+
+    def publish_junk(self, room_id: bytes, count: int, size: int = 200) -> None:
+        """``count`` Sealed frames on the room's topic, each under a random epoch."""
+        __tracebackhide__ = True
+        self.call("publish_junk", room_id=room_id.hex(), count=count, size=size, timeout=30.0)
 
     def send_envelope(self, tag: str, body: list[Any], *, to: bytes | None = None,
                       sender: bytes | None = None, seq: Any = 1, sent_at: Any = 0.0,
@@ -658,6 +719,59 @@ class Hostile(_JsonDriven):
         __tracebackhide__ = True
         stats: dict[str, Any] = self.call("stats")
         return stats
+
+    def twin(self, on: bool = True) -> bytes:
+        """Speak as our twin id from now on (``on=False``: as ourselves); the id spoken as."""
+        __tracebackhide__ = True
+        return bytes.fromhex(self.call("twin", on=on)["peer_id"])
+
+    def sync(self, to: bytes | None = None, timeout: float = 5.0) -> float:
+        """A Ping and its Pong over our DEALER: the target has read every direct frame we sent
+        before it (one connection keeps order). The round trip in seconds."""
+        __tracebackhide__ = True
+        nonce = next(_nonces)
+        mark = self.mark()
+        started = time.monotonic()
+        self.send("Ping", {"nonce": nonce}, to=to)
+        self.wait_received("Pong", since=mark, timeout=timeout, nonce=nonce)
+        return time.monotonic() - started
+
+    def hosted_room(self, host: bytes, name: str | None = None,
+                    timeout: float = 10.0) -> dict[str, Any]:
+        """The room ``host`` says it hosts in its heartbeat (``room_id`` as bytes)."""
+        __tracebackhide__ = True
+
+        def hosts(report: dict[str, Any]) -> bool:
+            return any(name is None or r["name"] == name for r in report["fields"]["hosted"])
+
+        beat = self.wait_received("Heartbeat", where={"from": host.hex()}, test=hosts,
+                                  timeout=timeout)
+        room = next(r for r in beat["fields"]["hosted"] if name is None or r["name"] == name)
+        return {**room, "room_id": bytes.fromhex(room["room_id"])}
+
+    def join_room(self, room_id: bytes, name: str = "mallory", *, to: bytes | None = None,
+                  merge_token: bytes = b"", sender: bytes | None = None,
+                  timeout: float = 5.0) -> dict[str, Any]:
+        """A JoinRequest made by hand; the host's answer (JoinAccept, JoinChallenge or
+        JoinRefusal report). A JoinAccept's key is in ``opened.sealed_key`` and the key ring."""
+        __tracebackhide__ = True
+        rid = next(_nonces)
+        mark = self.mark()
+        self.send("JoinRequest", {"room_id": room_id, "name": name, "request_id": rid,
+                                  "challenge": b"", "proof": b"", "merge_token": merge_token},
+                  to=to, sender=sender)
+        return self.proc.wait_json(
+            lambda o: o.get("ev") == "received"
+            and o.get("type") in ("JoinAccept", "JoinChallenge", "JoinRefusal")
+            and o["fields"].get("request_id") == rid, since=mark, timeout=timeout)
+
+    def readable(self, since: int = 0) -> list[str]:
+        """Every chat text we could open in room traffic since ``since``: what leaked."""
+        texts = []
+        for report in self.received("Sealed", since):
+            batch = report.get("inner", {}).get("opened", {}).get("batch", {})
+            texts += [line["text"] for line in batch.get("lines", [])]
+        return texts
 
     # -- receiving -----------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ connect         card="IP:PORT" (fetch the card like ``--peer``), or     the targ
 hello           to, fields={} (override Hello fields: card, ...)        {sent, size}
 send            type, fields={}, to, raw=false, sender, seq, sent_at,   {sent, size}
                 version
+send_many       type, fields=[{...}, ...] (one message each), to, raw,  {sent: N, size}
+                sender, sent_at (a flood in one command)
 send_envelope   tag, body=[...], to, sender, seq=1, sent_at=0.0,        {sent, size}
                 version (nothing checked: any tag, any body)
 send_raw        frame (bytes), to                                       {sent, size}
@@ -48,6 +50,8 @@ publish_raw     frame, topic/room_id/topic_hex                          {size}
 publish_sealed  room_id, epoch, key (default: the key ring's), and      {size}
                 type + fields (+ raw, sender, seq, sent_at) or inner
                 (bytes: the plaintext)
+publish_junk    room_id, count, size=200: Sealed frames under random    {size}
+                epochs (nobody's key), random boxes
 heartbeat       every (seconds; 0 stops; null: once), fields={}         null
 add_key         room_id, epoch, key                                     null
 keys                                                                    [{room_id, epoch,
@@ -55,6 +59,9 @@ keys                                                                    [{room_i
 encode          type, fields, raw=false (the frame it would send)       HEX
 sign            type (a record), fields                                 HEX (a signed blob)
 mute / unmute   types=[...] (type names not reported; [] = all)         null
+twin            on=true: speak (sender, card, signatures) as the twin   {peer_id, fingerprint}
+                id (``tests.hostile.TwinIdentity``, same CURVE key);
+                on=false: as ourselves again
 stats                                                                   counters
 quit                                                                    null, then "closed"
 ==============  ======================================================  ======================
@@ -102,7 +109,7 @@ from meshchat.protocol.messages import Hello, Sealed, WireMessage
 from meshchat.transport.base import Incoming
 from meshchat.transport.zmq import ZmqTransport
 
-from ..hostile import HostilePeer
+from ..hostile import HostilePeer, TwinIdentity
 from . import agent_io
 from .agent_io import Refused, emit, jsonable
 
@@ -284,6 +291,7 @@ class HostileAgent:
         self.muted: set[str] = set()
         self.reported = 0
         self.heartbeat_task: asyncio.Task[None] | None = None
+        self.own_identity = peer.identity
         peer.listeners.append(self.report)
 
     # -- receiving ---------------------------------------------------------------------------
@@ -446,6 +454,27 @@ class HostileAgent:
         frame = self.envelope(message, raw, sender, seq, sent_at, version)
         return {"sent": self.peer.send_raw(self.to(to), frame), "size": len(frame)}
 
+    async def cmd_send_many(self, type: str, fields: list[Any], to: str | None = None,
+                            raw: bool = False, sender: str | None = None,
+                            sent_at: float | None = None) -> dict[str, Any]:
+        target = self.to(to)
+        frames = [self.envelope(self.builder.message(type, f, raw), raw, sender, None, sent_at,
+                                None) for f in fields]
+        sent = sum(self.peer.send_raw(target, frame) for frame in frames)
+        return {"sent": sent, "size": sum(len(f) for f in frames)}
+
+    async def cmd_publish_junk(self, room_id: str, count: int, size: int = 200
+                               ) -> dict[str, Any]:
+        room = hex_bytes(room_id, "room_id")
+        total = 0
+        for _ in range(count):
+            epoch = int.from_bytes(os.urandom(4), "big") | 1
+            frame = self.envelope(Sealed(room, epoch, os.urandom(size)), False, None, None,
+                                  None, None)
+            self.peer.publish_raw(b"R" + room, frame)
+            total += len(frame)
+        return {"size": total}
+
     async def cmd_send_envelope(self, tag: str, body: list[Any] | None = None,
                                 to: str | None = None, sender: str | None = None,
                                 seq: Any = 1, sent_at: Any = 0.0,
@@ -546,6 +575,12 @@ class HostileAgent:
             self.muted.clear()
         else:
             self.muted.difference_update(types)
+
+    async def cmd_twin(self, on: bool = True) -> dict[str, Any]:
+        identity = TwinIdentity(self.own_identity) if on else self.own_identity
+        self.peer.identity = identity
+        self.peer.peer_id = identity.peer_id
+        return {"peer_id": identity.peer_id.hex(), "fingerprint": identity.fingerprint}
 
     async def cmd_stats(self) -> dict[str, Any]:
         stats = self.peer.transport.stats
