@@ -193,7 +193,6 @@ def card_of(peer_id: bytes, host: Host, router_port: int, pub_port: int,
 # ------------------------------------------------------------------------------ case 1
 
 
-@pytest.mark.xfail(strict=True, reason="fix not merged yet (case 1)")
 def test_case_1_a_strangers_heartbeat_claiming_our_room_changes_nothing(
     lab_factory: LabFactory,
 ) -> None:
@@ -332,7 +331,9 @@ def test_case_3_a_banned_peer_asking_for_state_gets_no_key_and_reads_nothing(
         assert after.get("dropped_not_member", 0) - before.get("dropped_not_member", 0) >= 3
         assert after.get("dropped_join_banned", 0) - before.get("dropped_join_banned", 0) >= 1
     texts = chat_flows(alice, bob, "after the ban")
-    evil.sync(to=bob_id)
+    # Every member that holds the banning state denies the key too: bob may not answer.
+    with contextlib.suppress(ExpectError):
+        evil.sync(to=bob_id, timeout=2.0)
     assert not set(evil.readable(start)) & set(texts), evil.readable(start)
     assert agent_room(alice) == ("alice", 1, ["alice", "bob"])
     all_trouble_free(alice, bob, evil)
@@ -346,7 +347,6 @@ def evil_texts(report: dict[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------ case 4
 
 
-@pytest.mark.xfail(strict=True, reason="fix not merged yet (case 4)")
 def test_case_4_numbers_near_2_64_from_a_member_freeze_nobody(lab_factory: LabFactory) -> None:
     lab = lab_factory(3)
     alice, room_id, [bob] = agent_hosts(lab)
@@ -411,7 +411,6 @@ def test_case_5_a_strangers_unsolicited_history_reply_is_not_stored_or_shown(
     all_trouble_free(alice, bob, evil)
 
 
-@pytest.mark.xfail(strict=True, reason="fix not merged yet (case 5)")
 def test_case_5_void_ranges_and_unknown_epochs_do_not_grow_the_node(
     lab_factory: LabFactory,
 ) -> None:
@@ -463,7 +462,6 @@ def random_cards(n: int, host: Host) -> list[dict[str, Any]]:
              "pub_port": 30000 + i, "card_port": 0} for i in range(n)]
 
 
-@pytest.mark.xfail(strict=True, reason="fix not merged yet (case 6)")
 def test_case_6_a_flood_of_fake_peer_cards_opens_no_sockets_without_bound(
     lab_factory: LabFactory,
 ) -> None:
@@ -492,7 +490,6 @@ def test_case_6_a_flood_of_fake_peer_cards_opens_no_sockets_without_bound(
 # ------------------------------------------------------------------------------ case 7
 
 
-@pytest.mark.xfail(strict=True, reason="fix not merged yet (case 7)")
 def test_case_7_a_twin_id_is_refused_and_does_not_slip_past_a_ban(
     lab_factory: LabFactory,
 ) -> None:
@@ -694,7 +691,6 @@ def test_case_10_unsolicited_pongs_do_not_clear_suspicion_of_a_silent_host(
     all_trouble_free(bob, evil)
 
 
-@pytest.mark.xfail(strict=True, reason="fix not merged yet (case 10)")
 def test_case_10_a_claim_with_term_2_64_minus_1_from_a_member_changes_nothing(
     lab_factory: LabFactory,
 ) -> None:
@@ -733,7 +729,6 @@ def test_case_10_a_claim_with_term_2_64_minus_1_from_a_member_changes_nothing(
 # ------------------------------------------------------------------------------ case 11
 
 
-@pytest.mark.xfail(strict=True, reason="fix not merged yet (case 11)")
 @pytest.mark.parametrize(("said", "shown"), [(5, 5), (150, 150), (300, 200)])
 def test_case_11_a_late_joiner_sees_the_backlog_marked_as_earlier_messages(
     lab_factory: LabFactory, said: int, shown: int,

@@ -79,7 +79,6 @@ def terminals(tmp_path: Path) -> Iterator[list[Terminal]]:
             terminal.kill()
 
 
-@pytest.mark.xfail(strict=True, reason="fix not merged yet (case 11)")
 def test_a_person_at_the_terminal_joins_sees_the_backlog_chats_and_survives_a_bad_pm(
     lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
 ) -> None:
