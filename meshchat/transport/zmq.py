@@ -383,7 +383,9 @@ class ZmqTransport:
         self._denied_keys.add(curve_key)
         self._denied_hex.add(curve_key.hex())
         for peer in [p for p in self._peers.values() if p.curve_key == curve_key]:
-            self._drop_peer(peer, 0)
+            # A short linger: the last word queued for it (the state that removes it, say)
+            # still leaves; nothing can be queued after this.
+            self._drop_peer(peer, self._tuning.disconnect_linger_ms)
         self._routes.pop(curve_key.hex(), None)
 
     def set_link_events(self, events: LinkEvents) -> None:

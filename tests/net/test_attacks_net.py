@@ -120,11 +120,19 @@ def assert_fast(pings_ms: list[float], limit_ms: float = 50.0) -> None:
     assert max(pings_ms) < 10 * limit_ms, pings_ms
 
 
-def nothing_secret(evil: Hostile, since: int) -> list[dict[str, Any]]:
+def nothing_secret(evil: Hostile, since: int, told: int = 0) -> list[tuple[str, str, str]]:
     """What the hostile peer got since ``since`` that would hand it the room: a join, a key,
-    a state or history."""
-    return [r for r in evil.received(since=since) if r["type"] in (
-        "JoinAccept", "KeyUpdate", "StatePush", "HistoryReply")]
+    history, or a state newer than version ``told`` (the state that removed it, which it is
+    told, perhaps more than once) — as (type, sender, what) for a readable failure."""
+    out = []
+    for r in evil.received(since=since):
+        if r["type"] not in ("JoinAccept", "KeyUpdate", "StatePush", "HistoryReply"):
+            continue
+        state = (r.get("opened") or {}).get("state") or {}
+        if r["type"] == "StatePush" and told and state.get("version", told + 1) <= told:
+            continue
+        out.append((r["type"], r["sender"][:8], str(r.get("opened"))[:300]))
+    return out
 
 
 def until_subscribed(evil: Hostile, shown: Any, tag: str) -> None:
@@ -303,9 +311,13 @@ def test_case_3_a_banned_peer_asking_for_state_gets_no_key_and_reads_nothing(
     evil.wait_received("Sealed", since=mark, test=lambda r: "for the members" in
                        evil_texts(r))
 
+    mark = evil.mark()
     alice.call("ban", peer="mallory", reason="spam")
     assert agent_room(alice) == ("alice", 1, ["alice", "bob"])
     bob.wait_line(r"mallory.*banned|banned.*mallory")
+    # It is told once that it is out (the state that bans it); after that, nothing.
+    notice = evil.wait_received("StatePush", since=mark, where={"from": alice_id})
+    told = notice["opened"]["state"]["version"]
     before = alice.stats()
     # Bans may reach the transport (ZAP refuses the key, frames from it are dropped): then
     # no Pong comes back either, and that is fine.
@@ -324,7 +336,7 @@ def test_case_3_a_banned_peer_asking_for_state_gets_no_key_and_reads_nothing(
     except ExpectError:
         answered = False
 
-    assert not nothing_secret(evil, start), nothing_secret(evil, start)
+    assert not nothing_secret(evil, start, told), nothing_secret(evil, start, told)
     assert again is None or again["type"] == "JoinRefusal", again
     if answered:  # the frames reached the node: each refusal counted
         after = alice.stats()
@@ -504,9 +516,13 @@ def test_case_7_a_twin_id_is_refused_and_does_not_slip_past_a_ban(
     twin_card = card_of(me[:31] + bytes([me[31] ^ 0x80]), lab.hosts[2], evil.router_port,
                         evil.pub_port, "mallory2")
 
-    # The ban is by key: mallory's.
+    # The ban is by key: mallory's. It is told so once (the state that bans it); after
+    # that, nothing.
+    mark = evil.mark()
     alice.call("ban", peer="mallory", reason="spam")
     assert agent_room(alice) == ("alice", 1, ["alice", "bob"])
+    notice = evil.wait_received("StatePush", since=mark, where={"from": alice_id})
+    told = notice["opened"]["state"]["version"]
     start = evil.mark()
 
     # The same CURVE key comes back as its twin id: introduced by itself (and to bob), then
@@ -530,7 +546,7 @@ def test_case_7_a_twin_id_is_refused_and_does_not_slip_past_a_ban(
     peers = {p["peer_id"] for p in alice.call("peers")}
     assert twin.hex() not in peers, "alice took the twin id as a peer of its own"
     assert agent_room(alice) == ("alice", 1, ["alice", "bob"])
-    assert not nothing_secret(evil, start)
+    assert not nothing_secret(evil, start, told)
     assert not set(evil.readable(start)) & set(texts)
     assert not [line for line in bob.lines if "the twin speaks" in line or "mallory2" in line]
     all_trouble_free(alice, bob, evil)
