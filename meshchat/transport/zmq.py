@@ -45,17 +45,16 @@ What libzmq does not let us do, and what covers it:
 ``stats.extra`` counts: ``dropped_malformed`` (wrong number of parts), ``dropped_denied``,
 ``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``peers_given_up``. ``open_links`` is
 the number of SUB and DEALER sockets open now, ``peak_links`` the most there ever were.
+
+This module holds the PUB and ROUTER, attributes ROUTER frames and sends; beside it are the
+ZAP handler and its deny list (``zap``), socket settings and creation (``sockets``), the SUB
+and DEALER to each peer with their monitors (``links``) and receiving (``pump``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
-import struct
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -64,146 +63,15 @@ import zmq.asyncio
 from ..config import Limits
 from ..identity import Identity, curve_public_of, is_valid_peer_id
 from .base import Incoming, LinkEvents, LocalPorts, Receiver, TransportStats
+from .links import HandshakeFailureHandler, Links
+from .pump import Pump, count, router_reader
+from .pump import Reader as Reader  # importable from here, as before the split
+from .sockets import Sockets, ZmqTuning, bind_all
+from .zap import ZAP_ENDPOINT, Zap
 
 __all__ = ["ZAP_ENDPOINT", "ZmqTransport", "ZmqTuning"]
 
 log = logging.getLogger(__name__)
-
-ZAP_ENDPOINT = "inproc://zeromq.zap.01"
-_ZAP_DOMAIN = b"meshchat"
-_HANDSHAKE_FAILED = (
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-)
-_MONITORED_EVENTS = (
-    _HANDSHAKE_FAILED
-    | zmq.EVENT_HANDSHAKE_SUCCEEDED
-    | zmq.EVENT_DISCONNECTED
-    | zmq.EVENT_CONNECT_RETRIED
-    | zmq.EVENT_CONNECTED
-    | zmq.EVENT_CONNECT_DELAYED
-)
-_LINK_NAMES: dict[int, str] = {zmq.SUB: "sub", zmq.DEALER: "dealer"}
-_monitor_ids = itertools.count()
-
-HandshakeFailureHandler = Callable[[bytes], None]
-Reader = Callable[[], Incoming | None]
-
-
-@dataclass(frozen=True, slots=True)
-class ZmqTuning:
-    """libzmq socket settings; the defaults suit a LAN."""
-
-    reconnect_ivl_ms: int = 100
-    reconnect_ivl_max_ms: int = 1000
-    connect_timeout_ms: int = 2000
-    handshake_ivl_ms: int = 5000
-    heartbeat_ivl_ms: int = 1000
-    heartbeat_timeout_ms: int = 5000
-    tcp_keepalive_idle_s: int = 10
-    tcp_keepalive_intvl_s: int = 3
-    tcp_keepalive_cnt: int = 3
-    disconnect_linger_ms: int = 100
-    dead_link_grace_ms: int = 500  # DISCONNECTED with no retry within this: libzmq gave up
-    recv_batch: int = 256
-    max_handshake_failures: int = 5
-    sockets_per_peer: int = 6  # SUB, DEALER, 2 monitor PAIRs and libzmq's 2 monitor ends
-
-
-def _endpoint(host: str, port: int | str) -> str:
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"tcp://{host}:{port}"
-
-
-class _Pump:
-    """Drives one receiving socket from the event loop, without a task of its own.
-
-    libzmq's ZMQ_FD is edge-triggered: it signals once when the socket's state changes, and any
-    call that processes the socket's commands (a receive, a send, reading ZMQ_EVENTS) may
-    consume that signal. So the FD stays registered with the loop for the socket's whole life;
-    its callback drains the socket until EAGAIN, right there in the callback (no task to wake:
-    one loop turn less per frame, which is most of a round trip's cost). A full batch, or a
-    send on the same socket, schedules one more drain with ``call_soon`` instead of trusting
-    the FD. ``busy`` guards against re-entry from the receiver (which may send or stop).
-    """
-
-    __slots__ = ("busy", "drain", "fd", "loop", "pending", "scheduled", "sock", "stopped")
-
-    def __init__(self, sock: zmq.Socket[Any]) -> None:
-        self.sock = sock
-        self.fd = int(sock.get(zmq.FD))
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.drain: Callable[[], None] | None = None
-        self.pending: asyncio.Future[Any] | None = None  # an async receiver still running
-        self.busy = False
-        self.scheduled = False
-        self.stopped = False
-
-    def start(self, loop: asyncio.AbstractEventLoop, drain: Callable[[], None]) -> None:
-        self.loop = loop
-        self.drain = drain
-        loop.add_reader(self.fd, self.fire)
-        self.schedule()  # frames may have arrived before the FD was registered
-
-    def fire(self) -> None:
-        if not (self.stopped or self.busy or self.pending is not None) and self.drain:
-            self.drain()
-
-    def schedule(self) -> None:
-        if not self.scheduled and not self.stopped and self.loop is not None:
-            self.scheduled = True
-            self.loop.call_soon(self._scheduled)
-
-    def _scheduled(self) -> None:
-        self.scheduled = False
-        self.fire()
-
-    def kick(self) -> None:
-        """After a send on this socket: the send may have eaten the FD's signal."""
-        if not self.stopped and int(self.sock.get(zmq.EVENTS)) & zmq.POLLIN:
-            self.schedule()
-
-    def stop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Stop before the socket closes: afterwards the pump never touches it again."""
-        if self.stopped:
-            return
-        self.stopped = True
-        if self.loop is not None:
-            loop.remove_reader(self.fd)
-        # A receiver still running is left to finish: it may be the one that stops us.
-
-
-class _Link:
-    """One outgoing socket to a peer (its SUB or its DEALER) with its pump and monitor."""
-
-    __slots__ = ("endpoint", "failures", "kind", "monitor", "monitor_task", "pump", "sock", "up")
-
-    def __init__(
-        self, kind: int, endpoint: str, sock: zmq.Socket[Any], monitor: zmq.asyncio.Socket
-    ) -> None:
-        self.kind = kind
-        self.endpoint = endpoint
-        self.sock = sock
-        self.pump = _Pump(sock)
-        self.monitor = monitor
-        self.monitor_task: asyncio.Task[None] | None = None
-        self.failures = 0  # failed handshakes in a row, carried over when the link is reopened
-        self.up = False  # a handshake succeeded and the connection has not closed since
-
-
-@dataclass(slots=True, eq=False)
-class _Peer:
-    peer_id: bytes
-    curve_key: bytes
-    where: tuple[str, int, int]
-    links: dict[int, _Link]  # by socket type: zmq.SUB, zmq.DEALER
-    reported: bool = False  # on_handshake_failure called for the current failure streak
-
-    @property
-    def address(self) -> str:
-        return self.where[0]
 
 
 class ZmqTransport:
@@ -226,34 +94,34 @@ class ZmqTransport:
         on_handshake_failure: HandshakeFailureHandler | None = None,
         on_disconnect: HandshakeFailureHandler | None = None,
         on_refused: HandshakeFailureHandler | None = None,
-        tuning: ZmqTuning = ZmqTuning(),
+        tuning: ZmqTuning = ZmqTuning(),  # noqa: B008 - frozen, like limits
     ) -> None:
         self.stats = TransportStats()
-        self._on_disconnect = on_disconnect
         self._limits = limits
         self._tuning = tuning
-        self._on_handshake_failure = on_handshake_failure
-        self._on_refused = on_refused
         self._ctx: zmq.asyncio.Context | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._identity: Identity | None = None
-        self._receiver: Receiver | None = None
-        self._zap: zmq.asyncio.Socket | None = None
-        self._zap_task: asyncio.Task[None] | None = None
+        self._sockets: Sockets | None = None
+        self._zap = Zap(self.stats)
+        self._links = Links(self.stats, tuning, on_handshake_failure=on_handshake_failure,
+                            on_disconnect=on_disconnect, on_refused=on_refused)
         self._pub: zmq.Socket[Any] | None = None
         self._router: zmq.Socket[Any] | None = None
-        self._router_pump: _Pump | None = None
-        self._sockets: set[zmq.Socket[Any]] = set()
-        self._peers: dict[bytes, _Peer] = {}
-        self._topics: set[bytes] = set()
-        self._denied_keys: set[bytes] = set()
-        self._denied_hex: set[str] = set()
+        self._router_pump: Pump | None = None
+        # The same tables as the parts own them, looked up on every frame:
+        self._peers = self._links.peers
+        self._peer_of_curve = self._links.peer_of_curve  # CURVE key (hex) -> connected peer id
+        self._denied_hex = self._zap.denied_hex
         self._routes: dict[str, bytes] = {}  # CURVE key (hex) -> routing id of its latest frame
-        self._peer_of_curve: dict[str, bytes] = {}  # CURVE key (hex) -> the connected peer id
-        self.peak_links = 0
         self._curve_hex_cache: dict[bytes, str | None] = {}
         self._running = False
         self._closed = False
+
+    @property
+    def peak_links(self) -> int:
+        """The most SUB and DEALER sockets ever open at once."""
+        return self._links.peak
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -264,29 +132,28 @@ class ZmqTransport:
             raise RuntimeError("a ZmqTransport starts once")
         if not bind_addresses:
             raise ValueError("no address to bind")
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         self._identity = identity
-        self._receiver = receiver
         ctx = self._ctx = zmq.asyncio.Context()
         ctx.set(zmq.MAX_SOCKETS, 16 + self._limits.max_peers * self._tuning.sockets_per_peer)
+        sockets = self._sockets = Sockets(ctx, identity, self._limits, self._tuning)
+        self._links.start(sockets, loop, receiver)
         try:
             # ZAP first: without a handler bound, libzmq admits every CURVE client.
-            zap = self._zap = ctx.socket(zmq.ROUTER)
-            zap.setsockopt(zmq.LINGER, 0)
-            zap.bind(ZAP_ENDPOINT)
-            self._zap_task = self._loop.create_task(self._serve_zap(zap), name="meshchat-zap")
+            self._zap.start(ctx, loop)
 
             ipv6 = any(":" in address for address in bind_addresses)
-            pub = self._pub = self._server_socket(zmq.PUB, ipv6)
-            router = self._router = self._server_socket(zmq.ROUTER, ipv6)
+            pub = self._pub = sockets.server(zmq.PUB, ipv6)
+            router = self._router = sockets.server(zmq.ROUTER, ipv6)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             ports = LocalPorts(
-                router_port=self._bind_all(router, bind_addresses),
-                pub_port=self._bind_all(pub, bind_addresses),
+                router_port=bind_all(router, bind_addresses),
+                pub_port=bind_all(pub, bind_addresses),
             )
-            pump = self._router_pump = _Pump(router)
-            reader = self._router_reader(router)
-            pump.start(self._loop, lambda: self._drain(pump, reader))
+            read = router_reader(router, self.stats, self._check_router_frame)
+            pump = self._router_pump = Pump(
+                router, read, receiver, self.stats, self._tuning.recv_batch)
+            pump.start(loop)
         except BaseException:
             await self.close(0)
             raise
@@ -305,24 +172,19 @@ class ZmqTransport:
         linger_ms = max(0, round(linger_s * 1000))
         tasks: list[asyncio.Task[None]] = []
         for peer in list(self._peers.values()):
-            tasks += self._drop_peer(peer, linger_ms)
+            tasks += self._links.drop(peer, linger_ms)
         if self._router_pump is not None:
             self._router_pump.stop(loop)
         for sock in (self._pub, self._router):
             if sock is not None:
                 sock.close(linger=linger_ms)
         # The ZAP handler goes last: with it gone a closing server would admit anyone.
-        if self._zap_task is not None:
-            self._zap_task.cancel()
-            tasks += self._cancelled(self._zap_task)
+        tasks += self._zap.stop()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._zap is not None:
-            self._zap.close(linger=0)
-        for sock in self._sockets:
-            if not sock.closed:
-                sock.close(linger=0)
-        self._sockets.clear()
+        self._zap.close()
+        if self._sockets is not None:
+            self._sockets.close_all()
         # Blocks only while lingering sockets flush, i.e. at most linger_s.
         self._ctx.term()
 
@@ -342,30 +204,14 @@ class ZmqTransport:
         if peer_id == self._identity.peer_id:
             raise ValueError("a transport does not connect to itself")
         curve_key = curve_public_of(peer_id)
-        if curve_key in self._denied_keys:
+        if curve_key in self._zap.denied_keys:
             return
-        bound = self._peer_of_curve.get(curve_key.hex())
-        if bound is not None and bound != peer_id:
-            self._count("dropped_twin")
-            return
-        where = (address, router_port, pub_port)
-        old = self._peers.get(peer_id)
-        if old is not None:
-            if old.where == where:
-                if subscribe and zmq.SUB not in old.links:
-                    self._open_link(old, zmq.SUB, _endpoint(address, pub_port))
-                return
-            self._drop_peer(old, self._tuning.disconnect_linger_ms)
-        peer = self._peers[peer_id] = _Peer(peer_id, curve_key, where, {})
-        self._peer_of_curve[curve_key.hex()] = peer_id
-        if subscribe:
-            self._open_link(peer, zmq.SUB, _endpoint(address, pub_port))
-        self._open_link(peer, zmq.DEALER, _endpoint(address, router_port))
+        self._links.connect(peer_id, curve_key, address, router_port, pub_port, subscribe)
 
     def disconnect_peer(self, peer_id: bytes) -> None:
         peer = self._peers.get(peer_id)
         if peer is not None:
-            self._drop_peer(peer, self._tuning.disconnect_linger_ms)
+            self._links.drop(peer, self._tuning.disconnect_linger_ms)
 
     def is_connected(self, peer_id: bytes) -> bool:
         """True while we hold a DEALER (and SUB) to the peer (they reconnect by themselves)."""
@@ -373,53 +219,37 @@ class ZmqTransport:
 
     @property
     def open_links(self) -> int:
-        return sum(len(peer.links) for peer in self._peers.values())
+        return self._links.open_count
 
     def deny(self, peer_id: bytes) -> None:
         """Refuse the peer's CURVE key at ZAP from now on, close our SUB/DEALER to it and drop
         its ROUTER frames. Its live connection to our PUB stays until it breaks (libzmq cannot
         cut one pipe); room-key rotation keeps room traffic from it."""
         curve_key = curve_public_of(peer_id)
-        self._denied_keys.add(curve_key)
-        self._denied_hex.add(curve_key.hex())
+        self._zap.deny(curve_key)
         for peer in [p for p in self._peers.values() if p.curve_key == curve_key]:
             # A short linger: the last word queued for it (the state that removes it, say)
             # still leaves; nothing can be queued after this.
-            self._drop_peer(peer, self._tuning.disconnect_linger_ms)
+            self._links.drop(peer, self._tuning.disconnect_linger_ms)
         self._routes.pop(curve_key.hex(), None)
 
     def set_link_events(self, events: LinkEvents) -> None:
-        self._on_handshake_failure = self._on_handshake_failure or events.on_handshake_failure
-        self._on_refused = self._on_refused or events.on_refused
-        self._on_disconnect = self._on_disconnect or events.on_disconnect
+        links = self._links
+        links.on_handshake_failure = links.on_handshake_failure or events.on_handshake_failure
+        links.on_refused = links.on_refused or events.on_refused
+        links.on_disconnect = links.on_disconnect or events.on_disconnect
 
     def allow(self, peer_id: bytes) -> None:
         """Undo ``deny``; connections are not reopened here (call ``connect_peer``)."""
-        curve_key = curve_public_of(peer_id)
-        self._denied_keys.discard(curve_key)
-        self._denied_hex.discard(curve_key.hex())
+        self._zap.allow(curve_public_of(peer_id))
 
     # -- topics and sending -----------------------------------------------------------------
 
     def subscribe(self, topic: bytes) -> None:
-        if topic in self._topics:
-            return
-        self._topics.add(topic)
-        for peer in self._peers.values():
-            link = peer.links.get(zmq.SUB)
-            if link is not None:
-                link.sock.setsockopt(zmq.SUBSCRIBE, topic)
-                link.pump.kick()
+        self._links.subscribe(topic)
 
     def unsubscribe(self, topic: bytes) -> None:
-        if topic not in self._topics:
-            return
-        self._topics.discard(topic)
-        for peer in self._peers.values():
-            link = peer.links.get(zmq.SUB)
-            if link is not None:
-                link.sock.setsockopt(zmq.UNSUBSCRIBE, topic)
-                link.pump.kick()
+        self._links.unsubscribe(topic)
 
     def publish(self, topic: bytes, payload: bytes) -> None:
         pub = self._pub
@@ -488,100 +318,6 @@ class ZmqTransport:
 
     # -- receiving --------------------------------------------------------------------------
 
-    def _drain(self, pump: _Pump, read: Reader) -> None:
-        """Receive until EAGAIN, at most a batch per call, handing each frame up in order.
-
-        A receiver that returns an awaitable is awaited before the next frame is read."""
-        if pump.busy or pump.stopped or pump.pending is not None:
-            return
-        receiver = self._receiver
-        assert receiver is not None
-        stats = self.stats
-        pump.busy = True
-        try:
-            for _ in range(self._tuning.recv_batch):
-                try:
-                    incoming = read()
-                except zmq.Again:
-                    return  # drained: libzmq signals the FD again on the next frame
-                if incoming is None:
-                    continue
-                stats.received += 1
-                try:
-                    result = receiver(incoming)
-                    if result is not None:
-                        pending = pump.pending = asyncio.ensure_future(result)
-                        pending.add_done_callback(lambda done: self._resume(pump, done))
-                        return
-                except Exception:
-                    self._count("receiver_errors")
-                    log.exception("receiver failed on a frame from %s", incoming.peer_id.hex())
-                if pump.stopped:
-                    return
-            pump.schedule()  # a full batch: let the rest of the loop run, then go on
-        finally:
-            pump.busy = False
-
-    def _resume(self, pump: _Pump, done: asyncio.Future[Any]) -> None:
-        pump.pending = None
-        if not done.cancelled() and done.exception() is not None:
-            self._count("receiver_errors")
-            log.error("receiver failed", exc_info=done.exception())
-        pump.schedule()
-
-    # Readers take one message off a socket (zmq.Again if there is none) and return what to
-    # hand up, or None to drop it. Frames with copy=False and .more cost about half of
-    # recv_multipart, which converts RCVMORE to an enum twice per message.
-
-    def _malformed(self, recv: Callable[..., Any], last: zmq.Frame) -> None:
-        while last.more:
-            last = recv(zmq.NOBLOCK, copy=False)
-        self._count("dropped_malformed")
-
-    def _sub_reader(self, sock: zmq.Socket[Any], peer_id: bytes, address: str) -> Reader:
-        recv = sock.recv
-
-        def read() -> Incoming | None:
-            topic: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
-            if not topic.more:
-                self._count("dropped_malformed")
-                return None
-            payload: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
-            if payload.more:
-                self._malformed(recv, payload)
-                return None
-            return Incoming("pub", peer_id, payload.bytes, topic.bytes, address)
-
-        return read
-
-    def _dealer_reader(self, sock: zmq.Socket[Any], peer_id: bytes, address: str) -> Reader:
-        recv = sock.recv
-
-        def read() -> Incoming | None:
-            payload: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
-            if payload.more:
-                self._malformed(recv, payload)
-                return None
-            return Incoming("direct", peer_id, payload.bytes, b"", address)
-
-        return read
-
-    def _router_reader(self, sock: zmq.Socket[Any]) -> Reader:
-        recv = sock.recv
-
-        def read() -> Incoming | None:
-            head: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
-            if not head.more:  # libzmq always prefixes the routing id; be safe anyway
-                self._count("dropped_malformed")
-                return None
-            frame: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
-            if frame.more:
-                self._malformed(recv, frame)
-                return None
-            return self._check_router_frame(head.bytes, frame)
-
-        return read
-
     def _check_router_frame(self, routing_id: bytes, frame: zmq.Frame) -> Incoming | None:
         """Attribute a frame by the CURVE key that authenticated its connection, never by the
         routing id (which libzmq made up)."""
@@ -593,7 +329,7 @@ class ZmqTransport:
             self.stats.dropped_unauthenticated += 1
             return None
         if user_id in self._denied_hex:
-            self._count("dropped_denied")
+            count(self.stats, "dropped_denied")
             return None
         routes = self._routes
         if routes.get(user_id) != routing_id:
@@ -620,232 +356,3 @@ class ZmqTransport:
             cache.clear()
         cache[peer_id] = value
         return value
-
-    # -- ZAP and monitors -------------------------------------------------------------------
-
-    async def _serve_zap(self, zap: zmq.asyncio.Socket) -> None:
-        while True:
-            request = await zap.recv_multipart()
-            reply = self._answer_zap(request)
-            if reply is not None:
-                await zap.send_multipart(reply)
-
-    def _answer_zap(self, request: list[bytes]) -> list[bytes] | None:
-        """RFC 27: [envelope.., b'', version, request id, domain, address, identity, mechanism,
-        credentials..] -> [envelope.., b'', version, request id, status, text, user id, meta]."""
-        try:
-            split = request.index(b"")
-        except ValueError:
-            return None
-        envelope, body = request[: split + 1], request[split + 1 :]
-        if len(body) < 6:
-            return None
-        version, request_id, _domain, _address, _identity, mechanism, *credentials = body
-
-        def answer(status: bytes, text: bytes, user_id: bytes = b"") -> list[bytes]:
-            return [*envelope, b"1.0", request_id, status, text, user_id, b""]
-
-        if version != b"1.0":
-            return answer(b"400", b"unsupported ZAP version")
-        if mechanism != b"CURVE" or len(credentials) != 1 or len(credentials[0]) != 32:
-            self.stats.zap_denied += 1
-            return answer(b"400", b"CURVE only")
-        client_key = credentials[0]
-        if client_key in self._denied_keys:
-            self.stats.zap_denied += 1
-            return answer(b"400", b"denied")
-        return answer(b"200", b"OK", client_key.hex().encode("ascii"))
-
-    async def _watch(self, peer: _Peer, link: _Link) -> None:
-        """Follow one link's monitor: count handshake failures, give the peer up after too many
-        in a row, and reopen a link that libzmq abandoned.
-
-        libzmq stops reconnecting a connecting socket for good after a protocol error (a frame
-        over ZMQ_MAXMSGSIZE, bytes that fail CURVE) or when the server refused us at ZAP; the
-        only trace is a DISCONNECTED that no CONNECT_RETRIED follows."""
-        monitor = link.monitor
-        grace_s = self._tuning.dead_link_grace_ms / 1000
-        disconnected = False
-        while True:
-            try:
-                if disconnected:
-                    message = await asyncio.wait_for(monitor.recv_multipart(), grace_s)
-                else:
-                    message = await monitor.recv_multipart()
-            except TimeoutError:
-                if int(monitor.get(zmq.EVENTS)) & zmq.POLLIN:
-                    continue  # the loop was slow, not libzmq
-                await self._reopen_later(peer, link)
-                return
-            if len(message) != 2 or len(message[0]) != 6:
-                continue
-            event, _value = struct.unpack("=HI", message[0])
-            disconnected = event == zmq.EVENT_DISCONNECTED
-            if disconnected and link.kind == zmq.DEALER and self._on_disconnect is not None:
-                # The peer's TCP connection closed (it quit or was killed; a stalled or
-                # unplugged peer keeps it): a hint worth a ping, not a verdict.
-                try:
-                    self._on_disconnect(peer.peer_id)
-                except Exception:
-                    log.exception("on_disconnect raised")
-            if disconnected:
-                link.up = False
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                link.up = True
-                link.failures = 0
-                peer.reported = False
-            elif event & _HANDSHAKE_FAILED and self._handshake_failed(
-                    peer, link, refused=event == zmq.EVENT_HANDSHAKE_FAILED_AUTH):
-                return
-
-    def _handshake_failed(self, peer: _Peer, link: _Link, refused: bool = False) -> bool:
-        """Count a failure; True if the peer was given up. ``refused``: the peer's ZAP turned
-        our key down (it holds its key; it denies ours), reported to ``on_refused``."""
-        link.failures += 1
-        self.stats.handshake_failures += 1
-        give_up = link.failures >= self._tuning.max_handshake_failures
-        if give_up:
-            log.warning(
-                "giving up on peer %s after %d failed handshakes", peer.peer_id.hex(), link.failures
-            )
-            self._count("peers_given_up")
-            if self._peers.get(peer.peer_id) is peer:
-                self._drop_peer(peer, 0)
-        report = self._on_refused if refused and self._on_refused else self._on_handshake_failure
-        if not peer.reported and report is not None:
-            peer.reported = True
-            try:
-                report(peer.peer_id)
-            except Exception:
-                log.exception("handshake failure handler raised")
-        return give_up
-
-    async def _reopen_later(self, peer: _Peer, old: _Link) -> None:
-        """Replace a link libzmq gave up on, after a backoff that grows with failed handshakes."""
-        tuning = self._tuning
-        delay_ms = min(
-            tuning.reconnect_ivl_ms << min(old.failures, 16), tuning.reconnect_ivl_max_ms
-        )
-        await asyncio.sleep(delay_ms / 1000)
-        if self._peers.get(peer.peer_id) is not peer or peer.links.get(old.kind) is not old:
-            return
-        log.info("reopening the %s to %s", _LINK_NAMES[old.kind], peer.peer_id.hex())
-        self._count("links_reopened")
-        self._close_link(old, 0)
-        self._open_link(peer, old.kind, old.endpoint, old.failures)
-
-    # -- sockets ----------------------------------------------------------------------------
-
-    def _socket(self, kind: int) -> zmq.Socket[Any]:
-        assert self._ctx is not None and self._identity is not None
-        sock: zmq.Socket[Any] = zmq.Socket(self._ctx, kind)
-        self._sockets.add(sock)
-        tuning = self._tuning
-        for option, value in (
-            (zmq.LINGER, 0),
-            (zmq.MAXMSGSIZE, self._limits.max_frame_bytes),
-            (zmq.SNDHWM, self._limits.pub_hwm),
-            (zmq.RCVHWM, self._limits.pub_hwm),
-            (zmq.TCP_KEEPALIVE, 1),
-            (zmq.TCP_KEEPALIVE_IDLE, tuning.tcp_keepalive_idle_s),
-            (zmq.TCP_KEEPALIVE_INTVL, tuning.tcp_keepalive_intvl_s),
-            (zmq.TCP_KEEPALIVE_CNT, tuning.tcp_keepalive_cnt),
-            (zmq.HANDSHAKE_IVL, tuning.handshake_ivl_ms),
-            (zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms),
-            (zmq.HEARTBEAT_TIMEOUT, tuning.heartbeat_timeout_ms),
-        ):
-            sock.setsockopt(option, value)
-        sock.setsockopt(zmq.CURVE_PUBLICKEY, self._identity.curve_public)
-        sock.setsockopt(zmq.CURVE_SECRETKEY, self._identity.curve_secret)
-        return sock
-
-    def _server_socket(self, kind: int, ipv6: bool) -> zmq.Socket[Any]:
-        sock = self._socket(kind)
-        sock.setsockopt(zmq.CURVE_SERVER, 1)
-        sock.setsockopt(zmq.ZAP_DOMAIN, _ZAP_DOMAIN)
-        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler => refuse, never admit
-        if ipv6:
-            sock.setsockopt(zmq.IPV6, 1)
-        return sock
-
-    def _open_link(self, peer: _Peer, kind: int, endpoint: str, failures: int = 0) -> None:
-        """Create, start and connect the SUB or DEALER of a peer."""
-        assert self._ctx is not None and self._identity is not None and self._loop is not None
-        sock = self._socket(kind)
-        tuning = self._tuning
-        # The server key must be set before connect: it applies only to later connects.
-        sock.setsockopt(zmq.CURVE_SERVERKEY, peer.curve_key)
-        sock.setsockopt(zmq.RECONNECT_IVL, tuning.reconnect_ivl_ms)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, tuning.reconnect_ivl_max_ms)
-        sock.setsockopt(zmq.CONNECT_TIMEOUT, tuning.connect_timeout_ms)
-        if ":" in peer.address:
-            sock.setsockopt(zmq.IPV6, 1)
-        if kind == zmq.SUB:
-            for topic in self._topics:
-                sock.setsockopt(zmq.SUBSCRIBE, topic)
-            read = self._sub_reader(sock, peer.peer_id, peer.address)
-        else:
-            read = self._dealer_reader(sock, peer.peer_id, peer.address)
-        monitor_address = f"inproc://meshchat-monitor-{id(self):x}-{next(_monitor_ids)}"
-        sock.monitor(monitor_address, _MONITORED_EVENTS)
-        monitor = self._ctx.socket(zmq.PAIR)
-        monitor.setsockopt(zmq.LINGER, 0)
-        monitor.connect(monitor_address)
-        link = peer.links[kind] = _Link(kind, endpoint, sock, monitor)
-        link.failures = failures
-        self.peak_links = max(self.peak_links, self.open_links)
-        name = f"{_LINK_NAMES[kind]}-{peer.peer_id[:4].hex()}"
-        pump = link.pump
-        pump.start(self._loop, lambda: self._drain(pump, read))
-        link.monitor_task = self._loop.create_task(
-            self._watch(peer, link), name=f"meshchat-monitor-{name}"
-        )
-        sock.connect(endpoint)
-
-    def _bind_all(self, sock: zmq.Socket[Any], addresses: list[str]) -> int:
-        """Bind every address; the first picks a free port, the others reuse its number."""
-        port = 0
-        for address in addresses:
-            sock.bind(_endpoint(address, port or "*"))
-            if not port:
-                endpoint = sock.get_string(zmq.LAST_ENDPOINT)
-                port = int(endpoint.rsplit(":", 1)[1])
-        return port
-
-    def _drop_peer(self, peer: _Peer, linger_ms: int) -> list[asyncio.Task[None]]:
-        """Close a peer's sockets now; returns the tasks that were cancelled."""
-        if self._peers.get(peer.peer_id) is peer:
-            del self._peers[peer.peer_id]
-            if self._peer_of_curve.get(peer.curve_key.hex()) == peer.peer_id:
-                del self._peer_of_curve[peer.curve_key.hex()]
-        cancelled: list[asyncio.Task[None]] = []
-        for kind, link in peer.links.items():
-            cancelled += self._close_link(link, linger_ms if kind == zmq.DEALER else 0)
-        return cancelled
-
-    def _close_link(self, link: _Link, linger_ms: int) -> list[asyncio.Task[None]]:
-        loop = self._loop
-        assert loop is not None
-        link.pump.stop(loop)
-        cancelled: list[asyncio.Task[None]] = []
-        monitor_task = link.monitor_task
-        if monitor_task is not None and monitor_task is not asyncio.current_task():
-            monitor_task.cancel()
-            cancelled.append(monitor_task)
-        with contextlib.suppress(zmq.ZMQError):
-            link.sock.disable_monitor()
-        link.monitor.close(linger=0)
-        link.sock.close(linger=linger_ms)
-        self._sockets.discard(link.sock)
-        return cancelled
-
-    @staticmethod
-    def _cancelled(task: asyncio.Task[None] | None) -> list[asyncio.Task[None]]:
-        """The task if it was cancelled (awaitable by close), else nothing."""
-        if task is None or task is asyncio.current_task() or not task.cancelling():
-            return []
-        return [task]
-
-    def _count(self, name: str) -> None:
-        extra = self.stats.extra
-        extra[name] = extra.get(name, 0) + 1

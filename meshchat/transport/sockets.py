@@ -1,0 +1,122 @@
+"""The libzmq sockets of the ZeroMQ transport: their settings (``ZmqTuning``), made and tracked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from ..config import Limits
+from ..identity import Identity
+from .zap import ZAP_DOMAIN
+
+__all__ = ["Sockets", "ZmqTuning", "bind_all", "endpoint"]
+
+
+@dataclass(frozen=True, slots=True)
+class ZmqTuning:
+    """libzmq socket settings; the defaults suit a LAN."""
+
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 1000
+    connect_timeout_ms: int = 2000
+    handshake_ivl_ms: int = 5000
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 5000
+    tcp_keepalive_idle_s: int = 10
+    tcp_keepalive_intvl_s: int = 3
+    tcp_keepalive_cnt: int = 3
+    disconnect_linger_ms: int = 100
+    dead_link_grace_ms: int = 500  # DISCONNECTED with no retry within this: libzmq gave up
+    recv_batch: int = 256
+    max_handshake_failures: int = 5
+    sockets_per_peer: int = 6  # SUB, DEALER, 2 monitor PAIRs and libzmq's 2 monitor ends
+
+
+def endpoint(host: str, port: int | str) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}:{port}"
+
+
+class Sockets:
+    """Makes every CURVE socket of one transport with the same settings, and keeps track of
+    them so that closing the transport closes all of them."""
+
+    def __init__(
+        self, ctx: zmq.asyncio.Context, identity: Identity, limits: Limits, tuning: ZmqTuning
+    ) -> None:
+        self.ctx = ctx
+        self._identity = identity
+        self._limits = limits
+        self._tuning = tuning
+        self._open: set[zmq.Socket[Any]] = set()
+
+    def make(self, kind: int) -> zmq.Socket[Any]:
+        """A socket with our CURVE keys, frame limit, high-water marks, keepalive, heartbeats."""
+        sock: zmq.Socket[Any] = zmq.Socket(self.ctx, kind)
+        self._open.add(sock)
+        tuning = self._tuning
+        for option, value in (
+            (zmq.LINGER, 0),
+            (zmq.MAXMSGSIZE, self._limits.max_frame_bytes),
+            (zmq.SNDHWM, self._limits.pub_hwm),
+            (zmq.RCVHWM, self._limits.pub_hwm),
+            (zmq.TCP_KEEPALIVE, 1),
+            (zmq.TCP_KEEPALIVE_IDLE, tuning.tcp_keepalive_idle_s),
+            (zmq.TCP_KEEPALIVE_INTVL, tuning.tcp_keepalive_intvl_s),
+            (zmq.TCP_KEEPALIVE_CNT, tuning.tcp_keepalive_cnt),
+            (zmq.HANDSHAKE_IVL, tuning.handshake_ivl_ms),
+            (zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms),
+            (zmq.HEARTBEAT_TIMEOUT, tuning.heartbeat_timeout_ms),
+        ):
+            sock.setsockopt(option, value)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self._identity.curve_public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self._identity.curve_secret)
+        return sock
+
+    def server(self, kind: int, ipv6: bool) -> zmq.Socket[Any]:
+        """A CURVE server socket that our ZAP handler must admit every client of."""
+        sock = self.make(kind)
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler => refuse, never admit
+        if ipv6:
+            sock.setsockopt(zmq.IPV6, 1)
+        return sock
+
+    def client(self, kind: int, server_key: bytes, ipv6: bool) -> zmq.Socket[Any]:
+        """A CURVE client socket pinned to ``server_key``, reconnecting as ``ZmqTuning`` says."""
+        sock = self.make(kind)
+        tuning = self._tuning
+        # The server key must be set before connect: it applies only to later connects.
+        sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+        sock.setsockopt(zmq.RECONNECT_IVL, tuning.reconnect_ivl_ms)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, tuning.reconnect_ivl_max_ms)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, tuning.connect_timeout_ms)
+        if ipv6:
+            sock.setsockopt(zmq.IPV6, 1)
+        return sock
+
+    def closed(self, sock: zmq.Socket[Any]) -> None:
+        """``sock`` was closed by its owner."""
+        self._open.discard(sock)
+
+    def close_all(self) -> None:
+        for sock in self._open:
+            if not sock.closed:
+                sock.close(linger=0)
+        self._open.clear()
+
+
+def bind_all(sock: zmq.Socket[Any], addresses: list[str]) -> int:
+    """Bind every address; the first picks a free port, the others reuse its number."""
+    port = 0
+    for address in addresses:
+        sock.bind(endpoint(address, port or "*"))
+        if not port:
+            last = sock.get_string(zmq.LAST_ENDPOINT)
+            port = int(last.rsplit(":", 1)[1])
+    return port
