@@ -135,6 +135,12 @@ def nothing_secret(evil: Hostile, since: int, told: int = 0) -> list[tuple[str, 
     return out
 
 
+def bans_me(report: dict[str, Any]) -> bool:
+    """A StatePush report whose state records our ban (not an older push arriving late)."""
+    state = (report.get("opened") or {}).get("state") or {}
+    return bool(state.get("change") == "banned")
+
+
 def until_subscribed(evil: Hostile, shown: Any, tag: str) -> None:
     """Broadcast ``tag #n`` until ``shown(text)`` finds one: the target's SUB is connected
     to our PUB, so what we publish from now on reaches it, in order."""
@@ -316,7 +322,8 @@ def test_case_3_a_banned_peer_asking_for_state_gets_no_key_and_reads_nothing(
     assert agent_room(alice) == ("alice", 1, ["alice", "bob"])
     bob.wait_line(r"mallory.*banned|banned.*mallory")
     # It is told once that it is out (the state that bans it); after that, nothing.
-    notice = evil.wait_received("StatePush", since=mark, where={"from": alice_id})
+    notice = evil.wait_received("StatePush", since=mark, where={"from": alice_id},
+                                test=bans_me)
     told = notice["opened"]["state"]["version"]
     before = alice.stats()
     # Bans may reach the transport (ZAP refuses the key, frames from it are dropped): then
@@ -521,7 +528,8 @@ def test_case_7_a_twin_id_is_refused_and_does_not_slip_past_a_ban(
     mark = evil.mark()
     alice.call("ban", peer="mallory", reason="spam")
     assert agent_room(alice) == ("alice", 1, ["alice", "bob"])
-    notice = evil.wait_received("StatePush", since=mark, where={"from": alice_id})
+    notice = evil.wait_received("StatePush", since=mark, where={"from": alice_id},
+                                test=bans_me)
     told = notice["opened"]["state"]["version"]
     start = evil.mark()
 
