@@ -100,6 +100,8 @@ from .protocol.messages import (
     StateRequest,
     WireMessage,
 )
+from .runtime.emitter import Emitter
+from .runtime.tasks import Tasks
 from .session import Outbox, StateAction, state_change
 from .storage.log import LogRow
 from .transport.base import Incoming, LinkEvents, Transport
@@ -111,7 +113,6 @@ log = logging.getLogger("meshchat.node")
 TOPIC_PRESENCE = b"P"
 TOPIC_BROADCAST = b"B"
 TOPIC_ROOM = b"R"
-EVENT_QUEUE_SIZE = 262144  # per events() stream; beyond it events are dropped and counted
 SEQ_BLOCK = 1024
 BATCH_LINES = 256  # at most this many lines said in one loop turn share a frame
 BATCH_TEXT_CHARS = 48 * 1024
@@ -372,7 +373,6 @@ class Node:
         self._random_bytes = random_bytes
         self.stats: Counter[str] = Counter()
         self._started = False
-        self._closed = False
         self._rooms: dict[bytes, _JoinedRoom] = {}
         self._last_states: dict[bytes, RoomState] = {}
         self._peers: dict[bytes, _Peer] = {}
@@ -381,8 +381,9 @@ class Node:
         self._future_peers: dict[int, bytes] = {}  # request id -> the peer it went to
         self._ping_peers: OrderedDict[int, bytes] = OrderedDict()  # nonce -> pinged peer
         self._pings: dict[int, asyncio.Future[float]] = {}
-        self._queues: list[asyncio.Queue[Event]] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._events = Emitter(self.stats)
+        self._emit = self._events.emit
+        self._tasks = Tasks()
         self._seq: Counter[bytes] = Counter()
         self._request_ids = 0
         self._directory_changed = asyncio.Event()
@@ -487,7 +488,7 @@ class Node:
         self._started = True
         if not self._listen_only:
             self._publish(TOPIC_PRESENCE, self._heartbeat())
-        self._tasks.append(asyncio.create_task(self._ticker(), name="meshchat-ticker"))
+        self._tasks.spawn(self._ticker(), name="meshchat-ticker")
 
     def _make_discovery(self) -> Discovery:
         from .discovery.static import CombinedDiscovery, StaticDiscovery
@@ -503,19 +504,15 @@ class Node:
 
     async def close(self, reason: str = "quit") -> None:
         """Leave every room (a host hands off first), say goodbye, and release everything."""
-        if not self._started or self._closed:
+        if not self._started or self._tasks.closed:
             return
-        self._closed = True
+        self._tasks.closed = True
         for room_id in list(self._rooms):
             with contextlib.suppress(MeshchatError):
                 await self._leave(room_id, "quit")
         with contextlib.suppress(Exception):
             self._publish(TOPIC_PRESENCE, Bye(reason))
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.stop()
         pending: list[asyncio.Future[WireMessage] | asyncio.Future[float]] = [
             *self._futures.values(), *self._pings.values()]
         for fut in pending:
@@ -564,17 +561,7 @@ class Node:
 
     def events(self) -> AsyncIterator[Event]:
         """A stream of every event from now on (each call gets its own)."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
-        self._queues.append(queue)
-        return self._drain(queue)
-
-    async def _drain(self, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            with contextlib.suppress(ValueError):
-                self._queues.remove(queue)
+        return self._events.events()
 
     async def rooms(self, timeout: float = 2.0) -> list[RoomInfo]:
         """Rooms on the network, waiting until ``timeout`` after start for discovery."""
@@ -782,15 +769,6 @@ class Node:
         self._request_ids += 1
         return self._request_ids
 
-    # ================================================================ events
-
-    def _emit(self, event: Event) -> None:
-        for queue in self._queues:
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self.stats["events_dropped"] += 1
-
     # ================================================================ sending
 
     def _envelope(self, stream: bytes, message: WireMessage, seq: int | None = None) -> bytes:
@@ -874,7 +852,7 @@ class Node:
     # ================================================================ incoming
 
     def _on_incoming(self, inc: Incoming) -> None:
-        if self._closed:
+        if self._tasks.closed:
             return
         try:
             self._dispatch(inc)
@@ -1400,7 +1378,7 @@ class Node:
             case hw.Verdict.STEP_DOWN:
                 if not jr.merging:
                     jr.merging = True
-                    self._spawn(self._merge_into(jr, new.host))
+                    self._tasks.spawn(self._merge_into(jr, new.host))
             case hw.Verdict.REFUSE if judgement.reason == "rejected_claims":
                 self.stats["rejected_claims"] += 1
             case hw.Verdict.REFUSE if judgement.reason:
@@ -1424,7 +1402,7 @@ class Node:
             self._drop_room(jr)
             return
         if outcome.action is StateAction.REJOIN:
-            if not self._closed:
+            if not self._tasks.closed:
                 # The host lost us for a while (a stall, a flaky link): come back and fetch
                 # what we missed, rather than drop out of the room.
                 self._emit(Notice(f"the host of {new.name} lost contact with you: rejoining"))
@@ -1434,9 +1412,9 @@ class Node:
             if outcome.became_host:
                 self._became_host(jr, old)
             elif outcome.stopped_hosting:
-                self._spawn(self._withdraw_room(jr))
+                self._tasks.spawn(self._withdraw_room(jr))
         if jr.core.is_host:
-            self._spawn(self._announce_room(jr))
+            self._tasks.spawn(self._announce_room(jr))
 
     def _became_host(self, jr: _JoinedRoom, old: RoomState) -> None:
         """A handoff made us host: a fresh key shuts out whoever left with the old host."""
@@ -1468,7 +1446,7 @@ class Node:
             self._log.reserve_seq(jr.room_id, self.peer_id, jr.own_seq)
         self._transport.unsubscribe(room_topic(jr.room_id))
         if jr.core.is_host:
-            self._spawn(self._withdraw_room(jr))
+            self._tasks.spawn(self._withdraw_room(jr))
 
     def _room_handle(self, jr: _JoinedRoom) -> Room:
         if jr.handle is None:
@@ -1491,7 +1469,7 @@ class Node:
         if announce_only:
             jr.ever_members.update(rules.member_ids(jr.state))
             self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
-            self._spawn(self._announce_room(jr))
+            self._tasks.spawn(self._announce_room(jr))
             return
         self._after_state_change(jr, old, jr.state)
 
@@ -1743,7 +1721,7 @@ class Node:
         batch = ChatBatch(jr.room_id, self.peer_id, box.first, tuple(box.lines))
         blob = self._codec.sign_record(self.identity, batch)
         self._store_batch(batch, blob)
-        if jr.room_id in self._rooms and not self._closed:
+        if jr.room_id in self._rooms and not self._tasks.closed:
             self._publish_room(jr, Chat(blob), seq=box.first)
 
     def _store_batch(self, batch: ChatBatch, blob: bytes,
@@ -2034,7 +2012,7 @@ class Node:
         if jr.merging:
             return
         jr.merging = True
-        self._spawn(self._rejoin(jr, state, merge))
+        self._tasks.spawn(self._rejoin(jr, state, merge))
 
     async def _rejoin(self, jr: _JoinedRoom, state: RoomState, merge: bool) -> None:
         try:
@@ -2162,7 +2140,7 @@ class Node:
 
     def _on_peer_disconnected(self, peer: bytes) -> None:
         """A peer's connection closed: if it hosts one of our rooms, ask it at once."""
-        if self._closed:
+        if self._tasks.closed:
             return
         now = self._clock.monotonic()
         for jr in list(self._rooms.values()):
@@ -2188,7 +2166,7 @@ class Node:
     # ================================================================ discovery
 
     def _on_discovered_peer(self, card: PeerCard) -> None:
-        if self._closed:
+        if self._tasks.closed:
             return
         try:
             self._offer_cards((card,), DISCOVERY)
@@ -2219,7 +2197,7 @@ class Node:
             del self._directory[(room_id, host)]
 
     async def _announce_room(self, jr: _JoinedRoom) -> None:
-        if not jr.announce or not jr.core.is_host or self._closed:
+        if not jr.announce or not jr.core.is_host or self._tasks.closed:
             return
         s = jr.state
         with contextlib.suppress(Exception):
@@ -2273,20 +2251,6 @@ class Node:
         peer.connected_to = None
         self._emit(Notice(f"{label} refuses connections from this node (banned from a room "
                           "it is in)", "warning"))
-
-    # ================================================================ misc
-
-    def _spawn(self, coro: object) -> None:
-        import inspect
-
-        if not inspect.iscoroutine(coro):
-            return
-        if self._closed:
-            coro.close()
-            return
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
 
 class _Moved(Exception):
