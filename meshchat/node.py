@@ -13,13 +13,12 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nacl.exceptions import CryptoError
-from nacl.secret import SecretBox
 
 from . import admission
 from . import hostwatch as hw
@@ -57,17 +56,12 @@ from .events import (
 )
 from .history import SeqTracker
 from .historysync import Ask, HistorySync, ReplyBudget, Source, newest_that_fit, unused_ranges
-from .identity import Identity, curve_public_of, fingerprint_of, is_valid_peer_id, same_key
+from .identity import Identity, fingerprint_of, same_key
 from .keyring import Keyring
 from .liveness import Liveness, LivenessTable
 from .peertable import DISCOVERY, PeerEffect, PeerTable, Probe, Unprobe
-from .protocol.codec import Codec, Envelope, UnknownType
+from .protocol.codec import Codec, Envelope
 from .protocol.messages import (
-    BROADCAST_TYPES,
-    DIRECT_TYPES,
-    PRESENCE_TYPES,
-    ROOM_INNER_TYPES,
-    ROOM_OUTER_TYPES,
     Broadcast,
     Bye,
     Chat,
@@ -102,6 +96,7 @@ from .protocol.messages import (
 )
 from .runtime.emitter import Emitter
 from .runtime.tasks import Tasks
+from .runtime.wire import TOPIC_BROADCAST, TOPIC_PRESENCE, Wire, room_topic
 from .session import Outbox, StateAction, state_change
 from .storage.log import LogRow
 from .transport.base import Incoming, LinkEvents, Transport
@@ -110,17 +105,10 @@ __all__ = ["BanInfo", "Node", "PeerDetails", "Room", "RoomDetails"]
 
 log = logging.getLogger("meshchat.node")
 
-TOPIC_PRESENCE = b"P"
-TOPIC_BROADCAST = b"B"
-TOPIC_ROOM = b"R"
 SEQ_BLOCK = 1024
 BATCH_LINES = 256  # at most this many lines said in one loop turn share a frame
 BATCH_TEXT_CHARS = 48 * 1024
 BATCH_REF = b"@"  # log rows after a batch's first hold "@" + first seq instead of the blob
-
-
-def room_topic(room_id: bytes) -> bytes:
-    return TOPIC_ROOM + room_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,15 +365,9 @@ class Node:
         self._last_states: dict[bytes, RoomState] = {}
         self._peers: dict[bytes, _Peer] = {}
         self._directory: dict[tuple[bytes, bytes], _Listing] = {}
-        self._futures: dict[int, asyncio.Future[WireMessage]] = {}
-        self._future_peers: dict[int, bytes] = {}  # request id -> the peer it went to
-        self._ping_peers: OrderedDict[int, bytes] = OrderedDict()  # nonce -> pinged peer
-        self._pings: dict[int, asyncio.Future[float]] = {}
         self._events = Emitter(self.stats)
         self._emit = self._events.emit
         self._tasks = Tasks()
-        self._seq: Counter[bytes] = Counter()
-        self._request_ids = 0
         self._directory_changed = asyncio.Event()
         self._me: PeerInfo | None = None
         self._peer_changed = asyncio.Event()
@@ -444,7 +426,6 @@ class Node:
         self._peers_written_at = self._clock.monotonic()
         self._log = MessageLog(self.data_dir / "messages.sqlite")
         self._codec = Codec(self.limits)
-        self._gate = Gate(self.limits)
         self._admission = Admission(self.limits, self._codec, self.peer_id, self._random_bytes)
         self._liveness = LivenessTable(self.timings)
         self.started_at = self._clock.time()
@@ -461,6 +442,8 @@ class Node:
             self._transport: Transport = ZmqTransport(self.limits)
         else:
             self._transport = self._transport_arg
+        self._wire = Wire(self.peer_id, self._codec, self._transport, Gate(self.limits),
+                          self._clock, self.limits, self.stats)
         self._transport.set_link_events(LinkEvents(
             on_handshake_failure=self._on_handshake_failure, on_refused=self._on_refused,
             on_disconnect=self._on_peer_disconnected))
@@ -487,7 +470,7 @@ class Node:
         ))
         self._started = True
         if not self._listen_only:
-            self._publish(TOPIC_PRESENCE, self._heartbeat())
+            self._wire.publish(TOPIC_PRESENCE, self._heartbeat())
         self._tasks.spawn(self._ticker(), name="meshchat-ticker")
 
     def _make_discovery(self) -> Discovery:
@@ -511,13 +494,9 @@ class Node:
             with contextlib.suppress(MeshchatError):
                 await self._leave(room_id, "quit")
         with contextlib.suppress(Exception):
-            self._publish(TOPIC_PRESENCE, Bye(reason))
+            self._wire.publish(TOPIC_PRESENCE, Bye(reason))
         await self._tasks.stop()
-        pending: list[asyncio.Future[WireMessage] | asyncio.Future[float]] = [
-            *self._futures.values(), *self._pings.values()]
-        for fut in pending:
-            if not fut.done():
-                fut.set_exception(NotInRoom("the node is closing"))
+        self._wire.close()
         with contextlib.suppress(Exception):
             await self._discovery.close()
         if self._card_server is not None:
@@ -620,7 +599,7 @@ class Node:
         for pid in ids:
             if pid == self.peer_id:
                 continue
-            if not self._send(pid, message):
+            if not self._wire.send(pid, message):
                 raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
             self._known.pin(pid)
         self._emit(Message(None, self.me, text, True, self._clock.time(), 0,
@@ -631,27 +610,13 @@ class Node:
         pid = self._resolve_id(who)
         if pid == self.peer_id:
             return 0.0
-        nonce = self._next_request_id()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[float] = loop.create_future()
-        self._pings[nonce] = fut
-        started = self._clock.monotonic()
-        try:
-            if not self._send_ping(pid, nonce):
-                raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
-            try:
-                async with asyncio.timeout(self.timings.request_timeout_s):
-                    answered = await fut
-            except TimeoutError as exc:
-                raise Timeout(f"no answer from {self._peer_info(pid).label}") from exc
-            return answered - started
-        finally:
-            self._pings.pop(nonce, None)
+        return await self._wire.ping(pid, self._peer_info(pid).label,
+                                     self.timings.request_timeout_s)
 
     async def broadcast(self, text: str) -> None:
         """A line to every node on the network."""
         text = self._check_text(text)
-        self._publish(TOPIC_BROADCAST, Broadcast(text))
+        self._wire.publish(TOPIC_BROADCAST, Broadcast(text))
         self._emit(BroadcastReceived(self.me, text, self._clock.time()))
 
     async def rename(self, new_name: str) -> None:
@@ -672,7 +637,7 @@ class Node:
         self._settings.renamed_at = now
         self._settings_store.save(self._settings)
         self.name = new_name
-        self._publish(TOPIC_PRESENCE, self._heartbeat())
+        self._wire.publish(TOPIC_PRESENCE, self._heartbeat())
         with contextlib.suppress(Exception):
             await self._discovery.update_node(self._card())
         for jr in self._rooms.values():
@@ -686,7 +651,7 @@ class Node:
         self.color = color
         self._settings.color = color
         self._settings_store.save(self._settings)
-        self._publish(TOPIC_PRESENCE, self._heartbeat())
+        self._wire.publish(TOPIC_PRESENCE, self._heartbeat())
 
     @property
     def former_names(self) -> list[str]:
@@ -765,35 +730,7 @@ class Node:
             raise MeshchatError(f"a message is at most {self.limits.max_text_chars} characters")
         return text
 
-    def _next_request_id(self) -> int:
-        self._request_ids += 1
-        return self._request_ids
-
     # ================================================================ sending
-
-    def _envelope(self, stream: bytes, message: WireMessage, seq: int | None = None) -> bytes:
-        if seq is None:
-            self._seq[stream] += 1
-            seq = self._seq[stream]
-        return self._codec.encode(Envelope(self.peer_id, seq, self._clock.time(), message))
-
-    def _publish(self, topic: bytes, message: WireMessage) -> None:
-        self._transport.publish(topic, self._envelope(topic, message))
-
-    def _send(self, pid: bytes, message: WireMessage) -> bool:
-        ok = self._transport.send(pid, self._envelope(b"D", message))
-        if not ok:
-            self.stats["send_failed"] += 1
-        return ok
-
-    def _send_ping(self, pid: bytes, nonce: int | None = None) -> bool:
-        """A Ping whose Pong only ``pid`` may answer (the authority table's "asked")."""
-        if nonce is None:
-            nonce = self._next_request_id()
-        self._ping_peers[nonce] = pid
-        while len(self._ping_peers) > self.limits.max_rate_entries:
-            self._ping_peers.popitem(last=False)
-        return self._send(pid, Ping(nonce))
 
     def _roles(self, peer: bytes, m: WireMessage, jr: _JoinedRoom | None = None) -> Role:
         """What ``peer`` is to us for message ``m``: the facts the authority table asks."""
@@ -820,31 +757,17 @@ class Node:
                 roles |= Role.ASKED
             if isinstance(m, StatePush) and now - jr.state_from.get(peer, -1e9) < window:
                 roles |= Role.ASKED
-        match m:
-            case Pong(nonce=nonce) if self._ping_peers.get(nonce) == peer:
-                roles |= Role.ASKED
-            case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult() if (
-                    self._future_peers.get(m.request_id) == peer):
-                roles |= Role.ASKED
         return roles
 
     def _authorized(self, peer: bytes, m: WireMessage, socket: str,
                     jr: _JoinedRoom | None = None) -> bool:
         """The one gate: the authority table and the per-peer rate limits."""
-        refusal = self._gate.admit(peer, m, socket, self._roles(peer, m, jr),
-                                   self._clock.monotonic())
-        if refusal is None:
-            return True
-        self.stats["dropped_" + refusal.reason] += 1
-        return False
+        return self._wire.authorized(peer, m, socket, self._roles(peer, m, jr))
 
     def _publish_room(self, jr: _JoinedRoom, message: WireMessage, seq: int | None = None,
                       epoch: int | None = None) -> None:
         epoch = epoch if epoch is not None else self._send_epoch(jr)
-        inner = self._envelope(room_topic(jr.room_id), message, seq)
-        box = SecretBox(jr.keys[epoch]).encrypt(inner)
-        outer = Sealed(jr.room_id, epoch, bytes(box))
-        self._transport.publish(room_topic(jr.room_id), self._envelope(b"S", outer))
+        self._wire.publish_sealed(jr.room_id, epoch, jr.keys[epoch], message, seq)
 
     def _send_epoch(self, jr: _JoinedRoom) -> int:
         return jr.keys.send_epoch(jr.state.key_epoch)
@@ -863,69 +786,35 @@ class Node:
             self.stats["dropped_error"] += 1
             log.debug("frame from %s refused: %s", fingerprint_of(inc.peer_id), exc)
 
-    def _decode(self, payload: bytes, allowed: tuple[type[WireMessage], ...],
-                peer: bytes | None) -> Envelope | None:
-        try:
-            env = self._codec.decode(payload, allowed)
-        except UnknownType:
-            self.stats["dropped_unknown_type"] += 1
-            return None
-        except ProtocolError:
-            self.stats["dropped_malformed"] += 1
-            return None
-        if peer is not None and env.sender != peer:
-            self.stats["dropped_spoofed"] += 1
-            return None
-        return env
-
     def _dispatch(self, inc: Incoming) -> None:
         now = self._clock.time()
-        peer = inc.peer_id
-        if inc.kind == "direct":
-            if not peer:
-                # A key the transport cannot name yet (a first Hello): the envelope names the
-                # sender, who must own the CURVE key that authenticated the connection.
-                env = self._decode(inc.payload, DIRECT_TYPES, None)
-                if env is None:
-                    return
-                if not is_valid_peer_id(env.sender) or \
-                        curve_public_of(env.sender) != inc.curve_key:
-                    self.stats["dropped_spoofed"] += 1
-                    return
-                peer = env.sender
-            else:
-                env = self._decode(inc.payload, DIRECT_TYPES, peer)
-            if env is None:
-                return
+        frame = self._wire.open(inc)
+        if frame is None:
+            return
+        peer, env = frame.peer, frame.env
+        if frame.socket == "direct":
             self._heard(peer)
             if self._authorized(peer, env.message, "direct"):
-                self._on_direct(peer, env, inc.peer_address, now)
-            return
-        topic = inc.topic
-        if topic == TOPIC_PRESENCE:
-            env = self._decode(inc.payload, PRESENCE_TYPES, peer)
-            if env is None or not self._authorized(peer, env.message, "presence"):
+                self._on_direct(peer, env, frame.address, now)
+        elif frame.socket == "presence":
+            if not self._authorized(peer, env.message, "presence"):
                 return
             match env.message:
                 case Heartbeat() as hb:
                     self._on_heartbeat(peer, hb)
                 case Bye(reason=reason):
                     self._on_peer_gone(peer, "quit" if reason in ("quit", "") else reason)
-        elif topic == TOPIC_BROADCAST:
-            env = self._decode(inc.payload, BROADCAST_TYPES, peer)
-            if env is None or not self._authorized(peer, env.message, "broadcast"):
+        elif frame.socket == "broadcast":
+            if not self._authorized(peer, env.message, "broadcast"):
                 return
             self._heard(peer)
             if isinstance(env.message, Broadcast):
                 self._emit(BroadcastReceived(self._peer_info(peer), env.message.text,
                                              env.sent_at))
-        elif topic.startswith(TOPIC_ROOM):
-            env = self._decode(inc.payload, ROOM_OUTER_TYPES, peer)
-            if env is None:
-                return
+        else:
             self._heard(peer)
             sealed = env.message
-            if not isinstance(sealed, Sealed) or room_topic(sealed.room_id) != topic:
+            if not isinstance(sealed, Sealed) or room_topic(sealed.room_id) != frame.topic:
                 self.stats["dropped_topic"] += 1
                 return
             jr = self._rooms.get(sealed.room_id)
@@ -939,8 +828,6 @@ class Node:
                     self._ask_to_rejoin(jr, peer)
                 return
             self._open_sealed(jr, peer, sealed, now)
-        else:
-            self.stats["dropped_topic"] += 1
 
     def _heard(self, peer: bytes) -> None:
         self._liveness.heard(peer, self._clock.monotonic())
@@ -1030,7 +917,7 @@ class Node:
         if is_new:
             self._liveness.heard(pid, self._clock.monotonic())
             if not self._listen_only and not probed:
-                self._send(pid, Hello(self._card(), self.started_at, self.color))
+                self._wire.send(pid, Hello(self._card(), self.started_at, self.color))
             self._emit(PeerDiscovered(self._peer_info(pid)))
             self._peer_changed.set()
 
@@ -1049,7 +936,7 @@ class Node:
                         card.peer_id, self._pick_address(card.addresses), card.router_port,
                         card.pub_port, subscribe=self._listen_only)
                     if not self._listen_only:
-                        self._send(card.peer_id, Hello(self._card(), self.started_at,
+                        self._wire.send(card.peer_id, Hello(self._card(), self.started_at,
                                                        self.color))
                 case Unprobe(peer_id=pid):
                     if pid not in self._peers:
@@ -1158,19 +1045,16 @@ class Node:
                 if peer in self._peers:  # a refused one (a twin, one too many) learns nothing
                     cards = [p.card for pid, p in self._peers.items()
                              if pid != peer and p.card.addresses]
-                    self._send(peer, Peers(tuple(cards[: self.limits.max_collection_items])))
+                    self._wire.send(peer, Peers(tuple(cards[: self.limits.max_collection_items])))
             case Peers():
                 probed = self._peertable.candidate_card(peer)
                 if probed is not None:  # a candidate answered our Hello: that proves it
                     self._learn_peer(probed, "hello", address_hint=address)
                 self._offer_cards(m.peers, peer)
             case Ping():
-                self._send(peer, Pong(m.nonce))
+                self._wire.send(peer, Pong(m.nonce))
             case Pong():
-                self._ping_peers.pop(m.nonce, None)
-                ping = self._pings.get(m.nonce)
-                if ping is not None and not ping.done():
-                    ping.set_result(self._clock.monotonic())
+                self._wire.take_pong(m)
                 pong = hw.PongFrom(self._clock.monotonic(), peer, m.nonce)
                 for jr in list(self._rooms.values()):
                     if jr.watch is not None:
@@ -1185,9 +1069,7 @@ class Node:
             case JoinRequest():
                 self._on_join_request(peer, m, now, address)
             case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult():
-                fut = self._futures.get(m.request_id)
-                if fut is not None and not fut.done():
-                    fut.set_result(m)
+                self._wire.take_reply(m)
             case Leave():
                 left = self._rooms.get(m.room_id)
                 if left is not None and left.core.is_host and rules.is_member(left.state, peer):
@@ -1207,7 +1089,7 @@ class Node:
                 # key): after a merge, our former members follow our answer to the room's
                 # current host. The key goes to current members only.
                 if asked is not None:
-                    self._send(peer, StatePush(asked.room_id, asked.core.blob))
+                    self._wire.send(peer, StatePush(asked.room_id, asked.core.blob))
                     epoch = asked.state.key_epoch
                     if (asked.core.is_host and epoch in asked.keys
                             and rules.is_member(asked.state, peer)):
@@ -1226,12 +1108,7 @@ class Node:
             self.stats["dropped_no_key"] += jr.keys.park(peer, sealed, self._clock.monotonic())
             self._ask_state(jr, jr.state.host)  # a key we missed: the host sends it again
             return
-        try:
-            inner_bytes = SecretBox(key).decrypt(sealed.box)
-        except CryptoError:
-            self.stats["dropped_undecryptable"] += 1
-            return
-        env = self._decode(inner_bytes, ROOM_INNER_TYPES, peer)
+        env = self._wire.unseal(peer, sealed, key)
         if env is None or not self._authorized(peer, env.message, "inner", jr):
             return
         match env.message:
@@ -1288,7 +1165,7 @@ class Node:
 
     def _send_ask(self, jr: _JoinedRoom, ask: Ask | None) -> None:
         if ask is not None and ask.peer != self.peer_id:
-            self._send(ask.peer, HistoryRequest(jr.room_id, ask.ranges))
+            self._wire.send(ask.peer, HistoryRequest(jr.room_id, ask.ranges))
             self.stats["history_requests"] += 1
 
     def _on_history_request(self, peer: bytes, m: HistoryRequest) -> None:
@@ -1317,7 +1194,7 @@ class Node:
                 upto = rows[-1].seq if len(rows) >= rows_per_range else min(r.last, jr.own_seq)
                 void.extend(unused_ranges(r.sender, r.first, upto, [row.seq for row in rows]))
         # Always an answer, even an empty one: the asker learns there is nothing more here.
-        self._send(peer, HistoryReply(jr.room_id, tuple(records),
+        self._wire.send(peer, HistoryReply(jr.room_id, tuple(records),
                                       tuple(void[: self.limits.max_void_ranges])))
 
     def _on_history_reply(self, peer: bytes, m: HistoryReply) -> None:
@@ -1357,7 +1234,7 @@ class Node:
             jr.state_from[peer] = now
             if len(jr.state_from) > self.limits.max_peers:
                 jr.state_from.pop(next(iter(jr.state_from)))
-            self._send(peer, StateRequest(jr.room_id))
+            self._wire.send(peer, StateRequest(jr.room_id))
 
     # ---------------------------------------------------------------- rooms: state
 
@@ -1479,7 +1356,7 @@ class Node:
         self._publish_room(jr, StateAnnounce(jr.core.blob), epoch=seal_epoch)
         for m in jr.state.members:
             if m.peer_id != self.peer_id:
-                self._send(m.peer_id, StatePush(jr.room_id, jr.core.blob))
+                self._wire.send(m.peer_id, StatePush(jr.room_id, jr.core.blob))
 
     def _new_key(self, jr: _JoinedRoom) -> int:
         """A fresh room key, kept in the (bounded) key ring; its epoch."""
@@ -1494,7 +1371,7 @@ class Node:
         targets = to if to is not None else rules.member_ids(jr.state)
         for pid in targets:
             if pid != self.peer_id:
-                self._send(pid, KeyUpdate(jr.room_id, epoch, rules.seal_key(self.identity, pid,
+                self._wire.send(pid, KeyUpdate(jr.room_id, epoch, rules.seal_key(self.identity, pid,
                                                                             key)))
 
     def _host_remove(self, jr: _JoinedRoom, peer: bytes, change: str, reason: str) -> None:
@@ -1509,7 +1386,7 @@ class Node:
         jr.core.remove_member(peer, change, reason, new_epoch=epoch)
         self._distribute_key(jr, epoch)
         if change in (rules.KICKED, rules.BANNED):
-            self._send(peer, StatePush(jr.room_id, jr.core.blob))
+            self._wire.send(peer, StatePush(jr.room_id, jr.core.blob))
         self._host_publish(jr, old)
 
     def _on_join_request(self, peer: bytes, req: JoinRequest, now: float, address: str = ""
@@ -1524,9 +1401,9 @@ class Node:
         match decision:
             case Refuse(reason=reason, detail=detail):
                 self.stats["dropped_join_" + reason] += 1
-                self._send(peer, JoinRefusal(req.room_id, req.request_id, reason, detail))
+                self._wire.send(peer, JoinRefusal(req.room_id, req.request_id, reason, detail))
             case Challenge():
-                self._send(peer, JoinChallenge(req.room_id, req.request_id, decision.salt,
+                self._wire.send(peer, JoinChallenge(req.room_id, req.request_id, decision.salt,
                                                decision.nonce, decision.opslimit,
                                                decision.memlimit))
             case Admit() if jr is not None:
@@ -1551,7 +1428,7 @@ class Node:
                                               self.limits.max_frame_bytes // 2):])
         heads = () if full_history else jr.sync.join_heads((row.sender, row.seq)
                                                            for row in rows)
-        self._send(peer, JoinAccept(jr.room_id, request_id, jr.core.blob,
+        self._wire.send(peer, JoinAccept(jr.room_id, request_id, jr.core.blob,
                                     rules.seal_key(self.identity, peer, jr.keys[epoch]), epoch,
                                     history, heads))
         self._host_publish(jr, old)
@@ -1560,7 +1437,7 @@ class Node:
         jr = self._rooms.get(cmd.room_id)
 
         def answer(ok: bool, error: str = "", detail: str = "") -> None:
-            self._send(peer, CommandResult(cmd.room_id, cmd.request_id, ok, error, detail))
+            self._wire.send(peer, CommandResult(cmd.room_id, cmd.request_id, ok, error, detail))
 
         if jr is None:
             answer(False, "not_found", "no such room here")
@@ -1576,7 +1453,7 @@ class Node:
         now = self._clock.monotonic()
         if now - jr.told_to_rejoin.get(peer, -1e9) > self.timings.gap_fill_interval_s:
             jr.told_to_rejoin[peer] = now
-            self._send(peer, StatePush(jr.room_id, jr.core.blob))
+            self._wire.send(peer, StatePush(jr.room_id, jr.core.blob))
 
     def _on_key_update(self, peer: bytes, m: KeyUpdate) -> None:
         jr = self._rooms.get(m.room_id)
@@ -1655,20 +1532,13 @@ class Node:
 
     async def _remote_host_op(self, jr: _JoinedRoom, op: str, args: Sequence[str]) -> None:
         """Ask the host: it refuses anything host-only from a non-host, and says so."""
-        rid = self._next_request_id()
-        fut: asyncio.Future[WireMessage] = asyncio.get_running_loop().create_future()
-        self._futures[rid] = fut
-        self._future_peers[rid] = jr.state.host
+        rid = self._wire.next_request_id()
+        command = HostCommand(jr.room_id, rid, op, tuple(a for a in args if a))
         try:
-            self._send(jr.state.host, HostCommand(jr.room_id, rid, op, tuple(a for a in args
-                                                                                 if a)))
-            try:
-                reply = await asyncio.wait_for(fut, self.timings.request_timeout_s)
-            except TimeoutError as exc:
-                raise NotHost(f"only the host can {mod.verb(op)}") from exc
-        finally:
-            self._futures.pop(rid, None)
-            self._future_peers.pop(rid, None)
+            reply = await self._wire.request_once(jr.state.host, command, rid,
+                                                  self.timings.request_timeout_s)
+        except TimeoutError as exc:
+            raise NotHost(f"only the host can {mod.verb(op)}") from exc
         if isinstance(reply, CommandResult) and not reply.ok:
             raise NotHost(reply.detail or f"only the host can {mod.verb(op)}")
 
@@ -1796,30 +1666,6 @@ class Node:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._directory_changed.wait(), wait_until - now)
 
-    async def _request(self, pid: bytes, message: WireMessage, rid: int, timeout: float
-                       ) -> WireMessage:
-        fut: asyncio.Future[WireMessage] = asyncio.get_running_loop().create_future()
-        self._futures[rid] = fut
-        self._future_peers[rid] = pid
-        try:
-            deadline = self._clock.monotonic() + timeout
-            sent = self._send(pid, message)
-            while not sent and not fut.done() and self._clock.monotonic() < deadline:
-                await self._clock.sleep(0.05)
-                sent = self._send(pid, message)
-            if fut.done():  # refused before it could even be sent (the peer denies our key)
-                return fut.result()
-            if not sent:
-                raise Timeout("the host cannot be reached")
-            try:
-                async with asyncio.timeout(max(0.0, deadline - self._clock.monotonic())):
-                    return await fut
-            except TimeoutError as exc:
-                raise Timeout("the host did not answer") from exc
-        finally:
-            self._futures.pop(rid, None)
-            self._future_peers.pop(rid, None)
-
     async def _join_listing(self, listing: _Listing, password: str | None,
                             merge_token: bytes = b"", rejoin: bool = False) -> Room:
         host_id = listing.host.peer_id
@@ -1831,10 +1677,10 @@ class Node:
         if listing.room_id in self._rooms and not (merge_token or rejoin):
             return self._room_handle(self._rooms[listing.room_id])
         self._learn_peer(listing.host, "introduction")
-        rid = self._next_request_id()
+        rid = self._wire.next_request_id()
         request = JoinRequest(listing.room_id, self.name, rid, b"", b"", merge_token)
         try:
-            reply = await self._request(host_id, request, rid, self.timings.join_timeout_s)
+            reply = await self._wire.request(host_id, request, rid, self.timings.join_timeout_s)
         except Timeout:
             # A host that banned us refuses our key at the transport, so it cannot say so;
             # the last state we saw of the room can.
@@ -1855,9 +1701,9 @@ class Node:
                 rules.password_proof, password, reply.salt, reply.opslimit, reply.memlimit,
                 listing.room_id, self.peer_id, reply.nonce,
             )
-            rid = self._next_request_id()
+            rid = self._wire.next_request_id()
             request = JoinRequest(listing.room_id, self.name, rid, reply.nonce, proof, b"")
-            reply = await self._request(host_id, request, rid, self.timings.join_timeout_s)
+            reply = await self._wire.request(host_id, request, rid, self.timings.join_timeout_s)
         if isinstance(reply, JoinRefusal):
             if reply.reason == "moved":
                 held = self._rooms.get(listing.room_id)
@@ -1960,7 +1806,7 @@ class Node:
             self._drop_room(jr)
             await self._withdraw_room(jr)
         else:
-            self._send(jr.state.host, Leave(room_id, "quit" if reason == "quit" else "left"))
+            self._wire.send(jr.state.host, Leave(room_id, "quit" if reason == "quit" else "left"))
             self._drop_room(jr)
 
     # ---------------------------------------------------------------- partitions
@@ -1995,8 +1841,8 @@ class Node:
             if winner is None or winner.state.host != other_host:
                 return
             for pid in members:
-                self._send(pid, Peers((peer.card,)))
-                self._send(pid, StatePush(jr.room_id, winner.core.blob))
+                self._wire.send(pid, Peers((peer.card,)))
+                self._wire.send(pid, StatePush(jr.room_id, winner.core.blob))
             self._emit(Notice(f"the network healed: {old_state.name} merged into the room "
                               f"hosted by {self._peer_info(other_host).name}"))
         except MeshchatError as exc:
@@ -2106,10 +1952,10 @@ class Node:
         now = self._clock.monotonic()
         self._tick_peers(now)
         if not self._listen_only:
-            self._publish(TOPIC_PRESENCE, self._heartbeat(include_known=beat % 20 == 0))
+            self._wire.publish(TOPIC_PRESENCE, self._heartbeat(include_known=beat % 20 == 0))
         for peer, state in self._liveness.tick(now):
             if state is Liveness.EVASIVE:
-                self._send_ping(peer)
+                self._wire.send_ping(peer)
             elif state is Liveness.GONE:
                 self._on_peer_gone(peer, "vanished")
         gap_every = max(1, round(self.timings.gap_fill_interval_s / self.timings.
@@ -2126,7 +1972,7 @@ class Node:
     def _watch(self, jr: _JoinedRoom) -> hw.HostWatch:
         if jr.watch is None:
             jr.watch = hw.HostWatch(self.peer_id, jr.state, self._clock.monotonic(),
-                                    self.timings, self.limits, self._next_request_id)
+                                    self.timings, self.limits, self._wire.next_request_id)
         return jr.watch
 
     def _run_watch(self, jr: _JoinedRoom, event: hw.Input) -> None:
@@ -2134,7 +1980,7 @@ class Node:
         for effect in self._watch(jr).handle(event):
             match effect:
                 case hw.SendPing(peer=peer, nonce=nonce):
-                    self._send_ping(peer, nonce)
+                    self._wire.send_ping(peer, nonce)
                 case hw.Claim(vanished=vanished):
                     self._maybe_claim(jr, vanished)
 
@@ -2239,10 +2085,7 @@ class Node:
         self.stats["refused_by_peer"] += 1
         label = self._peer_info(pid).label
         refusal = JoinRefused("banned", f"{label} refuses this node's key: you are banned")
-        for rid, target in list(self._future_peers.items()):
-            fut = self._futures.get(rid)
-            if target == pid and fut is not None and not fut.done():
-                fut.set_exception(refusal)
+        self._wire.fail_requests_to(pid, refusal)
         peer = self._peers.get(pid)
         if peer is None:
             return  # a card we were only probing: nothing to tell the user
