@@ -27,7 +27,6 @@ from . import room as rules
 from .admission import Admission, Admit, Challenge, Lineage, Refuse
 from .authority import Gate, Role
 from .clock import Clock, as_clock
-from .commands import validate_name
 from .config import Limits, Timings
 from .discovery.base import Discovery, DiscoveryHandlers, RoomAnnouncement
 from .errors import (
@@ -38,7 +37,6 @@ from .errors import (
     NotInRoom,
     PeerNotFound,
     ProtocolError,
-    RenameTooSoon,
     RoomNotFound,
     Timeout,
 )
@@ -47,8 +45,6 @@ from .events import (
     Event,
     Message,
     Notice,
-    PeerDiscovered,
-    PeerGone,
     PeerInfo,
     PeerLeft,
     Renamed,
@@ -56,10 +52,10 @@ from .events import (
 )
 from .history import SeqTracker
 from .historysync import Ask, HistorySync, ReplyBudget, Source, newest_that_fit, unused_ranges
-from .identity import Identity, fingerprint_of, same_key
+from .identity import Identity, fingerprint_of
 from .keyring import Keyring
-from .liveness import Liveness, LivenessTable
-from .peertable import DISCOVERY, PeerEffect, PeerTable, Probe, Unprobe
+from .liveness import LivenessTable
+from .peertable import PeerTable
 from .protocol.codec import Codec, Envelope
 from .protocol.messages import (
     Broadcast,
@@ -95,6 +91,8 @@ from .protocol.messages import (
     WireMessage,
 )
 from .runtime.emitter import Emitter
+from .runtime.local import LocalPeer
+from .runtime.peers import PeerBook
 from .runtime.tasks import Tasks
 from .runtime.wire import TOPIC_BROADCAST, TOPIC_PRESENCE, Wire, room_topic
 from .session import Outbox, StateAction, state_change
@@ -244,7 +242,7 @@ class Room:
 
     @property
     def host(self) -> PeerInfo:
-        return self._node._peer_info(self._state.host)
+        return self._node._peers.info(self._state.host)
 
     @property
     def is_host(self) -> bool:
@@ -252,7 +250,7 @@ class Room:
 
     @property
     def members(self) -> list[PeerInfo]:
-        return [self._node._peer_info(m.peer_id, m.name) for m in self._state.members]
+        return [self._node._peers.info(m.peer_id, m.name) for m in self._state.members]
 
     @property
     def locked(self) -> bool:
@@ -363,14 +361,11 @@ class Node:
         self._started = False
         self._rooms: dict[bytes, _JoinedRoom] = {}
         self._last_states: dict[bytes, RoomState] = {}
-        self._peers: dict[bytes, _Peer] = {}
         self._directory: dict[tuple[bytes, bytes], _Listing] = {}
         self._events = Emitter(self.stats)
         self._emit = self._events.emit
         self._tasks = Tasks()
         self._directory_changed = asyncio.Event()
-        self._me: PeerInfo | None = None
-        self._peer_changed = asyncio.Event()
 
     # ================================================================ lifecycle
 
@@ -402,38 +397,19 @@ class Node:
         self.identity: Identity = load_or_create_identity(self.data_dir)
         self.peer_id = self.identity.peer_id
         self.fingerprint = self.identity.fingerprint
-        self._settings_store = SettingsStore(self.data_dir)
-        self._settings = self._settings_store.load()
-        name = self._requested_name or self._settings.name
-        if not name:
-            raise MeshchatError("no name: pass name=... (the CLI asks for one on first start)")
-        name = name.strip()
-        problem = validate_name(name)
-        if problem is not None:
-            raise MeshchatError(f"bad name {name!r}: {problem}")
-        if name != self._settings.name:
-            self._settings.name = name
-            self._settings_store.save(self._settings)
-        self.name = name
-        if self._requested_color:
-            self._settings.color = self._requested_color
-            self._settings_store.save(self._settings)
-        self.color = self._settings.color or ""
-        self._known = KnownPeers(self.data_dir, max_peers=self.limits.max_known_peers,
-                                 max_pinned=self.limits.max_pinned_peers)
-        self._peertable = PeerTable(self.limits, self.peer_id, self.stats)
-        self._peers_write: asyncio.Future[bool] | None = None
-        self._peers_written_at = self._clock.monotonic()
+        self._me = me = LocalPeer.load(self.identity, SettingsStore(self.data_dir),
+                                       self._requested_name, self._requested_color)
+        known = KnownPeers(self.data_dir, max_peers=self.limits.max_known_peers,
+                           max_pinned=self.limits.max_pinned_peers)
         self._log = MessageLog(self.data_dir / "messages.sqlite")
         self._codec = Codec(self.limits)
         self._admission = Admission(self.limits, self._codec, self.peer_id, self._random_bytes)
-        self._liveness = LivenessTable(self.timings)
-        self.started_at = self._clock.time()
+        me.started_at = self._clock.time()
         self._started_mono = self._clock.monotonic()
 
         addresses = (["127.0.0.1"] if self._loopback_only
                      else resolve_interfaces(self._interfaces))
-        self._addresses = tuple(addresses)
+        me.addresses = tuple(addresses)
         bind = addresses if (self._interfaces or self._loopback_only) else ["*"]
 
         if self._transport_arg is None:
@@ -444,12 +420,19 @@ class Node:
             self._transport = self._transport_arg
         self._wire = Wire(self.peer_id, self._codec, self._transport, Gate(self.limits),
                           self._clock, self.limits, self.stats)
+        self._peers = PeerBook(
+            me, self._wire, self._transport, known,
+            PeerTable(self.limits, self.peer_id, self.stats), LivenessTable(self.timings),
+            self._emit, self._tasks, self._clock, self.limits, self.stats,
+            listen_only=self._listen_only,
+            room_states=lambda: [jr.state for jr in self._rooms.values()],
+            on_gone=self._peer_gone, on_renamed=self._peer_renamed)
         self._transport.set_link_events(LinkEvents(
-            on_handshake_failure=self._on_handshake_failure, on_refused=self._on_refused,
+            on_handshake_failure=self._peers.handshake_failed, on_refused=self._peers.refused,
             on_disconnect=self._on_peer_disconnected))
         ports = await self._transport.start(self.identity, bind, self._on_incoming)
-        self._router_port = ports.router_port
-        self._pub_port = ports.pub_port
+        me.router_port = ports.router_port
+        me.pub_port = ports.pub_port
         for topic in (TOPIC_PRESENCE, TOPIC_BROADCAST):
             self._transport.subscribe(topic)
 
@@ -458,13 +441,13 @@ class Node:
         if self._discovery_arg is None:
             from .discovery.static import CardServer
 
-            self._card_server = CardServer(self.identity, self._card)
+            self._card_server = CardServer(self.identity, me.card)
             card_port = await self._card_server.start(list(bind), self._card_port_wanted)
-        self._card_port = card_port
+        me.card_port = card_port
         self._discovery = self._discovery_arg or self._make_discovery()
-        await self._discovery.start(self._card(), DiscoveryHandlers(
-            on_peer=self._on_discovered_peer,
-            on_peer_removed=self._on_discovery_peer_removed,
+        await self._discovery.start(me.card(), DiscoveryHandlers(
+            on_peer=self._peers.discovered,
+            on_peer_removed=self._peers.discovery_removed,
             on_room=self._on_discovered_room,
             on_room_removed=self._on_discovered_room_removed,
         ))
@@ -480,7 +463,8 @@ class Node:
         if self._use_mdns and not self._loopback_only:
             from .discovery.mdns import MdnsDiscovery
 
-            parts.append(MdnsDiscovery(list(self._addresses), announce=not self._listen_only))
+            parts.append(MdnsDiscovery(list(self._me.addresses),
+                                       announce=not self._listen_only))
         if self._static_peers:
             parts.append(StaticDiscovery(self._static_peers, self.identity))
         return CombinedDiscovery(*parts)
@@ -504,7 +488,7 @@ class Node:
                 await self._card_server.close()
         await self._transport.close(self.timings.linger_s)
         self._log.close()
-        self._known.flush()
+        self._peers.close()
         if self._scratch is not None:
             self._scratch.cleanup()
 
@@ -512,31 +496,39 @@ class Node:
 
     @property
     def me(self) -> PeerInfo:
-        info = self._me
-        if info is None or info.name != self.name or info.color != self.color:
-            info = self._me = PeerInfo(self.name, self.fingerprint, self._addresses,
-                                       self.peer_id, self.color)
-        return info
+        return self._me.info
+
+    @property
+    def name(self) -> str:
+        return self._me.name
+
+    @property
+    def color(self) -> str:
+        return self._me.color
+
+    @property
+    def started_at(self) -> float:
+        return self._me.started_at
 
     @property
     def address(self) -> str:
         """'IP:PORT' that others can pass to ``--peer``."""
-        return f"{self._addresses[0] if self._addresses else '127.0.0.1'}:{self._card_port}"
+        me = self._me
+        return f"{me.addresses[0] if me.addresses else '127.0.0.1'}:{me.card_port}"
 
     def uptime(self) -> float:
         return self._clock.monotonic() - self._started_mono
 
     def peers(self) -> list[PeerInfo]:
         """The peers currently alive on the network, not counting this node."""
-        return [self._peer_info(pid) for pid in self._peers
-                if self._liveness.state(pid) is not Liveness.GONE]
+        return self._peers.alive()
 
     def joined_rooms(self) -> list[Room]:
         return [self._room_handle(jr) for jr in self._rooms.values()]
 
     def resolve(self, who: str) -> PeerInfo:
         """A peer by name (case-insensitive) or fingerprint prefix; this node included."""
-        return self._peer_info(self._resolve_id(who))
+        return self._peers.info(self._peers.resolve(who))
 
     def events(self) -> AsyncIterator[Event]:
         """A stream of every event from now on (each call gets its own)."""
@@ -590,7 +582,7 @@ class Node:
         for who in targets:
             for part in who.split(","):
                 if part.strip():
-                    pid = self._resolve_id(part.strip())
+                    pid = self._peers.resolve(part.strip())
                     if pid not in ids:
                         ids.append(pid)
         if not ids:
@@ -600,17 +592,17 @@ class Node:
             if pid == self.peer_id:
                 continue
             if not self._wire.send(pid, message):
-                raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
-            self._known.pin(pid)
+                raise PeerNotFound(f"{self._peers.info(pid).label} cannot be reached")
+            self._peers.pin(pid)
         self._emit(Message(None, self.me, text, True, self._clock.time(), 0,
-                           tuple(self._peer_info(p) for p in ids)))
+                           tuple(self._peers.info(p) for p in ids)))
 
     async def ping(self, who: str) -> float:
         """Round-trip time to a peer in seconds."""
-        pid = self._resolve_id(who)
+        pid = self._peers.resolve(who)
         if pid == self.peer_id:
             return 0.0
-        return await self._wire.ping(pid, self._peer_info(pid).label,
+        return await self._wire.ping(pid, self._peers.info(pid).label,
                                      self.timings.request_timeout_s)
 
     async def broadcast(self, text: str) -> None:
@@ -621,25 +613,12 @@ class Node:
 
     async def rename(self, new_name: str) -> None:
         """Change this node's name; allowed once per ``Timings.rename_interval_s``."""
-        new_name = new_name.strip()
-        problem = validate_name(new_name)
-        if problem is not None:
-            raise MeshchatError(f"bad name {new_name!r}: {problem}")
-        if new_name == self.name:
+        old = self._me.rename(new_name, self._clock.time(), self.timings.rename_interval_s)
+        if old is None:
             return
-        now = self._clock.time()
-        last = self._settings.renamed_at
-        if last is not None and now < last + self.timings.rename_interval_s:
-            raise RenameTooSoon(last + self.timings.rename_interval_s)
-        old = self.name
-        self._settings.former_names.append((old, now))
-        self._settings.name = new_name
-        self._settings.renamed_at = now
-        self._settings_store.save(self._settings)
-        self.name = new_name
         self._wire.publish(TOPIC_PRESENCE, self._heartbeat())
         with contextlib.suppress(Exception):
-            await self._discovery.update_node(self._card())
+            await self._discovery.update_node(self._me.card())
         for jr in self._rooms.values():
             if jr.core.is_host:
                 signed = jr.core.member_renamed(self.peer_id, new_name)
@@ -648,80 +627,32 @@ class Node:
         self._emit(Renamed(self.me, old, new_name))
 
     def set_color(self, color: str) -> None:
-        self.color = color
-        self._settings.color = color
-        self._settings_store.save(self._settings)
+        self._me.set_color(color)
         self._wire.publish(TOPIC_PRESENCE, self._heartbeat())
 
     @property
     def former_names(self) -> list[str]:
-        return [n for n, _ in self._settings.former_names]
+        return self._me.former_names
 
     def peer_details(self, who: str) -> PeerDetails:
-        pid = self._resolve_id(who)
-        info = self._peer_info(pid)
+        pid = self._peers.resolve(who)
+        info = self._peers.info(pid)
         if pid == self.peer_id:
-            return PeerDetails(info, self._addresses, self._router_port, self._pub_port,
-                               self._card_port, tuple(self.former_names), None,
-                               self.started_at, "self")
+            me = self._me
+            return PeerDetails(info, me.addresses, me.router_port, me.pub_port, me.card_port,
+                               tuple(self.former_names), None, me.started_at, "self")
         peer = self._peers.get(pid)
         card = peer.card if peer else None
-        former = tuple(n for n in self._known.former_names(pid) if n != info.name)
-        known = self._known.get(pid)
+        former = tuple(n for n in self._peers.known.former_names(pid) if n != info.name)
+        known = self._peers.known.get(pid)
         first_seen = getattr(known, "first_seen", None) if known is not None else None
         return PeerDetails(
             info, card.addresses if card else (), card.router_port if card else 0,
             card.pub_port if card else 0, card.card_port if card else 0, former,
-            first_seen, peer.started_at if peer else None, self._liveness.state(pid).value,
+            first_seen, peer.started_at if peer else None, self._peers.state(pid).value,
         )
 
     # ================================================================ identity helpers
-
-    def _card(self) -> PeerCard:
-        return PeerCard(self.peer_id, self.name, self._addresses, self._router_port,
-                        self._pub_port, self._card_port)
-
-    def _peer_info(self, pid: bytes, fallback_name: str = "?") -> PeerInfo:
-        if pid == self.peer_id:
-            return self.me
-        peer = self._peers.get(pid)
-        if peer is not None:
-            info = peer.info
-            if info is None or info.name != peer.card.name or info.color != peer.color or \
-                    info.addresses != peer.card.addresses:
-                info = peer.info = PeerInfo(peer.card.name, fingerprint_of(pid),
-                                            peer.card.addresses, pid, peer.color)
-            return info
-        for jr in self._rooms.values():
-            m = rules.find_member(jr.state, pid)
-            if m is not None:
-                return PeerInfo(m.name, fingerprint_of(pid), (), pid)
-        return PeerInfo(fallback_name, fingerprint_of(pid), (), pid)
-
-    def _resolve_id(self, who: str) -> bytes:
-        query = who.strip().lstrip("@")
-        if not query:
-            raise PeerNotFound("no name given")
-        candidates: dict[bytes, str] = {self.peer_id: self.name}
-        for pid, peer in self._peers.items():
-            if self._liveness.state(pid) is not Liveness.GONE:
-                candidates[pid] = peer.card.name
-        for jr in self._rooms.values():
-            for m in jr.state.members:
-                candidates.setdefault(m.peer_id, m.name)
-        by_name = [pid for pid, n in candidates.items() if n.casefold() == query.casefold()]
-        if len(by_name) == 1:
-            return by_name[0]
-        if len(by_name) > 1:
-            raise AmbiguousName(query, [self._peer_info(p).label for p in by_name])
-        q = query.casefold().lstrip("#")
-        if len(q) >= 4:
-            by_fp = [pid for pid in candidates if fingerprint_of(pid).startswith(q)]
-            if len(by_fp) == 1:
-                return by_fp[0]
-            if len(by_fp) > 1:
-                raise AmbiguousName(query, [self._peer_info(p).label for p in by_fp])
-        raise PeerNotFound(f"no peer called {query!r} (see /list or /users)")
 
     def _check_text(self, text: str) -> str:
         if not text:
@@ -735,7 +666,7 @@ class Node:
     def _roles(self, peer: bytes, m: WireMessage, jr: _JoinedRoom | None = None) -> Role:
         """What ``peer`` is to us for message ``m``: the facts the authority table asks."""
         roles = Role.ANYONE
-        if peer in self._peers or self._peertable.is_candidate(peer):
+        if self._peers.is_known(peer):
             roles |= Role.KNOWN
         if jr is None:
             room_id = getattr(m, "room_id", None)
@@ -793,7 +724,7 @@ class Node:
             return
         peer, env = frame.peer, frame.env
         if frame.socket == "direct":
-            self._heard(peer)
+            self._peers.heard(peer)
             if self._authorized(peer, env.message, "direct"):
                 self._on_direct(peer, env, frame.address, now)
         elif frame.socket == "presence":
@@ -803,16 +734,16 @@ class Node:
                 case Heartbeat() as hb:
                     self._on_heartbeat(peer, hb)
                 case Bye(reason=reason):
-                    self._on_peer_gone(peer, "quit" if reason in ("quit", "") else reason)
+                    self._peers.gone(peer, "quit" if reason in ("quit", "") else reason)
         elif frame.socket == "broadcast":
             if not self._authorized(peer, env.message, "broadcast"):
                 return
-            self._heard(peer)
+            self._peers.heard(peer)
             if isinstance(env.message, Broadcast):
-                self._emit(BroadcastReceived(self._peer_info(peer), env.message.text,
+                self._emit(BroadcastReceived(self._peers.info(peer), env.message.text,
                                              env.sent_at))
         else:
-            self._heard(peer)
+            self._peers.heard(peer)
             sealed = env.message
             if not isinstance(sealed, Sealed) or room_topic(sealed.room_id) != frame.topic:
                 self.stats["dropped_topic"] += 1
@@ -829,31 +760,26 @@ class Node:
                 return
             self._open_sealed(jr, peer, sealed, now)
 
-    def _heard(self, peer: bytes) -> None:
-        self._liveness.heard(peer, self._clock.monotonic())
-
     # ---------------------------------------------------------------- presence
 
     def _on_heartbeat(self, peer: bytes, hb: Heartbeat) -> None:
         if hb.card.peer_id != peer:
             self.stats["dropped_spoofed"] += 1
             return
-        self._learn_peer(hb.card, source="heartbeat", color=hb.color, started_at=hb.started_at)
-        self._heard(peer)
-        known = self._peers.get(peer)
-        if known is not None:
-            known.hosted = hb.hosted
+        self._peers.learn(hb.card, source="heartbeat", color=hb.color, started_at=hb.started_at)
+        self._peers.heard(peer)
         hosted_ids = {room.room_id for room in hb.hosted}
         for jr in self._rooms.values():
             if jr.state.host == peer and jr.room_id not in hosted_ids:
                 # Our host does not host the room any more (it merged into another side, or
                 # handed off and we missed it): its answer points us at the current host.
                 self._ask_state(jr, peer)
-        self._offer_cards(hb.known, peer)
+        self._peers.offer(hb.known, peer)
         self._update_listings_from(peer, hb.hosted)
 
     def _update_listings_from(self, peer: bytes, hosted: Iterable[HostedRoom]) -> None:
-        card = self._peers[peer].card if peer in self._peers else None
+        known = self._peers.get(peer)
+        card = known.card if known is not None else None
         seen: set[bytes] = set()
         changed = False
         for room in hosted:
@@ -874,153 +800,17 @@ class Node:
         if changed:
             self._directory_changed.set()
 
-    def _learn_peer(self, card: PeerCard, source: str, color: str | None = None,
-                    started_at: float | None = None, address_hint: str = "") -> None:
-        """A card from the peer itself (``source`` 'hello' or 'heartbeat', on a channel pinned
-        to its key): it becomes or stays a peer. Cards others vouch for are candidates first
-        (``_offer_cards``, meshchat.peertable)."""
-        pid = card.peer_id
-        if pid == self.peer_id:
-            return
-        if not card.addresses and address_hint:
-            card = PeerCard(pid, card.name, (address_hint,), card.router_port, card.pub_port,
-                            card.card_port)
-        peer = self._peers.get(pid)
-        is_new = peer is None or self._liveness.state(pid) is Liveness.GONE
-        probed = False
-        if peer is None:
-            admission = self._peertable.admit(pid, self._clock.monotonic())
-            if admission.refusal is not None:
-                self.stats["dropped_" + admission.refusal] += 1
-                return
-            self._run_peer_effects(admission.effects)
-            probed = admission.probed
-            peer = _Peer(card)
-            self._peers[pid] = peer
-            for warning in self._known.observe(pid, card.name, list(card.addresses)):
-                self._emit(Notice(warning, "warning"))
-        elif peer.card.name != card.name:
-            old = peer.card.name
-            peer.card = card
-            self._known.observe(pid, card.name, list(card.addresses))
-            self._emit(Renamed(self._peer_info(pid), old, card.name))
-            for jr in self._rooms.values():
-                if (jr.core.is_host and rules.is_member(jr.state, pid)
-                        and jr.core.member_renamed(pid, card.name) is not None):
-                    self._host_publish(jr, jr.state)
-        peer.card = card
-        if color is not None:
-            peer.color = color
-        if started_at is not None:
-            peer.started_at = started_at
-        self._connect(pid)
-        if is_new:
-            self._liveness.heard(pid, self._clock.monotonic())
-            if not self._listen_only and not probed:
-                self._wire.send(pid, Hello(self._card(), self.started_at, self.color))
-            self._emit(PeerDiscovered(self._peer_info(pid)))
-            self._peer_changed.set()
-
-    def _offer_cards(self, cards: Sequence[PeerCard], introducer: bytes) -> None:
-        """Cards that ``introducer`` vouches for: candidates, probed within bounds."""
-        self._run_peer_effects(self._peertable.offer(cards, introducer,
-                                                     self._clock.monotonic()))
-
-    def _run_peer_effects(self, effects: Iterable[PeerEffect]) -> None:
-        for effect in effects:
-            match effect:
-                case Probe(card=card):
-                    # One DEALER and a Hello; a listening-only node says nothing, so it opens
-                    # the SUB too and takes the peer's heartbeat as its answer.
-                    self._transport.connect_peer(
-                        card.peer_id, self._pick_address(card.addresses), card.router_port,
-                        card.pub_port, subscribe=self._listen_only)
-                    if not self._listen_only:
-                        self._wire.send(card.peer_id, Hello(self._card(), self.started_at,
-                                                       self.color))
-                case Unprobe(peer_id=pid):
-                    if pid not in self._peers:
-                        self._transport.disconnect_peer(pid)
-
-    def _tick_peers(self, now: float) -> None:
-        """Each beat: expire unanswered probes, and write the known-peers file (batched, in a
-        thread) when it changed."""
-        self._run_peer_effects(self._peertable.tick(now))
-        if (self._peers_write is None and self._known.dirty
-                and now - self._peers_written_at >= self.limits.peers_file_write_interval_s):
-            snapshot = self._known.snapshot()
-            if snapshot is not None:
-                self._peers_written_at = now
-                write = self._peers_write = asyncio.ensure_future(
-                    asyncio.to_thread(self._known.write, snapshot))
-                write.add_done_callback(self._peers_file_written)
-
-    def _peers_file_written(self, write: asyncio.Future[bool]) -> None:
-        self._peers_write = None
-        if not write.cancelled() and write.exception() is not None:
-            self.stats["peers_file_errors"] += 1
-            log.warning("cannot write the known-peers file: %s", write.exception())
-
-    def _sync_room_peers(self) -> None:
-        """The transport denies exactly the keys that a room we hold bans (an unbanned peer is
-        allowed again and, if still a peer, reconnected); the names of the members of our
-        rooms are pinned. Call whenever the rooms we hold or their states change."""
-        banned = (ban.peer_id for jr in self._rooms.values() for ban in jr.state.bans)
-        deny, allow = self._peertable.sync_bans(banned)
-        bans = self._peertable.bans
-        for pid in deny:
-            self._transport.deny(pid)
-            for other, peer in self._peers.items():
-                if same_key(other, pid):
-                    peer.connected_to = None  # the transport closed its links
-                    bans.park(peer.card)
-        for pid in allow:
-            self._transport.allow(pid)
-            card = bans.unpark(pid)
-            back = [other for other in self._peers if same_key(other, pid)]
-            for other in back:
-                self._peers[other].connected_to = None
-                self._connect(other)
-            if card is not None and not back:  # it went silent meanwhile: probe it again
-                self._offer_cards((card,), DISCOVERY)
-        for jr in self._rooms.values():
-            for member in jr.state.members:
-                if member.peer_id != self.peer_id:
-                    self._known.pin(member.peer_id)
-
-    def _connect(self, pid: bytes) -> None:
-        peer = self._peers[pid]
-        card = peer.card
-        if not card.addresses:
-            return
-        target = (self._pick_address(card.addresses), card.router_port, card.pub_port)
-        if peer.connected_to != target:
-            self._transport.connect_peer(pid, target[0], target[1], target[2])
-            peer.connected_to = target
-
-    def _pick_address(self, addresses: Sequence[str]) -> str:
-        mine = [a.rsplit(".", 1)[0] for a in self._addresses]
-        for a in addresses:
-            if a.rsplit(".", 1)[0] in mine:
-                return a
-        return addresses[0]
-
-    def _on_peer_gone(self, peer: bytes, reason: str) -> None:
-        if peer not in self._peers:
-            return
-        info = self._peer_info(peer)
-        self._liveness.forget(peer)
-        del self._peers[peer]
-        self._run_peer_effects(self._peertable.remove(peer, self._clock.monotonic()))
-        if reason != "vanished":
-            self._transport.disconnect_peer(peer)
-        # A vanished peer keeps its connections: ZeroMQ reconnects by itself when a cable is
-        # plugged back in or a partition heals, and its next heartbeat brings it back.
+    def _peer_gone(self, peer: bytes, reason: str) -> None:
         for key in [k for k in self._directory if k[1] == peer]:
             del self._directory[key]
-        self._emit(PeerGone(info, reason))
         for jr in list(self._rooms.values()):
             self._member_gone(jr, peer, reason)
+
+    def _peer_renamed(self, pid: bytes, name: str) -> None:
+        for jr in self._rooms.values():
+            if (jr.core.is_host and rules.is_member(jr.state, pid)
+                    and jr.core.member_renamed(pid, name) is not None):
+                self._host_publish(jr, jr.state)
 
     def _member_gone(self, jr: _JoinedRoom, peer: bytes, reason: str) -> None:
         if not rules.is_member(jr.state, peer):
@@ -1030,7 +820,7 @@ class Node:
             self._host_remove(jr, peer, change, "")
         elif peer == jr.state.host:
             self._run_watch(jr, hw.HostGone(self._clock.monotonic(), jr.state,
-                                            self._liveness.is_alive))
+                                            self._peers.is_alive))
 
     # ---------------------------------------------------------------- direct
 
@@ -1038,19 +828,9 @@ class Node:
         m = env.message
         match m:
             case Hello():
-                if m.card.peer_id != peer:
-                    self.stats["dropped_spoofed"] += 1
-                    return
-                self._learn_peer(m.card, "hello", m.color, m.started_at, address)
-                if peer in self._peers:  # a refused one (a twin, one too many) learns nothing
-                    cards = [p.card for pid, p in self._peers.items()
-                             if pid != peer and p.card.addresses]
-                    self._wire.send(peer, Peers(tuple(cards[: self.limits.max_collection_items])))
+                self._peers.on_hello(peer, m, address)
             case Peers():
-                probed = self._peertable.candidate_card(peer)
-                if probed is not None:  # a candidate answered our Hello: that proves it
-                    self._learn_peer(probed, "hello", address_hint=address)
-                self._offer_cards(m.peers, peer)
+                self._peers.on_peers(peer, m, address)
             case Ping():
                 self._wire.send(peer, Pong(m.nonce))
             case Pong():
@@ -1063,9 +843,9 @@ class Node:
                 if self.peer_id not in m.to:
                     self.stats["dropped_misdirected"] += 1
                     return
-                self._known.pin(peer)
-                self._emit(Message(None, self._peer_info(peer), m.text, True, env.sent_at, 0,
-                                   tuple(self._peer_info(p) for p in m.to)))
+                self._peers.pin(peer)
+                self._emit(Message(None, self._peers.info(peer), m.text, True, env.sent_at, 0,
+                                   tuple(self._peers.info(p) for p in m.to)))
             case JoinRequest():
                 self._on_join_request(peer, m, now, address)
             case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult():
@@ -1147,7 +927,7 @@ class Node:
         self._store_batch(batch, blob, taken.__contains__)
         if emit:
             room = jr.state.name
-            info = self._peer_info(sender)
+            info = self._peers.info(sender)
             for i, line in enumerate(batch.lines):
                 if batch.first + i in taken:
                     self._emit(Message(room, info, line.text, False, line.sent_at,
@@ -1246,7 +1026,7 @@ class Node:
         old = jr.state
         judgement = self._watch(jr).judge(
             old, new, peer, direct, self._clock.monotonic(),
-            self._liveness.last_heard(old.host), jr.removed)
+            self._peers.last_heard(old.host), jr.removed)
         match judgement.verdict:
             case hw.Verdict.TAKE:
                 self._after_state_change(jr, jr.core.adopt(rules.SignedState(new, blob)), new)
@@ -1271,8 +1051,8 @@ class Node:
             jr.removed.discard(new.change_peer)
         self._log.save_room(new.room_id, new.name, jr.core.blob)
         if new.bans != old.bans or new.members != old.members:
-            self._sync_room_peers()
-        outcome = state_change(old, new, self.peer_id, self._peer_info)
+            self._peers.sync_rooms()
+        outcome = state_change(old, new, self.peer_id, self._peers.info)
         for event in outcome.events:
             self._emit(event)
         if outcome.action is StateAction.DROP:
@@ -1307,7 +1087,7 @@ class Node:
         # Numbers skipped after a crash are ours and settled: nothing there to fetch.
         jr.tracker.set_base(self.peer_id, jr.own_seq)
         self._rooms[jr.room_id] = jr
-        self._sync_room_peers()
+        self._peers.sync_rooms()
         jr.ever_members.update(rules.member_ids(jr.state))
         self._transport.subscribe(room_topic(jr.room_id))
         self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
@@ -1316,7 +1096,7 @@ class Node:
         self._flush_outbox(jr)
         if self._rooms.pop(jr.room_id, None) is None:
             return
-        self._sync_room_peers()
+        self._peers.sync_rooms()
         self._last_states[jr.room_id] = jr.state
         if jr.own_seq:
             # A clean exit gives back the unused numbers, so a restart resumes without a gap.
@@ -1334,7 +1114,7 @@ class Node:
         jr = self._rooms.get(room_id)
         if jr is not None:
             self._flush_outbox(jr)
-        return [Message(name, self._peer_info(row.sender), row.text, False, row.sent_at, row.seq)
+        return [Message(name, self._peers.info(row.sender), row.text, False, row.sent_at, row.seq)
                 for row in self._log.all(room_id)]
 
     # ---------------------------------------------------------------- rooms: host side
@@ -1500,14 +1280,14 @@ class Node:
                     raise MeshchatError("you are already the host")
                 return mod.Handoff(target)
             case "kick" | "ban":
-                target = self._resolve_id(args[0])
+                target = self._peers.resolve(args[0])
                 if target == self.peer_id:
                     raise MeshchatError(f"you cannot {request} yourself")
                 if request == "kick":
                     if not rules.is_member(jr.state, target):
                         raise PeerNotFound(f"{args[0]} is not in this room")
                     return mod.KickPeer(target, reason)
-                return mod.BanPeer(target, self._peer_info(target).name, reason)
+                return mod.BanPeer(target, self._peers.info(target).name, reason)
             case "unban":
                 return mod.UnbanPeer(self._ban_id(jr, args[0]))
             case "lock":
@@ -1543,7 +1323,7 @@ class Node:
             raise NotHost(reply.detail or f"only the host can {mod.verb(op)}")
 
     def _member_id(self, jr: _JoinedRoom, who: str) -> bytes:
-        pid = self._resolve_id(who)
+        pid = self._peers.resolve(who)
         if not rules.is_member(jr.state, pid):
             raise PeerNotFound(f"{who} is not in this room")
         return pid
@@ -1556,7 +1336,7 @@ class Node:
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
-            raise AmbiguousName(who, [f"{self._peer_info(p).name} ({fingerprint_of(p)[:8]})"
+            raise AmbiguousName(who, [f"{self._peers.info(p).name} ({fingerprint_of(p)[:8]})"
                                       for p in hits])
         raise PeerNotFound(f"{who} is not banned here (see /banned)")
 
@@ -1676,7 +1456,7 @@ class Node:
             raise RoomNotFound("that room is hosted here but no longer exists")
         if listing.room_id in self._rooms and not (merge_token or rejoin):
             return self._room_handle(self._rooms[listing.room_id])
-        self._learn_peer(listing.host, "introduction")
+        self._peers.learn(listing.host, "introduction")
         rid = self._wire.next_request_id()
         request = JoinRequest(listing.room_id, self.name, rid, b"", b"", merge_token)
         try:
@@ -1714,7 +1494,7 @@ class Node:
                 if target is None:
                     self.stats["dropped_moved_unsigned"] += 1
                     raise JoinRefused("moved", "the room moved to a host no signed state names")
-                new_host = await self._await_peer(target, self.timings.discovery_wait_s)
+                new_host = await self._peers.wait_for(target, self.timings.discovery_wait_s)
                 if new_host is None:
                     raise JoinRefused("moved", "the room's new host is not reachable yet")
                 raise _Moved(_Listing(listing.room_id, listing.name, new_host.card,
@@ -1794,7 +1574,7 @@ class Node:
             raise NotInRoom("you are not in this room")
         if jr.core.is_host:
             others = [m.peer_id for m in jr.state.members if m.peer_id != self.peer_id]
-            succ = rules.successor(jr.state, lambda p: self._liveness.is_alive(p)) or (
+            succ = rules.successor(jr.state, lambda p: self._peers.is_alive(p)) or (
                 others[0] if others else None)
             if succ is not None:
                 old = jr.state
@@ -1844,7 +1624,7 @@ class Node:
                 self._wire.send(pid, Peers((peer.card,)))
                 self._wire.send(pid, StatePush(jr.room_id, winner.core.blob))
             self._emit(Notice(f"the network healed: {old_state.name} merged into the room "
-                              f"hosted by {self._peer_info(other_host).name}"))
+                              f"hosted by {self._peers.info(other_host).name}"))
         except MeshchatError as exc:
             log.info("merge into %s failed: %s", fingerprint_of(other_host), exc)
         finally:
@@ -1862,7 +1642,7 @@ class Node:
 
     async def _rejoin(self, jr: _JoinedRoom, state: RoomState, merge: bool) -> None:
         try:
-            peer = await self._await_peer(state.host, self.timings.join_timeout_s)
+            peer = await self._peers.wait_for(state.host, self.timings.join_timeout_s)
             if peer is None:
                 raise RoomNotFound("the host is gone")
             listing = _Listing(jr.room_id, state.name, peer.card, 0, False, False, state.term,
@@ -1885,17 +1665,6 @@ class Node:
             cur = self._rooms.get(jr.room_id)
             if cur is not None:
                 cur.merging = False
-
-    async def _await_peer(self, pid: bytes, timeout: float) -> _Peer | None:
-        deadline = self._clock.monotonic() + timeout
-        while (peer := self._peers.get(pid)) is None:
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                return None
-            self._peer_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._peer_changed.wait(), remaining)
-        return peer
 
     def _on_merge_join(self, jr: _JoinedRoom, other: RoomState) -> None:
         """The other side's host of a healed partition merges in (its token was taken):
@@ -1933,7 +1702,7 @@ class Node:
             now = self._clock.monotonic()
             if now - last_tick > max(4 * interval, self.timings.host_timeout_s):
                 # We were stalled ourselves: silence meanwhile is ours, not the peers'.
-                self._liveness.grace(now)
+                self._peers.grace(now)
                 self.stats["stalls"] += 1
                 for jr in list(self._rooms.values()):
                     self._run_watch(jr, hw.Stalled(now))
@@ -1950,14 +1719,10 @@ class Node:
 
     def _tick(self, beat: int) -> None:
         now = self._clock.monotonic()
-        self._tick_peers(now)
+        self._peers.tick(now)
         if not self._listen_only:
             self._wire.publish(TOPIC_PRESENCE, self._heartbeat(include_known=beat % 20 == 0))
-        for peer, state in self._liveness.tick(now):
-            if state is Liveness.EVASIVE:
-                self._wire.send_ping(peer)
-            elif state is Liveness.GONE:
-                self._on_peer_gone(peer, "vanished")
+        self._peers.tick_liveness(now)
         gap_every = max(1, round(self.timings.gap_fill_interval_s / self.timings.
                                  heartbeat_interval_s))
         for jr in list(self._rooms.values()):
@@ -1994,8 +1759,8 @@ class Node:
                 self._run_watch(jr, hw.ConnectionDropped(now))
 
     def _watch_host(self, jr: _JoinedRoom, now: float) -> None:
-        self._run_watch(jr, hw.Tick(now, jr.state, self._liveness.last_heard(jr.state.host),
-                                    self._liveness.is_alive))
+        self._run_watch(jr, hw.Tick(now, jr.state, self._peers.last_heard(jr.state.host),
+                                    self._peers.is_alive))
 
     def _heartbeat(self, include_known: bool = False) -> Heartbeat:
         hosted = tuple(
@@ -2003,29 +1768,9 @@ class Node:
                        jr.state.password is not None, jr.state.term)
             for jr in self._rooms.values() if jr.core.is_host and jr.announce
         )
-        known: tuple[PeerCard, ...] = ()
-        if include_known:
-            known = tuple(p.card for pid, p in self._peers.items()
-                          if p.card.addresses and self._liveness.is_alive(pid))[:64]
-        return Heartbeat(self._card(), self.started_at, self.color, hosted, known)
+        return self._peers.heartbeat(hosted, include_known)
 
     # ================================================================ discovery
-
-    def _on_discovered_peer(self, card: PeerCard) -> None:
-        if self._tasks.closed:
-            return
-        try:
-            self._offer_cards((card,), DISCOVERY)
-        except (ValueError, ProtocolError) as exc:
-            self.stats["dropped_discovery"] += 1
-            log.debug("bad discovery record: %s", exc)
-
-    def _on_discovery_peer_removed(self, pid: bytes) -> None:
-        # mDNS goodbyes are a hint; the heartbeat decides (a Bye comes over the mesh too).
-        if self._peertable.is_candidate(pid):
-            self._run_peer_effects(self._peertable.remove(pid, self._clock.monotonic()))
-        elif pid in self._peers and self._liveness.state(pid) is not Liveness.ALIVE:
-            self._on_peer_gone(pid, "quit")
 
     def _on_discovered_room(self, room: RoomAnnouncement) -> None:
         if room.host.peer_id == self.peer_id:
@@ -2034,7 +1779,7 @@ class Node:
             room.room_id, room.name, room.host, room.members, room.locked, room.has_password,
             room.term, "mdns",
         )
-        self._on_discovered_peer(room.host)
+        self._peers.discovered(room.host)
         self._directory_changed.set()
 
     def _on_discovered_room_removed(self, room_id: bytes, host: bytes) -> None:
@@ -2048,7 +1793,7 @@ class Node:
         s = jr.state
         with contextlib.suppress(Exception):
             await self._discovery.announce_room(RoomAnnouncement(
-                s.room_id, s.name, self._card(), len(s.members), s.locked,
+                s.room_id, s.name, self._me.card(), len(s.members), s.locked,
                 s.password is not None, s.term,
             ))
 
@@ -2070,31 +1815,6 @@ class Node:
                                          lst.has_password, lst.room_id,
                                          fingerprint_of(lst.host.peer_id))
         return sorted(best.values(), key=lambda r: r.name.casefold())
-
-    def _on_handshake_failure(self, pid: bytes) -> None:
-        self.stats["handshake_failures"] += 1
-        probe = self._peertable.failed(pid, self._clock.monotonic())
-        if probe is not None:  # an introduced card that was wrong: no warning worth giving
-            self._run_peer_effects(probe)
-            return
-        self._emit(Notice(f"the peer at {self._peer_info(pid).label}'s address does not hold "
-                          "its key: refused (an impostor, or a reinstalled machine)", "warning"))
-
-    def _on_refused(self, pid: bytes) -> None:
-        """The peer holds its key but its ZAP turns ours down: a room it is in bans us."""
-        self.stats["refused_by_peer"] += 1
-        label = self._peer_info(pid).label
-        refusal = JoinRefused("banned", f"{label} refuses this node's key: you are banned")
-        self._wire.fail_requests_to(pid, refusal)
-        peer = self._peers.get(pid)
-        if peer is None:
-            return  # a card we were only probing: nothing to tell the user
-        # Stop knocking; the next join (after an unban, say) connects afresh.
-        self._transport.disconnect_peer(pid)
-        peer.connected_to = None
-        self._emit(Notice(f"{label} refuses connections from this node (banned from a room "
-                          "it is in)", "warning"))
-
 
 class _Moved(Exception):
     def __init__(self, listing: _Listing) -> None:

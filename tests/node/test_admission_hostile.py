@@ -120,7 +120,7 @@ async def answers_ping_promptly(node: Node, evil: HostilePeer) -> None:
 
 
 def connect(evil: HostilePeer, node: Node) -> None:
-    evil.connect(node.peer_id, node._router_port, node._pub_port)
+    evil.connect(node.peer_id, node._me.router_port, node._me.pub_port)
 
 
 async def ask_to_join(evil: HostilePeer, node: Node, req: JoinRequest) -> WireMessage:
