@@ -28,7 +28,7 @@ from .admission import Admission, Admit, Challenge, Lineage, Refuse
 from .authority import Gate, Role
 from .clock import Clock, as_clock
 from .config import Limits, Timings
-from .discovery.base import Discovery, DiscoveryHandlers, RoomAnnouncement
+from .discovery.base import Discovery, DiscoveryHandlers
 from .errors import (
     AmbiguousName,
     JoinRefused,
@@ -90,6 +90,7 @@ from .protocol.messages import (
     StateRequest,
     WireMessage,
 )
+from .runtime.directory import Directory, Listing
 from .runtime.emitter import Emitter
 from .runtime.local import LocalPeer
 from .runtime.peers import PeerBook
@@ -152,18 +153,6 @@ class _Peer:
     connected_to: tuple[str, int, int] | None = None
     hosted: tuple[HostedRoom, ...] = ()
     info: PeerInfo | None = None
-
-
-@dataclass(slots=True)
-class _Listing:
-    room_id: bytes
-    name: str
-    host: PeerCard
-    members: int
-    locked: bool
-    has_password: bool
-    term: int
-    source: str  # 'mdns' or 'heartbeat' or 'local'
 
 
 @dataclass(slots=True)
@@ -361,11 +350,9 @@ class Node:
         self._started = False
         self._rooms: dict[bytes, _JoinedRoom] = {}
         self._last_states: dict[bytes, RoomState] = {}
-        self._directory: dict[tuple[bytes, bytes], _Listing] = {}
         self._events = Emitter(self.stats)
         self._emit = self._events.emit
         self._tasks = Tasks()
-        self._directory_changed = asyncio.Event()
 
     # ================================================================ lifecycle
 
@@ -445,11 +432,14 @@ class Node:
             card_port = await self._card_server.start(list(bind), self._card_port_wanted)
         me.card_port = card_port
         self._discovery = self._discovery_arg or self._make_discovery()
+        self._directory = Directory(me, self._discovery, self._clock, self.timings,
+                                    on_host_card=self._peers.discovered,
+                                    on_rival=self._check_partition)
         await self._discovery.start(me.card(), DiscoveryHandlers(
             on_peer=self._peers.discovered,
             on_peer_removed=self._peers.discovery_removed,
-            on_room=self._on_discovered_room,
-            on_room_removed=self._on_discovered_room_removed,
+            on_room=self._directory.discovered_room,
+            on_room_removed=self._directory.discovered_room_removed,
         ))
         self._started = True
         if not self._listen_only:
@@ -562,9 +552,10 @@ class Node:
 
     async def join(self, name: str, password: str | None = None) -> Room:
         """Join the room called ``name`` on the network."""
-        return await self._join_following(await self._find_room(name), password)
+        wait_s = max(self.timings.discovery_wait_s, 2.0 - self.uptime())
+        return await self._join_following(await self._directory.find(name, wait_s), password)
 
-    async def _join_following(self, listing: _Listing, password: str | None,
+    async def _join_following(self, listing: Listing, password: str | None,
                               merge_token: bytes = b"", rejoin: bool = False) -> Room:
         """Join, following the room to its current host if it moved meanwhile."""
         for _ in range(4):
@@ -775,34 +766,12 @@ class Node:
                 # handed off and we missed it): its answer points us at the current host.
                 self._ask_state(jr, peer)
         self._peers.offer(hb.known, peer)
-        self._update_listings_from(peer, hb.hosted)
-
-    def _update_listings_from(self, peer: bytes, hosted: Iterable[HostedRoom]) -> None:
         known = self._peers.get(peer)
-        card = known.card if known is not None else None
-        seen: set[bytes] = set()
-        changed = False
-        for room in hosted:
-            seen.add(room.room_id)
-            if card is None:
-                continue
-            key = (room.room_id, peer)
-            listing = _Listing(room.room_id, room.name, card, room.members, room.locked,
-                               room.has_password, room.term, "heartbeat")
-            if self._directory.get(key) != listing:
-                self._directory[key] = listing
-                changed = True
-            self._check_partition(room, peer)
-        for key in [k for k, v in self._directory.items()
-                    if k[1] == peer and k[0] not in seen and v.source == "heartbeat"]:
-            del self._directory[key]
-            changed = True
-        if changed:
-            self._directory_changed.set()
+        self._directory.from_heartbeat(peer, known.card if known is not None else None,
+                                       hb.hosted)
 
     def _peer_gone(self, peer: bytes, reason: str) -> None:
-        for key in [k for k in self._directory if k[1] == peer]:
-            del self._directory[key]
+        self._directory.forget_host(peer)
         for jr in list(self._rooms.values()):
             self._member_gone(jr, peer, reason)
 
@@ -1413,40 +1382,7 @@ class Node:
 
     # ---------------------------------------------------------------- joining
 
-    async def _find_room(self, name: str) -> _Listing:
-        """The listing ``/join name`` means (``admission.choose``): a name that two hosts
-        announce raises ``AmbiguousName`` (pick one with ``name#<fingerprint prefix>``)."""
-        deadline = self._clock.monotonic() + max(self.timings.discovery_wait_s,
-                                          2.0 - self.uptime())
-        settle: float | None = None
-        while True:
-            listings = list(self._directory.values())
-            picked = admission.choose(name, [
-                admission.Offer(lst.name, lst.room_id, lst.host.peer_id, lst.term, lst.members)
-                for lst in listings])
-            now = self._clock.monotonic()
-            if isinstance(picked, int):
-                return listings[picked]
-            if isinstance(picked, admission.Ambiguous):
-                if not picked.transient:
-                    raise AmbiguousName(name, picked.candidates)
-                # Two hosts list one room id: a handoff lists it at both until the old host's
-                # next heartbeat (or mDNS goodbye). Give it that long, then ask the user.
-                if settle is None:
-                    settle = now + 3 * self.timings.heartbeat_interval_s
-                if now >= settle:
-                    raise AmbiguousName(name, picked.candidates)
-                wait_until = settle
-            else:
-                settle = None
-                if now >= deadline:
-                    raise RoomNotFound(f"no room called {name!r} on the network (see /rooms)")
-                wait_until = deadline
-            self._directory_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._directory_changed.wait(), wait_until - now)
-
-    async def _join_listing(self, listing: _Listing, password: str | None,
+    async def _join_listing(self, listing: Listing, password: str | None,
                             merge_token: bytes = b"", rejoin: bool = False) -> Room:
         host_id = listing.host.peer_id
         if host_id == self.peer_id:
@@ -1497,7 +1433,7 @@ class Node:
                 new_host = await self._peers.wait_for(target, self.timings.discovery_wait_s)
                 if new_host is None:
                     raise JoinRefused("moved", "the room's new host is not reachable yet")
-                raise _Moved(_Listing(listing.room_id, listing.name, new_host.card,
+                raise _Moved(Listing(listing.room_id, listing.name, new_host.card,
                                       listing.members, listing.locked, listing.has_password,
                                       listing.term, "moved"))
             raise JoinRefused(reply.reason, reply.detail)
@@ -1611,7 +1547,7 @@ class Node:
         try:
             if peer is None:
                 return
-            listing = _Listing(jr.room_id, jr.state.name, peer.card, 0, False, False, 0,
+            listing = Listing(jr.room_id, jr.state.name, peer.card, 0, False, False, 0,
                                "merge")
             members = [m.peer_id for m in jr.state.members if m.peer_id != self.peer_id]
             token = jr.core.blob
@@ -1645,7 +1581,7 @@ class Node:
             peer = await self._peers.wait_for(state.host, self.timings.join_timeout_s)
             if peer is None:
                 raise RoomNotFound("the host is gone")
-            listing = _Listing(jr.room_id, state.name, peer.card, 0, False, False, state.term,
+            listing = Listing(jr.room_id, state.name, peer.card, 0, False, False, state.term,
                                "merge" if merge else "rejoin")
             if merge:
                 # Our old host's signed state vouches that we were members on its side.
@@ -1772,52 +1708,20 @@ class Node:
 
     # ================================================================ discovery
 
-    def _on_discovered_room(self, room: RoomAnnouncement) -> None:
-        if room.host.peer_id == self.peer_id:
-            return
-        self._directory[(room.room_id, room.host.peer_id)] = _Listing(
-            room.room_id, room.name, room.host, room.members, room.locked, room.has_password,
-            room.term, "mdns",
-        )
-        self._peers.discovered(room.host)
-        self._directory_changed.set()
-
-    def _on_discovered_room_removed(self, room_id: bytes, host: bytes) -> None:
-        listing = self._directory.get((room_id, host))
-        if listing is not None and listing.source == "mdns":
-            del self._directory[(room_id, host)]
-
     async def _announce_room(self, jr: _JoinedRoom) -> None:
         if not jr.announce or not jr.core.is_host or self._tasks.closed:
             return
-        s = jr.state
-        with contextlib.suppress(Exception):
-            await self._discovery.announce_room(RoomAnnouncement(
-                s.room_id, s.name, self._me.card(), len(s.members), s.locked,
-                s.password is not None, s.term,
-            ))
+        await self._directory.announce(jr.state)
 
     async def _withdraw_room(self, jr: _JoinedRoom) -> None:
-        with contextlib.suppress(Exception):
-            await self._discovery.withdraw_room(jr.room_id)
+        await self._directory.withdraw(jr.room_id)
 
     def _room_infos(self) -> list[RoomInfo]:
-        best: dict[bytes, RoomInfo] = {}
-        for jr in self._rooms.values():
-            if jr.core.is_host and jr.announce:
-                s = jr.state
-                best[s.room_id] = RoomInfo(s.name, self.name, len(s.members), s.locked,
-                                           s.password is not None, s.room_id, self.fingerprint)
-        for lst in sorted(self._directory.values(), key=lambda item: item.term):
-            if lst.room_id in best and lst.room_id in self._rooms:
-                continue
-            best[lst.room_id] = RoomInfo(lst.name, lst.host.name, lst.members, lst.locked,
-                                         lst.has_password, lst.room_id,
-                                         fingerprint_of(lst.host.peer_id))
-        return sorted(best.values(), key=lambda r: r.name.casefold())
+        hosted = [jr.state for jr in self._rooms.values() if jr.core.is_host and jr.announce]
+        return self._directory.infos(hosted, self._rooms)
 
 class _Moved(Exception):
-    def __init__(self, listing: _Listing) -> None:
+    def __init__(self, listing: Listing) -> None:
         self.listing = listing
 
 
