@@ -13,8 +13,8 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from . import hostwatch as hw
 from . import moderation as mod
 from . import room as rules
 from .admission import Admission, Admit, Challenge, Lineage, Refuse
-from .authority import Gate, Role
+from .authority import Gate
 from .clock import Clock, as_clock
 from .config import Limits, Timings
 from .discovery.base import Discovery, DiscoveryHandlers
@@ -50,7 +50,6 @@ from .events import (
     Renamed,
     RoomInfo,
 )
-from .history import SeqTracker
 from .historysync import Ask, HistorySync, ReplyBudget, Source, newest_that_fit, unused_ranges
 from .identity import Identity, fingerprint_of
 from .keyring import Keyring
@@ -77,7 +76,6 @@ from .protocol.messages import (
     JoinRequest,
     KeyUpdate,
     Leave,
-    PeerCard,
     Peers,
     Ping,
     Pong,
@@ -94,8 +92,9 @@ from .runtime.directory import Directory, Listing
 from .runtime.emitter import Emitter
 from .runtime.local import LocalPeer
 from .runtime.peers import PeerBook
+from .runtime.rooms import JoinedRoom, Rooms
 from .runtime.tasks import Tasks
-from .runtime.wire import TOPIC_BROADCAST, TOPIC_PRESENCE, Wire, room_topic
+from .runtime.wire import TOPIC_BROADCAST, TOPIC_PRESENCE, Gatekeeper, Wire, room_topic
 from .session import Outbox, StateAction, state_change
 from .storage.log import LogRow
 from .transport.base import Incoming, LinkEvents, Transport
@@ -145,59 +144,6 @@ class PeerDetails:
     liveness: str
 
 
-@dataclass(slots=True)
-class _Peer:
-    card: PeerCard
-    color: str = ""
-    started_at: float | None = None
-    connected_to: tuple[str, int, int] | None = None
-    hosted: tuple[HostedRoom, ...] = ()
-    info: PeerInfo | None = None
-
-
-@dataclass(slots=True)
-class _JoinedRoom:
-    core: rules.RoomCore
-    keys: Keyring  # room keys by epoch, and sealed frames waiting for theirs
-    sync: HistorySync  # what we hold of the room's history, and what we asked whom
-    announce: bool = True
-    handle: Room | None = None
-    ever_members: set[bytes] = field(default_factory=set)
-    merge_allow: set[bytes] = field(default_factory=set)
-    watch: hw.HostWatch | None = None  # the election, made on first use (``Node._watch``)
-    backlog: tuple[SeqRange, ...] = ()  # a join's backlog windows, until fetched
-    history_arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    history_progress: bool = False  # the last history reply brought something new
-    state_asked_at: float = 0.0
-    state_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
-    removed: set[bytes] = field(default_factory=set)  # kicked or banned: never FORMER
-    challenges: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
-    attempts: dict[bytes, deque[float]] = field(default_factory=dict)
-    merging: bool = False
-    dropped_silent: set[bytes] = field(default_factory=set)  # removed as vanished: may rejoin
-    told_to_rejoin: dict[bytes, float] = field(default_factory=dict)
-    outbox: Outbox | None = None
-    own_seq: int = 0  # the last number this node gave one of its messages here
-    reserved_seq: int = 0  # numbers up to this are reserved in the log (crash safety)
-
-    @property
-    def state(self) -> RoomState:
-        return self.core.state
-
-    @property
-    def tracker(self) -> SeqTracker:
-        return self.sync.tracker
-
-    @property
-    def history_from(self) -> Mapping[bytes, float]:
-        """Peer -> when we last asked it for history (its replies are solicited)."""
-        return self.sync.asked_from
-
-    @property
-    def room_id(self) -> bytes:
-        return self.core.state.room_id
-
-
 class Room:
     """A room this node is a member of. Operations act on the room's current host."""
 
@@ -205,7 +151,7 @@ class Room:
         self._node = node
         self.room_id = room_id
 
-    def _joined(self) -> _JoinedRoom:
+    def _joined(self) -> JoinedRoom:
         jr = self._node._rooms.get(self.room_id)
         if jr is None:
             raise NotInRoom("you are not in this room any more")
@@ -217,13 +163,10 @@ class Room:
 
     @property
     def _state(self) -> RoomState:
-        jr = self._node._rooms.get(self.room_id)
-        if jr is not None:
-            return jr.state
-        last = self._node._last_states.get(self.room_id)
-        if last is None:
+        state = self._node._rooms.state_of(self.room_id)
+        if state is None:
             raise NotInRoom("you are not in this room any more")
-        return last
+        return state
 
     @property
     def name(self) -> str:
@@ -348,8 +291,7 @@ class Node:
         self._random_bytes = random_bytes
         self.stats: Counter[str] = Counter()
         self._started = False
-        self._rooms: dict[bytes, _JoinedRoom] = {}
-        self._last_states: dict[bytes, RoomState] = {}
+        self._rooms = Rooms()
         self._events = Emitter(self.stats)
         self._emit = self._events.emit
         self._tasks = Tasks()
@@ -405,15 +347,17 @@ class Node:
             self._transport: Transport = ZmqTransport(self.limits)
         else:
             self._transport = self._transport_arg
-        self._wire = Wire(self.peer_id, self._codec, self._transport, Gate(self.limits),
-                          self._clock, self.limits, self.stats)
+        self._wire = Wire(self.peer_id, self._codec, self._transport, self._clock, self.limits,
+                          self.stats)
         self._peers = PeerBook(
             me, self._wire, self._transport, known,
             PeerTable(self.limits, self.peer_id, self.stats), LivenessTable(self.timings),
             self._emit, self._tasks, self._clock, self.limits, self.stats,
             listen_only=self._listen_only,
-            room_states=lambda: [jr.state for jr in self._rooms.values()],
+            room_states=self._rooms.states,
             on_gone=self._peer_gone, on_renamed=self._peer_renamed)
+        self._gate = Gatekeeper(Gate(self.limits), self._wire, self._peers.is_known,
+                                self._rooms.get, self._clock, self.timings, self.stats)
         self._transport.set_link_events(LinkEvents(
             on_handshake_failure=self._peers.handshake_failed, on_refused=self._peers.refused,
             on_disconnect=self._on_peer_disconnected))
@@ -544,7 +488,7 @@ class Node:
             self.identity, self._codec, name, self.name, self._clock.time(), self._random_bytes,
             verifier,
         )
-        jr = _JoinedRoom(core, Keyring.with_key(self.limits, epoch, key),
+        jr = JoinedRoom(core, Keyring.with_key(self.limits, epoch, key),
                          HistorySync(self.limits, self.timings), announce=announce)
         self._enter_room(jr)
         await self._announce_room(jr)
@@ -654,44 +598,16 @@ class Node:
 
     # ================================================================ sending
 
-    def _roles(self, peer: bytes, m: WireMessage, jr: _JoinedRoom | None = None) -> Role:
-        """What ``peer`` is to us for message ``m``: the facts the authority table asks."""
-        roles = Role.ANYONE
-        if self._peers.is_known(peer):
-            roles |= Role.KNOWN
-        if jr is None:
-            room_id = getattr(m, "room_id", None)
-            jr = self._rooms.get(room_id) if isinstance(room_id, bytes) else None
-        now = self._clock.monotonic()
-        window = self.timings.request_timeout_s
-        if jr is not None:
-            state = jr.state
-            if rules.is_member(state, peer):
-                roles |= Role.MEMBER
-            if state.host == peer:
-                roles |= Role.HOST
-            if (peer in jr.ever_members and peer not in jr.removed
-                    and not rules.is_banned(state, peer)):
-                roles |= Role.FORMER
-            if peer in jr.merge_allow:
-                roles |= Role.MERGING
-            if isinstance(m, HistoryReply) and now - jr.history_from.get(peer, -1e9) < window:
-                roles |= Role.ASKED
-            if isinstance(m, StatePush) and now - jr.state_from.get(peer, -1e9) < window:
-                roles |= Role.ASKED
-        return roles
-
     def _authorized(self, peer: bytes, m: WireMessage, socket: str,
-                    jr: _JoinedRoom | None = None) -> bool:
+                    jr: JoinedRoom | None = None) -> bool:
         """The one gate: the authority table and the per-peer rate limits."""
-        return self._wire.authorized(peer, m, socket, self._roles(peer, m, jr))
+        return self._gate.admit(peer, m, socket, jr)
 
-    def _publish_room(self, jr: _JoinedRoom, message: WireMessage, seq: int | None = None,
+    def _publish_room(self, jr: JoinedRoom, message: WireMessage, seq: int | None = None,
                       epoch: int | None = None) -> None:
-        epoch = epoch if epoch is not None else self._send_epoch(jr)
-        self._wire.publish_sealed(jr.room_id, epoch, jr.keys[epoch], message, seq)
+        self._wire.publish_sealed(jr.room_id, *jr.seal_key(epoch), message, seq)
 
-    def _send_epoch(self, jr: _JoinedRoom) -> int:
+    def _send_epoch(self, jr: JoinedRoom) -> int:
         return jr.keys.send_epoch(jr.state.key_epoch)
 
     # ================================================================ incoming
@@ -781,7 +697,7 @@ class Node:
                     and jr.core.member_renamed(pid, name) is not None):
                 self._host_publish(jr, jr.state)
 
-    def _member_gone(self, jr: _JoinedRoom, peer: bytes, reason: str) -> None:
+    def _member_gone(self, jr: JoinedRoom, peer: bytes, reason: str) -> None:
         if not rules.is_member(jr.state, peer):
             return
         if jr.core.is_host:
@@ -850,7 +766,7 @@ class Node:
 
     # ---------------------------------------------------------------- rooms: sealed payloads
 
-    def _open_sealed(self, jr: _JoinedRoom, peer: bytes, sealed: Sealed, now: float) -> None:
+    def _open_sealed(self, jr: JoinedRoom, peer: bytes, sealed: Sealed, now: float) -> None:
         key = jr.keys.get(sealed.epoch)
         if key is None:
             # Its KeyUpdate may still be on the way: wait for it, bounded (keyring.Keyring).
@@ -868,7 +784,7 @@ class Node:
             case Heads() as heads:
                 self._on_heads(jr, peer, heads)
 
-    def _take_batch(self, jr: _JoinedRoom, blob: bytes, verify: bool, live: bool,
+    def _take_batch(self, jr: JoinedRoom, blob: bytes, verify: bool, live: bool,
                     author: bytes | None = None, emit: bool = True,
                     source: Source | None = None, peer: bytes = b"") -> int:
         """Check, store and show one signed batch (rules in historysync); how many new."""
@@ -904,15 +820,14 @@ class Node:
         self._send_ask(jr, taken.ask)
         return len(batch.lines) - taken.duplicates
 
-    def _knows_author(self, jr: _JoinedRoom, author: bytes) -> bool:
+    def _knows_author(self, jr: JoinedRoom, author: bytes) -> bool:
         """A member, a former member, or someone whose lines the room already holds."""
-        return (author in jr.ever_members or rules.is_member(jr.state, author)
-                or jr.tracker.knows(author))
+        return jr.knows_author(author)
 
-    def _ask_history(self, jr: _JoinedRoom, source: bytes, author: bytes, upto: int) -> None:
+    def _ask_history(self, jr: JoinedRoom, source: bytes, author: bytes, upto: int) -> None:
         self._send_ask(jr, jr.sync.ask(source, [(author, upto)], self._clock.monotonic()))
 
-    def _send_ask(self, jr: _JoinedRoom, ask: Ask | None) -> None:
+    def _send_ask(self, jr: JoinedRoom, ask: Ask | None) -> None:
         if ask is not None and ask.peer != self.peer_id:
             self._wire.send(ask.peer, HistoryRequest(jr.room_id, ask.ranges))
             self.stats["history_requests"] += 1
@@ -967,7 +882,7 @@ class Node:
         jr.history_arrived.set()
         self._send_ask(jr, jr.sync.after_reply(peer, jr.history_progress, now))
 
-    def _on_heads(self, jr: _JoinedRoom, peer: bytes, heads: Heads) -> None:
+    def _on_heads(self, jr: JoinedRoom, peer: bytes, heads: Heads) -> None:
         ask, drops = jr.sync.on_heads(peer, heads.heads, self._clock.monotonic(),
                                       lambda author: self._knows_author(jr, author))
         for reason, n in drops.items():
@@ -976,13 +891,10 @@ class Node:
         if (heads.term, heads.version) > (jr.state.term, jr.state.version):
             self._ask_state(jr, peer)
 
-    def _ask_state(self, jr: _JoinedRoom, peer: bytes) -> None:
-        now = self._clock.monotonic()
-        if now - jr.state_asked_at > self.timings.gap_fill_interval_s and peer != self.peer_id:
-            jr.state_asked_at = now
-            jr.state_from[peer] = now
-            if len(jr.state_from) > self.limits.max_peers:
-                jr.state_from.pop(next(iter(jr.state_from)))
+    def _ask_state(self, jr: JoinedRoom, peer: bytes) -> None:
+        if peer != self.peer_id and jr.state_ask_due(peer, self._clock.monotonic(),
+                                                     self.timings.gap_fill_interval_s,
+                                                     self.limits.max_peers):
             self._wire.send(peer, StateRequest(jr.room_id))
 
     # ---------------------------------------------------------------- rooms: state
@@ -1010,14 +922,10 @@ class Node:
             case hw.Verdict.REFUSE if judgement.reason:
                 self.stats["dropped_" + judgement.reason] += 1
 
-    def _after_state_change(self, jr: _JoinedRoom, old: RoomState, new: RoomState) -> None:
+    def _after_state_change(self, jr: JoinedRoom, old: RoomState, new: RoomState) -> None:
         """Emit events for a state change and act on it (host side and member side alike)."""
         self._watch(jr).handle(hw.StateChanged(self._clock.monotonic(), old, new))
-        jr.ever_members.update(rules.member_ids(new))
-        if new.change in (rules.KICKED, rules.BANNED):
-            jr.removed.add(new.change_peer)
-        elif new.change == rules.JOINED:
-            jr.removed.discard(new.change_peer)
+        jr.note_state(new)
         self._log.save_room(new.room_id, new.name, jr.core.blob)
         if new.bans != old.bans or new.members != old.members:
             self._peers.sync_rooms()
@@ -1042,31 +950,30 @@ class Node:
         if jr.core.is_host:
             self._tasks.spawn(self._announce_room(jr))
 
-    def _became_host(self, jr: _JoinedRoom, old: RoomState) -> None:
+    def _became_host(self, jr: JoinedRoom, old: RoomState) -> None:
         """A handoff made us host: a fresh key shuts out whoever left with the old host."""
         epoch = self._new_key(jr)
         jr.core.rekey(epoch)
         self._distribute_key(jr, epoch)
         self._host_publish(jr, old, announce_only=True)
 
-    def _enter_room(self, jr: _JoinedRoom) -> None:
+    def _enter_room(self, jr: JoinedRoom) -> None:
         used = self._log.next_seq(jr.room_id, self.peer_id) - 1
         jr.own_seq = jr.reserved_seq = max(used, self._log.reserved_seq(jr.room_id,
                                                                         self.peer_id))
         # Numbers skipped after a crash are ours and settled: nothing there to fetch.
         jr.tracker.set_base(self.peer_id, jr.own_seq)
-        self._rooms[jr.room_id] = jr
+        self._rooms.add(jr)
         self._peers.sync_rooms()
         jr.ever_members.update(rules.member_ids(jr.state))
         self._transport.subscribe(room_topic(jr.room_id))
         self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
 
-    def _drop_room(self, jr: _JoinedRoom) -> None:
+    def _drop_room(self, jr: JoinedRoom) -> None:
         self._flush_outbox(jr)
-        if self._rooms.pop(jr.room_id, None) is None:
+        if not self._rooms.remove(jr):
             return
         self._peers.sync_rooms()
-        self._last_states[jr.room_id] = jr.state
         if jr.own_seq:
             # A clean exit gives back the unused numbers, so a restart resumes without a gap.
             self._log.reserve_seq(jr.room_id, self.peer_id, jr.own_seq)
@@ -1074,7 +981,7 @@ class Node:
         if jr.core.is_host:
             self._tasks.spawn(self._withdraw_room(jr))
 
-    def _room_handle(self, jr: _JoinedRoom) -> Room:
+    def _room_handle(self, jr: JoinedRoom) -> Room:
         if jr.handle is None:
             jr.handle = Room(self, jr.room_id)
         return jr.handle
@@ -1088,7 +995,7 @@ class Node:
 
     # ---------------------------------------------------------------- rooms: host side
 
-    def _host_publish(self, jr: _JoinedRoom, old: RoomState, announce_only: bool = False
+    def _host_publish(self, jr: JoinedRoom, old: RoomState, announce_only: bool = False
                       ) -> None:
         """Publish our new signed state; emit events for the change unless already done."""
         self._push_state(jr)
@@ -1099,7 +1006,7 @@ class Node:
             return
         self._after_state_change(jr, old, jr.state)
 
-    def _push_state(self, jr: _JoinedRoom, seal_epoch: int | None = None) -> None:
+    def _push_state(self, jr: JoinedRoom, seal_epoch: int | None = None) -> None:
         """Our signed state to the room (sealed with ``seal_epoch``, default the current
         key) and, since a PUB frame can be lost, straight to every member too."""
         self._publish_room(jr, StateAnnounce(jr.core.blob), epoch=seal_epoch)
@@ -1107,13 +1014,13 @@ class Node:
             if m.peer_id != self.peer_id:
                 self._wire.send(m.peer_id, StatePush(jr.room_id, jr.core.blob))
 
-    def _new_key(self, jr: _JoinedRoom) -> int:
+    def _new_key(self, jr: JoinedRoom) -> int:
         """A fresh room key, kept in the (bounded) key ring; its epoch."""
         epoch, key = rules.new_room_key(self._random_bytes)
         self._install_key(jr, epoch, key)
         return epoch
 
-    def _distribute_key(self, jr: _JoinedRoom, epoch: int,
+    def _distribute_key(self, jr: JoinedRoom, epoch: int,
                         to: Iterable[bytes] | None = None) -> None:
         """The key of ``epoch``, sealed to each member of the current state (or to ``to``)."""
         key = jr.keys[epoch]
@@ -1123,14 +1030,9 @@ class Node:
                 self._wire.send(pid, KeyUpdate(jr.room_id, epoch, rules.seal_key(self.identity, pid,
                                                                             key)))
 
-    def _host_remove(self, jr: _JoinedRoom, peer: bytes, change: str, reason: str) -> None:
+    def _host_remove(self, jr: JoinedRoom, peer: bytes, change: str, reason: str) -> None:
         old = jr.state
-        if change == rules.VANISHED:
-            jr.dropped_silent.add(peer)
-            if len(jr.dropped_silent) > self.limits.max_peers:
-                jr.dropped_silent.pop()
-        else:
-            jr.dropped_silent.discard(peer)
+        jr.note_removal(peer, change, self.limits.max_peers)
         epoch = self._new_key(jr)
         jr.core.remove_member(peer, change, reason, new_epoch=epoch)
         self._distribute_key(jr, epoch)
@@ -1163,7 +1065,7 @@ class Node:
                 self._admit(jr, peer, decision.name, req.request_id, now,
                             full_history=decision.full_history)
 
-    def _admit(self, jr: _JoinedRoom, peer: bytes, name: str, request_id: int, now: float,
+    def _admit(self, jr: JoinedRoom, peer: bytes, name: str, request_id: int, now: float,
                full_history: bool = False) -> None:
         old = jr.state
         jr.core.add_member(peer, name, now)
@@ -1198,10 +1100,8 @@ class Node:
         # anyone else is refused here, whatever its client allowed.
         answer(False, "not_host", f"only the host can {mod.verb(cmd.op)}")
 
-    def _ask_to_rejoin(self, jr: _JoinedRoom, peer: bytes) -> None:
-        now = self._clock.monotonic()
-        if now - jr.told_to_rejoin.get(peer, -1e9) > self.timings.gap_fill_interval_s:
-            jr.told_to_rejoin[peer] = now
+    def _ask_to_rejoin(self, jr: JoinedRoom, peer: bytes) -> None:
+        if jr.rejoin_ask_due(peer, self._clock.monotonic(), self.timings.gap_fill_interval_s):
             self._wire.send(peer, StatePush(jr.room_id, jr.core.blob))
 
     def _on_key_update(self, peer: bytes, m: KeyUpdate) -> None:
@@ -1210,14 +1110,14 @@ class Node:
             return
         self._install_key(jr, m.epoch, rules.unseal_key(self.identity, peer, m.sealed_key))
 
-    def _install_key(self, jr: _JoinedRoom, epoch: int, key: bytes) -> None:
+    def _install_key(self, jr: JoinedRoom, epoch: int, key: bytes) -> None:
         """Keep a room key and open what arrived sealed with it before it did."""
         for parked in jr.keys.install(epoch, key):
             self._open_sealed(jr, parked.sender, parked.sealed, self._clock.time())
 
     # ---------------------------------------------------------------- host operations
 
-    async def _host_op(self, jr: _JoinedRoom, request: str, *args: str) -> None:
+    async def _host_op(self, jr: JoinedRoom, request: str, *args: str) -> None:
         """A host-only operation the user asked for: done here if we host, else asked of
         the host (which refuses it)."""
         if not jr.core.is_host:
@@ -1229,8 +1129,6 @@ class Node:
             assert isinstance(op, mod.KickPeer | mod.BanPeer)
             self._host_remove(jr, op.target, rules.KICKED if isinstance(op, mod.KickPeer)
                               else rules.BANNED, op.reason)
-            if isinstance(op, mod.BanPeer):
-                jr.challenges.pop(op.target, None)
             return
         epoch = self._new_key(jr) if isinstance(op, mod.SetPassword) else None
         mod.apply(jr.core, op, epoch)
@@ -1238,7 +1136,7 @@ class Node:
             self._distribute_key(jr, epoch)
         self._host_publish(jr, old)
 
-    async def _moderation_op(self, jr: _JoinedRoom, request: str, args: Sequence[str]
+    async def _moderation_op(self, jr: JoinedRoom, request: str, args: Sequence[str]
                              ) -> mod.ModerationOp:
         """The user's request with names resolved; raises a clear error if it cannot be."""
         reason = args[1] if len(args) > 1 else ""
@@ -1279,7 +1177,7 @@ class Node:
                 return mod.SetPassword(verifier)
         raise MeshchatError(f"unknown room operation {request}")
 
-    async def _remote_host_op(self, jr: _JoinedRoom, op: str, args: Sequence[str]) -> None:
+    async def _remote_host_op(self, jr: JoinedRoom, op: str, args: Sequence[str]) -> None:
         """Ask the host: it refuses anything host-only from a non-host, and says so."""
         rid = self._wire.next_request_id()
         command = HostCommand(jr.room_id, rid, op, tuple(a for a in args if a))
@@ -1291,13 +1189,13 @@ class Node:
         if isinstance(reply, CommandResult) and not reply.ok:
             raise NotHost(reply.detail or f"only the host can {mod.verb(op)}")
 
-    def _member_id(self, jr: _JoinedRoom, who: str) -> bytes:
+    def _member_id(self, jr: JoinedRoom, who: str) -> bytes:
         pid = self._peers.resolve(who)
         if not rules.is_member(jr.state, pid):
             raise PeerNotFound(f"{who} is not in this room")
         return pid
 
-    def _ban_id(self, jr: _JoinedRoom, who: str) -> bytes:
+    def _ban_id(self, jr: JoinedRoom, who: str) -> bytes:
         q = who.strip().casefold().lstrip("#")
         hits = [b.peer_id for b in jr.state.bans
                 if b.name.casefold() == q or (len(q) >= 4 and fingerprint_of(b.peer_id)
@@ -1311,7 +1209,7 @@ class Node:
 
     # ---------------------------------------------------------------- chat
 
-    async def _say(self, jr: _JoinedRoom, text: str) -> None:
+    async def _say(self, jr: JoinedRoom, text: str) -> None:
         text = self._check_text(text)
         seq = max(jr.own_seq, jr.tracker.head(self.peer_id)) + 1
         jr.own_seq = seq
@@ -1332,7 +1230,7 @@ class Node:
         if box.full(BATCH_LINES, BATCH_TEXT_CHARS):
             self._flush_outbox(jr)
 
-    def _flush_outbox(self, jr: _JoinedRoom) -> None:
+    def _flush_outbox(self, jr: JoinedRoom) -> None:
         """Sign the lines said since the last turn of the loop once, log and publish them."""
         box, jr.outbox = jr.outbox, None
         if box is None or not box.lines:
@@ -1400,7 +1298,7 @@ class Node:
         except Timeout:
             # A host that banned us refuses our key at the transport, so it cannot say so;
             # the last state we saw of the room can.
-            last = self._last_states.get(listing.room_id)
+            last = self._rooms.last_state(listing.room_id)
             if last is not None and rules.is_banned(last, self.peer_id):
                 raise JoinRefused("banned", "you are banned from this room") from None
             raise
@@ -1425,7 +1323,7 @@ class Node:
                 held = self._rooms.get(listing.room_id)
                 target = admission.moved_target(
                     reply.detail, listing.room_id, host_id,
-                    held.state if held is not None else self._last_states.get(listing.room_id),
+                    held.state if held is not None else self._rooms.last_state(listing.room_id),
                     self._codec)
                 if target is None:
                     self.stats["dropped_moved_unsigned"] += 1
@@ -1460,7 +1358,7 @@ class Node:
         else:
             core = rules.RoomCore(self.identity, self._codec, rules.SignedState(state,
                                                                                 reply.state))
-            jr = _JoinedRoom(core, Keyring.with_key(self.limits, reply.key_epoch, key),
+            jr = JoinedRoom(core, Keyring.with_key(self.limits, reply.key_epoch, key),
                              HistorySync(self.limits, self.timings))
             for sender, seq in self._log.heads(room_id).items():
                 jr.tracker.set_base(sender, seq)
@@ -1540,7 +1438,7 @@ class Node:
         elif hint.reason:
             self.stats["dropped_" + hint.reason] += 1
 
-    async def _merge_into(self, jr: _JoinedRoom, other_host: bytes) -> None:
+    async def _merge_into(self, jr: JoinedRoom, other_host: bytes) -> None:
         """Step down (a state of a host of our lineage outranks ours): join the winning
         host's room, then send our members there."""
         peer = self._peers.get(other_host)
@@ -1568,7 +1466,7 @@ class Node:
             if cur is not None:
                 cur.merging = False
 
-    def _start_rejoin(self, jr: _JoinedRoom, state: RoomState, merge: bool = False) -> None:
+    def _start_rejoin(self, jr: JoinedRoom, state: RoomState, merge: bool = False) -> None:
         """Join the room again at ``state``'s host: after the host lost contact with us, or
         (``merge``) after a partition healed and our host stepped down in its favour."""
         if jr.merging:
@@ -1576,7 +1474,7 @@ class Node:
         jr.merging = True
         self._tasks.spawn(self._rejoin(jr, state, merge))
 
-    async def _rejoin(self, jr: _JoinedRoom, state: RoomState, merge: bool) -> None:
+    async def _rejoin(self, jr: JoinedRoom, state: RoomState, merge: bool) -> None:
         try:
             peer = await self._peers.wait_for(state.host, self.timings.join_timeout_s)
             if peer is None:
@@ -1602,7 +1500,7 @@ class Node:
             if cur is not None:
                 cur.merging = False
 
-    def _on_merge_join(self, jr: _JoinedRoom, other: RoomState) -> None:
+    def _on_merge_join(self, jr: JoinedRoom, other: RoomState) -> None:
         """The other side's host of a healed partition merges in (its token was taken):
         vouch for its members and union its bans."""
         jr.merge_allow.update(rules.member_ids(other))
@@ -1612,7 +1510,7 @@ class Node:
 
     # ---------------------------------------------------------------- elections
 
-    def _maybe_claim(self, jr: _JoinedRoom, vanished: bytes) -> None:
+    def _maybe_claim(self, jr: JoinedRoom, vanished: bytes) -> None:
         """Run the watch's ``Claim``: take over the room of a host that does not answer."""
         if jr.core.is_host or jr.state.host != vanished:
             return
@@ -1666,17 +1564,17 @@ class Node:
                 self._publish_heads(jr)
             self._watch_host(jr, now)
 
-    def _publish_heads(self, jr: _JoinedRoom) -> None:
+    def _publish_heads(self, jr: JoinedRoom) -> None:
         heads = jr.tracker.heads()[: self.limits.max_collection_items]
         self._publish_room(jr, Heads(heads, jr.state.term, jr.state.version))
 
-    def _watch(self, jr: _JoinedRoom) -> hw.HostWatch:
+    def _watch(self, jr: JoinedRoom) -> hw.HostWatch:
         if jr.watch is None:
             jr.watch = hw.HostWatch(self.peer_id, jr.state, self._clock.monotonic(),
                                     self.timings, self.limits, self._wire.next_request_id)
         return jr.watch
 
-    def _run_watch(self, jr: _JoinedRoom, event: hw.Input) -> None:
+    def _run_watch(self, jr: JoinedRoom, event: hw.Input) -> None:
         """Feed the room's host watch one input and run its effects."""
         for effect in self._watch(jr).handle(event):
             match effect:
@@ -1694,30 +1592,26 @@ class Node:
             if jr.state.host == peer and not jr.core.is_host:
                 self._run_watch(jr, hw.ConnectionDropped(now))
 
-    def _watch_host(self, jr: _JoinedRoom, now: float) -> None:
+    def _watch_host(self, jr: JoinedRoom, now: float) -> None:
         self._run_watch(jr, hw.Tick(now, jr.state, self._peers.last_heard(jr.state.host),
                                     self._peers.is_alive))
 
     def _heartbeat(self, include_known: bool = False) -> Heartbeat:
-        hosted = tuple(
-            HostedRoom(jr.room_id, jr.state.name, len(jr.state.members), jr.state.locked,
-                       jr.state.password is not None, jr.state.term)
-            for jr in self._rooms.values() if jr.core.is_host and jr.announce
-        )
+        hosted = tuple(jr.hosted() for jr in self._rooms.announced())
         return self._peers.heartbeat(hosted, include_known)
 
     # ================================================================ discovery
 
-    async def _announce_room(self, jr: _JoinedRoom) -> None:
+    async def _announce_room(self, jr: JoinedRoom) -> None:
         if not jr.announce or not jr.core.is_host or self._tasks.closed:
             return
         await self._directory.announce(jr.state)
 
-    async def _withdraw_room(self, jr: _JoinedRoom) -> None:
+    async def _withdraw_room(self, jr: JoinedRoom) -> None:
         await self._directory.withdraw(jr.room_id)
 
     def _room_infos(self) -> list[RoomInfo]:
-        hosted = [jr.state for jr in self._rooms.values() if jr.core.is_host and jr.announce]
+        hosted = [jr.state for jr in self._rooms.announced()]
         return self._directory.infos(hosted, self._rooms)
 
 class _Moved(Exception):

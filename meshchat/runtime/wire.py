@@ -4,7 +4,7 @@ Out: every envelope gets the next number of its stream and this node's wall time
 is sealed with the room key (``publish_sealed``). Pending: each ping's nonce and each request's
 id remember the one peer they went to, so only that peer's answer counts as solicited
 (``Role.ASKED``). In: ``open`` decodes a frame strictly and attributes it to the peer the
-transport authenticated; ``authorized`` is the one call to the authority gate
+transport authenticated; ``Gatekeeper.admit`` is the one call to the authority gate
 (``meshchat.authority.Gate``). Whatever is refused is counted as ``dropped_<reason>`` in the
 shared ``stats`` and goes no further.
 """
@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 
 from ..authority import Gate, Role
 from ..clock import Clock
-from ..config import Limits
+from ..config import Limits, Timings
 from ..errors import NotInRoom, PeerNotFound, ProtocolError, Timeout
 from ..identity import curve_public_of, is_valid_peer_id
 from ..protocol.codec import Codec, Envelope, UnknownType
@@ -41,7 +43,8 @@ from ..protocol.messages import (
 )
 from ..transport.base import Incoming, Transport
 
-__all__ = ["TOPIC_BROADCAST", "TOPIC_PRESENCE", "TOPIC_ROOM", "Frame", "Wire", "room_topic"]
+__all__ = ["TOPIC_BROADCAST", "TOPIC_PRESENCE", "TOPIC_ROOM", "Frame", "Gatekeeper", "RoomRoles",
+           "Wire", "room_topic"]
 
 TOPIC_PRESENCE = b"P"
 TOPIC_BROADCAST = b"B"
@@ -68,12 +71,11 @@ class Frame:
 class Wire:
     """Send, publish, ping and request; decode and gate what arrives."""
 
-    def __init__(self, me: bytes, codec: Codec, transport: Transport, gate: Gate, clock: Clock,
+    def __init__(self, me: bytes, codec: Codec, transport: Transport, clock: Clock,
                  limits: Limits, stats: Counter[str]) -> None:
         self._me = me
         self._codec = codec
         self._transport = transport
-        self._gate = gate
         self._clock = clock
         self._limits = limits
         self._stats = stats
@@ -276,12 +278,47 @@ class Wire:
                 return self._future_peers.get(m.request_id) == peer
         return False
 
-    def authorized(self, peer: bytes, m: WireMessage, socket: str, roles: Role) -> bool:
-        """The one gate: the authority table and the per-peer rate limits. ``roles``: what
-        ``peer`` is to us and to the room ``m`` is about; what we asked it is added here."""
-        if self.solicited(peer, m):
+
+class RoomRoles(Protocol):
+    def roles(self, peer: bytes, m: WireMessage, now: float, window_s: float) -> Role: ...
+
+
+class Gatekeeper:
+    """The one gate call: what a peer is to us for a message (``Role``: known to us, what it
+    is in the room the message is about, whether we asked it), then ``Gate.admit``, the
+    authority table and the per-peer rate limits."""
+
+    def __init__(self, gate: Gate, wire: Wire, is_known: Callable[[bytes], bool],
+                 room_of: Callable[[bytes], RoomRoles | None], clock: Clock, timings: Timings,
+                 stats: Counter[str]) -> None:
+        self._gate = gate
+        self._wire = wire
+        self._is_known = is_known
+        self._room_of = room_of
+        self._clock = clock
+        self._timings = timings
+        self._stats = stats
+
+    def roles(self, peer: bytes, m: WireMessage, room: RoomRoles | None = None) -> Role:
+        roles = Role.ANYONE
+        if self._is_known(peer):
+            roles |= Role.KNOWN
+        if room is None:
+            room_id = getattr(m, "room_id", None)
+            room = self._room_of(room_id) if isinstance(room_id, bytes) else None
+        now = self._clock.monotonic()
+        if room is not None:
+            roles |= room.roles(peer, m, now, self._timings.request_timeout_s)
+        if self._wire.solicited(peer, m):
             roles |= Role.ASKED
-        refusal = self._gate.admit(peer, m, socket, roles, self._clock.monotonic())
+        return roles
+
+    def admit(self, peer: bytes, m: WireMessage, socket: str, room: RoomRoles | None = None
+              ) -> bool:
+        """May ``peer`` send ``m`` on ``socket`` (about ``room``, default the one ``m``
+        names)? A refusal is counted as ``dropped_<reason>``."""
+        refusal = self._gate.admit(peer, m, socket, self.roles(peer, m, room),
+                                   self._clock.monotonic())
         if refusal is None:
             return True
         self._stats["dropped_" + refusal.reason] += 1
