@@ -50,7 +50,7 @@ from .events import (
     Renamed,
     RoomInfo,
 )
-from .historysync import Ask, HistorySync, ReplyBudget, Source, newest_that_fit, unused_ranges
+from .historysync import HistorySync, Source, newest_that_fit
 from .identity import Identity, fingerprint_of
 from .keyring import Keyring
 from .liveness import LivenessTable
@@ -60,8 +60,6 @@ from .protocol.messages import (
     Broadcast,
     Bye,
     Chat,
-    ChatBatch,
-    ChatLine,
     CommandResult,
     Heads,
     Heartbeat,
@@ -82,12 +80,12 @@ from .protocol.messages import (
     Private,
     RoomState,
     Sealed,
-    SeqRange,
     StateAnnounce,
     StatePush,
     StateRequest,
     WireMessage,
 )
+from .runtime.chat import RoomChat, check_text
 from .runtime.directory import Directory, Listing
 from .runtime.emitter import Emitter
 from .runtime.local import LocalPeer
@@ -95,18 +93,12 @@ from .runtime.peers import PeerBook
 from .runtime.rooms import JoinedRoom, Rooms
 from .runtime.tasks import Tasks
 from .runtime.wire import TOPIC_BROADCAST, TOPIC_PRESENCE, Gatekeeper, Wire, room_topic
-from .session import Outbox, StateAction, state_change
-from .storage.log import LogRow
+from .session import StateAction, state_change
 from .transport.base import Incoming, LinkEvents, Transport
 
 __all__ = ["BanInfo", "Node", "PeerDetails", "Room", "RoomDetails"]
 
 log = logging.getLogger("meshchat.node")
-
-SEQ_BLOCK = 1024
-BATCH_LINES = 256  # at most this many lines said in one loop turn share a frame
-BATCH_TEXT_CHARS = 48 * 1024
-BATCH_REF = b"@"  # log rows after a batch's first hold "@" + first seq instead of the blob
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +204,10 @@ class Room:
 
     def history(self) -> list[Message]:
         """Every message this node holds for the room, in the canonical order."""
-        return self._node._room_history(self.room_id, self._state.name)
+        return self._node._chat.history(self.room_id, self._state.name)
 
     async def say(self, text: str) -> None:
-        await self._node._say(self._joined(), text)
+        await self._node._chat.say(self._joined(), text)
 
     async def leave(self) -> None:
         await self._node._leave(self.room_id, "left")
@@ -358,6 +350,9 @@ class Node:
             on_gone=self._peer_gone, on_renamed=self._peer_renamed)
         self._gate = Gatekeeper(Gate(self.limits), self._wire, self._peers.is_known,
                                 self._rooms.get, self._clock, self.timings, self.stats)
+        self._chat = RoomChat(me, self._rooms, self._wire, self._codec, self._log,
+                              self._peers.info, self._emit, self._tasks, self._clock,
+                              self.limits, self.timings, self.stats)
         self._transport.set_link_events(LinkEvents(
             on_handshake_failure=self._peers.handshake_failed, on_refused=self._peers.refused,
             on_disconnect=self._on_peer_disconnected))
@@ -511,7 +506,7 @@ class Node:
 
     async def msg(self, to: str | Sequence[str], text: str) -> None:
         """A private message to one peer or several (names or fingerprint prefixes)."""
-        text = self._check_text(text)
+        text = check_text(text, self.limits)
         targets = [to] if isinstance(to, str) else list(to)
         ids: list[bytes] = []
         for who in targets:
@@ -542,7 +537,7 @@ class Node:
 
     async def broadcast(self, text: str) -> None:
         """A line to every node on the network."""
-        text = self._check_text(text)
+        text = check_text(text, self.limits)
         self._wire.publish(TOPIC_BROADCAST, Broadcast(text))
         self._emit(BroadcastReceived(self.me, text, self._clock.time()))
 
@@ -589,15 +584,6 @@ class Node:
 
     # ================================================================ identity helpers
 
-    def _check_text(self, text: str) -> str:
-        if not text:
-            raise MeshchatError("empty message")
-        if len(text) > self.limits.max_text_chars:
-            raise MeshchatError(f"a message is at most {self.limits.max_text_chars} characters")
-        return text
-
-    # ================================================================ sending
-
     def _authorized(self, peer: bytes, m: WireMessage, socket: str,
                     jr: JoinedRoom | None = None) -> bool:
         """The one gate: the authority table and the per-peer rate limits."""
@@ -606,9 +592,6 @@ class Node:
     def _publish_room(self, jr: JoinedRoom, message: WireMessage, seq: int | None = None,
                       epoch: int | None = None) -> None:
         self._wire.publish_sealed(jr.room_id, *jr.seal_key(epoch), message, seq)
-
-    def _send_epoch(self, jr: JoinedRoom) -> int:
-        return jr.keys.send_epoch(jr.state.key_epoch)
 
     # ================================================================ incoming
 
@@ -745,9 +728,9 @@ class Node:
             case KeyUpdate():
                 self._on_key_update(peer, m)
             case HistoryRequest():
-                self._on_history_request(peer, m)
+                self._chat.on_history_request(peer, m)
             case HistoryReply():
-                self._on_history_reply(peer, m)
+                self._chat.on_history_reply(peer, m)
             case StateRequest():
                 asked = self._rooms.get(m.room_id)
                 # A member or a former member in good standing may ask (the state holds no
@@ -778,118 +761,13 @@ class Node:
             return
         match env.message:
             case Chat(batch=blob):
-                self._take_batch(jr, blob, verify=False, live=True, author=peer)
+                self._chat.take_batch(jr, blob, verify=False, live=True, author=peer)
             case StateAnnounce(state=blob):
                 self._on_state_blob(jr.room_id, blob, peer, direct=False)
             case Heads() as heads:
-                self._on_heads(jr, peer, heads)
-
-    def _take_batch(self, jr: JoinedRoom, blob: bytes, verify: bool, live: bool,
-                    author: bytes | None = None, emit: bool = True,
-                    source: Source | None = None, peer: bytes = b"") -> int:
-        """Check, store and show one signed batch (rules in historysync); how many new."""
-        if verify:
-            batch = self._codec.open_signed(blob, ChatBatch, lambda b: b.sender)
-        else:
-            batch = self._codec.peek_signed(blob, ChatBatch)
-            if batch.sender != author:
-                self.stats["dropped_spoofed"] += 1
-                return 0
-        if batch.room_id != jr.room_id:
-            self.stats["dropped_misdirected"] += 1
-            return 0
-        sender = batch.sender
-        taken = jr.sync.take(sender, batch.first, len(batch.lines), self._clock.monotonic(),
-                             source or (Source.LIVE if live else Source.REPLY), peer,
-                             self._knows_author(jr, sender))
-        if taken.drop:
-            self.stats["dropped_" + taken.drop] += 1
-            return 0
-        if taken.duplicates:
-            self.stats["duplicates"] += taken.duplicates
-        if not taken.fresh:
-            return 0
-        self._store_batch(batch, blob, taken.__contains__)
-        if emit:
-            room = jr.state.name
-            info = self._peers.info(sender)
-            for i, line in enumerate(batch.lines):
-                if batch.first + i in taken:
-                    self._emit(Message(room, info, line.text, False, line.sent_at,
-                                       batch.first + i))
-        self._send_ask(jr, taken.ask)
-        return len(batch.lines) - taken.duplicates
-
-    def _knows_author(self, jr: JoinedRoom, author: bytes) -> bool:
-        """A member, a former member, or someone whose lines the room already holds."""
-        return jr.knows_author(author)
-
-    def _ask_history(self, jr: JoinedRoom, source: bytes, author: bytes, upto: int) -> None:
-        self._send_ask(jr, jr.sync.ask(source, [(author, upto)], self._clock.monotonic()))
-
-    def _send_ask(self, jr: JoinedRoom, ask: Ask | None) -> None:
-        if ask is not None and ask.peer != self.peer_id:
-            self._wire.send(ask.peer, HistoryRequest(jr.room_id, ask.ranges))
-            self.stats["history_requests"] += 1
-
-    def _on_history_request(self, peer: bytes, m: HistoryRequest) -> None:
-        """One reply frame within the reply budget; void for our own unused numbers."""
-        jr = self._rooms.get(m.room_id)
-        if jr is None or not (rules.is_member(jr.state, peer) or peer in jr.merge_allow):
-            self.stats["dropped_not_member"] += 1
-            return
-        budget = ReplyBudget(self.limits)
-        records: list[bytes] = []
-        void: list[SeqRange] = []
-        rows_per_range = self.limits.history_reply_batches
-        served = jr.sync.serve(m.ranges)
-        if len(served) < len(m.ranges):
-            self.stats["dropped_history_ranges"] += len(m.ranges) - len(served)
-        for r in served:
-            if budget.full:
-                break
-            rows = self._log.range(jr.room_id, r.sender, r.first, r.last, limit=rows_per_range)
-            for blob in self._batch_blobs(jr.room_id, rows):
-                if not budget.take(len(blob)):
-                    budget.batches_left = 0
-                    break
-                records.append(blob)
-            if r.sender == self.peer_id:
-                upto = rows[-1].seq if len(rows) >= rows_per_range else min(r.last, jr.own_seq)
-                void.extend(unused_ranges(r.sender, r.first, upto, [row.seq for row in rows]))
-        # Always an answer, even an empty one: the asker learns there is nothing more here.
-        self._wire.send(peer, HistoryReply(jr.room_id, tuple(records),
-                                      tuple(void[: self.limits.max_void_ranges])))
-
-    def _on_history_reply(self, peer: bytes, m: HistoryReply) -> None:
-        jr = self._rooms.get(m.room_id)
-        if jr is None:
-            return
-        limit = self.limits.history_reply_batches
-        new = 0
-        for blob in m.records[:limit]:
-            try:
-                new += self._take_batch(jr, blob, verify=True, live=False, peer=peer)
-            except ProtocolError:
-                self.stats["dropped_bad_record"] += 1
-        if len(m.records) > limit:
-            self.stats["dropped_over_budget"] += len(m.records) - limit
-        now = self._clock.monotonic()
-        voided, refused = jr.sync.take_void(peer, m.void, now)
-        if refused:
-            self.stats["dropped_void"] += refused
-        jr.history_progress = bool(new or voided)
-        jr.history_arrived.set()
-        self._send_ask(jr, jr.sync.after_reply(peer, jr.history_progress, now))
-
-    def _on_heads(self, jr: JoinedRoom, peer: bytes, heads: Heads) -> None:
-        ask, drops = jr.sync.on_heads(peer, heads.heads, self._clock.monotonic(),
-                                      lambda author: self._knows_author(jr, author))
-        for reason, n in drops.items():
-            self.stats["dropped_" + reason] += n
-        self._send_ask(jr, ask)
-        if (heads.term, heads.version) > (jr.state.term, jr.state.version):
-            self._ask_state(jr, peer)
+                self._chat.on_heads(jr, peer, heads)
+                if (heads.term, heads.version) > (jr.state.term, jr.state.version):
+                    self._ask_state(jr, peer)
 
     def _ask_state(self, jr: JoinedRoom, peer: bytes) -> None:
         if peer != self.peer_id and jr.state_ask_due(peer, self._clock.monotonic(),
@@ -970,7 +848,7 @@ class Node:
         self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
 
     def _drop_room(self, jr: JoinedRoom) -> None:
-        self._flush_outbox(jr)
+        self._chat.flush(jr)
         if not self._rooms.remove(jr):
             return
         self._peers.sync_rooms()
@@ -985,13 +863,6 @@ class Node:
         if jr.handle is None:
             jr.handle = Room(self, jr.room_id)
         return jr.handle
-
-    def _room_history(self, room_id: bytes, name: str) -> list[Message]:
-        jr = self._rooms.get(room_id)
-        if jr is not None:
-            self._flush_outbox(jr)
-        return [Message(name, self._peers.info(row.sender), row.text, False, row.sent_at, row.seq)
-                for row in self._log.all(room_id)]
 
     # ---------------------------------------------------------------- rooms: host side
 
@@ -1069,10 +940,10 @@ class Node:
                full_history: bool = False) -> None:
         old = jr.state
         jr.core.add_member(peer, name, now)
-        epoch = self._send_epoch(jr)
-        self._flush_outbox(jr)
+        epoch, key = jr.seal_key()
+        self._chat.flush(jr)
         rows = self._log.last(jr.room_id, self.limits.history_on_join)
-        blobs = self._batch_blobs(jr.room_id, rows)
+        blobs = self._chat.batch_blobs(jr.room_id, rows)
         # The newest that fit in half a frame; the joiner fetches the rest of the backlog
         # windows (heads: where each author's backlog starts) before its join returns.
         history = tuple(blobs[newest_that_fit([len(b) for b in blobs],
@@ -1080,7 +951,7 @@ class Node:
         heads = () if full_history else jr.sync.join_heads((row.sender, row.seq)
                                                            for row in rows)
         self._wire.send(peer, JoinAccept(jr.room_id, request_id, jr.core.blob,
-                                    rules.seal_key(self.identity, peer, jr.keys[epoch]), epoch,
+                                    rules.seal_key(self.identity, peer, key), epoch,
                                     history, heads))
         self._host_publish(jr, old)
 
@@ -1207,77 +1078,6 @@ class Node:
                                       for p in hits])
         raise PeerNotFound(f"{who} is not banned here (see /banned)")
 
-    # ---------------------------------------------------------------- chat
-
-    async def _say(self, jr: JoinedRoom, text: str) -> None:
-        text = self._check_text(text)
-        seq = max(jr.own_seq, jr.tracker.head(self.peer_id)) + 1
-        jr.own_seq = seq
-        if seq > jr.reserved_seq:
-            # Numbers are reserved a block at a time, so the hot path never commits and a
-            # crash never hands out a number that peers may already hold.
-            jr.reserved_seq = seq + SEQ_BLOCK - 1
-            self._log.reserve_seq(jr.room_id, self.peer_id, jr.reserved_seq)
-        now = self._clock.time()
-        box = jr.outbox
-        if box is None or not box.follows(seq):
-            self._flush_outbox(jr)
-            box = jr.outbox = Outbox(seq)
-            asyncio.get_running_loop().call_soon(self._flush_outbox, jr)
-        box.add(ChatLine(now, text))
-        jr.tracker.add(self.peer_id, seq)
-        self._emit(Message(jr.state.name, self.me, text, False, now, seq))
-        if box.full(BATCH_LINES, BATCH_TEXT_CHARS):
-            self._flush_outbox(jr)
-
-    def _flush_outbox(self, jr: JoinedRoom) -> None:
-        """Sign the lines said since the last turn of the loop once, log and publish them."""
-        box, jr.outbox = jr.outbox, None
-        if box is None or not box.lines:
-            return
-        batch = ChatBatch(jr.room_id, self.peer_id, box.first, tuple(box.lines))
-        blob = self._codec.sign_record(self.identity, batch)
-        self._store_batch(batch, blob)
-        if jr.room_id in self._rooms and not self._tasks.closed:
-            self._publish_room(jr, Chat(blob), seq=box.first)
-
-    def _store_batch(self, batch: ChatBatch, blob: bytes,
-                     only: Callable[[int], bool] | None = None) -> None:
-        room_id, sender, first = batch.room_id, batch.sender, batch.first
-        kept = [i for i in range(len(batch.lines)) if only is None or only(first + i)]
-        if not kept:
-            return
-        # The blob goes on the first row stored (a joiner may take only a batch's tail), so
-        # this node can relay the batch later; the other rows point to that row.
-        anchor = first + kept[0]
-        ref = BATCH_REF + anchor.to_bytes(8, "big")
-        self._log.add_many(
-            (room_id, sender, first + i, batch.lines[i].sent_at, batch.lines[i].text,
-             blob if first + i == anchor else ref)
-            for i in kept
-        )
-
-    def _batch_blobs(self, room_id: bytes, rows: Iterable[LogRow]) -> list[bytes]:
-        """The signed batches that hold these log rows, each once, in order."""
-        out: list[bytes] = []
-        seen: set[tuple[bytes, int]] = set()
-        for row in rows:
-            if row.blob.startswith(BATCH_REF):
-                first = int.from_bytes(row.blob[1:], "big")
-            else:
-                first = row.seq
-            key = (row.sender, first)
-            if key in seen:
-                continue
-            seen.add(key)
-            if first == row.seq:
-                out.append(row.blob)
-            else:
-                head = self._log.range(room_id, row.sender, first, first)
-                if head and not head[0].blob.startswith(BATCH_REF):
-                    out.append(head[0].blob)
-        return out
-
     # ---------------------------------------------------------------- joining
 
     async def _join_listing(self, listing: Listing, password: str | None,
@@ -1339,7 +1139,7 @@ class Node:
             raise JoinRefused("protocol", "unexpected answer from the host")
         room = self._accept_join(listing.room_id, host_id, reply,
                                  merge=bool(merge_token) or rejoin)
-        await self._fetch_backlog(listing.room_id, host_id)
+        await self._chat.fetch_backlog(listing.room_id, host_id)
         return room
 
     def _accept_join(self, room_id: bytes, host_id: bytes, reply: JoinAccept, merge: bool
@@ -1369,38 +1169,14 @@ class Node:
                 jr.backlog = jr.sync.begin_join(reply.heads)
         for blob in reply.history:
             with contextlib.suppress(ProtocolError):
-                self._take_batch(jr, blob, verify=True, live=False, emit=False,
+                self._chat.take_batch(jr, blob, verify=True, live=False, emit=False,
                                  source=Source.JOIN)
         if old is None and not merge:
             jr.sync.settle_join(reply.heads)
         if previous is not None:
             self._after_state_change(jr, previous, state)
-        self._publish_heads(jr)
+        self._chat.publish_heads(jr)
         return self._room_handle(jr)
-
-    async def _fetch_backlog(self, room_id: bytes, host: bytes) -> None:
-        """Before a join returns: the part of the backlog that did not fit in the JoinAccept,
-        from the host, one reply frame at a time (each reply with news asks for the rest)."""
-        jr = self._rooms.get(room_id)
-        if jr is None or not jr.backlog:
-            return
-        windows, jr.backlog = jr.backlog, ()
-        now = self._clock.monotonic()
-        deadline = now + self.timings.request_timeout_s
-        jr.history_arrived.clear()
-        self._send_ask(jr, jr.sync.backlog_ask(host, windows, now))
-        while jr.sync.backlog_missing(windows) and room_id in self._rooms:
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                self.stats["backlog_incomplete"] += 1
-                return
-            try:
-                await asyncio.wait_for(jr.history_arrived.wait(), remaining)
-            except TimeoutError:
-                continue
-            jr.history_arrived.clear()
-            if not jr.history_progress:
-                return  # the host holds no more of it: gap filling carries on from others
 
     async def _leave(self, room_id: bytes, reason: str) -> None:
         jr = self._rooms.get(room_id)
@@ -1561,12 +1337,8 @@ class Node:
                                  heartbeat_interval_s))
         for jr in list(self._rooms.values()):
             if beat % gap_every == 0:
-                self._publish_heads(jr)
+                self._chat.publish_heads(jr)
             self._watch_host(jr, now)
-
-    def _publish_heads(self, jr: JoinedRoom) -> None:
-        heads = jr.tracker.heads()[: self.limits.max_collection_items]
-        self._publish_room(jr, Heads(heads, jr.state.term, jr.state.version))
 
     def _watch(self, jr: JoinedRoom) -> hw.HostWatch:
         if jr.watch is None:
