@@ -172,6 +172,19 @@ class PeerBook:
                 raise AmbiguousName(query, [self.info(p).label for p in by_fp])
         raise PeerNotFound(f"no peer called {query!r} (see /list or /users)")
 
+    def resolve_all(self, targets: Iterable[str]) -> list[bytes]:
+        """Each peer named (names may be comma-separated), once, in order."""
+        ids: list[bytes] = []
+        for who in targets:
+            for part in who.split(","):
+                if part.strip():
+                    pid = self.resolve(part.strip())
+                    if pid not in ids:
+                        ids.append(pid)
+        if not ids:
+            raise PeerNotFound("no recipient")
+        return ids
+
     def pin(self, pid: bytes) -> None:
         """Someone we talked to: their name is never evicted from the known peers."""
         self.known.pin(pid)

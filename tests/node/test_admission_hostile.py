@@ -367,7 +367,7 @@ async def test_a_stale_listing_is_followed_to_the_new_host_by_its_signed_state(
     listing = next(iter(carol._directory.listings.values()))
     await room.handoff("bob")
     await until(lambda: not alice._rooms[room.room_id].core.is_host)
-    joined = await carol._join_following(listing, None)  # the old host answers "moved"
+    joined = carol._room_handle(await carol._joining.join(listing, None))  # answered "moved"
     assert joined.host.name == "bob" and alice.stats["dropped_join_moved"] == 1
     assert carol.stats["dropped_moved_unsigned"] == 0
 
@@ -389,7 +389,7 @@ async def test_a_join_flood_from_one_peer_is_refused_and_others_get_in(mesh: Mes
                 what="the flood handled")
     assert alice.stats["dropped_rate"] >= 150  # the gate's per-peer join bucket
     assert snapshot(alice, rid) == before and got_nothing_secret(evil)
-    assert alice._admission.pending_challenges <= alice.limits.max_join_challenges
+    assert alice._sessions.admission.pending_challenges <= alice.limits.max_join_challenges
     await answers_ping_promptly(alice, evil)
 
     bob = await mesh.add("bob")  # another address ("mem")
