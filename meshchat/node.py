@@ -1,15 +1,7 @@
 """The running node: the public API that the CLI, the TUI and bots use.
 
-``Node`` is a facade. ``start`` builds the runtime (``meshchat.runtime``) and wires its
-parts, each given only the collaborators it uses; the public methods delegate to them:
-
-- ``wire``: envelopes, sending, pings, pending requests, strict decoding, the one gate call;
-- ``inbound``: every frame from the network, admitted by the gate, routed by type;
-- ``peers``: the peer table, liveness, names; ``directory``: rooms listed on the network;
-- ``session``: each joined room's state, keys, host side, election and admission glue;
-- ``chat``: saying, the log, history sync; ``joining``: host, join, leave, rejoin, merge;
-- ``hostops``: host-only operations; ``ticker``: the heartbeat timer.
-
+``Node`` is a facade: ``start`` builds the parts of ``meshchat.runtime`` (its docstring has
+the map), each given only the collaborators it uses, and the public methods delegate to them.
 Anything bad a peer sends is dropped and counted in ``Node.stats`` (one ``Counter`` shared by
 every part) and never raises out of the node. ``Room`` is a handle on one joined room.
 """
@@ -37,7 +29,7 @@ from .peertable import PeerTable
 from .protocol.codec import Codec
 from .protocol.messages import Broadcast, Bye, Private, RoomState
 from .runtime.chat import RoomChat, check_text
-from .runtime.directory import Directory
+from .runtime.directory import Directory, make_discovery
 from .runtime.emitter import Emitter
 from .runtime.hostops import HostOps
 from .runtime.inbound import Inbound
@@ -255,9 +247,8 @@ class Node:
         if self._started:
             return
         from .discovery.interfaces import resolve_interfaces
-        from .storage.keystore import default_data_dir, load_or_create_identity
+        from .storage.keystore import default_data_dir
         from .storage.log import MessageLog
-        from .storage.settings import SettingsStore
 
         if self._listen_only:
             # Only looking (``meshchat rooms``): a throwaway identity and data dir, nothing
@@ -267,16 +258,11 @@ class Node:
             self._requested_name = self._requested_name or "listener"
         else:
             self.data_dir = self._data_dir_arg or default_data_dir()
-        self.identity: Identity = load_or_create_identity(self.data_dir)
-        self.peer_id = self.identity.peer_id
-        self.fingerprint = self.identity.fingerprint
-        self._me = me = LocalPeer.load(self.identity, SettingsStore(self.data_dir),
-                                       self._requested_name, self._requested_color)
-        known = KnownPeers(self.data_dir, max_peers=self.limits.max_known_peers,
-                           max_pinned=self.limits.max_pinned_peers)
+        self._me = me = LocalPeer.load(self.data_dir, self._requested_name,
+                                       self._requested_color)
+        self.identity: Identity = me.identity
+        self.peer_id, self.fingerprint = me.peer_id, me.fingerprint
         self._log = MessageLog(self.data_dir / "messages.sqlite")
-        codec = Codec(self.limits)
-        admission = Admission(self.limits, codec, self.peer_id, self._random_bytes)
         me.started_at = self._clock.time()
         self._started_mono = self._clock.monotonic()
         addresses = (["127.0.0.1"] if self._loopback_only
@@ -289,15 +275,15 @@ class Node:
             self._transport: Transport = ZmqTransport(self.limits)
         else:
             self._transport = self._transport_arg
-        self._discovery = self._discovery_arg or self._make_discovery()
-        self._build(me, known, codec, admission)
-
+        self._discovery = self._discovery_arg or make_discovery(
+            me.addresses, self.identity, self._static_peers,
+            mdns=self._use_mdns and not self._loopback_only, listen_only=self._listen_only)
+        self._build(me)
         self._transport.set_link_events(LinkEvents(
             on_handshake_failure=self._peers.handshake_failed, on_refused=self._peers.refused,
             on_disconnect=self._sessions.disconnected))
         ports = await self._transport.start(self.identity, bind, self._inbound.on_incoming)
-        me.router_port = ports.router_port
-        me.pub_port = ports.pub_port
+        me.router_port, me.pub_port = ports.router_port, ports.pub_port
         for topic in (TOPIC_PRESENCE, TOPIC_BROADCAST):
             self._transport.subscribe(topic)
         self._card_server = None
@@ -317,12 +303,15 @@ class Node:
             self._ticker.publish_heartbeat()
         self._tasks.spawn(self._ticker.run(), name="meshchat-ticker")
 
-    def _build(self, me: LocalPeer, known: KnownPeers, codec: Codec, admission: Admission
-               ) -> None:
+    def _build(self, me: LocalPeer) -> None:
         """The runtime's parts, each given what it uses. Upward notices are callbacks; those
         to parts built later look them up when called."""
         limits, timings, clock, stats = self.limits, self.timings, self._clock, self.stats
         emit, tasks, rooms, log = self._events.emit, self._tasks, self._rooms, self._log
+        codec = Codec(limits)
+        known = KnownPeers(self.data_dir, max_peers=limits.max_known_peers,
+                           max_pinned=limits.max_pinned_peers)
+        admission = Admission(limits, codec, self.peer_id, self._random_bytes)
         self._wire = wire = Wire(self.peer_id, codec, self._transport, clock, limits, stats)
         self._peers = peers = PeerBook(
             me, wire, self._transport, known, PeerTable(limits, self.peer_id, stats),
@@ -353,19 +342,6 @@ class Node:
     def _peer_gone(self, peer: bytes, reason: str) -> None:
         self._directory.forget_host(peer)
         self._sessions.peer_gone(peer, reason)
-
-    def _make_discovery(self) -> Discovery:
-        from .discovery.static import CombinedDiscovery, StaticDiscovery
-
-        parts: list[Discovery] = []
-        if self._use_mdns and not self._loopback_only:
-            from .discovery.mdns import MdnsDiscovery
-
-            parts.append(MdnsDiscovery(list(self._me.addresses),
-                                       announce=not self._listen_only))
-        if self._static_peers:
-            parts.append(StaticDiscovery(self._static_peers, self.identity))
-        return CombinedDiscovery(*parts)
 
     async def close(self, reason: str = "quit") -> None:
         """Leave every room (a host hands off first), say goodbye, and release everything."""

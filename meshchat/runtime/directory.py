@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 
 from .. import admission
@@ -19,11 +19,26 @@ from ..config import Timings
 from ..discovery.base import Discovery, RoomAnnouncement
 from ..errors import AmbiguousName, RoomNotFound
 from ..events import RoomInfo
-from ..identity import fingerprint_of
+from ..identity import Identity, fingerprint_of
 from ..protocol.messages import HostedRoom, PeerCard, RoomState
 from .local import LocalPeer
 
-__all__ = ["Directory", "Listing"]
+__all__ = ["Directory", "Listing", "make_discovery"]
+
+
+def make_discovery(addresses: Sequence[str], identity: Identity, static_peers: Sequence[str],
+                   *, mdns: bool, listen_only: bool) -> Discovery:
+    """mDNS (unless ``mdns`` is off) plus the ``--peer`` addresses, as one discovery."""
+    from ..discovery.static import CombinedDiscovery, StaticDiscovery
+
+    parts: list[Discovery] = []
+    if mdns:
+        from ..discovery.mdns import MdnsDiscovery
+
+        parts.append(MdnsDiscovery(list(addresses), announce=not listen_only))
+    if static_peers:
+        parts.append(StaticDiscovery(static_peers, identity))
+    return CombinedDiscovery(*parts)
 
 
 @dataclass(slots=True)

@@ -3,6 +3,8 @@ addresses and ports others reach it at."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..commands import validate_name
 from ..errors import MeshchatError, RenameTooSoon
 from ..events import PeerInfo
@@ -40,9 +42,13 @@ class LocalPeer:
         self._info: PeerInfo | None = None
 
     @classmethod
-    def load(cls, identity: Identity, store: SettingsStore, name: str | None,
-             color: str | None) -> LocalPeer:
-        """The saved settings, with the ``name`` and ``color`` asked for (saved if new)."""
+    def load(cls, data_dir: Path, name: str | None, color: str | None) -> LocalPeer:
+        """The identity and settings kept in ``data_dir`` (made on first start), with the
+        ``name`` and ``color`` asked for (saved if new)."""
+        from ..storage.keystore import load_or_create_identity
+
+        identity = load_or_create_identity(data_dir)
+        store = SettingsStore(data_dir)
         settings = store.load()
         name = name or settings.name
         if not name:
