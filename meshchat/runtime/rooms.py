@@ -10,7 +10,7 @@ and what it remembers when its state changes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -151,7 +151,7 @@ class JoinedRoom:
         return True
 
 
-class Rooms(Mapping[bytes, JoinedRoom]):
+class Rooms:
     """The joined rooms by id, and the last state of every room this node left."""
 
     def __init__(self) -> None:
@@ -166,6 +166,15 @@ class Rooms(Mapping[bytes, JoinedRoom]):
 
     def __len__(self) -> int:
         return len(self._joined)
+
+    def __contains__(self, room_id: object) -> bool:
+        return room_id in self._joined
+
+    def get(self, room_id: bytes) -> JoinedRoom | None:
+        return self._joined.get(room_id)
+
+    def values(self) -> ValuesView[JoinedRoom]:
+        return self._joined.values()
 
     def add(self, jr: JoinedRoom) -> None:
         self._joined[jr.room_id] = jr
