@@ -1,125 +1,50 @@
-"""The running node: one asyncio loop that drives transport, discovery, storage and the pure
-room rules, and the public API that the CLI, the TUI and bots use.
+"""The running node: the public API that the CLI, the TUI and bots use.
 
-Everything the network sends passes ``_on_incoming``: decoded strictly, checked against the
-peer the transport authenticated, dispatched by type; anything bad is dropped and counted in
-``Node.stats`` and never raises out of the node.
+``Node`` is a facade: ``start`` builds the parts of ``meshchat.runtime`` (its docstring has
+the map), each given only the collaborators it uses, and the public methods delegate to them.
+Anything bad a peer sends is dropped and counted in ``Node.stats`` (one ``Counter`` shared by
+every part) and never raises out of the node. ``Room`` is a handle on one joined room.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import os
 import tempfile
-from collections import Counter, OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nacl.exceptions import CryptoError
-from nacl.secret import SecretBox
-
-from . import admission
-from . import hostwatch as hw
-from . import moderation as mod
-from . import room as rules
-from .admission import Admission, Admit, Challenge, Lineage, Refuse
-from .authority import Gate, Role
+from .admission import Admission
+from .authority import Gate
 from .clock import Clock, as_clock
-from .commands import validate_name
 from .config import Limits, Timings
-from .discovery.base import Discovery, DiscoveryHandlers, RoomAnnouncement
-from .errors import (
-    AmbiguousName,
-    JoinRefused,
-    MeshchatError,
-    NotHost,
-    NotInRoom,
-    PeerNotFound,
-    ProtocolError,
-    RenameTooSoon,
-    RoomNotFound,
-    Timeout,
-)
-from .events import (
-    BroadcastReceived,
-    Event,
-    Message,
-    Notice,
-    PeerDiscovered,
-    PeerGone,
-    PeerInfo,
-    PeerLeft,
-    Renamed,
-    RoomInfo,
-)
-from .history import SeqTracker
-from .historysync import Ask, HistorySync, ReplyBudget, Source, newest_that_fit, unused_ranges
-from .identity import Identity, curve_public_of, fingerprint_of, is_valid_peer_id, same_key
-from .keyring import Keyring
-from .liveness import Liveness, LivenessTable
-from .peertable import DISCOVERY, PeerEffect, PeerTable, Probe, Unprobe
-from .protocol.codec import Codec, Envelope, UnknownType
-from .protocol.messages import (
-    BROADCAST_TYPES,
-    DIRECT_TYPES,
-    PRESENCE_TYPES,
-    ROOM_INNER_TYPES,
-    ROOM_OUTER_TYPES,
-    Broadcast,
-    Bye,
-    Chat,
-    ChatBatch,
-    ChatLine,
-    CommandResult,
-    Heads,
-    Heartbeat,
-    Hello,
-    HistoryReply,
-    HistoryRequest,
-    HostCommand,
-    HostedRoom,
-    JoinAccept,
-    JoinChallenge,
-    JoinRefusal,
-    JoinRequest,
-    KeyUpdate,
-    Leave,
-    PeerCard,
-    Peers,
-    Ping,
-    Pong,
-    Private,
-    RoomState,
-    Sealed,
-    SeqRange,
-    StateAnnounce,
-    StatePush,
-    StateRequest,
-    WireMessage,
-)
-from .session import Outbox, StateAction, state_change
-from .storage.log import LogRow
-from .transport.base import Incoming, LinkEvents, Transport
+from .discovery.base import Discovery, DiscoveryHandlers
+from .errors import MeshchatError, NotInRoom, PeerNotFound
+from .events import BroadcastReceived, Event, Message, PeerInfo, Renamed, RoomInfo
+from .identity import Identity, fingerprint_of
+from .liveness import LivenessTable
+from .peertable import PeerTable
+from .protocol.codec import Codec
+from .protocol.messages import Broadcast, Bye, Private, RoomState
+from .runtime.chat import RoomChat, check_text
+from .runtime.directory import Directory, make_discovery
+from .runtime.emitter import Emitter
+from .runtime.hostops import HostOps
+from .runtime.inbound import Inbound
+from .runtime.joining import Joining
+from .runtime.local import LocalPeer
+from .runtime.peers import PeerBook
+from .runtime.rooms import JoinedRoom, Rooms
+from .runtime.session import Sessions
+from .runtime.tasks import Tasks
+from .runtime.ticker import Ticker
+from .runtime.wire import TOPIC_BROADCAST, TOPIC_PRESENCE, Gatekeeper, Wire
+from .storage.peers import KnownPeers
+from .transport.base import LinkEvents, Transport
 
 __all__ = ["BanInfo", "Node", "PeerDetails", "Room", "RoomDetails"]
-
-log = logging.getLogger("meshchat.node")
-
-TOPIC_PRESENCE = b"P"
-TOPIC_BROADCAST = b"B"
-TOPIC_ROOM = b"R"
-EVENT_QUEUE_SIZE = 262144  # per events() stream; beyond it events are dropped and counted
-SEQ_BLOCK = 1024
-BATCH_LINES = 256  # at most this many lines said in one loop turn share a frame
-BATCH_TEXT_CHARS = 48 * 1024
-BATCH_REF = b"@"  # log rows after a batch's first hold "@" + first seq instead of the blob
-
-
-def room_topic(room_id: bytes) -> bytes:
-    return TOPIC_ROOM + room_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,71 +82,6 @@ class PeerDetails:
     liveness: str
 
 
-@dataclass(slots=True)
-class _Peer:
-    card: PeerCard
-    color: str = ""
-    started_at: float | None = None
-    connected_to: tuple[str, int, int] | None = None
-    hosted: tuple[HostedRoom, ...] = ()
-    info: PeerInfo | None = None
-
-
-@dataclass(slots=True)
-class _Listing:
-    room_id: bytes
-    name: str
-    host: PeerCard
-    members: int
-    locked: bool
-    has_password: bool
-    term: int
-    source: str  # 'mdns' or 'heartbeat' or 'local'
-
-
-@dataclass(slots=True)
-class _JoinedRoom:
-    core: rules.RoomCore
-    keys: Keyring  # room keys by epoch, and sealed frames waiting for theirs
-    sync: HistorySync  # what we hold of the room's history, and what we asked whom
-    announce: bool = True
-    handle: Room | None = None
-    ever_members: set[bytes] = field(default_factory=set)
-    merge_allow: set[bytes] = field(default_factory=set)
-    watch: hw.HostWatch | None = None  # the election, made on first use (``Node._watch``)
-    backlog: tuple[SeqRange, ...] = ()  # a join's backlog windows, until fetched
-    history_arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    history_progress: bool = False  # the last history reply brought something new
-    state_asked_at: float = 0.0
-    state_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
-    removed: set[bytes] = field(default_factory=set)  # kicked or banned: never FORMER
-    challenges: dict[bytes, tuple[bytes, float]] = field(default_factory=dict)
-    attempts: dict[bytes, deque[float]] = field(default_factory=dict)
-    merging: bool = False
-    dropped_silent: set[bytes] = field(default_factory=set)  # removed as vanished: may rejoin
-    told_to_rejoin: dict[bytes, float] = field(default_factory=dict)
-    outbox: Outbox | None = None
-    own_seq: int = 0  # the last number this node gave one of its messages here
-    reserved_seq: int = 0  # numbers up to this are reserved in the log (crash safety)
-
-    @property
-    def state(self) -> RoomState:
-        return self.core.state
-
-    @property
-    def tracker(self) -> SeqTracker:
-        return self.sync.tracker
-
-    @property
-    def history_from(self) -> Mapping[bytes, float]:
-        """Peer -> when we last asked it for history (its replies are solicited)."""
-        return self.sync.asked_from
-
-    @property
-    def room_id(self) -> bytes:
-        return self.core.state.room_id
-
-
 class Room:
     """A room this node is a member of. Operations act on the room's current host."""
 
@@ -229,7 +89,7 @@ class Room:
         self._node = node
         self.room_id = room_id
 
-    def _joined(self) -> _JoinedRoom:
+    def _joined(self) -> JoinedRoom:
         jr = self._node._rooms.get(self.room_id)
         if jr is None:
             raise NotInRoom("you are not in this room any more")
@@ -241,13 +101,10 @@ class Room:
 
     @property
     def _state(self) -> RoomState:
-        jr = self._node._rooms.get(self.room_id)
-        if jr is not None:
-            return jr.state
-        last = self._node._last_states.get(self.room_id)
-        if last is None:
+        state = self._node._rooms.state_of(self.room_id)
+        if state is None:
             raise NotInRoom("you are not in this room any more")
-        return last
+        return state
 
     @property
     def name(self) -> str:
@@ -255,7 +112,7 @@ class Room:
 
     @property
     def host(self) -> PeerInfo:
-        return self._node._peer_info(self._state.host)
+        return self._node._peers.info(self._state.host)
 
     @property
     def is_host(self) -> bool:
@@ -263,7 +120,7 @@ class Room:
 
     @property
     def members(self) -> list[PeerInfo]:
-        return [self._node._peer_info(m.peer_id, m.name) for m in self._state.members]
+        return [self._node._peers.info(m.peer_id, m.name) for m in self._state.members]
 
     @property
     def locked(self) -> bool:
@@ -293,40 +150,40 @@ class Room:
 
     def history(self) -> list[Message]:
         """Every message this node holds for the room, in the canonical order."""
-        return self._node._room_history(self.room_id, self._state.name)
+        return self._node._chat.history(self.room_id, self._state.name)
 
     async def say(self, text: str) -> None:
-        await self._node._say(self._joined(), text)
+        await self._node._chat.say(self._joined(), text)
 
     async def leave(self) -> None:
-        await self._node._leave(self.room_id, "left")
+        await self._node._joining.leave(self.room_id, "left")
 
     async def handoff(self, name: str) -> None:
-        await self._node._host_op(self._joined(), "handoff", name)
+        await self._node._hostops.run(self._joined(), "handoff", name)
 
     async def kick(self, name: str, reason: str | None = None) -> None:
-        await self._node._host_op(self._joined(), "kick", name, reason or "")
+        await self._node._hostops.run(self._joined(), "kick", name, reason or "")
 
     async def ban(self, name: str, reason: str | None = None) -> None:
-        await self._node._host_op(self._joined(), "ban", name, reason or "")
+        await self._node._hostops.run(self._joined(), "ban", name, reason or "")
 
     async def unban(self, name_or_fp: str) -> None:
-        await self._node._host_op(self._joined(), "unban", name_or_fp)
+        await self._node._hostops.run(self._joined(), "unban", name_or_fp)
 
     async def lock(self) -> None:
-        await self._node._host_op(self._joined(), "lock")
+        await self._node._hostops.run(self._joined(), "lock")
 
     async def unlock(self) -> None:
-        await self._node._host_op(self._joined(), "unlock")
+        await self._node._hostops.run(self._joined(), "unlock")
 
     async def close(self) -> None:
-        await self._node._host_op(self._joined(), "close")
+        await self._node._hostops.run(self._joined(), "close")
 
     async def rename(self, new_room_name: str) -> None:
-        await self._node._host_op(self._joined(), "rename", new_room_name)
+        await self._node._hostops.run(self._joined(), "rename", new_room_name)
 
     async def set_password(self, password: str | None) -> None:
-        await self._node._host_op(self._joined(), "password", password or "")
+        await self._node._hostops.run(self._joined(), "password", password or "")
 
     def __repr__(self) -> str:
         return f"Room({self.name!r}, host={self.host.name!r})"
@@ -372,22 +229,9 @@ class Node:
         self._random_bytes = random_bytes
         self.stats: Counter[str] = Counter()
         self._started = False
-        self._closed = False
-        self._rooms: dict[bytes, _JoinedRoom] = {}
-        self._last_states: dict[bytes, RoomState] = {}
-        self._peers: dict[bytes, _Peer] = {}
-        self._directory: dict[tuple[bytes, bytes], _Listing] = {}
-        self._futures: dict[int, asyncio.Future[WireMessage]] = {}
-        self._future_peers: dict[int, bytes] = {}  # request id -> the peer it went to
-        self._ping_peers: OrderedDict[int, bytes] = OrderedDict()  # nonce -> pinged peer
-        self._pings: dict[int, asyncio.Future[float]] = {}
-        self._queues: list[asyncio.Queue[Event]] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._seq: Counter[bytes] = Counter()
-        self._request_ids = 0
-        self._directory_changed = asyncio.Event()
-        self._me: PeerInfo | None = None
-        self._peer_changed = asyncio.Event()
+        self._rooms = Rooms()
+        self._events = Emitter(self.stats)
+        self._tasks = Tasks()
 
     # ================================================================ lifecycle
 
@@ -403,10 +247,8 @@ class Node:
         if self._started:
             return
         from .discovery.interfaces import resolve_interfaces
-        from .storage.keystore import default_data_dir, load_or_create_identity
+        from .storage.keystore import default_data_dir
         from .storage.log import MessageLog
-        from .storage.peers import KnownPeers
-        from .storage.settings import SettingsStore
 
         if self._listen_only:
             # Only looking (``meshchat rooms``): a throwaway identity and data dir, nothing
@@ -416,111 +258,103 @@ class Node:
             self._requested_name = self._requested_name or "listener"
         else:
             self.data_dir = self._data_dir_arg or default_data_dir()
-        self.identity: Identity = load_or_create_identity(self.data_dir)
-        self.peer_id = self.identity.peer_id
-        self.fingerprint = self.identity.fingerprint
-        self._settings_store = SettingsStore(self.data_dir)
-        self._settings = self._settings_store.load()
-        name = self._requested_name or self._settings.name
-        if not name:
-            raise MeshchatError("no name: pass name=... (the CLI asks for one on first start)")
-        name = name.strip()
-        problem = validate_name(name)
-        if problem is not None:
-            raise MeshchatError(f"bad name {name!r}: {problem}")
-        if name != self._settings.name:
-            self._settings.name = name
-            self._settings_store.save(self._settings)
-        self.name = name
-        if self._requested_color:
-            self._settings.color = self._requested_color
-            self._settings_store.save(self._settings)
-        self.color = self._settings.color or ""
-        self._known = KnownPeers(self.data_dir, max_peers=self.limits.max_known_peers,
-                                 max_pinned=self.limits.max_pinned_peers)
-        self._peertable = PeerTable(self.limits, self.peer_id, self.stats)
-        self._peers_write: asyncio.Future[bool] | None = None
-        self._peers_written_at = self._clock.monotonic()
+        self._me = me = LocalPeer.load(self.data_dir, self._requested_name,
+                                       self._requested_color)
+        self.identity: Identity = me.identity
+        self.peer_id, self.fingerprint = me.peer_id, me.fingerprint
         self._log = MessageLog(self.data_dir / "messages.sqlite")
-        self._codec = Codec(self.limits)
-        self._gate = Gate(self.limits)
-        self._admission = Admission(self.limits, self._codec, self.peer_id, self._random_bytes)
-        self._liveness = LivenessTable(self.timings)
-        self.started_at = self._clock.time()
+        me.started_at = self._clock.time()
         self._started_mono = self._clock.monotonic()
-
         addresses = (["127.0.0.1"] if self._loopback_only
                      else resolve_interfaces(self._interfaces))
-        self._addresses = tuple(addresses)
+        me.addresses = tuple(addresses)
         bind = addresses if (self._interfaces or self._loopback_only) else ["*"]
-
         if self._transport_arg is None:
             from .transport.zmq import ZmqTransport
 
             self._transport: Transport = ZmqTransport(self.limits)
         else:
             self._transport = self._transport_arg
+        self._discovery = self._discovery_arg or make_discovery(
+            me.addresses, self.identity, self._static_peers,
+            mdns=self._use_mdns and not self._loopback_only, listen_only=self._listen_only)
+        self._build(me)
         self._transport.set_link_events(LinkEvents(
-            on_handshake_failure=self._on_handshake_failure, on_refused=self._on_refused,
-            on_disconnect=self._on_peer_disconnected))
-        ports = await self._transport.start(self.identity, bind, self._on_incoming)
-        self._router_port = ports.router_port
-        self._pub_port = ports.pub_port
+            on_handshake_failure=self._peers.handshake_failed, on_refused=self._peers.refused,
+            on_disconnect=self._sessions.disconnected))
+        ports = await self._transport.start(self.identity, bind, self._inbound.on_incoming)
+        me.router_port, me.pub_port = ports.router_port, ports.pub_port
         for topic in (TOPIC_PRESENCE, TOPIC_BROADCAST):
             self._transport.subscribe(topic)
-
         self._card_server = None
-        card_port = 0
         if self._discovery_arg is None:
             from .discovery.static import CardServer
 
-            self._card_server = CardServer(self.identity, self._card)
-            card_port = await self._card_server.start(list(bind), self._card_port_wanted)
-        self._card_port = card_port
-        self._discovery = self._discovery_arg or self._make_discovery()
-        await self._discovery.start(self._card(), DiscoveryHandlers(
-            on_peer=self._on_discovered_peer,
-            on_peer_removed=self._on_discovery_peer_removed,
-            on_room=self._on_discovered_room,
-            on_room_removed=self._on_discovered_room_removed,
+            self._card_server = CardServer(self.identity, me.card)
+            me.card_port = await self._card_server.start(list(bind), self._card_port_wanted)
+        await self._discovery.start(me.card(), DiscoveryHandlers(
+            on_peer=self._peers.discovered,
+            on_peer_removed=self._peers.discovery_removed,
+            on_room=self._directory.discovered_room,
+            on_room_removed=self._directory.discovered_room_removed,
         ))
         self._started = True
         if not self._listen_only:
-            self._publish(TOPIC_PRESENCE, self._heartbeat())
-        self._tasks.append(asyncio.create_task(self._ticker(), name="meshchat-ticker"))
+            self._ticker.publish_heartbeat()
+        self._tasks.spawn(self._ticker.run(), name="meshchat-ticker")
 
-    def _make_discovery(self) -> Discovery:
-        from .discovery.static import CombinedDiscovery, StaticDiscovery
+    def _build(self, me: LocalPeer) -> None:
+        """The runtime's parts, each given what it uses. Upward notices are callbacks; those
+        to parts built later look them up when called."""
+        limits, timings, clock, stats = self.limits, self.timings, self._clock, self.stats
+        emit, tasks, rooms, log = self._events.emit, self._tasks, self._rooms, self._log
+        codec = Codec(limits)
+        known = KnownPeers(self.data_dir, max_peers=limits.max_known_peers,
+                           max_pinned=limits.max_pinned_peers)
+        admission = Admission(limits, codec, self.peer_id, self._random_bytes)
+        self._wire = wire = Wire(self.peer_id, codec, self._transport, clock, limits, stats)
+        self._peers = peers = PeerBook(
+            me, wire, self._transport, known, PeerTable(limits, self.peer_id, stats),
+            LivenessTable(timings), emit, tasks, clock, limits, stats,
+            listen_only=self._listen_only, room_states=rooms.states,
+            on_gone=self._peer_gone,
+            on_renamed=lambda pid, name: self._sessions.member_renamed(pid, name))
+        gate = Gatekeeper(Gate(limits), wire, peers.is_known, rooms.get, clock, timings, stats)
+        self._chat = chat = RoomChat(me, rooms, wire, codec, log, peers.info, emit, tasks,
+                                     clock, limits, timings, stats)
+        self._directory = directory = Directory(
+            me, self._discovery, clock, timings, on_host_card=peers.discovered,
+            on_rival=lambda room, host: self._sessions.check_partition(room, host))
+        self._sessions = sessions = Sessions(
+            me, rooms, wire, gate, chat, peers, directory, admission, log, self._transport,
+            emit, tasks, clock, limits, timings, stats, self._random_bytes,
+            rejoin=lambda jr, state, merge: self._joining.start_rejoin(jr, state, merge),
+            step_down=lambda jr, host: self._joining.start_merge(jr, host))
+        self._joining = Joining(me, rooms, sessions, chat, peers, wire, codec, log, emit,
+                                tasks, clock, limits, timings, stats, self._random_bytes)
+        self._hostops = HostOps(self.peer_id, sessions, wire, peers, limits, timings,
+                                self._random_bytes)
+        self._inbound = Inbound(self.peer_id, wire, gate, peers, directory, rooms, sessions,
+                                chat, emit, tasks, clock, stats)
+        self._ticker = Ticker(wire, peers, rooms, sessions, chat, log, clock, timings, stats,
+                              listen_only=self._listen_only)
 
-        parts: list[Discovery] = []
-        if self._use_mdns and not self._loopback_only:
-            from .discovery.mdns import MdnsDiscovery
-
-            parts.append(MdnsDiscovery(list(self._addresses), announce=not self._listen_only))
-        if self._static_peers:
-            parts.append(StaticDiscovery(self._static_peers, self.identity))
-        return CombinedDiscovery(*parts)
+    def _peer_gone(self, peer: bytes, reason: str) -> None:
+        self._directory.forget_host(peer)
+        self._sessions.peer_gone(peer, reason)
 
     async def close(self, reason: str = "quit") -> None:
         """Leave every room (a host hands off first), say goodbye, and release everything."""
-        if not self._started or self._closed:
+        if not self._started or self._tasks.closed:
             return
-        self._closed = True
+        self._tasks.closed = True
         for room_id in list(self._rooms):
             with contextlib.suppress(MeshchatError):
-                await self._leave(room_id, "quit")
+                await self._joining.leave(room_id, "quit")
         with contextlib.suppress(Exception):
-            self._publish(TOPIC_PRESENCE, Bye(reason))
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        pending: list[asyncio.Future[WireMessage] | asyncio.Future[float]] = [
-            *self._futures.values(), *self._pings.values()]
-        for fut in pending:
-            if not fut.done():
-                fut.set_exception(NotInRoom("the node is closing"))
+            self._wire.publish(TOPIC_PRESENCE, Bye(reason))
+        await self._tasks.stop()
+        self._wire.close()
         with contextlib.suppress(Exception):
             await self._discovery.close()
         if self._card_server is not None:
@@ -528,7 +362,7 @@ class Node:
                 await self._card_server.close()
         await self._transport.close(self.timings.linger_s)
         self._log.close()
-        self._known.flush()
+        self._peers.close()
         if self._scratch is not None:
             self._scratch.cleanup()
 
@@ -536,45 +370,43 @@ class Node:
 
     @property
     def me(self) -> PeerInfo:
-        info = self._me
-        if info is None or info.name != self.name or info.color != self.color:
-            info = self._me = PeerInfo(self.name, self.fingerprint, self._addresses,
-                                       self.peer_id, self.color)
-        return info
+        return self._me.info
+
+    @property
+    def name(self) -> str:
+        return self._me.name
+
+    @property
+    def color(self) -> str:
+        return self._me.color
+
+    @property
+    def started_at(self) -> float:
+        return self._me.started_at
 
     @property
     def address(self) -> str:
         """'IP:PORT' that others can pass to ``--peer``."""
-        return f"{self._addresses[0] if self._addresses else '127.0.0.1'}:{self._card_port}"
+        me = self._me
+        return f"{me.addresses[0] if me.addresses else '127.0.0.1'}:{me.card_port}"
 
     def uptime(self) -> float:
         return self._clock.monotonic() - self._started_mono
 
     def peers(self) -> list[PeerInfo]:
         """The peers currently alive on the network, not counting this node."""
-        return [self._peer_info(pid) for pid in self._peers
-                if self._liveness.state(pid) is not Liveness.GONE]
+        return self._peers.alive()
 
     def joined_rooms(self) -> list[Room]:
         return [self._room_handle(jr) for jr in self._rooms.values()]
 
     def resolve(self, who: str) -> PeerInfo:
         """A peer by name (case-insensitive) or fingerprint prefix; this node included."""
-        return self._peer_info(self._resolve_id(who))
+        return self._peers.info(self._peers.resolve(who))
 
     def events(self) -> AsyncIterator[Event]:
         """A stream of every event from now on (each call gets its own)."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(EVENT_QUEUE_SIZE)
-        self._queues.append(queue)
-        return self._drain(queue)
-
-    async def _drain(self, queue: asyncio.Queue[Event]) -> AsyncIterator[Event]:
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            with contextlib.suppress(ValueError):
-                self._queues.remove(queue)
+        return self._events.events()
 
     async def rooms(self, timeout: float = 2.0) -> list[RoomInfo]:
         """Rooms on the network, waiting until ``timeout`` after start for discovery."""
@@ -583,1714 +415,86 @@ class Node:
             await self._clock.sleep(remaining)
         return self._room_infos()
 
+    def _room_infos(self) -> list[RoomInfo]:
+        return self._directory.infos([jr.state for jr in self._rooms.announced()], self._rooms)
+
     async def host(self, name: str, password: str | None = None, *, announce: bool = True
                    ) -> Room:
         """Create a room hosted by this node."""
-        name = name.strip()
-        if not name or len(name) > self.limits.max_room_name_chars:
-            raise MeshchatError(f"a room name is 1 to {self.limits.max_room_name_chars} characters")
-        verifier = None
-        if password:
-            verifier = await asyncio.to_thread(rules.make_verifier, password, self._random_bytes)
-        core, epoch, key = rules.RoomCore.create(
-            self.identity, self._codec, name, self.name, self._clock.time(), self._random_bytes,
-            verifier,
-        )
-        jr = _JoinedRoom(core, Keyring.with_key(self.limits, epoch, key),
-                         HistorySync(self.limits, self.timings), announce=announce)
-        self._enter_room(jr)
-        await self._announce_room(jr)
-        return self._room_handle(jr)
+        return self._room_handle(await self._joining.host(name, password, announce))
 
     async def join(self, name: str, password: str | None = None) -> Room:
         """Join the room called ``name`` on the network."""
-        return await self._join_following(await self._find_room(name), password)
-
-    async def _join_following(self, listing: _Listing, password: str | None,
-                              merge_token: bytes = b"", rejoin: bool = False) -> Room:
-        """Join, following the room to its current host if it moved meanwhile."""
-        for _ in range(4):
-            try:
-                return await self._join_listing(listing, password, merge_token, rejoin)
-            except _Moved as moved:
-                listing = moved.listing
-        raise JoinRefused("moved", "the room's host kept changing")
+        wait_s = max(self.timings.discovery_wait_s, 2.0 - self.uptime())
+        listing = await self._directory.find(name, wait_s)
+        return self._room_handle(await self._joining.join(listing, password))
 
     async def msg(self, to: str | Sequence[str], text: str) -> None:
         """A private message to one peer or several (names or fingerprint prefixes)."""
-        text = self._check_text(text)
-        targets = [to] if isinstance(to, str) else list(to)
-        ids: list[bytes] = []
-        for who in targets:
-            for part in who.split(","):
-                if part.strip():
-                    pid = self._resolve_id(part.strip())
-                    if pid not in ids:
-                        ids.append(pid)
-        if not ids:
-            raise PeerNotFound("no recipient")
+        text = check_text(text, self.limits)
+        ids = self._peers.resolve_all([to] if isinstance(to, str) else to)
         message = Private(text, tuple(ids))
         for pid in ids:
             if pid == self.peer_id:
                 continue
-            if not self._send(pid, message):
-                raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
-            self._known.pin(pid)
-        self._emit(Message(None, self.me, text, True, self._clock.time(), 0,
-                           tuple(self._peer_info(p) for p in ids)))
+            if not self._wire.send(pid, message):
+                raise PeerNotFound(f"{self._peers.info(pid).label} cannot be reached")
+            self._peers.pin(pid)
+        self._events.emit(Message(None, self.me, text, True, self._clock.time(), 0,
+                                  tuple(self._peers.info(p) for p in ids)))
 
     async def ping(self, who: str) -> float:
         """Round-trip time to a peer in seconds."""
-        pid = self._resolve_id(who)
+        pid = self._peers.resolve(who)
         if pid == self.peer_id:
             return 0.0
-        nonce = self._next_request_id()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[float] = loop.create_future()
-        self._pings[nonce] = fut
-        started = self._clock.monotonic()
-        try:
-            if not self._send_ping(pid, nonce):
-                raise PeerNotFound(f"{self._peer_info(pid).label} cannot be reached")
-            try:
-                async with asyncio.timeout(self.timings.request_timeout_s):
-                    answered = await fut
-            except TimeoutError as exc:
-                raise Timeout(f"no answer from {self._peer_info(pid).label}") from exc
-            return answered - started
-        finally:
-            self._pings.pop(nonce, None)
+        return await self._wire.ping(pid, self._peers.info(pid).label,
+                                     self.timings.request_timeout_s)
 
     async def broadcast(self, text: str) -> None:
         """A line to every node on the network."""
-        text = self._check_text(text)
-        self._publish(TOPIC_BROADCAST, Broadcast(text))
-        self._emit(BroadcastReceived(self.me, text, self._clock.time()))
+        text = check_text(text, self.limits)
+        self._wire.publish(TOPIC_BROADCAST, Broadcast(text))
+        self._events.emit(BroadcastReceived(self.me, text, self._clock.time()))
 
     async def rename(self, new_name: str) -> None:
         """Change this node's name; allowed once per ``Timings.rename_interval_s``."""
-        new_name = new_name.strip()
-        problem = validate_name(new_name)
-        if problem is not None:
-            raise MeshchatError(f"bad name {new_name!r}: {problem}")
-        if new_name == self.name:
+        old = self._me.rename(new_name, self._clock.time(), self.timings.rename_interval_s)
+        if old is None:
             return
-        now = self._clock.time()
-        last = self._settings.renamed_at
-        if last is not None and now < last + self.timings.rename_interval_s:
-            raise RenameTooSoon(last + self.timings.rename_interval_s)
-        old = self.name
-        self._settings.former_names.append((old, now))
-        self._settings.name = new_name
-        self._settings.renamed_at = now
-        self._settings_store.save(self._settings)
-        self.name = new_name
-        self._publish(TOPIC_PRESENCE, self._heartbeat())
+        self._ticker.publish_heartbeat()
         with contextlib.suppress(Exception):
-            await self._discovery.update_node(self._card())
-        for jr in self._rooms.values():
-            if jr.core.is_host:
-                signed = jr.core.member_renamed(self.peer_id, new_name)
-                if signed is not None:
-                    self._host_publish(jr, jr.state)
-        self._emit(Renamed(self.me, old, new_name))
+            await self._discovery.update_node(self._me.card())
+        self._sessions.member_renamed(self.peer_id, self.name)
+        self._events.emit(Renamed(self.me, old, self.name))
 
     def set_color(self, color: str) -> None:
-        self.color = color
-        self._settings.color = color
-        self._settings_store.save(self._settings)
-        self._publish(TOPIC_PRESENCE, self._heartbeat())
+        self._me.set_color(color)
+        self._ticker.publish_heartbeat()
 
     @property
     def former_names(self) -> list[str]:
-        return [n for n, _ in self._settings.former_names]
+        return self._me.former_names
 
     def peer_details(self, who: str) -> PeerDetails:
-        pid = self._resolve_id(who)
-        info = self._peer_info(pid)
+        pid = self._peers.resolve(who)
+        info = self._peers.info(pid)
         if pid == self.peer_id:
-            return PeerDetails(info, self._addresses, self._router_port, self._pub_port,
-                               self._card_port, tuple(self.former_names), None,
-                               self.started_at, "self")
+            me = self._me
+            return PeerDetails(info, me.addresses, me.router_port, me.pub_port, me.card_port,
+                               tuple(self.former_names), None, me.started_at, "self")
         peer = self._peers.get(pid)
         card = peer.card if peer else None
-        former = tuple(n for n in self._known.former_names(pid) if n != info.name)
-        known = self._known.get(pid)
+        former = tuple(n for n in self._peers.known.former_names(pid) if n != info.name)
+        known = self._peers.known.get(pid)
         first_seen = getattr(known, "first_seen", None) if known is not None else None
         return PeerDetails(
             info, card.addresses if card else (), card.router_port if card else 0,
             card.pub_port if card else 0, card.card_port if card else 0, former,
-            first_seen, peer.started_at if peer else None, self._liveness.state(pid).value,
+            first_seen, peer.started_at if peer else None, self._peers.state(pid).value,
         )
 
-    # ================================================================ identity helpers
-
-    def _card(self) -> PeerCard:
-        return PeerCard(self.peer_id, self.name, self._addresses, self._router_port,
-                        self._pub_port, self._card_port)
-
-    def _peer_info(self, pid: bytes, fallback_name: str = "?") -> PeerInfo:
-        if pid == self.peer_id:
-            return self.me
-        peer = self._peers.get(pid)
-        if peer is not None:
-            info = peer.info
-            if info is None or info.name != peer.card.name or info.color != peer.color or \
-                    info.addresses != peer.card.addresses:
-                info = peer.info = PeerInfo(peer.card.name, fingerprint_of(pid),
-                                            peer.card.addresses, pid, peer.color)
-            return info
-        for jr in self._rooms.values():
-            m = rules.find_member(jr.state, pid)
-            if m is not None:
-                return PeerInfo(m.name, fingerprint_of(pid), (), pid)
-        return PeerInfo(fallback_name, fingerprint_of(pid), (), pid)
-
-    def _resolve_id(self, who: str) -> bytes:
-        query = who.strip().lstrip("@")
-        if not query:
-            raise PeerNotFound("no name given")
-        candidates: dict[bytes, str] = {self.peer_id: self.name}
-        for pid, peer in self._peers.items():
-            if self._liveness.state(pid) is not Liveness.GONE:
-                candidates[pid] = peer.card.name
-        for jr in self._rooms.values():
-            for m in jr.state.members:
-                candidates.setdefault(m.peer_id, m.name)
-        by_name = [pid for pid, n in candidates.items() if n.casefold() == query.casefold()]
-        if len(by_name) == 1:
-            return by_name[0]
-        if len(by_name) > 1:
-            raise AmbiguousName(query, [self._peer_info(p).label for p in by_name])
-        q = query.casefold().lstrip("#")
-        if len(q) >= 4:
-            by_fp = [pid for pid in candidates if fingerprint_of(pid).startswith(q)]
-            if len(by_fp) == 1:
-                return by_fp[0]
-            if len(by_fp) > 1:
-                raise AmbiguousName(query, [self._peer_info(p).label for p in by_fp])
-        raise PeerNotFound(f"no peer called {query!r} (see /list or /users)")
-
-    def _check_text(self, text: str) -> str:
-        if not text:
-            raise MeshchatError("empty message")
-        if len(text) > self.limits.max_text_chars:
-            raise MeshchatError(f"a message is at most {self.limits.max_text_chars} characters")
-        return text
-
-    def _next_request_id(self) -> int:
-        self._request_ids += 1
-        return self._request_ids
-
-    # ================================================================ events
-
-    def _emit(self, event: Event) -> None:
-        for queue in self._queues:
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self.stats["events_dropped"] += 1
-
-    # ================================================================ sending
-
-    def _envelope(self, stream: bytes, message: WireMessage, seq: int | None = None) -> bytes:
-        if seq is None:
-            self._seq[stream] += 1
-            seq = self._seq[stream]
-        return self._codec.encode(Envelope(self.peer_id, seq, self._clock.time(), message))
-
-    def _publish(self, topic: bytes, message: WireMessage) -> None:
-        self._transport.publish(topic, self._envelope(topic, message))
-
-    def _send(self, pid: bytes, message: WireMessage) -> bool:
-        ok = self._transport.send(pid, self._envelope(b"D", message))
-        if not ok:
-            self.stats["send_failed"] += 1
-        return ok
-
-    def _send_ping(self, pid: bytes, nonce: int | None = None) -> bool:
-        """A Ping whose Pong only ``pid`` may answer (the authority table's "asked")."""
-        if nonce is None:
-            nonce = self._next_request_id()
-        self._ping_peers[nonce] = pid
-        while len(self._ping_peers) > self.limits.max_rate_entries:
-            self._ping_peers.popitem(last=False)
-        return self._send(pid, Ping(nonce))
-
-    def _roles(self, peer: bytes, m: WireMessage, jr: _JoinedRoom | None = None) -> Role:
-        """What ``peer`` is to us for message ``m``: the facts the authority table asks."""
-        roles = Role.ANYONE
-        if peer in self._peers or self._peertable.is_candidate(peer):
-            roles |= Role.KNOWN
-        if jr is None:
-            room_id = getattr(m, "room_id", None)
-            jr = self._rooms.get(room_id) if isinstance(room_id, bytes) else None
-        now = self._clock.monotonic()
-        window = self.timings.request_timeout_s
-        if jr is not None:
-            state = jr.state
-            if rules.is_member(state, peer):
-                roles |= Role.MEMBER
-            if state.host == peer:
-                roles |= Role.HOST
-            if (peer in jr.ever_members and peer not in jr.removed
-                    and not rules.is_banned(state, peer)):
-                roles |= Role.FORMER
-            if peer in jr.merge_allow:
-                roles |= Role.MERGING
-            if isinstance(m, HistoryReply) and now - jr.history_from.get(peer, -1e9) < window:
-                roles |= Role.ASKED
-            if isinstance(m, StatePush) and now - jr.state_from.get(peer, -1e9) < window:
-                roles |= Role.ASKED
-        match m:
-            case Pong(nonce=nonce) if self._ping_peers.get(nonce) == peer:
-                roles |= Role.ASKED
-            case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult() if (
-                    self._future_peers.get(m.request_id) == peer):
-                roles |= Role.ASKED
-        return roles
-
-    def _authorized(self, peer: bytes, m: WireMessage, socket: str,
-                    jr: _JoinedRoom | None = None) -> bool:
-        """The one gate: the authority table and the per-peer rate limits."""
-        refusal = self._gate.admit(peer, m, socket, self._roles(peer, m, jr),
-                                   self._clock.monotonic())
-        if refusal is None:
-            return True
-        self.stats["dropped_" + refusal.reason] += 1
-        return False
-
-    def _publish_room(self, jr: _JoinedRoom, message: WireMessage, seq: int | None = None,
-                      epoch: int | None = None) -> None:
-        epoch = epoch if epoch is not None else self._send_epoch(jr)
-        inner = self._envelope(room_topic(jr.room_id), message, seq)
-        box = SecretBox(jr.keys[epoch]).encrypt(inner)
-        outer = Sealed(jr.room_id, epoch, bytes(box))
-        self._transport.publish(room_topic(jr.room_id), self._envelope(b"S", outer))
-
-    def _send_epoch(self, jr: _JoinedRoom) -> int:
-        return jr.keys.send_epoch(jr.state.key_epoch)
-
-    # ================================================================ incoming
-
-    def _on_incoming(self, inc: Incoming) -> None:
-        if self._closed:
-            return
-        try:
-            self._dispatch(inc)
-        except (ProtocolError, KeyError, ValueError, TypeError, CryptoError) as exc:
-            self.stats["dropped_" + type(exc).__name__] += 1
-            log.debug("dropped a frame from %s: %s", fingerprint_of(inc.peer_id), exc)
-        except MeshchatError as exc:
-            self.stats["dropped_error"] += 1
-            log.debug("frame from %s refused: %s", fingerprint_of(inc.peer_id), exc)
-
-    def _decode(self, payload: bytes, allowed: tuple[type[WireMessage], ...],
-                peer: bytes | None) -> Envelope | None:
-        try:
-            env = self._codec.decode(payload, allowed)
-        except UnknownType:
-            self.stats["dropped_unknown_type"] += 1
-            return None
-        except ProtocolError:
-            self.stats["dropped_malformed"] += 1
-            return None
-        if peer is not None and env.sender != peer:
-            self.stats["dropped_spoofed"] += 1
-            return None
-        return env
-
-    def _dispatch(self, inc: Incoming) -> None:
-        now = self._clock.time()
-        peer = inc.peer_id
-        if inc.kind == "direct":
-            if not peer:
-                # A key the transport cannot name yet (a first Hello): the envelope names the
-                # sender, who must own the CURVE key that authenticated the connection.
-                env = self._decode(inc.payload, DIRECT_TYPES, None)
-                if env is None:
-                    return
-                if not is_valid_peer_id(env.sender) or \
-                        curve_public_of(env.sender) != inc.curve_key:
-                    self.stats["dropped_spoofed"] += 1
-                    return
-                peer = env.sender
-            else:
-                env = self._decode(inc.payload, DIRECT_TYPES, peer)
-            if env is None:
-                return
-            self._heard(peer)
-            if self._authorized(peer, env.message, "direct"):
-                self._on_direct(peer, env, inc.peer_address, now)
-            return
-        topic = inc.topic
-        if topic == TOPIC_PRESENCE:
-            env = self._decode(inc.payload, PRESENCE_TYPES, peer)
-            if env is None or not self._authorized(peer, env.message, "presence"):
-                return
-            match env.message:
-                case Heartbeat() as hb:
-                    self._on_heartbeat(peer, hb)
-                case Bye(reason=reason):
-                    self._on_peer_gone(peer, "quit" if reason in ("quit", "") else reason)
-        elif topic == TOPIC_BROADCAST:
-            env = self._decode(inc.payload, BROADCAST_TYPES, peer)
-            if env is None or not self._authorized(peer, env.message, "broadcast"):
-                return
-            self._heard(peer)
-            if isinstance(env.message, Broadcast):
-                self._emit(BroadcastReceived(self._peer_info(peer), env.message.text,
-                                             env.sent_at))
-        elif topic.startswith(TOPIC_ROOM):
-            env = self._decode(inc.payload, ROOM_OUTER_TYPES, peer)
-            if env is None:
-                return
-            self._heard(peer)
-            sealed = env.message
-            if not isinstance(sealed, Sealed) or room_topic(sealed.room_id) != topic:
-                self.stats["dropped_topic"] += 1
-                return
-            jr = self._rooms.get(sealed.room_id)
-            if jr is None:
-                return
-            if not self._authorized(peer, sealed, "room", jr):
-                # Someone removed from the room, speaking with a key from before: not a
-                # member's voice any more. If we host and only lost it for a while, tell it
-                # so it rejoins.
-                if jr.core.is_host and peer in jr.dropped_silent:
-                    self._ask_to_rejoin(jr, peer)
-                return
-            self._open_sealed(jr, peer, sealed, now)
-        else:
-            self.stats["dropped_topic"] += 1
-
-    def _heard(self, peer: bytes) -> None:
-        self._liveness.heard(peer, self._clock.monotonic())
-
-    # ---------------------------------------------------------------- presence
-
-    def _on_heartbeat(self, peer: bytes, hb: Heartbeat) -> None:
-        if hb.card.peer_id != peer:
-            self.stats["dropped_spoofed"] += 1
-            return
-        self._learn_peer(hb.card, source="heartbeat", color=hb.color, started_at=hb.started_at)
-        self._heard(peer)
-        known = self._peers.get(peer)
-        if known is not None:
-            known.hosted = hb.hosted
-        hosted_ids = {room.room_id for room in hb.hosted}
-        for jr in self._rooms.values():
-            if jr.state.host == peer and jr.room_id not in hosted_ids:
-                # Our host does not host the room any more (it merged into another side, or
-                # handed off and we missed it): its answer points us at the current host.
-                self._ask_state(jr, peer)
-        self._offer_cards(hb.known, peer)
-        self._update_listings_from(peer, hb.hosted)
-
-    def _update_listings_from(self, peer: bytes, hosted: Iterable[HostedRoom]) -> None:
-        card = self._peers[peer].card if peer in self._peers else None
-        seen: set[bytes] = set()
-        changed = False
-        for room in hosted:
-            seen.add(room.room_id)
-            if card is None:
-                continue
-            key = (room.room_id, peer)
-            listing = _Listing(room.room_id, room.name, card, room.members, room.locked,
-                               room.has_password, room.term, "heartbeat")
-            if self._directory.get(key) != listing:
-                self._directory[key] = listing
-                changed = True
-            self._check_partition(room, peer)
-        for key in [k for k, v in self._directory.items()
-                    if k[1] == peer and k[0] not in seen and v.source == "heartbeat"]:
-            del self._directory[key]
-            changed = True
-        if changed:
-            self._directory_changed.set()
-
-    def _learn_peer(self, card: PeerCard, source: str, color: str | None = None,
-                    started_at: float | None = None, address_hint: str = "") -> None:
-        """A card from the peer itself (``source`` 'hello' or 'heartbeat', on a channel pinned
-        to its key): it becomes or stays a peer. Cards others vouch for are candidates first
-        (``_offer_cards``, meshchat.peertable)."""
-        pid = card.peer_id
-        if pid == self.peer_id:
-            return
-        if not card.addresses and address_hint:
-            card = PeerCard(pid, card.name, (address_hint,), card.router_port, card.pub_port,
-                            card.card_port)
-        peer = self._peers.get(pid)
-        is_new = peer is None or self._liveness.state(pid) is Liveness.GONE
-        probed = False
-        if peer is None:
-            admission = self._peertable.admit(pid, self._clock.monotonic())
-            if admission.refusal is not None:
-                self.stats["dropped_" + admission.refusal] += 1
-                return
-            self._run_peer_effects(admission.effects)
-            probed = admission.probed
-            peer = _Peer(card)
-            self._peers[pid] = peer
-            for warning in self._known.observe(pid, card.name, list(card.addresses)):
-                self._emit(Notice(warning, "warning"))
-        elif peer.card.name != card.name:
-            old = peer.card.name
-            peer.card = card
-            self._known.observe(pid, card.name, list(card.addresses))
-            self._emit(Renamed(self._peer_info(pid), old, card.name))
-            for jr in self._rooms.values():
-                if (jr.core.is_host and rules.is_member(jr.state, pid)
-                        and jr.core.member_renamed(pid, card.name) is not None):
-                    self._host_publish(jr, jr.state)
-        peer.card = card
-        if color is not None:
-            peer.color = color
-        if started_at is not None:
-            peer.started_at = started_at
-        self._connect(pid)
-        if is_new:
-            self._liveness.heard(pid, self._clock.monotonic())
-            if not self._listen_only and not probed:
-                self._send(pid, Hello(self._card(), self.started_at, self.color))
-            self._emit(PeerDiscovered(self._peer_info(pid)))
-            self._peer_changed.set()
-
-    def _offer_cards(self, cards: Sequence[PeerCard], introducer: bytes) -> None:
-        """Cards that ``introducer`` vouches for: candidates, probed within bounds."""
-        self._run_peer_effects(self._peertable.offer(cards, introducer,
-                                                     self._clock.monotonic()))
-
-    def _run_peer_effects(self, effects: Iterable[PeerEffect]) -> None:
-        for effect in effects:
-            match effect:
-                case Probe(card=card):
-                    # One DEALER and a Hello; a listening-only node says nothing, so it opens
-                    # the SUB too and takes the peer's heartbeat as its answer.
-                    self._transport.connect_peer(
-                        card.peer_id, self._pick_address(card.addresses), card.router_port,
-                        card.pub_port, subscribe=self._listen_only)
-                    if not self._listen_only:
-                        self._send(card.peer_id, Hello(self._card(), self.started_at,
-                                                       self.color))
-                case Unprobe(peer_id=pid):
-                    if pid not in self._peers:
-                        self._transport.disconnect_peer(pid)
-
-    def _tick_peers(self, now: float) -> None:
-        """Each beat: expire unanswered probes, and write the known-peers file (batched, in a
-        thread) when it changed."""
-        self._run_peer_effects(self._peertable.tick(now))
-        if (self._peers_write is None and self._known.dirty
-                and now - self._peers_written_at >= self.limits.peers_file_write_interval_s):
-            snapshot = self._known.snapshot()
-            if snapshot is not None:
-                self._peers_written_at = now
-                write = self._peers_write = asyncio.ensure_future(
-                    asyncio.to_thread(self._known.write, snapshot))
-                write.add_done_callback(self._peers_file_written)
-
-    def _peers_file_written(self, write: asyncio.Future[bool]) -> None:
-        self._peers_write = None
-        if not write.cancelled() and write.exception() is not None:
-            self.stats["peers_file_errors"] += 1
-            log.warning("cannot write the known-peers file: %s", write.exception())
-
-    def _sync_room_peers(self) -> None:
-        """The transport denies exactly the keys that a room we hold bans (an unbanned peer is
-        allowed again and, if still a peer, reconnected); the names of the members of our
-        rooms are pinned. Call whenever the rooms we hold or their states change."""
-        banned = (ban.peer_id for jr in self._rooms.values() for ban in jr.state.bans)
-        deny, allow = self._peertable.sync_bans(banned)
-        bans = self._peertable.bans
-        for pid in deny:
-            self._transport.deny(pid)
-            for other, peer in self._peers.items():
-                if same_key(other, pid):
-                    peer.connected_to = None  # the transport closed its links
-                    bans.park(peer.card)
-        for pid in allow:
-            self._transport.allow(pid)
-            card = bans.unpark(pid)
-            back = [other for other in self._peers if same_key(other, pid)]
-            for other in back:
-                self._peers[other].connected_to = None
-                self._connect(other)
-            if card is not None and not back:  # it went silent meanwhile: probe it again
-                self._offer_cards((card,), DISCOVERY)
-        for jr in self._rooms.values():
-            for member in jr.state.members:
-                if member.peer_id != self.peer_id:
-                    self._known.pin(member.peer_id)
-
-    def _connect(self, pid: bytes) -> None:
-        peer = self._peers[pid]
-        card = peer.card
-        if not card.addresses:
-            return
-        target = (self._pick_address(card.addresses), card.router_port, card.pub_port)
-        if peer.connected_to != target:
-            self._transport.connect_peer(pid, target[0], target[1], target[2])
-            peer.connected_to = target
-
-    def _pick_address(self, addresses: Sequence[str]) -> str:
-        mine = [a.rsplit(".", 1)[0] for a in self._addresses]
-        for a in addresses:
-            if a.rsplit(".", 1)[0] in mine:
-                return a
-        return addresses[0]
-
-    def _on_peer_gone(self, peer: bytes, reason: str) -> None:
-        if peer not in self._peers:
-            return
-        info = self._peer_info(peer)
-        self._liveness.forget(peer)
-        del self._peers[peer]
-        self._run_peer_effects(self._peertable.remove(peer, self._clock.monotonic()))
-        if reason != "vanished":
-            self._transport.disconnect_peer(peer)
-        # A vanished peer keeps its connections: ZeroMQ reconnects by itself when a cable is
-        # plugged back in or a partition heals, and its next heartbeat brings it back.
-        for key in [k for k in self._directory if k[1] == peer]:
-            del self._directory[key]
-        self._emit(PeerGone(info, reason))
-        for jr in list(self._rooms.values()):
-            self._member_gone(jr, peer, reason)
-
-    def _member_gone(self, jr: _JoinedRoom, peer: bytes, reason: str) -> None:
-        if not rules.is_member(jr.state, peer):
-            return
-        if jr.core.is_host:
-            change = rules.LEFT if reason == "quit" else rules.VANISHED
-            self._host_remove(jr, peer, change, "")
-        elif peer == jr.state.host:
-            self._run_watch(jr, hw.HostGone(self._clock.monotonic(), jr.state,
-                                            self._liveness.is_alive))
-
-    # ---------------------------------------------------------------- direct
-
-    def _on_direct(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
-        m = env.message
-        match m:
-            case Hello():
-                if m.card.peer_id != peer:
-                    self.stats["dropped_spoofed"] += 1
-                    return
-                self._learn_peer(m.card, "hello", m.color, m.started_at, address)
-                if peer in self._peers:  # a refused one (a twin, one too many) learns nothing
-                    cards = [p.card for pid, p in self._peers.items()
-                             if pid != peer and p.card.addresses]
-                    self._send(peer, Peers(tuple(cards[: self.limits.max_collection_items])))
-            case Peers():
-                probed = self._peertable.candidate_card(peer)
-                if probed is not None:  # a candidate answered our Hello: that proves it
-                    self._learn_peer(probed, "hello", address_hint=address)
-                self._offer_cards(m.peers, peer)
-            case Ping():
-                self._send(peer, Pong(m.nonce))
-            case Pong():
-                self._ping_peers.pop(m.nonce, None)
-                ping = self._pings.get(m.nonce)
-                if ping is not None and not ping.done():
-                    ping.set_result(self._clock.monotonic())
-                pong = hw.PongFrom(self._clock.monotonic(), peer, m.nonce)
-                for jr in list(self._rooms.values()):
-                    if jr.watch is not None:
-                        self._run_watch(jr, pong)
-            case Private():
-                if self.peer_id not in m.to:
-                    self.stats["dropped_misdirected"] += 1
-                    return
-                self._known.pin(peer)
-                self._emit(Message(None, self._peer_info(peer), m.text, True, env.sent_at, 0,
-                                   tuple(self._peer_info(p) for p in m.to)))
-            case JoinRequest():
-                self._on_join_request(peer, m, now, address)
-            case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult():
-                fut = self._futures.get(m.request_id)
-                if fut is not None and not fut.done():
-                    fut.set_result(m)
-            case Leave():
-                left = self._rooms.get(m.room_id)
-                if left is not None and left.core.is_host and rules.is_member(left.state, peer):
-                    self._host_remove(left, peer, rules.LEFT,
-                                      "quit" if m.reason == "quit" else "")
-            case HostCommand():
-                self._on_host_command(peer, m)
-            case KeyUpdate():
-                self._on_key_update(peer, m)
-            case HistoryRequest():
-                self._on_history_request(peer, m)
-            case HistoryReply():
-                self._on_history_reply(peer, m)
-            case StateRequest():
-                asked = self._rooms.get(m.room_id)
-                # A member or a former member in good standing may ask (the state holds no
-                # key): after a merge, our former members follow our answer to the room's
-                # current host. The key goes to current members only.
-                if asked is not None:
-                    self._send(peer, StatePush(asked.room_id, asked.core.blob))
-                    epoch = asked.state.key_epoch
-                    if (asked.core.is_host and epoch in asked.keys
-                            and rules.is_member(asked.state, peer)):
-                        self._distribute_key(asked, epoch, to=[peer])
-            case StatePush():
-                self._on_state_blob(m.room_id, m.state, peer, direct=True)
-            case _:
-                self.stats["dropped_unexpected"] += 1
-
-    # ---------------------------------------------------------------- rooms: sealed payloads
-
-    def _open_sealed(self, jr: _JoinedRoom, peer: bytes, sealed: Sealed, now: float) -> None:
-        key = jr.keys.get(sealed.epoch)
-        if key is None:
-            # Its KeyUpdate may still be on the way: wait for it, bounded (keyring.Keyring).
-            self.stats["dropped_no_key"] += jr.keys.park(peer, sealed, self._clock.monotonic())
-            self._ask_state(jr, jr.state.host)  # a key we missed: the host sends it again
-            return
-        try:
-            inner_bytes = SecretBox(key).decrypt(sealed.box)
-        except CryptoError:
-            self.stats["dropped_undecryptable"] += 1
-            return
-        env = self._decode(inner_bytes, ROOM_INNER_TYPES, peer)
-        if env is None or not self._authorized(peer, env.message, "inner", jr):
-            return
-        match env.message:
-            case Chat(batch=blob):
-                self._take_batch(jr, blob, verify=False, live=True, author=peer)
-            case StateAnnounce(state=blob):
-                self._on_state_blob(jr.room_id, blob, peer, direct=False)
-            case Heads() as heads:
-                self._on_heads(jr, peer, heads)
-
-    def _take_batch(self, jr: _JoinedRoom, blob: bytes, verify: bool, live: bool,
-                    author: bytes | None = None, emit: bool = True,
-                    source: Source | None = None, peer: bytes = b"") -> int:
-        """Check, store and show one signed batch (rules in historysync); how many new."""
-        if verify:
-            batch = self._codec.open_signed(blob, ChatBatch, lambda b: b.sender)
-        else:
-            batch = self._codec.peek_signed(blob, ChatBatch)
-            if batch.sender != author:
-                self.stats["dropped_spoofed"] += 1
-                return 0
-        if batch.room_id != jr.room_id:
-            self.stats["dropped_misdirected"] += 1
-            return 0
-        sender = batch.sender
-        taken = jr.sync.take(sender, batch.first, len(batch.lines), self._clock.monotonic(),
-                             source or (Source.LIVE if live else Source.REPLY), peer,
-                             self._knows_author(jr, sender))
-        if taken.drop:
-            self.stats["dropped_" + taken.drop] += 1
-            return 0
-        if taken.duplicates:
-            self.stats["duplicates"] += taken.duplicates
-        if not taken.fresh:
-            return 0
-        self._store_batch(batch, blob, taken.__contains__)
-        if emit:
-            room = jr.state.name
-            info = self._peer_info(sender)
-            for i, line in enumerate(batch.lines):
-                if batch.first + i in taken:
-                    self._emit(Message(room, info, line.text, False, line.sent_at,
-                                       batch.first + i))
-        self._send_ask(jr, taken.ask)
-        return len(batch.lines) - taken.duplicates
-
-    def _knows_author(self, jr: _JoinedRoom, author: bytes) -> bool:
-        """A member, a former member, or someone whose lines the room already holds."""
-        return (author in jr.ever_members or rules.is_member(jr.state, author)
-                or jr.tracker.knows(author))
-
-    def _ask_history(self, jr: _JoinedRoom, source: bytes, author: bytes, upto: int) -> None:
-        self._send_ask(jr, jr.sync.ask(source, [(author, upto)], self._clock.monotonic()))
-
-    def _send_ask(self, jr: _JoinedRoom, ask: Ask | None) -> None:
-        if ask is not None and ask.peer != self.peer_id:
-            self._send(ask.peer, HistoryRequest(jr.room_id, ask.ranges))
-            self.stats["history_requests"] += 1
-
-    def _on_history_request(self, peer: bytes, m: HistoryRequest) -> None:
-        """One reply frame within the reply budget; void for our own unused numbers."""
-        jr = self._rooms.get(m.room_id)
-        if jr is None or not (rules.is_member(jr.state, peer) or peer in jr.merge_allow):
-            self.stats["dropped_not_member"] += 1
-            return
-        budget = ReplyBudget(self.limits)
-        records: list[bytes] = []
-        void: list[SeqRange] = []
-        rows_per_range = self.limits.history_reply_batches
-        served = jr.sync.serve(m.ranges)
-        if len(served) < len(m.ranges):
-            self.stats["dropped_history_ranges"] += len(m.ranges) - len(served)
-        for r in served:
-            if budget.full:
-                break
-            rows = self._log.range(jr.room_id, r.sender, r.first, r.last, limit=rows_per_range)
-            for blob in self._batch_blobs(jr.room_id, rows):
-                if not budget.take(len(blob)):
-                    budget.batches_left = 0
-                    break
-                records.append(blob)
-            if r.sender == self.peer_id:
-                upto = rows[-1].seq if len(rows) >= rows_per_range else min(r.last, jr.own_seq)
-                void.extend(unused_ranges(r.sender, r.first, upto, [row.seq for row in rows]))
-        # Always an answer, even an empty one: the asker learns there is nothing more here.
-        self._send(peer, HistoryReply(jr.room_id, tuple(records),
-                                      tuple(void[: self.limits.max_void_ranges])))
-
-    def _on_history_reply(self, peer: bytes, m: HistoryReply) -> None:
-        jr = self._rooms.get(m.room_id)
-        if jr is None:
-            return
-        limit = self.limits.history_reply_batches
-        new = 0
-        for blob in m.records[:limit]:
-            try:
-                new += self._take_batch(jr, blob, verify=True, live=False, peer=peer)
-            except ProtocolError:
-                self.stats["dropped_bad_record"] += 1
-        if len(m.records) > limit:
-            self.stats["dropped_over_budget"] += len(m.records) - limit
-        now = self._clock.monotonic()
-        voided, refused = jr.sync.take_void(peer, m.void, now)
-        if refused:
-            self.stats["dropped_void"] += refused
-        jr.history_progress = bool(new or voided)
-        jr.history_arrived.set()
-        self._send_ask(jr, jr.sync.after_reply(peer, jr.history_progress, now))
-
-    def _on_heads(self, jr: _JoinedRoom, peer: bytes, heads: Heads) -> None:
-        ask, drops = jr.sync.on_heads(peer, heads.heads, self._clock.monotonic(),
-                                      lambda author: self._knows_author(jr, author))
-        for reason, n in drops.items():
-            self.stats["dropped_" + reason] += n
-        self._send_ask(jr, ask)
-        if (heads.term, heads.version) > (jr.state.term, jr.state.version):
-            self._ask_state(jr, peer)
-
-    def _ask_state(self, jr: _JoinedRoom, peer: bytes) -> None:
-        now = self._clock.monotonic()
-        if now - jr.state_asked_at > self.timings.gap_fill_interval_s and peer != self.peer_id:
-            jr.state_asked_at = now
-            jr.state_from[peer] = now
-            if len(jr.state_from) > self.limits.max_peers:
-                jr.state_from.pop(next(iter(jr.state_from)))
-            self._send(peer, StateRequest(jr.room_id))
-
-    # ---------------------------------------------------------------- rooms: state
-
-    def _on_state_blob(self, room_id: bytes, blob: bytes, peer: bytes, direct: bool) -> None:
-        jr = self._rooms.get(room_id)
-        if jr is None:
-            return
-        new = jr.core.open_state(blob)
-        old = jr.state
-        judgement = self._watch(jr).judge(
-            old, new, peer, direct, self._clock.monotonic(),
-            self._liveness.last_heard(old.host), jr.removed)
-        match judgement.verdict:
-            case hw.Verdict.TAKE:
-                self._after_state_change(jr, jr.core.adopt(rules.SignedState(new, blob)), new)
-            case hw.Verdict.FOLLOW:
-                self._start_rejoin(jr, new, merge=True)
-            case hw.Verdict.STEP_DOWN:
-                if not jr.merging:
-                    jr.merging = True
-                    self._spawn(self._merge_into(jr, new.host))
-            case hw.Verdict.REFUSE if judgement.reason == "rejected_claims":
-                self.stats["rejected_claims"] += 1
-            case hw.Verdict.REFUSE if judgement.reason:
-                self.stats["dropped_" + judgement.reason] += 1
-
-    def _after_state_change(self, jr: _JoinedRoom, old: RoomState, new: RoomState) -> None:
-        """Emit events for a state change and act on it (host side and member side alike)."""
-        self._watch(jr).handle(hw.StateChanged(self._clock.monotonic(), old, new))
-        jr.ever_members.update(rules.member_ids(new))
-        if new.change in (rules.KICKED, rules.BANNED):
-            jr.removed.add(new.change_peer)
-        elif new.change == rules.JOINED:
-            jr.removed.discard(new.change_peer)
-        self._log.save_room(new.room_id, new.name, jr.core.blob)
-        if new.bans != old.bans or new.members != old.members:
-            self._sync_room_peers()
-        outcome = state_change(old, new, self.peer_id, self._peer_info)
-        for event in outcome.events:
-            self._emit(event)
-        if outcome.action is StateAction.DROP:
-            self._drop_room(jr)
-            return
-        if outcome.action is StateAction.REJOIN:
-            if not self._closed:
-                # The host lost us for a while (a stall, a flaky link): come back and fetch
-                # what we missed, rather than drop out of the room.
-                self._emit(Notice(f"the host of {new.name} lost contact with you: rejoining"))
-                self._start_rejoin(jr, new)
-            return
-        if outcome.host_changed:
-            if outcome.became_host:
-                self._became_host(jr, old)
-            elif outcome.stopped_hosting:
-                self._spawn(self._withdraw_room(jr))
-        if jr.core.is_host:
-            self._spawn(self._announce_room(jr))
-
-    def _became_host(self, jr: _JoinedRoom, old: RoomState) -> None:
-        """A handoff made us host: a fresh key shuts out whoever left with the old host."""
-        epoch = self._new_key(jr)
-        jr.core.rekey(epoch)
-        self._distribute_key(jr, epoch)
-        self._host_publish(jr, old, announce_only=True)
-
-    def _enter_room(self, jr: _JoinedRoom) -> None:
-        used = self._log.next_seq(jr.room_id, self.peer_id) - 1
-        jr.own_seq = jr.reserved_seq = max(used, self._log.reserved_seq(jr.room_id,
-                                                                        self.peer_id))
-        # Numbers skipped after a crash are ours and settled: nothing there to fetch.
-        jr.tracker.set_base(self.peer_id, jr.own_seq)
-        self._rooms[jr.room_id] = jr
-        self._sync_room_peers()
-        jr.ever_members.update(rules.member_ids(jr.state))
-        self._transport.subscribe(room_topic(jr.room_id))
-        self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
-
-    def _drop_room(self, jr: _JoinedRoom) -> None:
-        self._flush_outbox(jr)
-        if self._rooms.pop(jr.room_id, None) is None:
-            return
-        self._sync_room_peers()
-        self._last_states[jr.room_id] = jr.state
-        if jr.own_seq:
-            # A clean exit gives back the unused numbers, so a restart resumes without a gap.
-            self._log.reserve_seq(jr.room_id, self.peer_id, jr.own_seq)
-        self._transport.unsubscribe(room_topic(jr.room_id))
-        if jr.core.is_host:
-            self._spawn(self._withdraw_room(jr))
-
-    def _room_handle(self, jr: _JoinedRoom) -> Room:
+    def _room_handle(self, jr: JoinedRoom) -> Room:
         if jr.handle is None:
             jr.handle = Room(self, jr.room_id)
         return jr.handle
-
-    def _room_history(self, room_id: bytes, name: str) -> list[Message]:
-        jr = self._rooms.get(room_id)
-        if jr is not None:
-            self._flush_outbox(jr)
-        return [Message(name, self._peer_info(row.sender), row.text, False, row.sent_at, row.seq)
-                for row in self._log.all(room_id)]
-
-    # ---------------------------------------------------------------- rooms: host side
-
-    def _host_publish(self, jr: _JoinedRoom, old: RoomState, announce_only: bool = False
-                      ) -> None:
-        """Publish our new signed state; emit events for the change unless already done."""
-        self._push_state(jr)
-        if announce_only:
-            jr.ever_members.update(rules.member_ids(jr.state))
-            self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
-            self._spawn(self._announce_room(jr))
-            return
-        self._after_state_change(jr, old, jr.state)
-
-    def _push_state(self, jr: _JoinedRoom, seal_epoch: int | None = None) -> None:
-        """Our signed state to the room (sealed with ``seal_epoch``, default the current
-        key) and, since a PUB frame can be lost, straight to every member too."""
-        self._publish_room(jr, StateAnnounce(jr.core.blob), epoch=seal_epoch)
-        for m in jr.state.members:
-            if m.peer_id != self.peer_id:
-                self._send(m.peer_id, StatePush(jr.room_id, jr.core.blob))
-
-    def _new_key(self, jr: _JoinedRoom) -> int:
-        """A fresh room key, kept in the (bounded) key ring; its epoch."""
-        epoch, key = rules.new_room_key(self._random_bytes)
-        self._install_key(jr, epoch, key)
-        return epoch
-
-    def _distribute_key(self, jr: _JoinedRoom, epoch: int,
-                        to: Iterable[bytes] | None = None) -> None:
-        """The key of ``epoch``, sealed to each member of the current state (or to ``to``)."""
-        key = jr.keys[epoch]
-        targets = to if to is not None else rules.member_ids(jr.state)
-        for pid in targets:
-            if pid != self.peer_id:
-                self._send(pid, KeyUpdate(jr.room_id, epoch, rules.seal_key(self.identity, pid,
-                                                                            key)))
-
-    def _host_remove(self, jr: _JoinedRoom, peer: bytes, change: str, reason: str) -> None:
-        old = jr.state
-        if change == rules.VANISHED:
-            jr.dropped_silent.add(peer)
-            if len(jr.dropped_silent) > self.limits.max_peers:
-                jr.dropped_silent.pop()
-        else:
-            jr.dropped_silent.discard(peer)
-        epoch = self._new_key(jr)
-        jr.core.remove_member(peer, change, reason, new_epoch=epoch)
-        self._distribute_key(jr, epoch)
-        if change in (rules.KICKED, rules.BANNED):
-            self._send(peer, StatePush(jr.room_id, jr.core.blob))
-        self._host_publish(jr, old)
-
-    def _on_join_request(self, peer: bytes, req: JoinRequest, now: float, address: str = ""
-                         ) -> None:
-        """Run the admission core's decision (meshchat/admission.py) on a join request."""
-        jr = self._rooms.get(req.room_id)
-        lineage = None if jr is None else Lineage(jr.ever_members, jr.removed, jr.dropped_silent)
-        decision = self._admission.decide(None if jr is None else jr.core.current, lineage, req,
-                                          peer, address, self._clock.monotonic())
-        if decision.token_refused:
-            self.stats["dropped_merge_" + decision.token_refused] += 1
-        match decision:
-            case Refuse(reason=reason, detail=detail):
-                self.stats["dropped_join_" + reason] += 1
-                self._send(peer, JoinRefusal(req.room_id, req.request_id, reason, detail))
-            case Challenge():
-                self._send(peer, JoinChallenge(req.room_id, req.request_id, decision.salt,
-                                               decision.nonce, decision.opslimit,
-                                               decision.memlimit))
-            case Admit() if jr is not None:
-                if decision.merged_from is not None:
-                    self._on_merge_join(jr, decision.merged_from)
-                jr.dropped_silent.discard(peer)
-                jr.told_to_rejoin.pop(peer, None)
-                self._admit(jr, peer, decision.name, req.request_id, now,
-                            full_history=decision.full_history)
-
-    def _admit(self, jr: _JoinedRoom, peer: bytes, name: str, request_id: int, now: float,
-               full_history: bool = False) -> None:
-        old = jr.state
-        jr.core.add_member(peer, name, now)
-        epoch = self._send_epoch(jr)
-        self._flush_outbox(jr)
-        rows = self._log.last(jr.room_id, self.limits.history_on_join)
-        blobs = self._batch_blobs(jr.room_id, rows)
-        # The newest that fit in half a frame; the joiner fetches the rest of the backlog
-        # windows (heads: where each author's backlog starts) before its join returns.
-        history = tuple(blobs[newest_that_fit([len(b) for b in blobs],
-                                              self.limits.max_frame_bytes // 2):])
-        heads = () if full_history else jr.sync.join_heads((row.sender, row.seq)
-                                                           for row in rows)
-        self._send(peer, JoinAccept(jr.room_id, request_id, jr.core.blob,
-                                    rules.seal_key(self.identity, peer, jr.keys[epoch]), epoch,
-                                    history, heads))
-        self._host_publish(jr, old)
-
-    def _on_host_command(self, peer: bytes, cmd: HostCommand) -> None:
-        jr = self._rooms.get(cmd.room_id)
-
-        def answer(ok: bool, error: str = "", detail: str = "") -> None:
-            self._send(peer, CommandResult(cmd.room_id, cmd.request_id, ok, error, detail))
-
-        if jr is None:
-            answer(False, "not_found", "no such room here")
-            return
-        if not jr.core.is_host:
-            answer(False, "moved", jr.state.host.hex())
-            return
-        # Host-only operations are only ever done by the host for the host; a request from
-        # anyone else is refused here, whatever its client allowed.
-        answer(False, "not_host", f"only the host can {mod.verb(cmd.op)}")
-
-    def _ask_to_rejoin(self, jr: _JoinedRoom, peer: bytes) -> None:
-        now = self._clock.monotonic()
-        if now - jr.told_to_rejoin.get(peer, -1e9) > self.timings.gap_fill_interval_s:
-            jr.told_to_rejoin[peer] = now
-            self._send(peer, StatePush(jr.room_id, jr.core.blob))
-
-    def _on_key_update(self, peer: bytes, m: KeyUpdate) -> None:
-        jr = self._rooms.get(m.room_id)
-        if jr is None:
-            return
-        self._install_key(jr, m.epoch, rules.unseal_key(self.identity, peer, m.sealed_key))
-
-    def _install_key(self, jr: _JoinedRoom, epoch: int, key: bytes) -> None:
-        """Keep a room key and open what arrived sealed with it before it did."""
-        for parked in jr.keys.install(epoch, key):
-            self._open_sealed(jr, parked.sender, parked.sealed, self._clock.time())
-
-    # ---------------------------------------------------------------- host operations
-
-    async def _host_op(self, jr: _JoinedRoom, request: str, *args: str) -> None:
-        """A host-only operation the user asked for: done here if we host, else asked of
-        the host (which refuses it)."""
-        if not jr.core.is_host:
-            await self._remote_host_op(jr, request, args)
-            return
-        op = await self._moderation_op(jr, request, args)
-        old = jr.state
-        if mod.removes_member(op, old):
-            assert isinstance(op, mod.KickPeer | mod.BanPeer)
-            self._host_remove(jr, op.target, rules.KICKED if isinstance(op, mod.KickPeer)
-                              else rules.BANNED, op.reason)
-            if isinstance(op, mod.BanPeer):
-                jr.challenges.pop(op.target, None)
-            return
-        epoch = self._new_key(jr) if isinstance(op, mod.SetPassword) else None
-        mod.apply(jr.core, op, epoch)
-        if epoch is not None:
-            self._distribute_key(jr, epoch)
-        self._host_publish(jr, old)
-
-    async def _moderation_op(self, jr: _JoinedRoom, request: str, args: Sequence[str]
-                             ) -> mod.ModerationOp:
-        """The user's request with names resolved; raises a clear error if it cannot be."""
-        reason = args[1] if len(args) > 1 else ""
-        match request:
-            case "handoff":
-                target = self._member_id(jr, args[0])
-                if target == self.peer_id:
-                    raise MeshchatError("you are already the host")
-                return mod.Handoff(target)
-            case "kick" | "ban":
-                target = self._resolve_id(args[0])
-                if target == self.peer_id:
-                    raise MeshchatError(f"you cannot {request} yourself")
-                if request == "kick":
-                    if not rules.is_member(jr.state, target):
-                        raise PeerNotFound(f"{args[0]} is not in this room")
-                    return mod.KickPeer(target, reason)
-                return mod.BanPeer(target, self._peer_info(target).name, reason)
-            case "unban":
-                return mod.UnbanPeer(self._ban_id(jr, args[0]))
-            case "lock":
-                return mod.LockRoom()
-            case "unlock":
-                return mod.UnlockRoom()
-            case "close":
-                return mod.CloseRoom()
-            case "rename":
-                new = args[0].strip()
-                if not new or len(new) > self.limits.max_room_name_chars:
-                    raise MeshchatError("a room name is 1 to "
-                                        f"{self.limits.max_room_name_chars} characters")
-                return mod.RenameRoom(new)
-            case "password":
-                verifier = None
-                if args[0]:
-                    verifier = await asyncio.to_thread(rules.make_verifier, args[0],
-                                                       self._random_bytes)
-                return mod.SetPassword(verifier)
-        raise MeshchatError(f"unknown room operation {request}")
-
-    async def _remote_host_op(self, jr: _JoinedRoom, op: str, args: Sequence[str]) -> None:
-        """Ask the host: it refuses anything host-only from a non-host, and says so."""
-        rid = self._next_request_id()
-        fut: asyncio.Future[WireMessage] = asyncio.get_running_loop().create_future()
-        self._futures[rid] = fut
-        self._future_peers[rid] = jr.state.host
-        try:
-            self._send(jr.state.host, HostCommand(jr.room_id, rid, op, tuple(a for a in args
-                                                                                 if a)))
-            try:
-                reply = await asyncio.wait_for(fut, self.timings.request_timeout_s)
-            except TimeoutError as exc:
-                raise NotHost(f"only the host can {mod.verb(op)}") from exc
-        finally:
-            self._futures.pop(rid, None)
-            self._future_peers.pop(rid, None)
-        if isinstance(reply, CommandResult) and not reply.ok:
-            raise NotHost(reply.detail or f"only the host can {mod.verb(op)}")
-
-    def _member_id(self, jr: _JoinedRoom, who: str) -> bytes:
-        pid = self._resolve_id(who)
-        if not rules.is_member(jr.state, pid):
-            raise PeerNotFound(f"{who} is not in this room")
-        return pid
-
-    def _ban_id(self, jr: _JoinedRoom, who: str) -> bytes:
-        q = who.strip().casefold().lstrip("#")
-        hits = [b.peer_id for b in jr.state.bans
-                if b.name.casefold() == q or (len(q) >= 4 and fingerprint_of(b.peer_id)
-                                              .startswith(q))]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise AmbiguousName(who, [f"{self._peer_info(p).name} ({fingerprint_of(p)[:8]})"
-                                      for p in hits])
-        raise PeerNotFound(f"{who} is not banned here (see /banned)")
-
-    # ---------------------------------------------------------------- chat
-
-    async def _say(self, jr: _JoinedRoom, text: str) -> None:
-        text = self._check_text(text)
-        seq = max(jr.own_seq, jr.tracker.head(self.peer_id)) + 1
-        jr.own_seq = seq
-        if seq > jr.reserved_seq:
-            # Numbers are reserved a block at a time, so the hot path never commits and a
-            # crash never hands out a number that peers may already hold.
-            jr.reserved_seq = seq + SEQ_BLOCK - 1
-            self._log.reserve_seq(jr.room_id, self.peer_id, jr.reserved_seq)
-        now = self._clock.time()
-        box = jr.outbox
-        if box is None or not box.follows(seq):
-            self._flush_outbox(jr)
-            box = jr.outbox = Outbox(seq)
-            asyncio.get_running_loop().call_soon(self._flush_outbox, jr)
-        box.add(ChatLine(now, text))
-        jr.tracker.add(self.peer_id, seq)
-        self._emit(Message(jr.state.name, self.me, text, False, now, seq))
-        if box.full(BATCH_LINES, BATCH_TEXT_CHARS):
-            self._flush_outbox(jr)
-
-    def _flush_outbox(self, jr: _JoinedRoom) -> None:
-        """Sign the lines said since the last turn of the loop once, log and publish them."""
-        box, jr.outbox = jr.outbox, None
-        if box is None or not box.lines:
-            return
-        batch = ChatBatch(jr.room_id, self.peer_id, box.first, tuple(box.lines))
-        blob = self._codec.sign_record(self.identity, batch)
-        self._store_batch(batch, blob)
-        if jr.room_id in self._rooms and not self._closed:
-            self._publish_room(jr, Chat(blob), seq=box.first)
-
-    def _store_batch(self, batch: ChatBatch, blob: bytes,
-                     only: Callable[[int], bool] | None = None) -> None:
-        room_id, sender, first = batch.room_id, batch.sender, batch.first
-        kept = [i for i in range(len(batch.lines)) if only is None or only(first + i)]
-        if not kept:
-            return
-        # The blob goes on the first row stored (a joiner may take only a batch's tail), so
-        # this node can relay the batch later; the other rows point to that row.
-        anchor = first + kept[0]
-        ref = BATCH_REF + anchor.to_bytes(8, "big")
-        self._log.add_many(
-            (room_id, sender, first + i, batch.lines[i].sent_at, batch.lines[i].text,
-             blob if first + i == anchor else ref)
-            for i in kept
-        )
-
-    def _batch_blobs(self, room_id: bytes, rows: Iterable[LogRow]) -> list[bytes]:
-        """The signed batches that hold these log rows, each once, in order."""
-        out: list[bytes] = []
-        seen: set[tuple[bytes, int]] = set()
-        for row in rows:
-            if row.blob.startswith(BATCH_REF):
-                first = int.from_bytes(row.blob[1:], "big")
-            else:
-                first = row.seq
-            key = (row.sender, first)
-            if key in seen:
-                continue
-            seen.add(key)
-            if first == row.seq:
-                out.append(row.blob)
-            else:
-                head = self._log.range(room_id, row.sender, first, first)
-                if head and not head[0].blob.startswith(BATCH_REF):
-                    out.append(head[0].blob)
-        return out
-
-    # ---------------------------------------------------------------- joining
-
-    async def _find_room(self, name: str) -> _Listing:
-        """The listing ``/join name`` means (``admission.choose``): a name that two hosts
-        announce raises ``AmbiguousName`` (pick one with ``name#<fingerprint prefix>``)."""
-        deadline = self._clock.monotonic() + max(self.timings.discovery_wait_s,
-                                          2.0 - self.uptime())
-        settle: float | None = None
-        while True:
-            listings = list(self._directory.values())
-            picked = admission.choose(name, [
-                admission.Offer(lst.name, lst.room_id, lst.host.peer_id, lst.term, lst.members)
-                for lst in listings])
-            now = self._clock.monotonic()
-            if isinstance(picked, int):
-                return listings[picked]
-            if isinstance(picked, admission.Ambiguous):
-                if not picked.transient:
-                    raise AmbiguousName(name, picked.candidates)
-                # Two hosts list one room id: a handoff lists it at both until the old host's
-                # next heartbeat (or mDNS goodbye). Give it that long, then ask the user.
-                if settle is None:
-                    settle = now + 3 * self.timings.heartbeat_interval_s
-                if now >= settle:
-                    raise AmbiguousName(name, picked.candidates)
-                wait_until = settle
-            else:
-                settle = None
-                if now >= deadline:
-                    raise RoomNotFound(f"no room called {name!r} on the network (see /rooms)")
-                wait_until = deadline
-            self._directory_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._directory_changed.wait(), wait_until - now)
-
-    async def _request(self, pid: bytes, message: WireMessage, rid: int, timeout: float
-                       ) -> WireMessage:
-        fut: asyncio.Future[WireMessage] = asyncio.get_running_loop().create_future()
-        self._futures[rid] = fut
-        self._future_peers[rid] = pid
-        try:
-            deadline = self._clock.monotonic() + timeout
-            sent = self._send(pid, message)
-            while not sent and not fut.done() and self._clock.monotonic() < deadline:
-                await self._clock.sleep(0.05)
-                sent = self._send(pid, message)
-            if fut.done():  # refused before it could even be sent (the peer denies our key)
-                return fut.result()
-            if not sent:
-                raise Timeout("the host cannot be reached")
-            try:
-                async with asyncio.timeout(max(0.0, deadline - self._clock.monotonic())):
-                    return await fut
-            except TimeoutError as exc:
-                raise Timeout("the host did not answer") from exc
-        finally:
-            self._futures.pop(rid, None)
-            self._future_peers.pop(rid, None)
-
-    async def _join_listing(self, listing: _Listing, password: str | None,
-                            merge_token: bytes = b"", rejoin: bool = False) -> Room:
-        host_id = listing.host.peer_id
-        if host_id == self.peer_id:
-            jr = self._rooms.get(listing.room_id)
-            if jr is not None:
-                return self._room_handle(jr)
-            raise RoomNotFound("that room is hosted here but no longer exists")
-        if listing.room_id in self._rooms and not (merge_token or rejoin):
-            return self._room_handle(self._rooms[listing.room_id])
-        self._learn_peer(listing.host, "introduction")
-        rid = self._next_request_id()
-        request = JoinRequest(listing.room_id, self.name, rid, b"", b"", merge_token)
-        try:
-            reply = await self._request(host_id, request, rid, self.timings.join_timeout_s)
-        except Timeout:
-            # A host that banned us refuses our key at the transport, so it cannot say so;
-            # the last state we saw of the room can.
-            last = self._last_states.get(listing.room_id)
-            if last is not None and rules.is_banned(last, self.peer_id):
-                raise JoinRefused("banned", "you are banned from this room") from None
-            raise
-        if isinstance(reply, JoinChallenge):
-            if not password:
-                raise JoinRefused("password", "this room needs a password")
-            # The host picks the Argon2id cost; an unbounded one would take our memory in a
-            # thread nobody can cancel. Refuse before any hashing starts.
-            too_costly = admission.challenge_refusal(reply, self.limits)
-            if too_costly is not None:
-                self.stats["dropped_join_cost"] += 1
-                raise JoinRefused(too_costly.reason, too_costly.detail)
-            proof = await asyncio.to_thread(
-                rules.password_proof, password, reply.salt, reply.opslimit, reply.memlimit,
-                listing.room_id, self.peer_id, reply.nonce,
-            )
-            rid = self._next_request_id()
-            request = JoinRequest(listing.room_id, self.name, rid, reply.nonce, proof, b"")
-            reply = await self._request(host_id, request, rid, self.timings.join_timeout_s)
-        if isinstance(reply, JoinRefusal):
-            if reply.reason == "moved":
-                held = self._rooms.get(listing.room_id)
-                target = admission.moved_target(
-                    reply.detail, listing.room_id, host_id,
-                    held.state if held is not None else self._last_states.get(listing.room_id),
-                    self._codec)
-                if target is None:
-                    self.stats["dropped_moved_unsigned"] += 1
-                    raise JoinRefused("moved", "the room moved to a host no signed state names")
-                new_host = await self._await_peer(target, self.timings.discovery_wait_s)
-                if new_host is None:
-                    raise JoinRefused("moved", "the room's new host is not reachable yet")
-                raise _Moved(_Listing(listing.room_id, listing.name, new_host.card,
-                                      listing.members, listing.locked, listing.has_password,
-                                      listing.term, "moved"))
-            raise JoinRefused(reply.reason, reply.detail)
-        if not isinstance(reply, JoinAccept):
-            raise JoinRefused("protocol", "unexpected answer from the host")
-        room = self._accept_join(listing.room_id, host_id, reply,
-                                 merge=bool(merge_token) or rejoin)
-        await self._fetch_backlog(listing.room_id, host_id)
-        return room
-
-    def _accept_join(self, room_id: bytes, host_id: bytes, reply: JoinAccept, merge: bool
-                     ) -> Room:
-        state = self._codec.open_signed(reply.state, RoomState, rules.signer_of)
-        if state.room_id != room_id or state.host != host_id:
-            raise JoinRefused("protocol", "the host sent a state that is not its own")
-        key = rules.unseal_key(self.identity, host_id, reply.sealed_key)
-        old = self._rooms.get(room_id)
-        previous: RoomState | None = None
-        if old is not None:
-            previous = old.state
-            old.core.current = rules.SignedState(state, reply.state)
-            self._install_key(old, reply.key_epoch, key)
-            jr = old
-        else:
-            core = rules.RoomCore(self.identity, self._codec, rules.SignedState(state,
-                                                                                reply.state))
-            jr = _JoinedRoom(core, Keyring.with_key(self.limits, reply.key_epoch, key),
-                             HistorySync(self.limits, self.timings))
-            for sender, seq in self._log.heads(room_id).items():
-                jr.tracker.set_base(sender, seq)
-            self._enter_room(jr)
-            if not merge:
-                # What is older than the backlog is settled; the backlog itself is not, so
-                # it is taken (and what did not fit is fetched), not seen as duplicates.
-                jr.backlog = jr.sync.begin_join(reply.heads)
-        for blob in reply.history:
-            with contextlib.suppress(ProtocolError):
-                self._take_batch(jr, blob, verify=True, live=False, emit=False,
-                                 source=Source.JOIN)
-        if old is None and not merge:
-            jr.sync.settle_join(reply.heads)
-        if previous is not None:
-            self._after_state_change(jr, previous, state)
-        self._publish_heads(jr)
-        return self._room_handle(jr)
-
-    async def _fetch_backlog(self, room_id: bytes, host: bytes) -> None:
-        """Before a join returns: the part of the backlog that did not fit in the JoinAccept,
-        from the host, one reply frame at a time (each reply with news asks for the rest)."""
-        jr = self._rooms.get(room_id)
-        if jr is None or not jr.backlog:
-            return
-        windows, jr.backlog = jr.backlog, ()
-        now = self._clock.monotonic()
-        deadline = now + self.timings.request_timeout_s
-        jr.history_arrived.clear()
-        self._send_ask(jr, jr.sync.backlog_ask(host, windows, now))
-        while jr.sync.backlog_missing(windows) and room_id in self._rooms:
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                self.stats["backlog_incomplete"] += 1
-                return
-            try:
-                await asyncio.wait_for(jr.history_arrived.wait(), remaining)
-            except TimeoutError:
-                continue
-            jr.history_arrived.clear()
-            if not jr.history_progress:
-                return  # the host holds no more of it: gap filling carries on from others
-
-    async def _leave(self, room_id: bytes, reason: str) -> None:
-        jr = self._rooms.get(room_id)
-        if jr is None:
-            raise NotInRoom("you are not in this room")
-        if jr.core.is_host:
-            others = [m.peer_id for m in jr.state.members if m.peer_id != self.peer_id]
-            succ = rules.successor(jr.state, lambda p: self._liveness.is_alive(p)) or (
-                others[0] if others else None)
-            if succ is not None:
-                old = jr.state
-                jr.core.handoff(succ, leaving=True, quitting=reason == "quit")
-                self._host_publish(jr, old, announce_only=True)
-                self._drop_room(jr)
-                await self._withdraw_room(jr)
-                return
-            self._drop_room(jr)
-            await self._withdraw_room(jr)
-        else:
-            self._send(jr.state.host, Leave(room_id, "quit" if reason == "quit" else "left"))
-            self._drop_room(jr)
-
-    # ---------------------------------------------------------------- partitions
-
-    def _check_partition(self, hosted: HostedRoom, other_host: bytes) -> None:
-        """Another node says it hosts a room we host. Only a hint: if that peer is of our
-        room's lineage and would outrank us, ask it for its signed state; the answer decides
-        (``HostWatch.judge``). A stranger's listing changes nothing."""
-        jr = self._rooms.get(hosted.room_id)
-        if jr is None or not jr.core.is_host or jr.merging:
-            return
-        hint = self._watch(jr).judge_hint(jr.state, other_host, hosted.term, jr.removed)
-        if hint.verdict is hw.Verdict.ASK:
-            self._ask_state(jr, other_host)
-        elif hint.reason:
-            self.stats["dropped_" + hint.reason] += 1
-
-    async def _merge_into(self, jr: _JoinedRoom, other_host: bytes) -> None:
-        """Step down (a state of a host of our lineage outranks ours): join the winning
-        host's room, then send our members there."""
-        peer = self._peers.get(other_host)
-        try:
-            if peer is None:
-                return
-            listing = _Listing(jr.room_id, jr.state.name, peer.card, 0, False, False, 0,
-                               "merge")
-            members = [m.peer_id for m in jr.state.members if m.peer_id != self.peer_id]
-            token = jr.core.blob
-            old_state = jr.state
-            await self._join_following(listing, None, merge_token=token)
-            winner = self._rooms.get(jr.room_id)
-            if winner is None or winner.state.host != other_host:
-                return
-            for pid in members:
-                self._send(pid, Peers((peer.card,)))
-                self._send(pid, StatePush(jr.room_id, winner.core.blob))
-            self._emit(Notice(f"the network healed: {old_state.name} merged into the room "
-                              f"hosted by {self._peer_info(other_host).name}"))
-        except MeshchatError as exc:
-            log.info("merge into %s failed: %s", fingerprint_of(other_host), exc)
-        finally:
-            cur = self._rooms.get(jr.room_id)
-            if cur is not None:
-                cur.merging = False
-
-    def _start_rejoin(self, jr: _JoinedRoom, state: RoomState, merge: bool = False) -> None:
-        """Join the room again at ``state``'s host: after the host lost contact with us, or
-        (``merge``) after a partition healed and our host stepped down in its favour."""
-        if jr.merging:
-            return
-        jr.merging = True
-        self._spawn(self._rejoin(jr, state, merge))
-
-    async def _rejoin(self, jr: _JoinedRoom, state: RoomState, merge: bool) -> None:
-        try:
-            peer = await self._await_peer(state.host, self.timings.join_timeout_s)
-            if peer is None:
-                raise RoomNotFound("the host is gone")
-            listing = _Listing(jr.room_id, state.name, peer.card, 0, False, False, state.term,
-                               "merge" if merge else "rejoin")
-            if merge:
-                # Our old host's signed state vouches that we were members on its side.
-                await self._join_following(listing, None, merge_token=jr.core.blob)
-            else:
-                await self._join_following(listing, None, rejoin=True)
-        except MeshchatError as exc:
-            log.info("rejoin of %s failed: %s", state.name, exc)
-            # A failed merge keeps the old room: the next state our host sends retries it.
-            if not merge:
-                self._emit(Notice(f"could not rejoin {state.name}: {exc}", "warning"))
-                cur = self._rooms.get(jr.room_id)
-                if cur is not None:
-                    self._emit(PeerLeft(state.name, self.me, "vanished"))
-                    self._drop_room(cur)
-        finally:
-            cur = self._rooms.get(jr.room_id)
-            if cur is not None:
-                cur.merging = False
-
-    async def _await_peer(self, pid: bytes, timeout: float) -> _Peer | None:
-        deadline = self._clock.monotonic() + timeout
-        while (peer := self._peers.get(pid)) is None:
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                return None
-            self._peer_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._peer_changed.wait(), remaining)
-        return peer
-
-    def _on_merge_join(self, jr: _JoinedRoom, other: RoomState) -> None:
-        """The other side's host of a healed partition merges in (its token was taken):
-        vouch for its members and union its bans."""
-        jr.merge_allow.update(rules.member_ids(other))
-        old = jr.state
-        if jr.core.merge_bans(other.bans) is not None:
-            self._host_publish(jr, old)
-
-    # ---------------------------------------------------------------- elections
-
-    def _maybe_claim(self, jr: _JoinedRoom, vanished: bytes) -> None:
-        """Run the watch's ``Claim``: take over the room of a host that does not answer."""
-        if jr.core.is_host or jr.state.host != vanished:
-            return
-        old = jr.state
-        epoch = self._new_key(jr)
-        jr.core.claim(vanished, epoch)
-        # The claim is sealed with the old key, which every member still holds. The new key
-        # follows it on the same channels: members take a key only from the host, so the
-        # state that makes us host must arrive first.
-        self._push_state(jr, old.key_epoch if old.key_epoch in jr.keys else None)
-        self._distribute_key(jr, epoch)
-        self._after_state_change(jr, old, jr.state)
-
-    # ================================================================ timers
-
-    async def _ticker(self) -> None:
-        interval = self.timings.heartbeat_interval_s
-        last_flush = last_tick = self._clock.monotonic()
-        beat = 0
-        while True:
-            await self._clock.sleep(interval)
-            beat += 1
-            now = self._clock.monotonic()
-            if now - last_tick > max(4 * interval, self.timings.host_timeout_s):
-                # We were stalled ourselves: silence meanwhile is ours, not the peers'.
-                self._liveness.grace(now)
-                self.stats["stalls"] += 1
-                for jr in list(self._rooms.values()):
-                    self._run_watch(jr, hw.Stalled(now))
-            last_tick = now
-            try:
-                self._tick(beat)
-            except Exception:  # a bug must not stop the heartbeat
-                log.exception("tick failed")
-                self.stats["tick_errors"] += 1
-            now = self._clock.monotonic()
-            if now - last_flush > 0.2:
-                self._log.flush()
-                last_flush = now
-
-    def _tick(self, beat: int) -> None:
-        now = self._clock.monotonic()
-        self._tick_peers(now)
-        if not self._listen_only:
-            self._publish(TOPIC_PRESENCE, self._heartbeat(include_known=beat % 20 == 0))
-        for peer, state in self._liveness.tick(now):
-            if state is Liveness.EVASIVE:
-                self._send_ping(peer)
-            elif state is Liveness.GONE:
-                self._on_peer_gone(peer, "vanished")
-        gap_every = max(1, round(self.timings.gap_fill_interval_s / self.timings.
-                                 heartbeat_interval_s))
-        for jr in list(self._rooms.values()):
-            if beat % gap_every == 0:
-                self._publish_heads(jr)
-            self._watch_host(jr, now)
-
-    def _publish_heads(self, jr: _JoinedRoom) -> None:
-        heads = jr.tracker.heads()[: self.limits.max_collection_items]
-        self._publish_room(jr, Heads(heads, jr.state.term, jr.state.version))
-
-    def _watch(self, jr: _JoinedRoom) -> hw.HostWatch:
-        if jr.watch is None:
-            jr.watch = hw.HostWatch(self.peer_id, jr.state, self._clock.monotonic(),
-                                    self.timings, self.limits, self._next_request_id)
-        return jr.watch
-
-    def _run_watch(self, jr: _JoinedRoom, event: hw.Input) -> None:
-        """Feed the room's host watch one input and run its effects."""
-        for effect in self._watch(jr).handle(event):
-            match effect:
-                case hw.SendPing(peer=peer, nonce=nonce):
-                    self._send_ping(peer, nonce)
-                case hw.Claim(vanished=vanished):
-                    self._maybe_claim(jr, vanished)
-
-    def _on_peer_disconnected(self, peer: bytes) -> None:
-        """A peer's connection closed: if it hosts one of our rooms, ask it at once."""
-        if self._closed:
-            return
-        now = self._clock.monotonic()
-        for jr in list(self._rooms.values()):
-            if jr.state.host == peer and not jr.core.is_host:
-                self._run_watch(jr, hw.ConnectionDropped(now))
-
-    def _watch_host(self, jr: _JoinedRoom, now: float) -> None:
-        self._run_watch(jr, hw.Tick(now, jr.state, self._liveness.last_heard(jr.state.host),
-                                    self._liveness.is_alive))
-
-    def _heartbeat(self, include_known: bool = False) -> Heartbeat:
-        hosted = tuple(
-            HostedRoom(jr.room_id, jr.state.name, len(jr.state.members), jr.state.locked,
-                       jr.state.password is not None, jr.state.term)
-            for jr in self._rooms.values() if jr.core.is_host and jr.announce
-        )
-        known: tuple[PeerCard, ...] = ()
-        if include_known:
-            known = tuple(p.card for pid, p in self._peers.items()
-                          if p.card.addresses and self._liveness.is_alive(pid))[:64]
-        return Heartbeat(self._card(), self.started_at, self.color, hosted, known)
-
-    # ================================================================ discovery
-
-    def _on_discovered_peer(self, card: PeerCard) -> None:
-        if self._closed:
-            return
-        try:
-            self._offer_cards((card,), DISCOVERY)
-        except (ValueError, ProtocolError) as exc:
-            self.stats["dropped_discovery"] += 1
-            log.debug("bad discovery record: %s", exc)
-
-    def _on_discovery_peer_removed(self, pid: bytes) -> None:
-        # mDNS goodbyes are a hint; the heartbeat decides (a Bye comes over the mesh too).
-        if self._peertable.is_candidate(pid):
-            self._run_peer_effects(self._peertable.remove(pid, self._clock.monotonic()))
-        elif pid in self._peers and self._liveness.state(pid) is not Liveness.ALIVE:
-            self._on_peer_gone(pid, "quit")
-
-    def _on_discovered_room(self, room: RoomAnnouncement) -> None:
-        if room.host.peer_id == self.peer_id:
-            return
-        self._directory[(room.room_id, room.host.peer_id)] = _Listing(
-            room.room_id, room.name, room.host, room.members, room.locked, room.has_password,
-            room.term, "mdns",
-        )
-        self._on_discovered_peer(room.host)
-        self._directory_changed.set()
-
-    def _on_discovered_room_removed(self, room_id: bytes, host: bytes) -> None:
-        listing = self._directory.get((room_id, host))
-        if listing is not None and listing.source == "mdns":
-            del self._directory[(room_id, host)]
-
-    async def _announce_room(self, jr: _JoinedRoom) -> None:
-        if not jr.announce or not jr.core.is_host or self._closed:
-            return
-        s = jr.state
-        with contextlib.suppress(Exception):
-            await self._discovery.announce_room(RoomAnnouncement(
-                s.room_id, s.name, self._card(), len(s.members), s.locked,
-                s.password is not None, s.term,
-            ))
-
-    async def _withdraw_room(self, jr: _JoinedRoom) -> None:
-        with contextlib.suppress(Exception):
-            await self._discovery.withdraw_room(jr.room_id)
-
-    def _room_infos(self) -> list[RoomInfo]:
-        best: dict[bytes, RoomInfo] = {}
-        for jr in self._rooms.values():
-            if jr.core.is_host and jr.announce:
-                s = jr.state
-                best[s.room_id] = RoomInfo(s.name, self.name, len(s.members), s.locked,
-                                           s.password is not None, s.room_id, self.fingerprint)
-        for lst in sorted(self._directory.values(), key=lambda item: item.term):
-            if lst.room_id in best and lst.room_id in self._rooms:
-                continue
-            best[lst.room_id] = RoomInfo(lst.name, lst.host.name, lst.members, lst.locked,
-                                         lst.has_password, lst.room_id,
-                                         fingerprint_of(lst.host.peer_id))
-        return sorted(best.values(), key=lambda r: r.name.casefold())
-
-    def _on_handshake_failure(self, pid: bytes) -> None:
-        self.stats["handshake_failures"] += 1
-        probe = self._peertable.failed(pid, self._clock.monotonic())
-        if probe is not None:  # an introduced card that was wrong: no warning worth giving
-            self._run_peer_effects(probe)
-            return
-        self._emit(Notice(f"the peer at {self._peer_info(pid).label}'s address does not hold "
-                          "its key: refused (an impostor, or a reinstalled machine)", "warning"))
-
-    def _on_refused(self, pid: bytes) -> None:
-        """The peer holds its key but its ZAP turns ours down: a room it is in bans us."""
-        self.stats["refused_by_peer"] += 1
-        label = self._peer_info(pid).label
-        refusal = JoinRefused("banned", f"{label} refuses this node's key: you are banned")
-        for rid, target in list(self._future_peers.items()):
-            fut = self._futures.get(rid)
-            if target == pid and fut is not None and not fut.done():
-                fut.set_exception(refusal)
-        peer = self._peers.get(pid)
-        if peer is None:
-            return  # a card we were only probing: nothing to tell the user
-        # Stop knocking; the next join (after an unban, say) connects afresh.
-        self._transport.disconnect_peer(pid)
-        peer.connected_to = None
-        self._emit(Notice(f"{label} refuses connections from this node (banned from a room "
-                          "it is in)", "warning"))
-
-    # ================================================================ misc
-
-    def _spawn(self, coro: object) -> None:
-        import inspect
-
-        if not inspect.iscoroutine(coro):
-            return
-        if self._closed:
-            coro.close()
-            return
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
-
-
-class _Moved(Exception):
-    def __init__(self, listing: _Listing) -> None:
-        self.listing = listing
-
-

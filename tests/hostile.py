@@ -182,8 +182,8 @@ class HostilePeer:
 
     def introduce(self, node: Any) -> None:
         """Connect to a ``Node`` and say Hello, so it learns our card and connects back."""
-        address = node._addresses[0] if node._addresses else "mem"
-        self.connect(node.peer_id, node._router_port, node._pub_port, address)
+        address = node._me.addresses[0] if node._me.addresses else "mem"
+        self.connect(node.peer_id, node._me.router_port, node._me.pub_port, address)
         self.send(node.peer_id, Hello(self.card(), time.time(), ""))
 
     def next_seq(self) -> int:

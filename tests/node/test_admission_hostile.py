@@ -120,7 +120,7 @@ async def answers_ping_promptly(node: Node, evil: HostilePeer) -> None:
 
 
 def connect(evil: HostilePeer, node: Node) -> None:
-    evil.connect(node.peer_id, node._router_port, node._pub_port)
+    evil.connect(node.peer_id, node._me.router_port, node._me.pub_port)
 
 
 async def ask_to_join(evil: HostilePeer, node: Node, req: JoinRequest) -> WireMessage:
@@ -310,7 +310,7 @@ async def test_two_hosts_announcing_one_name_are_two_choices(mesh: Mesh, lab: La
     evil = await lab.evil()
     evil.introduce(carol)
     host_listing(lab, evil, HostedRoom(b"f" * 16, "lobby", 40, False, False, 99))
-    await until(lambda: len(carol._directory) == 2, what="carol sees both listings")
+    await until(lambda: len(carol._directory.listings) == 2, what="carol sees both listings")
 
     with pytest.raises(AmbiguousName) as ambiguous:
         await carol.join("lobby")
@@ -332,7 +332,7 @@ async def test_a_copycat_listing_of_the_same_room_id_is_not_followed(mesh: Mesh,
     evil.introduce(carol)
     # The real room's id, copied from alice's announcement, with a higher term.
     host_listing(lab, evil, HostedRoom(real.room_id, "lobby", 40, False, False, 99))
-    await until(lambda: len(carol._directory) == 2, what="carol sees both listings")
+    await until(lambda: len(carol._directory.listings) == 2, what="carol sees both listings")
     with pytest.raises(AmbiguousName):
         await carol.join("lobby")
     room = await carol.join(f"lobby#{alice.fingerprint[:5]}")
@@ -349,7 +349,7 @@ async def test_a_fresh_handoff_is_not_an_ambiguity(mesh: Mesh) -> None:
     carol = await mesh.add("carol")
     room = await alice.host("lobby")
     await bob.join("lobby")
-    await until(lambda: len(carol._directory) == 1)
+    await until(lambda: len(carol._directory.listings) == 1)
     await room.handoff("bob")
     joined = await carol.join("lobby")
     assert joined.host.name == "bob"
@@ -363,11 +363,11 @@ async def test_a_stale_listing_is_followed_to_the_new_host_by_its_signed_state(
     carol = await mesh.add("carol")
     room = await alice.host("lobby")
     await bob.join("lobby")
-    await until(lambda: len(carol._directory) == 1)
-    listing = next(iter(carol._directory.values()))
+    await until(lambda: len(carol._directory.listings) == 1)
+    listing = next(iter(carol._directory.listings.values()))
     await room.handoff("bob")
     await until(lambda: not alice._rooms[room.room_id].core.is_host)
-    joined = await carol._join_following(listing, None)  # the old host answers "moved"
+    joined = carol._room_handle(await carol._joining.join(listing, None))  # answered "moved"
     assert joined.host.name == "bob" and alice.stats["dropped_join_moved"] == 1
     assert carol.stats["dropped_moved_unsigned"] == 0
 
@@ -389,7 +389,7 @@ async def test_a_join_flood_from_one_peer_is_refused_and_others_get_in(mesh: Mes
                 what="the flood handled")
     assert alice.stats["dropped_rate"] >= 150  # the gate's per-peer join bucket
     assert snapshot(alice, rid) == before and got_nothing_secret(evil)
-    assert alice._admission.pending_challenges <= alice.limits.max_join_challenges
+    assert alice._sessions.admission.pending_challenges <= alice.limits.max_join_challenges
     await answers_ping_promptly(alice, evil)
 
     bob = await mesh.add("bob")  # another address ("mem")

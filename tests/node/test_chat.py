@@ -156,7 +156,7 @@ async def test_after_a_crash_numbers_are_never_reused_and_the_skip_is_no_gap(mes
     await until(lambda: len(lobby.history()) == 1)
     # A crash: what was not flushed is lost, nothing says goodbye.
     bob._log._conn.rollback()
-    bob._closed = True
+    bob._tasks.closed = True
     for task in bob._tasks:
         task.cancel()
     mesh.network.kill(bob.peer_id)

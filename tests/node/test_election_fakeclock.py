@@ -50,13 +50,13 @@ async def test_our_own_stall_gives_the_host_grace(mesh: Mesh,
     room_b = await fake.run(bob.join("lobby"), 10.0, *both)
     await fake.advance_until(lambda: len(room_a.members) == 2, 5.0, "bob in", *both)
     pings: list[bytes] = []
-    real_send_ping = bob._send_ping
+    real_send_ping = bob._wire.send_ping
 
     def spy(pid: bytes, nonce: int | None = None) -> bool:
         pings.append(pid)
         return real_send_ping(pid, nonce)
 
-    monkeypatch.setattr(bob, "_send_ping", spy)
+    monkeypatch.setattr(bob._wire, "send_ping", spy)
     # bob's clock freezes for 0.5 s while alice's runs on (bob still takes her frames, but
     # stamps them with the frozen time), then jumps: the silence bob sees is his own.
     await fake.advance(0.5, fake.clock)

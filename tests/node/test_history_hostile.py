@@ -50,7 +50,7 @@ class Lobby:
 
     def view(self, node: Node) -> list[tuple[bytes, int, str]]:
         return [(m.sender.peer_id, m.seq, m.text)
-                for m in node._room_history(self.room_id, "lobby")]
+                for m in node._chat.history(self.room_id, "lobby")]
 
     def tracked(self, node: Node) -> list[tuple[int, int, int]]:
         t = node._rooms[self.room_id].tracker

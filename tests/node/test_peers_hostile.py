@@ -57,7 +57,7 @@ async def test_a_flood_of_fake_cards_costs_bounded_links_and_no_disk(mesh: Mesh)
     evil = await hostile(mesh, alice)
     discovered = len([e for e in mesh.recorders["alice"].events
                       if isinstance(e, PeerDiscovered)])
-    writes_before = alice._known.writes
+    writes_before = alice._peers.known.writes
     bound = 2 * len(alice._peers) + LIMITS.max_probes  # peers' SUB+DEALER, one per probe
     worst_ms = 0.0
     for round_ in range(10):
@@ -75,7 +75,7 @@ async def test_a_flood_of_fake_cards_costs_bounded_links_and_no_disk(mesh: Mesh)
     assert set(alice._peers) <= {evil.peer_id}
     assert len([e for e in mesh.recorders["alice"].events
                 if isinstance(e, PeerDiscovered)]) == discovered
-    assert len(alice._known) == 1 and alice._known.writes - writes_before <= 3
+    assert len(alice._peers.known) == 1 and alice._peers.known.writes - writes_before <= 3
     assert worst_ms < 100, worst_ms
     assert await ping_ms(evil, alice, 1) < 100
 
@@ -103,7 +103,7 @@ async def test_an_honest_introduced_peer_joins_the_mesh_within_a_second(tmp_path
     assert time.monotonic() - start < 1.0
     assert {p.name for p in alice.peers()} == {"bob", "carol"}
     await bob.msg("carol", "hi")
-    await until(lambda: carol._known.is_pinned(bob.peer_id), what="carol pins bob")
+    await until(lambda: carol._peers.known.is_pinned(bob.peer_id), what="carol pins bob")
 
 
 async def test_a_twin_card_cannot_replace_a_known_peer(mesh: Mesh) -> None:
@@ -114,7 +114,7 @@ async def test_a_twin_card_cannot_replace_a_known_peer(mesh: Mesh) -> None:
     evil.send(alice.peer_id, Peers((PeerCard(twin, "bob", ("mem",), evil.router_port,
                                              evil.pub_port, 0),)))
     await until(lambda: alice.stats["dropped_twin"] >= 1, what="the twin card dropped")
-    assert twin not in alice._peers and not alice._peertable.is_candidate(twin)
+    assert twin not in alice._peers and not alice._peers.table.is_candidate(twin)
     assert sorted(p.name for p in alice.peers()) == ["bob", "mallory"]
     await alice.msg("bob", "for bob only")
     assert await ping_ms(evil, alice, 7) < 100
@@ -146,7 +146,7 @@ async def test_a_banned_key_is_denied_at_the_transport_twin_and_all(mesh: Mesh) 
     evil = await hostile(mesh, alice)
     room = await alice.host("lobby")
     await room.ban("mallory", "spam")  # known, not a member: banned by key
-    alice._sync_room_peers()  # _after_state_change calls this once merged
+    alice._peers.sync_rooms()  # a state change calls this once merged
     # A node that enters a room whose state bans a key denies it from then on.
     carol = await mesh.add("carol")
     evil.introduce(carol)
@@ -174,10 +174,10 @@ async def test_a_banned_key_is_denied_at_the_transport_twin_and_all(mesh: Mesh) 
     finally:
         await twin.close()
     assert [m.name for m in room.members] == ["alice", "carol"]
-    assert carol._known.is_pinned(alice.peer_id)  # we share a room
+    assert carol._peers.known.is_pinned(alice.peer_id)  # we share a room
 
     # Unban: allowed again, and reachable again.
     await room.unban("mallory")
-    alice._sync_room_peers()
+    alice._peers.sync_rooms()
     evil.send(alice.peer_id, Ping(14))
     await evil.wait_for(Pong, lambda m: m.nonce == 14)

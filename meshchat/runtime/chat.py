@@ -1,0 +1,286 @@
+"""Room chat: what this node says, what it stores and shows, and the history it asks for and
+serves.
+
+Lines said in one turn of the loop are signed once, as one batch (``meshchat.session.Outbox``),
+logged and published. Each received batch goes through the history-sync core
+(``meshchat.historysync``), which decides what is new, what is a gap to fetch and from whom,
+and what a peer may send or be sent; this module only reads and writes the log and sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from .. import room as rules
+from ..clock import Clock
+from ..config import Limits, Timings
+from ..errors import MeshchatError, ProtocolError
+from ..events import Event, Message, PeerInfo
+from ..historysync import Ask, ReplyBudget, Source, unused_ranges
+from ..protocol.codec import Codec
+from ..protocol.messages import (
+    Chat,
+    ChatBatch,
+    ChatLine,
+    Heads,
+    HistoryReply,
+    HistoryRequest,
+    SeqRange,
+)
+from ..session import Outbox
+from ..storage.log import LogRow, MessageLog
+from .local import LocalPeer
+from .rooms import JoinedRoom, Rooms
+from .tasks import Tasks
+from .wire import Wire
+
+__all__ = ["RoomChat", "check_text"]
+
+SEQ_BLOCK = 1024
+BATCH_LINES = 256  # at most this many lines said in one loop turn share a frame
+BATCH_TEXT_CHARS = 48 * 1024
+BATCH_REF = b"@"  # log rows after a batch's first hold "@" + first seq instead of the blob
+
+
+def check_text(text: str, limits: Limits) -> str:
+    if not text:
+        raise MeshchatError("empty message")
+    if len(text) > limits.max_text_chars:
+        raise MeshchatError(f"a message is at most {limits.max_text_chars} characters")
+    return text
+
+
+class RoomChat:
+    """Say, store, show, and sync the history of the joined rooms."""
+
+    def __init__(self, me: LocalPeer, rooms: Rooms, wire: Wire, codec: Codec, log: MessageLog,
+                 info: Callable[[bytes, str], PeerInfo], emit: Callable[[Event], None],
+                 tasks: Tasks, clock: Clock, limits: Limits, timings: Timings,
+                 stats: Counter[str]) -> None:
+        self._me = me
+        self._rooms = rooms
+        self._wire = wire
+        self._codec = codec
+        self._log = log
+        self._info = info
+        self._emit = emit
+        self._tasks = tasks
+        self._clock = clock
+        self._limits = limits
+        self._timings = timings
+        self._stats = stats
+
+    # ---------------------------------------------------------------- what we say
+
+    async def say(self, jr: JoinedRoom, text: str) -> None:
+        text = check_text(text, self._limits)
+        me = self._me.peer_id
+        seq = max(jr.own_seq, jr.tracker.head(me)) + 1
+        jr.own_seq = seq
+        if seq > jr.reserved_seq:
+            # Numbers are reserved a block at a time, so the hot path never commits and a
+            # crash never hands out a number that peers may already hold.
+            jr.reserved_seq = seq + SEQ_BLOCK - 1
+            self._log.reserve_seq(jr.room_id, me, jr.reserved_seq)
+        now = self._clock.time()
+        box = jr.outbox
+        if box is None or not box.follows(seq):
+            self.flush(jr)
+            box = jr.outbox = Outbox(seq)
+            asyncio.get_running_loop().call_soon(self.flush, jr)
+        box.add(ChatLine(now, text))
+        jr.tracker.add(me, seq)
+        self._emit(Message(jr.state.name, self._me.info, text, False, now, seq))
+        if box.full(BATCH_LINES, BATCH_TEXT_CHARS):
+            self.flush(jr)
+
+    def flush(self, jr: JoinedRoom) -> None:
+        """Sign the lines said since the last turn of the loop once, log and publish them."""
+        box, jr.outbox = jr.outbox, None
+        if box is None or not box.lines:
+            return
+        batch = ChatBatch(jr.room_id, self._me.peer_id, box.first, tuple(box.lines))
+        blob = self._codec.sign_record(self._me.identity, batch)
+        self._store(batch, blob)
+        if jr.room_id in self._rooms and not self._tasks.closed:
+            self._wire.publish_sealed(jr.room_id, *jr.seal_key(), Chat(blob), box.first)
+
+    def publish_heads(self, jr: JoinedRoom) -> None:
+        """Where each author's numbers stand here, so members see what they miss."""
+        heads = jr.tracker.heads()[: self._limits.max_collection_items]
+        self._wire.publish_sealed(jr.room_id, *jr.seal_key(),
+                                  Heads(heads, jr.state.term, jr.state.version))
+
+    # ---------------------------------------------------------------- the log
+
+    def _store(self, batch: ChatBatch, blob: bytes,
+               only: Callable[[int], bool] | None = None) -> None:
+        room_id, sender, first = batch.room_id, batch.sender, batch.first
+        kept = [i for i in range(len(batch.lines)) if only is None or only(first + i)]
+        if not kept:
+            return
+        # The blob goes on the first row stored (a joiner may take only a batch's tail), so
+        # this node can relay the batch later; the other rows point to that row.
+        anchor = first + kept[0]
+        ref = BATCH_REF + anchor.to_bytes(8, "big")
+        self._log.add_many(
+            (room_id, sender, first + i, batch.lines[i].sent_at, batch.lines[i].text,
+             blob if first + i == anchor else ref)
+            for i in kept
+        )
+
+    def batch_blobs(self, room_id: bytes, rows: Iterable[LogRow]) -> list[bytes]:
+        """The signed batches that hold these log rows, each once, in order."""
+        out: list[bytes] = []
+        seen: set[tuple[bytes, int]] = set()
+        for row in rows:
+            if row.blob.startswith(BATCH_REF):
+                first = int.from_bytes(row.blob[1:], "big")
+            else:
+                first = row.seq
+            key = (row.sender, first)
+            if key in seen:
+                continue
+            seen.add(key)
+            if first == row.seq:
+                out.append(row.blob)
+            else:
+                head = self._log.range(room_id, row.sender, first, first)
+                if head and not head[0].blob.startswith(BATCH_REF):
+                    out.append(head[0].blob)
+        return out
+
+    def history(self, room_id: bytes, name: str) -> list[Message]:
+        """Every message held for the room, in the canonical order (``name``: the room's)."""
+        jr = self._rooms.get(room_id)
+        if jr is not None:
+            self.flush(jr)
+        return [Message(name, self._info(row.sender, "?"), row.text, False, row.sent_at,
+                        row.seq)
+                for row in self._log.all(room_id)]
+
+    # ---------------------------------------------------------------- what arrives
+
+    def take_batch(self, jr: JoinedRoom, blob: bytes, verify: bool, live: bool,
+                   author: bytes | None = None, emit: bool = True,
+                   source: Source | None = None, peer: bytes = b"") -> int:
+        """Check, store and show one signed batch (rules in historysync); how many new."""
+        if verify:
+            batch = self._codec.open_signed(blob, ChatBatch, lambda b: b.sender)
+        else:
+            batch = self._codec.peek_signed(blob, ChatBatch)
+            if batch.sender != author:
+                self._stats["dropped_spoofed"] += 1
+                return 0
+        if batch.room_id != jr.room_id:
+            self._stats["dropped_misdirected"] += 1
+            return 0
+        sender = batch.sender
+        taken = jr.sync.take(sender, batch.first, len(batch.lines), self._clock.monotonic(),
+                             source or (Source.LIVE if live else Source.REPLY), peer,
+                             jr.knows_author(sender))
+        if taken.drop:
+            self._stats["dropped_" + taken.drop] += 1
+            return 0
+        if taken.duplicates:
+            self._stats["duplicates"] += taken.duplicates
+        if not taken.fresh:
+            return 0
+        self._store(batch, blob, taken.__contains__)
+        if emit:
+            room = jr.state.name
+            info = self._info(sender, "?")
+            for i, line in enumerate(batch.lines):
+                if batch.first + i in taken:
+                    self._emit(Message(room, info, line.text, False, line.sent_at,
+                                       batch.first + i))
+        self.ask(jr, taken.ask)
+        return len(batch.lines) - taken.duplicates
+
+    def ask(self, jr: JoinedRoom, ask: Ask | None) -> None:
+        if ask is not None and ask.peer != self._me.peer_id:
+            self._wire.send(ask.peer, HistoryRequest(jr.room_id, ask.ranges))
+            self._stats["history_requests"] += 1
+
+    def on_heads(self, jr: JoinedRoom, peer: bytes, heads: Heads) -> None:
+        ask, drops = jr.sync.on_heads(peer, heads.heads, self._clock.monotonic(),
+                                      jr.knows_author)
+        for reason, n in drops.items():
+            self._stats["dropped_" + reason] += n
+        self.ask(jr, ask)
+
+    def on_history_request(self, peer: bytes, m: HistoryRequest) -> None:
+        """One reply frame within the reply budget; void for our own unused numbers."""
+        jr = self._rooms.get(m.room_id)
+        if jr is None or not (rules.is_member(jr.state, peer) or peer in jr.merge_allow):
+            self._stats["dropped_not_member"] += 1
+            return
+        budget = ReplyBudget(self._limits)
+        records: list[bytes] = []
+        void: list[SeqRange] = []
+        rows_per_range = self._limits.history_reply_batches
+        served = jr.sync.serve(m.ranges)
+        if len(served) < len(m.ranges):
+            self._stats["dropped_history_ranges"] += len(m.ranges) - len(served)
+        for r in served:
+            if budget.full:
+                break
+            rows = self._log.range(jr.room_id, r.sender, r.first, r.last, limit=rows_per_range)
+            for blob in self.batch_blobs(jr.room_id, rows):
+                if not budget.take(len(blob)):
+                    budget.batches_left = 0
+                    break
+                records.append(blob)
+            if r.sender == self._me.peer_id:
+                upto = rows[-1].seq if len(rows) >= rows_per_range else min(r.last, jr.own_seq)
+                void.extend(unused_ranges(r.sender, r.first, upto, [row.seq for row in rows]))
+        # Always an answer, even an empty one: the asker learns there is nothing more here.
+        self._wire.send(peer, HistoryReply(jr.room_id, tuple(records),
+                                           tuple(void[: self._limits.max_void_ranges])))
+
+    def on_history_reply(self, peer: bytes, m: HistoryReply) -> None:
+        jr = self._rooms.get(m.room_id)
+        if jr is None:
+            return
+        limit = self._limits.history_reply_batches
+        new = 0
+        for blob in m.records[:limit]:
+            try:
+                new += self.take_batch(jr, blob, verify=True, live=False, peer=peer)
+            except ProtocolError:
+                self._stats["dropped_bad_record"] += 1
+        if len(m.records) > limit:
+            self._stats["dropped_over_budget"] += len(m.records) - limit
+        now = self._clock.monotonic()
+        voided, refused = jr.sync.take_void(peer, m.void, now)
+        if refused:
+            self._stats["dropped_void"] += refused
+        jr.history_progress = bool(new or voided)
+        jr.history_arrived.set()
+        self.ask(jr, jr.sync.after_reply(peer, jr.history_progress, now))
+
+    async def fetch_backlog(self, room_id: bytes, host: bytes) -> None:
+        """Before a join returns: the part of the backlog that did not fit in the JoinAccept,
+        from the host, one reply frame at a time (each reply with news asks for the rest)."""
+        jr = self._rooms.get(room_id)
+        if jr is None or not jr.backlog:
+            return
+        windows, jr.backlog = jr.backlog, ()
+        now = self._clock.monotonic()
+        deadline = now + self._timings.request_timeout_s
+        jr.history_arrived.clear()
+        self.ask(jr, jr.sync.backlog_ask(host, windows, now))
+        while jr.sync.backlog_missing(windows) and room_id in self._rooms:
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                self._stats["backlog_incomplete"] += 1
+                return
+            try:
+                await asyncio.wait_for(jr.history_arrived.wait(), remaining)
+            except TimeoutError:
+                continue
+            jr.history_arrived.clear()
+            if not jr.history_progress:
+                return  # the host holds no more of it: gap filling carries on from others
