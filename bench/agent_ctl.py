@@ -20,11 +20,12 @@ def meshchat_missing() -> str | None:
 
 
 def spawn_agent(host: Host, name: str, timings: str = "default", tag: str = "",
-                watch_peers: bool = False) -> Worker:
-    """Start one node in ``host`` with a fresh data dir (so a fresh identity)."""
+                watch_peers: bool = False, profile: str | None = None) -> Worker:
+    """Start one node in ``host`` with a fresh data dir (so a fresh identity); with
+    ``profile`` (a path) the agent runs under cProfile and dumps its stats there."""
     data_dir = host.lab.workdir / "data" / f"{tag}-{name}-{uuid.uuid4().hex[:8]}"
     config = {"name": name, "interface": "eth0", "data_dir": str(data_dir),
-              "timings": timings, "watch_peers": watch_peers}
+              "timings": timings, "watch_peers": watch_peers, "profile": profile}
     return spawn_worker(host, f"mc-{tag}-{name}", "agent", json.dumps(config))
 
 
