@@ -24,7 +24,10 @@ Events: started (with ``address``, what ``--peer`` takes), t0 (just before the N
 discovered, host_changed, peer_joined, peer_left, peer_gone, first_message (after a join),
 notice.
 
-With ``profile`` (a path) in the config the whole run is under cProfile, dumped there at exit.
+With ``profile`` (a path) in the config the whole run is under cProfile, dumped there at exit;
+with ``trace_start`` the phases of ``Node.start()`` are timed (bench/startup_trace.py) and
+reported in a ``phases`` event after ``started``; with ``trace_observer`` what the node does on
+discovering a peer is timed, and the ``spans`` command returns (and forgets) those spans.
 """
 
 from __future__ import annotations
@@ -177,6 +180,10 @@ class Agent:
             case "state":
                 room = self.rooms[cmd["room"]]
                 return {"host": _name(room.host), "members": [_name(m) for m in room.members]}
+            case "spans":  # with trace_observer: what the node did since the last ask
+                from bench import startup_trace
+
+                return {"spans": startup_trace.take()}
             case "stats":
                 return {"stats": dict(getattr(self.node, "stats", {}))}
             case other:
@@ -298,7 +305,15 @@ async def run(config: dict[str, Any]) -> None:
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     threading.Thread(target=read_commands, args=(loop, queue), daemon=True).start()
-    emit("t0", t=now(), version=getattr(meshchat, "__version__", "?"))
+    if config.get("trace_start") or config.get("trace_observer"):
+        from bench import startup_trace
+
+        if config.get("trace_start"):
+            startup_trace.install()
+        else:
+            startup_trace.install_observer()
+    t0 = now()
+    emit("t0", t=t0, version=getattr(meshchat, "__version__", "?"))
     async with contextlib.AsyncExitStack() as stack:
         try:
             node = await stack.enter_async_context(Node(
@@ -312,6 +327,10 @@ async def run(config: dict[str, Any]) -> None:
         if agent.watch_peers:
             agent.spawn(agent.poll_peers())
         emit("started", t=now(), address=str(getattr(node, "address", "")))
+        if config.get("trace_start"):
+            from bench import startup_trace
+
+            emit("phases", spans=startup_trace.spans_since(t0))
         while (cmd := await queue.get())["cmd"] != "quit":
             try:
                 reply = await agent.handle(cmd)
