@@ -142,9 +142,11 @@ def _spy_table(path: Path, messages: int, rate: int, steps: list[tuple[str, str]
           f"{us(total):.2f} µs per message ({messages:,} messages)")
     print(f"{'step (inclusive)':58} {'µs/msg':>7} {'share':>6}")
     for suffix, name in steps:
-        key = f"{name} ({suffix.rsplit('/', 1)[-1]})"
-        if key in incl:
-            print(f"{key:58} {us(incl[key]):7.2f} {incl[key] / total:6.1%}")
+        file = suffix.rsplit("/", 1)[-1]
+        for key, n in incl.items():
+            func, _, where = key.rpartition(" (")
+            if where == file + ")" and (func == name or func.endswith("." + name)):
+                print(f"{key:58} {us(n):7.2f} {n / total:6.1%}")
     print(f"{'own time, top ' + str(top):58} {'µs/msg':>7} {'share':>6}")
     for key, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"{key[:58]:58} {us(n):7.2f} {n / total:6.1%}")
@@ -161,7 +163,7 @@ def diagnose_fanout_spy(args: argparse.Namespace) -> None:
         raise SystemExit("py-spy not found: pip install py-spy (into the venv)")
     out = Path(args.logs)
     out.mkdir(parents=True, exist_ok=True)
-    rate = 997
+    rate = args.spy_rate
     with Lab(2, workdir=out) as lab:
         try:
             sender, recv = start_agents(lab, ["sender", "recv1"], tag="spy")
@@ -249,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=("fanout", "fanout-spy", "discovery"))
     ap.add_argument("--spy-s", type=int, default=8, help="py-spy seconds (fanout-spy)")
+    ap.add_argument("--spy-rate", type=int, default=199, help="py-spy samples per second")
     ap.add_argument("--count", type=int, default=100_000)
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--trials", type=int, default=10)
