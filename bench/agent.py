@@ -5,17 +5,29 @@ It uses only the public Python API (``Node``, ``Room``, events), like any bot wo
 
 Commands (each answered by ``{"ev": "done", "id": ..., "cmd": ...}`` or an ``error``):
   host / join {room}                      t_called, t_done
-  say_many {room, prefix, count, rate}    runs in the background; sent, failed, t0, t1
+  say_many {room, prefix, count, rate, duration_s, report_times}
+                                           runs in the background; sent, failed, t0, t1
+                                           (report_times: the wall time of each say() call)
   stop_say                                 ends every say_many early
-  count {room, prefix, expected, deadline_s, idle_s}   received, unique, t_first, t_last
+  count {room, prefix, expected, deadline_s, idle_s, times}   received, unique, t_first,
+                                           t_last (times: first arrival per index)
   await_text {room, prefix, timeout_s}     the first such message after the command
   await_peer {peer, timeout_s}             ``node.peers()`` lists that name
-  ping {peer, rounds, warmup}              rtts_us (timed around ``await node.ping``)
+  ping {peer, rounds, warmup, rate}        rtts_us (timed around ``await node.ping``),
+                                           reported_us, failures, last_error; ``rate``
+                                           paces the round trips (per second, 0: back to back)
   history {room, prefix}                   texts with that prefix, in order
   state {room}                             host and members as this node sees them
+  stats                                    the node's counters (``node.stats``: drops by reason)
   quit
-Events: started, t0 (just before the Node is made), discovered, host_changed, peer_joined,
-peer_left, peer_gone, first_message (after a join), notice.
+Events: started (with ``address``, what ``--peer`` takes), t0 (just before the Node is made),
+discovered, host_changed, peer_joined, peer_left, peer_gone, first_message (after a join),
+notice.
+
+With ``profile`` (a path) in the config the whole run is under cProfile, dumped there at exit;
+with ``trace_start`` the phases of ``Node.start()`` are timed (bench/startup_trace.py) and
+reported in a ``phases`` event after ``started``; with ``trace_observer`` what the node does on
+discovering a peer is timed, and the ``spans`` command returns (and forgets) those spans.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ class Counter:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     received: int = 0
     seen: set[int] = field(default_factory=set)
+    times: dict[int, float] | None = None  # first arrival per index, when asked
     t_first: float = 0.0
     t_last: float = 0.0
 
@@ -104,6 +117,8 @@ class Agent:
                     counter.t_first = counter.t_last
                 counter.received += 1
                 counter.seen.add(index)
+                if counter.times is not None:
+                    counter.times.setdefault(index, counter.t_last)
                 if len(counter.seen) >= counter.expected:
                     counter.done.set()
         for waiter in self.waiters:
@@ -165,6 +180,12 @@ class Agent:
             case "state":
                 room = self.rooms[cmd["room"]]
                 return {"host": _name(room.host), "members": [_name(m) for m in room.members]}
+            case "spans":  # with trace_observer: what the node did since the last ask
+                from bench import startup_trace
+
+                return {"spans": startup_trace.take()}
+            case "stats":
+                return {"stats": dict(getattr(self.node, "stats", {}))}
             case other:
                 raise ValueError(f"unknown command {other!r}")
 
@@ -179,6 +200,8 @@ class Agent:
     async def say_many(self, cmd: dict[str, Any]) -> None:
         room = self.rooms[cmd["room"]]
         count, rate, prefix = int(cmd["count"]), float(cmd.get("rate", 0.0)), cmd["prefix"]
+        duration_s = float(cmd.get("duration_s", 0.0))  # 0: no time limit
+        times: list[float] | None = [] if cmd.get("report_times") else None
         sent, failed, last_error, stopped = [], 0, "", False
         t0 = now()
         started = time.monotonic()
@@ -188,7 +211,11 @@ class Agent:
                     ahead = started + i / rate - time.monotonic()
                     if ahead > 0:
                         await asyncio.sleep(ahead)
+                if duration_s and time.monotonic() - started > duration_s:
+                    break
                 try:
+                    if times is not None:
+                        times.append(now())
                     await room.say(text_of(prefix, i))
                     sent.append(i)
                 except Exception as exc:  # a failed say is counted, not fatal
@@ -200,10 +227,13 @@ class Agent:
                                  "t0": t0, "t1": now(), "stopped": stopped}
         if cmd.get("report_indices"):
             reply["indices"] = sent
+        if times is not None:
+            reply["times"] = times
         emit("done", id=cmd.get("id"), cmd="say_many", **reply)
 
     async def count(self, cmd: dict[str, Any]) -> None:
-        counter = Counter(cmd["room"], cmd["prefix"], int(cmd["expected"]))
+        counter = Counter(cmd["room"], cmd["prefix"], int(cmd["expected"]),
+                          times={} if cmd.get("times") else None)
         self.counters.append(counter)
         deadline = time.monotonic() + float(cmd.get("deadline_s", 60.0))
         idle_s = float(cmd.get("idle_s", 5.0))
@@ -215,8 +245,9 @@ class Agent:
                     break
         finally:
             self.counters.remove(counter)
+        extra = {} if counter.times is None else {"times": counter.times}
         emit("done", id=cmd.get("id"), cmd="count", received=counter.received,
-             unique=len(counter.seen), t_first=counter.t_first, t_last=counter.t_last)
+             unique=len(counter.seen), t_first=counter.t_first, t_last=counter.t_last, **extra)
 
     async def await_text(self, cmd: dict[str, Any]) -> None:
         waiter = TextWaiter(cmd["room"], cmd["prefix"])
@@ -232,15 +263,26 @@ class Agent:
 
     async def ping(self, cmd: dict[str, Any]) -> dict[str, Any]:
         rounds, warmup = int(cmd["rounds"]), int(cmd.get("warmup", 50))
-        rtts, reported = [], []
+        rate = float(cmd.get("rate", 0.0))
+        rtts, reported, failures, last_error = [], [], 0, ""
+        begun = time.monotonic()
         for i in range(warmup + rounds):
+            if rate > 0:
+                ahead = begun + i / rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
             started = time.perf_counter()
-            value = await self.node.ping(cmd["peer"])
+            try:
+                value = await self.node.ping(cmd["peer"])
+            except Exception as exc:  # a timeout under load is a figure, not a crash
+                value, failures, last_error = None, failures + 1, repr(exc)
             elapsed = (time.perf_counter() - started) * 1e6
             if i >= warmup:
-                rtts.append(elapsed)
-                reported.append(float(value) * 1e6)
-        return {"rtts_us": rtts, "reported_us": reported}
+                rtts.append(elapsed)  # a failed round counts with the time it took to fail
+                if value is not None:
+                    reported.append(float(value) * 1e6)
+        return {"rtts_us": rtts, "reported_us": reported, "failures": failures,
+                "last_error": last_error}
 
 
 def read_commands(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[dict[str, Any]]) -> None:
@@ -263,7 +305,15 @@ async def run(config: dict[str, Any]) -> None:
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     threading.Thread(target=read_commands, args=(loop, queue), daemon=True).start()
-    emit("t0", t=now(), version=getattr(meshchat, "__version__", "?"))
+    if config.get("trace_start") or config.get("trace_observer"):
+        from bench import startup_trace
+
+        if config.get("trace_start"):
+            startup_trace.install()
+        else:
+            startup_trace.install_observer()
+    t0 = now()
+    emit("t0", t=t0, version=getattr(meshchat, "__version__", "?"))
     async with contextlib.AsyncExitStack() as stack:
         try:
             node = await stack.enter_async_context(Node(
@@ -276,7 +326,11 @@ async def run(config: dict[str, Any]) -> None:
         agent.spawn(agent.pump())
         if agent.watch_peers:
             agent.spawn(agent.poll_peers())
-        emit("started", t=now())
+        emit("started", t=now(), address=str(getattr(node, "address", "")))
+        if config.get("trace_start"):
+            from bench import startup_trace
+
+            emit("phases", spans=startup_trace.spans_since(t0))
         while (cmd := await queue.get())["cmd"] != "quit":
             try:
                 reply = await agent.handle(cmd)
@@ -293,11 +347,21 @@ async def run(config: dict[str, Any]) -> None:
 def main() -> None:
     config = json.loads(sys.argv[1])
     Path(config["data_dir"]).mkdir(parents=True, exist_ok=True)
+    profiler = None
+    if config.get("profile"):
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         asyncio.run(run(config))
     except Exception as exc:
         log(f"agent failed: {exc!r}")
         emit("error", error=f"agent: {exc!r}")
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(config["profile"])
 
 
 if __name__ == "__main__":

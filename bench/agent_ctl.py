@@ -20,21 +20,27 @@ def meshchat_missing() -> str | None:
 
 
 def spawn_agent(host: Host, name: str, timings: str = "default", tag: str = "",
-                watch_peers: bool = False) -> Worker:
-    """Start one node in ``host`` with a fresh data dir (so a fresh identity)."""
+                watch_peers: bool = False, profile: str | None = None,
+                trace_start: bool = False, trace_observer: bool = False) -> Worker:
+    """Start one node in ``host`` with a fresh data dir (so a fresh identity); with
+    ``profile`` (a path) the agent runs under cProfile and dumps its stats there."""
     data_dir = host.lab.workdir / "data" / f"{tag}-{name}-{uuid.uuid4().hex[:8]}"
     config = {"name": name, "interface": "eth0", "data_dir": str(data_dir),
-              "timings": timings, "watch_peers": watch_peers}
+              "timings": timings, "watch_peers": watch_peers, "profile": profile,
+              "trace_start": trace_start, "trace_observer": trace_observer}
     return spawn_worker(host, f"mc-{tag}-{name}", "agent", json.dumps(config))
 
 
 def start_agents(lab: Lab, names: Sequence[str], timings: str = "default", tag: str = "",
-                 first_host: int = 0, watch_peers: bool = False) -> list[Worker]:
-    """One node per name in hosts first_host, first_host+1, ...; waits until all have started."""
+                 first_host: int = 0, watch_peers: bool = False,
+                 profile_dir: str | None = None) -> list[Worker]:
+    """One node per name in hosts first_host, first_host+1, ...; waits until all have started.
+    With ``profile_dir`` each runs under cProfile, dumped to ``<profile_dir>/<tag>-<name>.prof``."""
     missing = meshchat_missing()
     if missing:
         raise Unavailable(missing)
-    agents = [spawn_agent(lab.hosts[first_host + i], name, timings, tag, watch_peers)
+    agents = [spawn_agent(lab.hosts[first_host + i], name, timings, tag, watch_peers,
+                          profile=f"{profile_dir}/{tag}-{name}.prof" if profile_dir else None)
               for i, name in enumerate(names)]
     for agent in agents:
         agent.expect_event("started", 30 + 2 * len(agents))

@@ -129,11 +129,12 @@ def pyre(lab: Lab, k: int, count: int, attempts: int = 4) -> FanoutResult:
     return replace(result, tight_loop_lost=first.lost)
 
 
-def meshchat(lab: Lab, k: int, count: int, bursts: int = 1, timings: str = "default"
-             ) -> FanoutResult:
+def meshchat(lab: Lab, k: int, count: int, bursts: int = 1, timings: str = "default",
+             profile_dir: str | None = None) -> FanoutResult:
     """meshchat: the sender hosts a room, ``k`` nodes join; ``await room.say()`` in a loop.
 
-    The same nodes run ``bursts`` bursts; the result is the burst with the median rate.
+    The same nodes run ``bursts`` bursts; the result is the burst with the median rate. With
+    ``profile_dir`` every node runs under cProfile (bench/diagnose.py reads the dumps).
     """
     from bench.agent_ctl import start_agents
 
@@ -141,7 +142,7 @@ def meshchat(lab: Lab, k: int, count: int, bursts: int = 1, timings: str = "defa
     results = []
     try:
         sender, *recvs = start_agents(lab, ["sender"] + [f"recv{i}" for i in range(1, k + 1)],
-                                      timings=timings, tag=f"k{k}")
+                                      timings=timings, tag=f"k{k}", profile_dir=profile_dir)
         sender.call("host", 15, room=room)
         for worker in recvs:
             worker.call("join", 15, room=room)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from bench.common import percentile
 from bench.fanout import curve_keys
-from bench.lab import Lab, spawn_worker, stop_workers
+from bench.lab import BenchError, Lab, spawn_worker, stop_workers
 
 PORT = 5602
 
@@ -67,6 +67,9 @@ def meshchat(lab: Lab, rounds: int, timings: str = "default") -> RttResult:
         pinger = start_agents(lab, ["pinger", "target"], timings=timings, tag="rtt")[0]
         pinger.call("await_peer", 20, peer="target")
         res = pinger.call("ping", 30 + rounds * 0.05, peer="target", rounds=rounds, warmup=50)
+        if int(res.get("failures", 0)):
+            raise BenchError(f"{res['failures']} of {rounds + 50} pings failed: "
+                             f"{res.get('last_error')}")
         return RttResult("meshchat", tuple(res["rtts_us"]), tuple(res["reported_us"]))
     finally:
         stop_workers(lab)

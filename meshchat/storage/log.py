@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import math
 import os
 import sqlite3
@@ -69,6 +70,9 @@ CREATE TABLE IF NOT EXISTS seq_reservations (
 """
 
 _ROW_COLUMNS = "room_id, sender, seq, sent_at, text, blob"
+# Rows per INSERT statement in ``add_many``: 128 × 6 parameters stays under 999, the
+# SQLITE_MAX_VARIABLE_NUMBER of SQLite builds before 3.32.
+_CHUNK_ROWS = 128
 _CANONICAL = "sent_at, sender, seq"
 _CANONICAL_DESC = "sent_at DESC, sender DESC, seq DESC"
 
@@ -176,7 +180,12 @@ class MessageLog:
         return True
 
     def add_many(self, rows: Iterable[LogRow | tuple[bytes, bytes, int, float, str, bytes]]) -> int:
-        """Store many records (e.g. a chat batch) in one statement; the number that were new."""
+        """Store many records (e.g. a chat batch); the number that were new.
+
+        The rows go in as multi-row INSERTs of up to ``_CHUNK_ROWS`` rows (one statement per
+        power-of-two piece, so a handful of prepared statements serve every batch size):
+        about a third cheaper per row than ``executemany``, which steps one statement per row.
+        """
         batch: list[tuple[bytes, bytes, int, float, str, bytes]] = [
             (r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows
         ]
@@ -189,18 +198,41 @@ class MessageLog:
         indexes = {room_id: self._index(room_id) for room_id in {row[0] for row in batch}}
         self._begin()
         before = self._conn.total_changes
-        self._conn.executemany(
-            f"INSERT OR IGNORE INTO chat ({_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", batch
-        )
+        execute = self._conn.execute
+        start, total = 0, len(batch)
+        while start < total:
+            size = min(_CHUNK_ROWS, 1 << ((total - start).bit_length() - 1))
+            execute(_insert_rows(size),
+                    [value for row in batch[start:start + size] for value in row])
+            start += size
         added = self._conn.total_changes - before
         if added != len(batch):
             # Some were already held: rebuild the affected indexes from the table (rare).
             for room_id in indexes:
                 self._rooms.pop(room_id, None)
             return added
+        if len(indexes) == 1 and self._note_run(next(iter(indexes.values())), batch):
+            return added
         for room_id, sender, seq, _, _, _ in batch:
             self._note_added(indexes[room_id], room_id, sender, seq)
         return added
+
+    @staticmethod
+    def _note_run(index: _RoomIndex, batch: list[tuple[bytes, bytes, int, float, str, bytes]]
+                  ) -> bool:
+        """The common batch in one step: one sender, seqs in a row right after its head with
+        nothing held above. What ``_note_added`` row by row would do; False if not that case."""
+        sender, first = batch[0][1], batch[0][2]
+        last = first + len(batch) - 1
+        if first != index.heads.get(sender, 0) + 1 or first <= index.maxes.get(sender, 0):
+            return False
+        for offset, row in enumerate(batch):
+            if row[1] != sender or row[2] != first + offset:
+                return False
+        index.count += len(batch)
+        index.maxes[sender] = last
+        index.heads[sender] = last
+        return True
 
     def _note_added(self, index: _RoomIndex, room_id: bytes, sender: bytes, seq: int) -> None:
         """Keep the in-memory index current after a new row."""
@@ -427,6 +459,13 @@ class MessageLog:
         assert row is not None, "a held seq always ends some run"
         end: int = row[0]
         return end
+
+
+@functools.cache
+def _insert_rows(count: int) -> str:
+    """``INSERT OR IGNORE`` of ``count`` chat rows in one statement (a power of two)."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * count)
+    return f"INSERT OR IGNORE INTO chat ({_ROW_COLUMNS}) VALUES {values}"
 
 
 def _connect(path: Path | str) -> sqlite3.Connection:
