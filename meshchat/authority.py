@@ -176,14 +176,22 @@ class Gate:
         self._max = limits.max_rate_entries
         self._buckets: OrderedDict[tuple[bytes, str], list[float]] = OrderedDict()
 
-    def admit(self, peer: bytes, message: WireMessage, socket: str, roles: Role, now: float
-              ) -> Refusal | None:
+    def admit(self, peer: bytes, message: WireMessage, socket: str, roles: Role, now: float,
+              charged: bool = False) -> Refusal | None:
+        """The table's verdict, then the rate: ``charged`` when ``charge`` already drew the
+        token before the frame was decoded; a payload inside a ``Sealed`` ("inner") rides on
+        the token its envelope drew."""
         refusal = check(message, socket, roles)
         if refusal is not None:
             return refusal
-        if not self.take(peer, rate_group(type(message)), now):
+        if not charged and socket != "inner" and not self.take(peer, rate_group(type(message)),
+                                                               now):
             return Refusal("rate")
         return None
+
+    def charge(self, peer: bytes, cls: type[WireMessage], now: float) -> bool:
+        """Draw the token for a frame of ``cls`` before decoding it; False: over the rate."""
+        return self.take(peer, rate_group(cls), now)
 
     def take(self, peer: bytes, group: str, now: float, cost: float = 1.0) -> bool:
         """Draw ``cost`` tokens from the peer's bucket for ``group``; False if empty."""

@@ -73,8 +73,8 @@ class Limits:
     broadcasts_burst: int = 10
     introductions_per_s: float = 2.0
     introductions_burst: int = 20
-    pings_per_s: float = 100.0
-    pings_burst: int = 200
+    pings_per_s: float = 1000.0  # answering costs one small frame; /ping rounds run back to back
+    pings_burst: int = 6000
     private_per_s: float = 20.0
     private_burst: int = 60
     joins_per_s: float = 1.0
@@ -88,6 +88,9 @@ class Limits:
     direct_frames_per_s: float = 500.0
     direct_frames_burst: int = 2000
     max_rate_entries: int = 4096
+    # Frames per peer the transport hands up at all (before decoding); beyond it, dropped.
+    peer_frames_per_s: float = 5000.0
+    peer_frames_burst: int = 20000
     # Admission (meshchat/admission.py): what joiners may make a host do, and the other way.
     joins_per_address_per_s: float = 5.0  # every JoinRequest from one address, any key
     joins_per_address_burst: int = 30

@@ -151,7 +151,10 @@ class PeerTable:
                 self._first_ids.get(canon, peer_id) != peer_id):
             return Admission("twin")
         if len(self._admitted) >= self._limits.max_peers:
-            return Admission("too_many_peers")
+            # No room for it: a probe of it would only hold an fd until it expired.
+            waiting = self._candidates.get(canon)
+            closed = self._forget_candidate(waiting, close=True) if waiting is not None else []
+            return Admission("too_many_peers", False, tuple(closed))
         effects: list[PeerEffect] = []
         probed = False
         candidate = self._candidates.get(canon)

@@ -488,6 +488,25 @@ class Codec:
 
     # ------------------------------------------------------------ records
 
+    def peek_type(self, data: bytes) -> type[WireMessage] | None:
+        """The message class a frame says it carries, read from its first fields only (cheap:
+        the body is not unpacked), so a flood can be refused before it is decoded. None when
+        the frame does not even start like an envelope; ``decode`` still checks everything."""
+        if not isinstance(data, bytes) or len(data) > self._max_frame:
+            return None
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data) or 1,
+                                    max_str_len=64, max_bin_len=0, max_array_len=0,
+                                    max_map_len=0, max_ext_len=0)
+        unpacker.feed(data)
+        try:
+            if unpacker.read_array_header() < ENVELOPE_FIELDS:
+                return None
+            unpacker.skip()  # version
+            tag = unpacker.unpack()
+        except (ValueError, msgpack.UnpackException, msgpack.OutOfData):
+            return None
+        return self._by_tag.get(tag) if type(tag) is str else None
+
     def encode_record(self, record: object) -> bytes:
         """The canonical bytes of a record: the same record always gives the same bytes."""
         encoder = self._encoders.get(type(record))

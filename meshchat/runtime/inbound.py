@@ -88,16 +88,16 @@ class Inbound:
 
     def _dispatch(self, inc: Incoming) -> None:
         now = self._clock.time()
-        frame = self._wire.open(inc)
+        frame = self._wire.open(inc, self._gate.charge)
         if frame is None:
             return
-        peer, env = frame.peer, frame.env
+        peer, env, charged = frame.peer, frame.env, frame.charged
         if frame.socket == "direct":
             self._peers.heard(peer)
-            if self._gate.admit(peer, env.message, "direct"):
+            if self._gate.admit(peer, env.message, "direct", charged=charged):
                 self._on_direct(peer, env, frame.address, now)
         elif frame.socket == "presence":
-            if not self._gate.admit(peer, env.message, "presence"):
+            if not self._gate.admit(peer, env.message, "presence", charged=charged):
                 return
             match env.message:
                 case Heartbeat() as hb:
@@ -105,7 +105,7 @@ class Inbound:
                 case Bye(reason=reason):
                     self._peers.gone(peer, "quit" if reason in ("quit", "") else reason)
         elif frame.socket == "broadcast":
-            if not self._gate.admit(peer, env.message, "broadcast"):
+            if not self._gate.admit(peer, env.message, "broadcast", charged=charged):
                 return
             self._peers.heard(peer)
             if isinstance(env.message, Broadcast):
@@ -124,7 +124,7 @@ class Inbound:
         jr = self._rooms.get(sealed.room_id)
         if jr is None:
             return
-        if not self._gate.admit(peer, sealed, "room", jr):
+        if not self._gate.admit(peer, sealed, "room", jr, charged=frame.charged):
             self._sessions.refused_sealed(jr, peer)
             return
         self._sessions.open_sealed(jr, peer, sealed)

@@ -207,10 +207,10 @@ class PeerBook:
         probed = False
         if peer is None:
             admission = self.table.admit(pid, self._clock.monotonic())
+            self._run(admission.effects)  # a refusal may close its probe
             if admission.refusal is not None:
                 self._stats["dropped_" + admission.refusal] += 1
                 return
-            self._run(admission.effects)
             probed = admission.probed
             peer = Peer(card)
             self._peers[pid] = peer

@@ -66,6 +66,7 @@ class Frame:
     env: Envelope
     topic: bytes = b""
     address: str = ""
+    charged: bool = False  # its rate token was drawn before decoding (``Wire.open``)
 
 
 class Wire:
@@ -229,9 +230,22 @@ class Wire:
             return None
         return env
 
-    def open(self, inc: Incoming) -> Frame | None:
-        """The frame decoded for its socket and attributed to its sender, or None (counted)."""
+    def open(self, inc: Incoming,
+             charge: Callable[[bytes, type[WireMessage]], bool] | None = None) -> Frame | None:
+        """The frame decoded for its socket and attributed to its sender, or None (counted).
+
+        ``charge(peer, cls)`` draws the peer's rate token for the type the frame says it
+        carries *before* the frame is decoded, so a flood of any type costs a peek, not a
+        decode: refused frames count as ``dropped_rate``."""
         peer = inc.peer_id
+        charged = False
+        if charge is not None and peer:
+            cls = self._codec.peek_type(inc.payload)
+            if cls is not None:
+                if not charge(peer, cls):
+                    self._stats["dropped_rate"] += 1
+                    return None
+                charged = True
         if inc.kind == "direct":
             if peer:
                 env = self.decode(inc.payload, DIRECT_TYPES, peer)
@@ -246,7 +260,8 @@ class Wire:
                     self._stats["dropped_spoofed"] += 1
                     return None
                 peer = env.sender
-            return None if env is None else Frame(peer, "direct", env, b"", inc.peer_address)
+            return None if env is None else Frame(peer, "direct", env, b"", inc.peer_address,
+                                                  charged)
         topic = inc.topic
         if topic == TOPIC_PRESENCE:
             socket, allowed = "presence", PRESENCE_TYPES
@@ -258,7 +273,7 @@ class Wire:
             self._stats["dropped_topic"] += 1
             return None
         env = self.decode(inc.payload, allowed, peer)
-        return None if env is None else Frame(peer, socket, env, topic)
+        return None if env is None else Frame(peer, socket, env, topic, charged=charged)
 
     def unseal(self, peer: bytes, sealed: Sealed, key: bytes) -> Envelope | None:
         """The envelope inside a room frame, from ``peer``; None if it does not open."""
@@ -313,12 +328,17 @@ class Gatekeeper:
             roles |= Role.ASKED
         return roles
 
-    def admit(self, peer: bytes, m: WireMessage, socket: str, room: RoomRoles | None = None
-              ) -> bool:
+    def charge(self, peer: bytes, cls: type[WireMessage]) -> bool:
+        """Draw ``peer``'s rate token for a frame of ``cls`` before it is decoded."""
+        return self._gate.charge(peer, cls, self._clock.monotonic())
+
+    def admit(self, peer: bytes, m: WireMessage, socket: str, room: RoomRoles | None = None,
+              charged: bool = False) -> bool:
         """May ``peer`` send ``m`` on ``socket`` (about ``room``, default the one ``m``
-        names)? A refusal is counted as ``dropped_<reason>``."""
+        names)? A refusal is counted as ``dropped_<reason>``. ``charged``: the rate token
+        was drawn already (``charge``)."""
         refusal = self._gate.admit(peer, m, socket, self.roles(peer, m, room),
-                                   self._clock.monotonic())
+                                   self._clock.monotonic(), charged)
         if refusal is None:
             return True
         self._stats["dropped_" + refusal.reason] += 1

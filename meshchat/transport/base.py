@@ -8,6 +8,7 @@ claim read from the payload.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -42,6 +43,42 @@ class TransportStats:
     zap_denied: int = 0
     send_failures: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+
+class FloodGuard:
+    """A token bucket of frames per peer, checked before a frame is even decoded: one peer
+    that floods costs the loop a counter per frame, not a decode. Honest peers stay far below
+    it (chat goes out in batches; heartbeats are a few a second). At most ``max_peers``
+    buckets; the least recently used goes first."""
+
+    __slots__ = ("_buckets", "_burst", "_clock", "_max", "_rate")
+
+    def __init__(self, rate_per_s: float, burst: int, max_peers: int,
+                 clock: Callable[[], float]) -> None:
+        self._rate = rate_per_s
+        self._burst = float(burst)
+        self._max = max_peers
+        self._clock = clock
+        self._buckets: OrderedDict[bytes, list[float]] = OrderedDict()
+
+    def admit(self, key: bytes) -> bool:
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = [self._burst, now]
+            if len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            bucket[0] = min(self._burst, bucket[0] + (now - bucket[1]) * self._rate)
+            bucket[1] = now
+        if bucket[0] < 1.0:
+            return False
+        bucket[0] -= 1.0
+        return True
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 @dataclass(frozen=True, slots=True)

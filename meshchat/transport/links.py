@@ -14,7 +14,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from .base import Receiver, TransportStats
+from .base import FloodGuard, Receiver, TransportStats
 from .pump import Pump, count, dealer_reader, sub_reader
 from .sockets import Sockets, ZmqTuning, endpoint
 
@@ -90,8 +90,10 @@ class Links:
         on_handshake_failure: HandshakeFailureHandler | None,
         on_disconnect: HandshakeFailureHandler | None,
         on_refused: HandshakeFailureHandler | None,
+        guard: FloodGuard | None = None,
     ) -> None:
         self.stats = stats
+        self.guard = guard
         self.on_handshake_failure = on_handshake_failure
         self.on_disconnect = on_disconnect
         self.on_refused = on_refused
@@ -171,7 +173,7 @@ class Links:
         monitor = sockets.ctx.socket(zmq.PAIR)
         monitor.setsockopt(zmq.LINGER, 0)
         monitor.connect(monitor_address)
-        pump = Pump(sock, read, receiver, self.stats, self._tuning.recv_batch)
+        pump = Pump(sock, read, receiver, self.stats, self._tuning.recv_batch, self.guard)
         link = peer.links[kind] = Link(kind, endpoint, sock, monitor, pump)
         link.failures = failures
         self.peak = max(self.peak, self.open_count)

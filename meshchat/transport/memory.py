@@ -30,12 +30,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Limits
 from ..identity import Identity, canonical_id, is_valid_peer_id
-from .base import Incoming, LinkEvents, LocalPorts, Receiver, TransportStats
+from .base import FloodGuard, Incoming, LinkEvents, LocalPorts, Receiver, TransportStats
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 
@@ -122,6 +123,8 @@ class MemoryTransport:
         self.stats = TransportStats()
         self.network = network
         self._limits = limits
+        self._guard = FloodGuard(limits.peer_frames_per_s, limits.peer_frames_burst,
+                                 limits.max_peers * 4, time.monotonic)
         self._on_handshake_failure = on_handshake_failure
         self._on_refused = on_refused
         self._identity: Identity | None = None
@@ -358,6 +361,9 @@ class MemoryTransport:
             return
         if len(incoming.payload) > self._limits.max_frame_bytes:
             self.stats.dropped_oversize += 1
+            return
+        if not self._guard.admit(incoming.peer_id):
+            self._count("dropped_flood")
             return
         self._queue.put_nowait(incoming)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import zmq
 
-from .base import Incoming, Receiver, TransportStats
+from .base import FloodGuard, Incoming, Receiver, TransportStats
 
 __all__ = ["Pump", "Reader", "count", "dealer_reader", "router_reader", "sub_reader"]
 
@@ -38,12 +38,13 @@ class Pump:
     the FD. ``busy`` guards against re-entry from the receiver (which may send or stop).
     """
 
-    __slots__ = ("batch", "busy", "fd", "loop", "pending", "read", "receiver", "scheduled",
-                 "sock", "stats", "stopped")
+    __slots__ = ("batch", "busy", "fd", "guard", "loop", "pending", "read", "receiver",
+                 "scheduled", "sock", "stats", "stopped")
 
     def __init__(self, sock: zmq.Socket[Any], read: Reader, receiver: Receiver,
-                 stats: TransportStats, batch: int) -> None:
+                 stats: TransportStats, batch: int, guard: FloodGuard | None = None) -> None:
         self.sock = sock
+        self.guard = guard
         self.fd = int(sock.get(zmq.FD))
         self.read = read
         self.receiver = receiver
@@ -93,7 +94,7 @@ class Pump:
         A receiver that returns an awaitable is awaited before the next frame is read."""
         if self.busy or self.stopped or self.pending is not None:
             return
-        read, receiver, stats = self.read, self.receiver, self.stats
+        read, receiver, stats, guard = self.read, self.receiver, self.stats, self.guard
         self.busy = True
         try:
             for _ in range(self.batch):
@@ -102,6 +103,9 @@ class Pump:
                 except zmq.Again:
                     return  # drained: libzmq signals the FD again on the next frame
                 if incoming is None:
+                    continue
+                if guard is not None and not guard.admit(incoming.peer_id or incoming.curve_key):
+                    count(stats, "dropped_flood")
                     continue
                 stats.received += 1
                 try:

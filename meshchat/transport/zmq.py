@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import zmq
@@ -62,7 +63,7 @@ import zmq.asyncio
 
 from ..config import Limits
 from ..identity import Identity, curve_public_of, is_valid_peer_id
-from .base import Incoming, LinkEvents, LocalPorts, Receiver, TransportStats
+from .base import FloodGuard, Incoming, LinkEvents, LocalPorts, Receiver, TransportStats
 from .links import HandshakeFailureHandler, Links
 from .pump import Pump, count, router_reader
 from .pump import Reader as Reader  # importable from here, as before the split
@@ -104,8 +105,11 @@ class ZmqTransport:
         self._identity: Identity | None = None
         self._sockets: Sockets | None = None
         self._zap = Zap(self.stats)
+        self._guard = FloodGuard(limits.peer_frames_per_s, limits.peer_frames_burst,
+                                 limits.max_peers * 4, time.monotonic)
         self._links = Links(self.stats, tuning, on_handshake_failure=on_handshake_failure,
-                            on_disconnect=on_disconnect, on_refused=on_refused)
+                            on_disconnect=on_disconnect, on_refused=on_refused,
+                            guard=self._guard)
         self._pub: zmq.Socket[Any] | None = None
         self._router: zmq.Socket[Any] | None = None
         self._router_pump: Pump | None = None
@@ -152,7 +156,7 @@ class ZmqTransport:
             )
             read = router_reader(router, self.stats, self._check_router_frame)
             pump = self._router_pump = Pump(
-                router, read, receiver, self.stats, self._tuning.recv_batch)
+                router, read, receiver, self.stats, self._tuning.recv_batch, self._guard)
             pump.start(loop)
         except BaseException:
             await self.close(0)

@@ -494,3 +494,17 @@ def test_the_schema_nests_no_deeper_than_the_limit() -> None:
     deepest = max(1 + _depth(CODEC.schema(cls)) for cls in m.ALL_TYPES)  # 1: the envelope
     assert deepest == 5  # envelope → Heartbeat body → known → PeerCard → addresses
     assert deepest <= Limits().max_nesting
+
+
+def test_peek_type_reads_only_the_tag() -> None:
+    frame = CODEC.encode(Envelope(ALICE.peer_id, 1, 0.0, m.Ping(5)))
+    assert CODEC.peek_type(frame) is m.Ping
+    assert CODEC.peek_type(b"") is None
+    assert CODEC.peek_type(msgpack.packb([1, "no-such-tag", b"", 0, 0.0, []])) is None
+    assert CODEC.peek_type(msgpack.packb([1, "ping"])) is None  # too short to be an envelope
+
+
+@FAST
+@given(st.binary(max_size=200))
+def test_peek_type_never_raises(data: bytes) -> None:
+    assert CODEC.peek_type(data) in (None, *m.ALL_TYPES)
