@@ -80,7 +80,7 @@ class Limits:
     joins_per_s: float = 1.0
     joins_burst: int = 10
     history_requests_per_s: float = 20.0
-    history_requests_burst: int = 100
+    history_requests_burst: int = 30
     state_requests_per_s: float = 5.0
     state_requests_burst: int = 20
     room_frames_per_s: float = 2000.0

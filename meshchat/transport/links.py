@@ -173,7 +173,8 @@ class Links:
         monitor = sockets.ctx.socket(zmq.PAIR)
         monitor.setsockopt(zmq.LINGER, 0)
         monitor.connect(monitor_address)
-        pump = Pump(sock, read, receiver, self.stats, self._tuning.recv_batch, self.guard)
+        pump = Pump(sock, read, receiver, self.stats, self._tuning.recv_batch, self.guard,
+                    self._tuning.recv_budget_s)
         link = peer.links[kind] = Link(kind, endpoint, sock, monitor, pump)
         link.failures = failures
         self.peak = max(self.peak, self.open_count)

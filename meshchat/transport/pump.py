@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,13 +39,15 @@ class Pump:
     the FD. ``busy`` guards against re-entry from the receiver (which may send or stop).
     """
 
-    __slots__ = ("batch", "busy", "fd", "guard", "loop", "pending", "read", "receiver",
-                 "scheduled", "sock", "stats", "stopped")
+    __slots__ = ("batch", "budget_s", "busy", "fd", "guard", "loop", "pending", "read",
+                 "receiver", "scheduled", "sock", "stats", "stopped")
 
     def __init__(self, sock: zmq.Socket[Any], read: Reader, receiver: Receiver,
-                 stats: TransportStats, batch: int, guard: FloodGuard | None = None) -> None:
+                 stats: TransportStats, batch: int, guard: FloodGuard | None = None,
+                 budget_s: float = 0.004) -> None:
         self.sock = sock
         self.guard = guard
+        self.budget_s = budget_s
         self.fd = int(sock.get(zmq.FD))
         self.read = read
         self.receiver = receiver
@@ -89,12 +92,15 @@ class Pump:
         # A receiver still running is left to finish: it may be the one that stops us.
 
     def drain(self) -> None:
-        """Receive until EAGAIN, at most a batch per call, handing each frame up in order.
+        """Receive until EAGAIN, at most a batch (or ``budget_s`` of work) per call, handing
+        each frame up in order.
 
         A receiver that returns an awaitable is awaited before the next frame is read."""
         if self.busy or self.stopped or self.pending is not None:
             return
         read, receiver, stats, guard = self.read, self.receiver, self.stats, self.guard
+        clock = time.monotonic
+        until = clock() + self.budget_s
         self.busy = True
         try:
             for _ in range(self.batch):
@@ -119,7 +125,9 @@ class Pump:
                     log.exception("receiver failed on a frame from %s", incoming.peer_id.hex())
                 if self.stopped:
                     return
-            self.schedule()  # a full batch: let the rest of the loop run, then go on
+                if clock() > until:
+                    break
+            self.schedule()  # a full batch, or the budget spent: let the rest run, then go on
         finally:
             self.busy = False
 

@@ -31,6 +31,10 @@ class ZmqTuning:
     disconnect_linger_ms: int = 100
     dead_link_grace_ms: int = 500  # DISCONNECTED with no retry within this: libzmq gave up
     recv_batch: int = 256
+    # One drain of one socket stops after this much work and lets the loop run the others:
+    # a peer whose frames are each costly (chat batches of 256 lines) cannot hold a ping up
+    # behind a whole batch of them.
+    recv_budget_s: float = 0.004
     max_handshake_failures: int = 5
     sockets_per_peer: int = 6  # SUB, DEALER, 2 monitor PAIRs and libzmq's 2 monitor ends
 

@@ -156,7 +156,8 @@ class ZmqTransport:
             )
             read = router_reader(router, self.stats, self._check_router_frame)
             pump = self._router_pump = Pump(
-                router, read, receiver, self.stats, self._tuning.recv_batch, self._guard)
+                router, read, receiver, self.stats, self._tuning.recv_batch, self._guard,
+                self._tuning.recv_budget_s)
             pump.start(loop)
         except BaseException:
             await self.close(0)
