@@ -21,6 +21,8 @@ from .authority import Gate
 from .clock import Clock, as_clock
 from .config import Limits, Timings
 from .discovery.base import Discovery, DiscoveryHandlers
+from .discovery.interfaces import resolve_interfaces
+from .discovery.static import CardServer
 from .errors import MeshchatError, NotInRoom, PeerNotFound
 from .events import BroadcastReceived, Event, Message, PeerInfo, Renamed, RoomInfo
 from .identity import Identity, fingerprint_of
@@ -41,8 +43,11 @@ from .runtime.session import Sessions
 from .runtime.tasks import Tasks
 from .runtime.ticker import Ticker
 from .runtime.wire import TOPIC_BROADCAST, TOPIC_PRESENCE, Gatekeeper, Wire
+from .storage.keystore import default_data_dir
+from .storage.log import MessageLog
 from .storage.peers import KnownPeers
 from .transport.base import LinkEvents, Transport
+from .transport.zmq import ZmqTransport
 
 __all__ = ["BanInfo", "Node", "PeerDetails", "Room", "RoomDetails"]
 
@@ -246,10 +251,6 @@ class Node:
         """Load the identity, bind sockets, announce this node and start its timers."""
         if self._started:
             return
-        from .discovery.interfaces import resolve_interfaces
-        from .storage.keystore import default_data_dir
-        from .storage.log import MessageLog
-
         if self._listen_only:
             # Only looking (``meshchat rooms``): a throwaway identity and data dir, nothing
             # announced, nothing written where the user's own node keeps its name and keys.
@@ -270,8 +271,6 @@ class Node:
         me.addresses = tuple(addresses)
         bind = addresses if (self._interfaces or self._loopback_only) else ["*"]
         if self._transport_arg is None:
-            from .transport.zmq import ZmqTransport
-
             self._transport: Transport = ZmqTransport(self.limits)
         else:
             self._transport = self._transport_arg
@@ -288,8 +287,6 @@ class Node:
             self._transport.subscribe(topic)
         self._card_server = None
         if self._discovery_arg is None:
-            from .discovery.static import CardServer
-
             self._card_server = CardServer(self.identity, me.card)
             me.card_port = await self._card_server.start(list(bind), self._card_port_wanted)
         await self._discovery.start(me.card(), DiscoveryHandlers(

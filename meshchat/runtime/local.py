@@ -10,6 +10,7 @@ from ..errors import MeshchatError, RenameTooSoon
 from ..events import PeerInfo
 from ..identity import Identity
 from ..protocol.messages import Hello, PeerCard
+from ..storage.keystore import load_or_create_identity
 from ..storage.settings import Settings, SettingsStore
 
 __all__ = ["LocalPeer"]
@@ -45,8 +46,6 @@ class LocalPeer:
     def load(cls, data_dir: Path, name: str | None, color: str | None) -> LocalPeer:
         """The identity and settings kept in ``data_dir`` (made on first start), with the
         ``name`` and ``color`` asked for (saved if new)."""
-        from ..storage.keystore import load_or_create_identity
-
         identity = load_or_create_identity(data_dir)
         store = SettingsStore(data_dir)
         settings = store.load()
