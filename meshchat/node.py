@@ -8,6 +8,7 @@ every part) and never raises out of the node. ``Room`` is a handle on one joined
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -259,11 +260,30 @@ class Node:
             self._requested_name = self._requested_name or "listener"
         else:
             self.data_dir = self._data_dir_arg or default_data_dir()
+        # The settings are saved and the log opened in threads while the node binds and
+        # announces itself; a log used meanwhile waits for its opening (MessageLog).
         self._me = me = LocalPeer.load(self.data_dir, self._requested_name,
-                                       self._requested_color)
+                                       self._requested_color, defer_save=True)
         self.identity: Identity = me.identity
         self.peer_id, self.fingerprint = me.peer_id, me.fingerprint
-        self._log = MessageLog(self.data_dir / "messages.sqlite")
+        saving = asyncio.ensure_future(asyncio.to_thread(me.save_settings))
+        self._log = MessageLog(self.data_dir / "messages.sqlite", in_background=True)
+        try:
+            await self._bind_and_announce(me)
+            self._started = True
+            if not self._listen_only:
+                self._ticker.publish_heartbeat()
+            self._tasks.spawn(self._ticker.run(), name="meshchat-ticker")
+            await saving
+            self._log.open()
+        except BaseException:
+            if self._started:
+                await self.close("quit")
+            else:
+                self._log.close()
+            raise
+
+    async def _bind_and_announce(self, me: LocalPeer) -> None:
         me.started_at = self._clock.time()
         self._started_mono = self._clock.monotonic()
         addresses = (["127.0.0.1"] if self._loopback_only
@@ -295,10 +315,6 @@ class Node:
             on_room=self._directory.discovered_room,
             on_room_removed=self._directory.discovered_room_removed,
         ))
-        self._started = True
-        if not self._listen_only:
-            self._ticker.publish_heartbeat()
-        self._tasks.spawn(self._ticker.run(), name="meshchat-ticker")
 
     def _build(self, me: LocalPeer) -> None:
         """The runtime's parts, each given what it uses. Upward notices are callbacks; those
