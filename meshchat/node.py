@@ -8,6 +8,7 @@ every part) and never raises out of the node. ``Room`` is a handle on one joined
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -21,6 +22,8 @@ from .authority import Gate
 from .clock import Clock, as_clock
 from .config import Limits, Timings
 from .discovery.base import Discovery, DiscoveryHandlers
+from .discovery.interfaces import resolve_interfaces
+from .discovery.static import CardServer
 from .errors import MeshchatError, NotInRoom, PeerNotFound
 from .events import BroadcastReceived, Event, Message, PeerInfo, Renamed, RoomInfo
 from .identity import Identity, fingerprint_of
@@ -41,8 +44,11 @@ from .runtime.session import Sessions
 from .runtime.tasks import Tasks
 from .runtime.ticker import Ticker
 from .runtime.wire import TOPIC_BROADCAST, TOPIC_PRESENCE, Gatekeeper, Wire
+from .storage.keystore import default_data_dir
+from .storage.log import MessageLog
 from .storage.peers import KnownPeers
 from .transport.base import LinkEvents, Transport
+from .transport.zmq import ZmqTransport
 
 __all__ = ["BanInfo", "Node", "PeerDetails", "Room", "RoomDetails"]
 
@@ -246,10 +252,6 @@ class Node:
         """Load the identity, bind sockets, announce this node and start its timers."""
         if self._started:
             return
-        from .discovery.interfaces import resolve_interfaces
-        from .storage.keystore import default_data_dir
-        from .storage.log import MessageLog
-
         if self._listen_only:
             # Only looking (``meshchat rooms``): a throwaway identity and data dir, nothing
             # announced, nothing written where the user's own node keeps its name and keys.
@@ -258,11 +260,30 @@ class Node:
             self._requested_name = self._requested_name or "listener"
         else:
             self.data_dir = self._data_dir_arg or default_data_dir()
+        # The settings are saved and the log opened in threads while the node binds and
+        # announces itself; a log used meanwhile waits for its opening (MessageLog).
         self._me = me = LocalPeer.load(self.data_dir, self._requested_name,
-                                       self._requested_color)
+                                       self._requested_color, defer_save=True)
         self.identity: Identity = me.identity
         self.peer_id, self.fingerprint = me.peer_id, me.fingerprint
-        self._log = MessageLog(self.data_dir / "messages.sqlite")
+        saving = asyncio.ensure_future(asyncio.to_thread(me.save_settings))
+        self._log = MessageLog(self.data_dir / "messages.sqlite", in_background=True)
+        try:
+            await self._bind_and_announce(me)
+            self._started = True
+            if not self._listen_only:
+                self._ticker.publish_heartbeat()
+            self._tasks.spawn(self._ticker.run(), name="meshchat-ticker")
+            await saving
+            self._log.open()
+        except BaseException:
+            if self._started:
+                await self.close("quit")
+            else:
+                self._log.close()
+            raise
+
+    async def _bind_and_announce(self, me: LocalPeer) -> None:
         me.started_at = self._clock.time()
         self._started_mono = self._clock.monotonic()
         addresses = (["127.0.0.1"] if self._loopback_only
@@ -270,8 +291,6 @@ class Node:
         me.addresses = tuple(addresses)
         bind = addresses if (self._interfaces or self._loopback_only) else ["*"]
         if self._transport_arg is None:
-            from .transport.zmq import ZmqTransport
-
             self._transport: Transport = ZmqTransport(self.limits)
         else:
             self._transport = self._transport_arg
@@ -288,8 +307,6 @@ class Node:
             self._transport.subscribe(topic)
         self._card_server = None
         if self._discovery_arg is None:
-            from .discovery.static import CardServer
-
             self._card_server = CardServer(self.identity, me.card)
             me.card_port = await self._card_server.start(list(bind), self._card_port_wanted)
         await self._discovery.start(me.card(), DiscoveryHandlers(
@@ -298,10 +315,6 @@ class Node:
             on_room=self._directory.discovered_room,
             on_room_removed=self._directory.discovered_room_removed,
         ))
-        self._started = True
-        if not self._listen_only:
-            self._ticker.publish_heartbeat()
-        self._tasks.spawn(self._ticker.run(), name="meshchat-ticker")
 
     def _build(self, me: LocalPeer) -> None:
         """The runtime's parts, each given what it uses. Upward notices are callbacks; those

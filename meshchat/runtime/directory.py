@@ -17,6 +17,8 @@ from .. import admission
 from ..clock import Clock
 from ..config import Timings
 from ..discovery.base import Discovery, RoomAnnouncement
+from ..discovery.mdns import MdnsDiscovery
+from ..discovery.static import CombinedDiscovery, StaticDiscovery
 from ..errors import AmbiguousName, RoomNotFound
 from ..events import RoomInfo
 from ..identity import Identity, fingerprint_of
@@ -29,12 +31,8 @@ __all__ = ["Directory", "Listing", "make_discovery"]
 def make_discovery(addresses: Sequence[str], identity: Identity, static_peers: Sequence[str],
                    *, mdns: bool, listen_only: bool) -> Discovery:
     """mDNS (unless ``mdns`` is off) plus the ``--peer`` addresses, as one discovery."""
-    from ..discovery.static import CombinedDiscovery, StaticDiscovery
-
     parts: list[Discovery] = []
     if mdns:
-        from ..discovery.mdns import MdnsDiscovery
-
         parts.append(MdnsDiscovery(list(addresses), announce=not listen_only))
     if static_peers:
         parts.append(StaticDiscovery(static_peers, identity))

@@ -10,6 +10,7 @@ from ..errors import MeshchatError, RenameTooSoon
 from ..events import PeerInfo
 from ..identity import Identity
 from ..protocol.messages import Hello, PeerCard
+from ..storage.keystore import load_or_create_identity
 from ..storage.settings import Settings, SettingsStore
 
 __all__ = ["LocalPeer"]
@@ -40,13 +41,14 @@ class LocalPeer:
         self.pub_port = 0
         self.card_port = 0
         self._info: PeerInfo | None = None
+        self._unsaved = False
 
     @classmethod
-    def load(cls, data_dir: Path, name: str | None, color: str | None) -> LocalPeer:
+    def load(cls, data_dir: Path, name: str | None, color: str | None, *,
+             defer_save: bool = False) -> LocalPeer:
         """The identity and settings kept in ``data_dir`` (made on first start), with the
-        ``name`` and ``color`` asked for (saved if new)."""
-        from ..storage.keystore import load_or_create_identity
-
+        ``name`` and ``color`` asked for (saved if new; with ``defer_save`` only once
+        ``save_settings`` is called)."""
         identity = load_or_create_identity(data_dir)
         store = SettingsStore(data_dir)
         settings = store.load()
@@ -54,13 +56,24 @@ class LocalPeer:
         if not name:
             raise MeshchatError("no name: pass name=... (the CLI asks for one on first start)")
         name = checked_name(name)
+        changed = False
         if name != settings.name:
             settings.name = name
-            store.save(settings)
+            changed = True
         if color:
             settings.color = color
-            store.save(settings)
-        return cls(identity, store, settings)
+            changed = True
+        me = cls(identity, store, settings)
+        me._unsaved = changed
+        if not defer_save:
+            me.save_settings()
+        return me
+
+    def save_settings(self) -> None:
+        """Write the settings if ``load`` changed them and they were not written yet."""
+        if self._unsaved:
+            self._store.save(self._settings)
+            self._unsaved = False
 
     def card(self) -> PeerCard:
         return PeerCard(self.peer_id, self.name, self.addresses, self.router_port,
@@ -95,6 +108,7 @@ class LocalPeer:
         self._settings.name = new_name
         self._settings.renamed_at = now
         self._store.save(self._settings)
+        self._unsaved = False
         self.name = new_name
         return old
 
@@ -102,3 +116,4 @@ class LocalPeer:
         self.color = color
         self._settings.color = color
         self._store.save(self._settings)
+        self._unsaved = False

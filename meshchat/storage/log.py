@@ -23,11 +23,12 @@ import functools
 import math
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from meshchat.errors import MeshchatError
 from meshchat.identity import short_fingerprint
@@ -128,11 +129,54 @@ def _check_row(seq: int, sent_at: float) -> None:
 class MessageLog:
     """The SQLite log at ``path`` (``":memory:"`` for a log that lives only as long as this)."""
 
-    def __init__(self, path: Path | str) -> None:
+    _conn: sqlite3.Connection
+
+    def __init__(self, path: Path | str, *, in_background: bool = False) -> None:
+        """Open the log at ``path`` now or, with ``in_background``, in a thread started here
+        (``Node.start`` does that while it binds and announces): then ``open()`` waits for
+        it and raises what opening raised, and a log used before ``open()`` waits the same
+        way on first use, so nothing ever reads or writes a log that is not open."""
         self.path = path
         self._rooms: dict[bytes, _RoomIndex] = {}
         self._closed = False
-        self._conn = _connect(path)
+        self._opening: threading.Thread | None = None
+        self._opened: sqlite3.Connection | BaseException | None = None
+        self._open_lock = threading.Lock()
+        if in_background:
+            self._opening = threading.Thread(target=self._open_in_thread,
+                                             name="meshchat-log-open", daemon=True)
+            self._opening.start()
+        else:
+            self._conn = _connect(path)
+
+    def _open_in_thread(self) -> None:
+        try:
+            self._opened = _connect(self.path, check_same_thread=False)
+        except BaseException as exc:  # handed to open(), on the caller's thread
+            self._opened = exc
+
+    def open(self) -> None:
+        """Wait until a log opened ``in_background`` is open; raise what opening raised.
+        Does nothing on a log that is open already."""
+        with self._open_lock:
+            if "_conn" in self.__dict__:
+                return
+            if self._opening is None:
+                raise MeshchatError(f"message log {self.path} is closed")
+            self._opening.join()
+            opened = self._opened
+            if isinstance(opened, BaseException):
+                raise opened
+            assert opened is not None
+            self._conn = opened
+
+    if not TYPE_CHECKING:  # (hidden from mypy, which would take every attribute for Any)
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "_conn":  # used before open(): wait for the thread opening it
+                self.open()
+                return self._conn
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -146,6 +190,11 @@ class MessageLog:
         if self._closed:
             return
         self._closed = True
+        if "_conn" not in self.__dict__:  # opening in the background: close what it opens
+            with contextlib.suppress(Exception):
+                self.open()
+            if "_conn" not in self.__dict__:
+                return
         try:
             self.flush()
         finally:
@@ -468,8 +517,9 @@ def _insert_rows(count: int) -> str:
     return f"INSERT OR IGNORE INTO chat ({_ROW_COLUMNS}) VALUES {values}"
 
 
-def _connect(path: Path | str) -> sqlite3.Connection:
-    """Open (creating if needed, mode 0600) and prepare the database at ``path``."""
+def _connect(path: Path | str, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """Open (creating if needed, mode 0600) and prepare the database at ``path``. A log opened
+    in a thread is used on another (``check_same_thread=False``), never on two at once."""
     in_memory = str(path) == MEMORY
     if not in_memory:
         file = Path(path)
@@ -480,7 +530,8 @@ def _connect(path: Path | str) -> sqlite3.Connection:
         except OSError as exc:
             raise MeshchatError(f"cannot open message log {file}: {exc}") from exc
     try:
-        conn = sqlite3.connect(str(path), isolation_level=None)
+        conn = sqlite3.connect(str(path), isolation_level=None,
+                               check_same_thread=check_same_thread)
     except sqlite3.Error as exc:
         raise MeshchatError(f"cannot open message log {path}: {exc}") from exc
     try:

@@ -602,3 +602,28 @@ def test_add_many_on_a_reopened_log_counts_each_row_once(tmp_path: Path) -> None
         assert log.count(room) == 3
         assert log.heads(room) == {author: 3}
         assert log.next_seq(room, author) == 4
+
+
+def test_a_log_opened_in_the_background_is_the_same_log(tmp_path: Path) -> None:
+    room, author = b"r" * 16, b"a" * 32
+    path = tmp_path / "log.sqlite"
+    log = MessageLog(path, in_background=True)
+    assert log.add(room, author, 1, 1.0, "one", b"blob")  # used before open(): waits for it
+    log.open()
+    log.open()  # once open, nothing more
+    assert log.add(room, author, 2, 2.0, "two", b"blob")
+    log.close()
+    with MessageLog(path) as again:
+        assert [r.text for r in again.all(room)] == ["one", "two"]
+    MessageLog(path, in_background=True).close()  # closed before it was ever used
+
+
+def test_a_log_opened_in_the_background_raises_its_error_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    log = MessageLog(path, in_background=True)
+    with pytest.raises(MeshchatError, match=r"log\.db"):
+        log.open()
+    with pytest.raises(MeshchatError, match=r"log\.db"):
+        log.heads(b"r" * 16)
+    log.close()
