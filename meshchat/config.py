@@ -30,6 +30,9 @@ class Timings:
     gap_fill_interval_s: float = 0.5
     rename_interval_s: float = 7 * 24 * 3600.0
     linger_s: float = 0.3
+    # A peer whose ZAP refused our key is alive, not vanished: it stays listed (with its
+    # rooms) this long after the refusal, so an unban lets us straight back in.
+    refused_peer_kept_s: float = 60.0
     # A member takes a rival claim of the current host's own term (an earlier member that
     # claimed at the same moment) only this long after the current host took the room.
     claim_contest_s: float = 1.25

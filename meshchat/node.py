@@ -331,7 +331,8 @@ class Node:
             LivenessTable(timings), emit, tasks, clock, limits, stats,
             listen_only=self._listen_only, room_states=rooms.states,
             on_gone=self._peer_gone,
-            on_renamed=lambda pid, name: self._sessions.member_renamed(pid, name))
+            on_renamed=lambda pid, name: self._sessions.member_renamed(pid, name),
+            refused_kept_s=timings.refused_peer_kept_s)
         gate = Gatekeeper(Gate(limits), wire, peers.is_known, rooms.get, clock, timings, stats)
         self._chat = chat = RoomChat(me, rooms, wire, codec, log, peers.info, emit, tasks,
                                      clock, limits, timings, stats)

@@ -127,7 +127,7 @@ class Joining:
             # A host that banned us refuses our key at the transport, so it cannot say so;
             # the last state we saw of the room can.
             last = self._rooms.last_state(listing.room_id)
-            if last is not None and rules.is_banned(last, me):
+            if (last is not None and rules.is_banned(last, me)) or self._peers.refused_us(host_id):
                 raise JoinRefused("banned", "you are banned from this room") from None
             raise
         if isinstance(reply, JoinChallenge):

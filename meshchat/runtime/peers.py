@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -61,7 +61,8 @@ class PeerBook:
                  tasks: Tasks, clock: Clock, limits: Limits, stats: Counter[str], *,
                  listen_only: bool, room_states: Callable[[], Iterable[RoomState]],
                  on_gone: Callable[[bytes, str], None],
-                 on_renamed: Callable[[bytes, str], None]) -> None:
+                 on_renamed: Callable[[bytes, str], None],
+                 refused_kept_s: float = 60.0) -> None:
         self._me = me
         self._wire = wire
         self._transport = transport
@@ -77,6 +78,8 @@ class PeerBook:
         self._room_states = room_states
         self._on_gone = on_gone
         self._on_renamed = on_renamed
+        self._refused: OrderedDict[bytes, float] = OrderedDict()  # peer -> when its ZAP said no
+        self._refused_kept_s = refused_kept_s
         self._peers: dict[bytes, Peer] = {}
         self._write: asyncio.Future[bool] | None = None
         self._written_at = clock.monotonic()
@@ -102,6 +105,13 @@ class PeerBook:
 
     def heard(self, pid: bytes) -> None:
         self._liveness.heard(pid, self._clock.monotonic())
+        if self._refused:
+            self._refused.pop(pid, None)  # it talks to us again: whatever refused us is over
+
+    def refused_us(self, pid: bytes) -> bool:
+        """Whether ``pid``'s ZAP turned our key down and we have heard nothing from it since
+        (libzmq reports that once per streak, perhaps while it was only a probed card)."""
+        return pid in self._refused
 
     def state(self, pid: bytes) -> Liveness:
         return self._liveness.state(pid)
@@ -121,6 +131,11 @@ class PeerBook:
             if state is Liveness.EVASIVE:
                 self._wire.send_ping(peer)
             elif state is Liveness.GONE:
+                refused_at = self._refused.get(peer)
+                if refused_at is not None and now - refused_at < self._refused_kept_s:
+                    # It answers our handshakes with "no": silent to us, not gone.
+                    self._liveness.heard(peer, now)
+                    continue
                 self.gone(peer, "vanished")
 
     # ---------------------------------------------------------------- names
@@ -400,6 +415,10 @@ class PeerBook:
     def refused(self, pid: bytes) -> None:
         """The peer holds its key but its ZAP turns ours down: a room it is in bans us."""
         self._stats["refused_by_peer"] += 1
+        self._refused[pid] = self._clock.monotonic()
+        self._refused.move_to_end(pid)
+        while len(self._refused) > self._limits.max_rate_entries:
+            self._refused.popitem(last=False)
         label = self.info(pid).label
         refusal = JoinRefused("banned", f"{label} refuses this node's key: you are banned")
         self._wire.fail_requests_to(pid, refusal)
