@@ -13,15 +13,29 @@ the shares, not the absolute rate.
 code): CPU µs per message by step (inclusive) and by function (own time).
 
 ``discovery``: fresh nodes started beside an observer, as in the figure, with the phases of
-``Node.start()`` timed (bench/startup_trace.py, which imports everything before the clock
-starts) and, for comparison, the same number of plain trials (imports inside ``start()`` as
-in the product). Prints each phase's median start and end (ms after t0) and the median time at
-which the observer listed the node.
+``Node.start()`` timed (bench/startup_trace.py) and, for comparison, the same number of plain
+trials (no wrappers; ``start()`` imports nothing any more, so the two differ only by the
+wrappers' cost). Prints each phase's median start and end (ms after t0) and the median time at
+which the observer listed the node. The quickest real run: ``discovery --trials 1``.
+
+The step lists follow the node as rebuilt (``meshchat/node.py`` a facade, the work in
+``meshchat/runtime/*.py`` and ``meshchat/transport/*.py``); each old ``Node._x`` step is mapped
+to the function that does that work now (comments in the lists). Dropped: the receiver's
+``meshchat/events.py:__init__`` step. The events are dataclasses whose generated ``__init__``
+has no file of its own (cProfile and py-spy put it in ``<string>``), so it never matched; its
+time is inside ``emit``/``take_batch``.
+
+Failing loudly: before anything runs, every step is checked to name a function defined in its
+file (``StepMissing`` names those that are not); a cProfile run whose profile lacks a step exits
+non-zero naming it (py-spy only warns: a cheap step can go unsampled); the discovery mode stops
+if a traced start misses a phase (bench/startup_trace.py raises in the agent) or the observer
+never produced one of ``startup_trace.OBSERVER_REQUIRED``.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import pstats
 import shutil
@@ -33,51 +47,80 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import fanout
+from bench import fanout, startup_trace
 from bench.lab import REPO, Lab, has, stop_workers
 
-# Steps of the fan-out path, by (file suffix, function name), in path order.
+# Steps of the fan-out path, by (file suffix, function name), in path order. The node is a
+# facade now: each old ``Node._x`` step points at the runtime/transport code that does it
+# (``meshchat/runtime/*.py``, ``meshchat/transport/*.py``).
 SENDER_STEPS = [
     ("bench/agent.py", "say_many"),
-    ("meshchat/node.py", "say"),
-    ("meshchat/node.py", "_say"),
-    ("meshchat/node.py", "_check_text"),
+    ("meshchat/node.py", "say"),                     # Room.say, the facade
+    ("meshchat/runtime/chat.py", "say"),             # was Node._say
+    ("meshchat/runtime/chat.py", "check_text"),      # was Node._check_text
     ("meshchat/storage/log.py", "reserve_seq"),
     ("meshchat/history.py", "add"),
-    ("meshchat/node.py", "_emit"),
-    ("meshchat/node.py", "me"),
-    ("meshchat/node.py", "_flush_outbox"),
+    ("meshchat/runtime/emitter.py", "emit"),         # was Node._emit
+    ("meshchat/runtime/local.py", "info"),           # was Node.me
+    ("meshchat/runtime/chat.py", "flush"),           # was Node._flush_outbox
     ("meshchat/protocol/codec.py", "sign_record"),
-    ("meshchat/node.py", "_store_batch"),
+    ("meshchat/runtime/chat.py", "_store"),          # was Node._store_batch
     ("meshchat/storage/log.py", "add_many"),
-    ("meshchat/node.py", "_publish_room"),
-    ("meshchat/node.py", "_envelope"),
+    ("meshchat/runtime/wire.py", "publish_sealed"),  # was Node._publish_room
+    ("meshchat/runtime/wire.py", "envelope"),        # was Node._envelope
     ("meshchat/protocol/codec.py", "encode"),
     ("meshchat/transport/zmq.py", "publish"),
 ]
 RECEIVER_STEPS = [
-    ("meshchat/transport/zmq.py", "fire"),
-    ("meshchat/node.py", "_on_incoming"),
-    ("meshchat/node.py", "_dispatch"),
-    ("meshchat/node.py", "_decode"),
+    ("meshchat/transport/pump.py", "fire"),          # was ZmqTransport's fire
+    ("meshchat/transport/pump.py", "drain"),         # (fire's work, also run on resume)
+    ("meshchat/runtime/inbound.py", "on_incoming"),  # was Node._on_incoming
+    ("meshchat/runtime/inbound.py", "_dispatch"),    # was Node._dispatch
+    ("meshchat/runtime/wire.py", "open"),            # (frame attribution around the decode)
+    ("meshchat/runtime/wire.py", "decode"),          # was Node._decode
     ("meshchat/protocol/codec.py", "decode"),
-    ("meshchat/node.py", "_authorized"),
-    ("meshchat/node.py", "_roles"),
+    ("meshchat/runtime/wire.py", "admit"),           # Gatekeeper.admit, was Node._authorized
+    ("meshchat/runtime/wire.py", "roles"),           # Gatekeeper.roles, was Node._roles
     ("meshchat/authority.py", "admit"),
-    ("meshchat/node.py", "_open_sealed"),
-    ("meshchat/node.py", "_take_batch"),
+    ("meshchat/runtime/session.py", "open_sealed"),  # was Node._open_sealed
+    ("meshchat/runtime/chat.py", "take_batch"),      # was Node._take_batch
     ("meshchat/protocol/codec.py", "peek_signed"),
-    ("meshchat/history.py", "add"),
-    ("meshchat/node.py", "_store_batch"),
+    ("meshchat/historysync.py", "take"),             # (the rules, around the tracker)
+    ("meshchat/history.py", "add_range"),            # was SeqTracker.add, line by line
+    ("meshchat/runtime/chat.py", "_store"),          # was Node._store_batch
     ("meshchat/storage/log.py", "add_many"),
-    ("meshchat/storage/log.py", "_note_added"),
-    ("meshchat/node.py", "_peer_info"),
-    ("meshchat/node.py", "_emit"),
-    ("meshchat/events.py", "__init__"),
+    ("meshchat/storage/log.py", "_note_run"),        # was _note_added (now its fallback)
+    ("meshchat/runtime/peers.py", "info"),           # was Node._peer_info
+    ("meshchat/runtime/emitter.py", "emit"),         # was Node._emit
     ("bench/agent.py", "pump"),
     ("bench/agent.py", "on_message"),
     ("meshchat/storage/log.py", "flush"),
 ]
+
+
+class StepMissing(RuntimeError):
+    """A step names a function that is not there (the code moved): fix the step list."""
+
+
+def check_steps(steps: list[tuple[str, str]]) -> None:
+    """Every step's function is defined in its file (parsed, nothing imported): raises
+    ``StepMissing`` naming the ones that are not, before anything is measured."""
+    missing = []
+    for suffix, name in steps:
+        path = REPO / suffix
+        try:
+            tree = ast.parse(path.read_text(), str(path))
+        except OSError:
+            missing.append(f"{suffix} (no such file) for {name}")
+            continue
+        if not any(isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name
+                   for n in ast.walk(tree)):
+            missing.append(f"{suffix}:{name}")
+        if path.suffix != ".py":
+            missing.append(f"{suffix} is not a .py file")
+    if missing:
+        raise StepMissing("bench/diagnose.py: these steps name code that no longer exists: "
+                          + ", ".join(missing) + "; point them at where that work lives now")
 
 
 def _entries(stats: pstats.Stats, file_suffix: str, name: str) -> list[tuple[int, float, float]]:
@@ -88,17 +131,34 @@ def _entries(stats: pstats.Stats, file_suffix: str, name: str) -> list[tuple[int
     return found
 
 
+def _label(suffix: str, name: str) -> str:
+    return "/".join(suffix.split("/")[-2:]) + ":" + name
+
+
 def report_profile(label: str, path: Path, steps: list[tuple[str, str]], messages: int,
-                   top: int) -> None:
+                   top: int) -> list[str]:
+    """Prints the steps and the top functions; returns the steps the profile never saw."""
     stats = pstats.Stats(str(path))
+    unseen = []
     print(f"\n=== {label}: {path.name} ({messages:,} messages counted)")
     print(f"{'step':58} {'calls':>9} {'own µs/call':>11} {'cum µs/call':>11} {'cum µs/msg':>10}")
     for suffix, name in steps:
-        for nc, tt, ct in _entries(stats, suffix, name):
-            print(f"{suffix.split('/')[-1] + ':' + name:58} {nc:9,} {tt / nc * 1e6:11.2f} "
+        found = _entries(stats, suffix, name)
+        if not found:
+            unseen.append(f"{label} {suffix}:{name}")
+            print(f"{_label(suffix, name):58} !! NOT IN THE PROFILE (never called?)")
+        for nc, tt, ct in found:
+            print(f"{_label(suffix, name):58} {nc:9,} {tt / nc * 1e6:11.2f} "
                   f"{ct / nc * 1e6:11.2f} {ct / messages * 1e6:10.3f}")
     print(f"\n--- top {top} by own time")
     stats.sort_stats("tottime").print_stats(top)
+    return unseen
+
+
+def _unseen_exit(unseen: list[str]) -> None:
+    if unseen:
+        raise SystemExit("bench/diagnose.py: steps that exist but were never seen running: "
+                         + ", ".join(unseen) + " (the path changed? fix the step lists)")
 
 
 def diagnose_fanout(args: argparse.Namespace) -> None:
@@ -113,13 +173,17 @@ def diagnose_fanout(args: argparse.Namespace) -> None:
         if (prof / "k1-sender.prof").exists() and (prof / "k1-recv1.prof").exists():
             break
         time.sleep(0.1)
-    report_profile("sender", prof / "k1-sender.prof", SENDER_STEPS, messages, args.top)
-    report_profile("receiver", prof / "k1-recv1.prof", RECEIVER_STEPS, messages, args.top)
+    unseen = report_profile("sender", prof / "k1-sender.prof", SENDER_STEPS, messages,
+                            args.top)
+    unseen += report_profile("receiver", prof / "k1-recv1.prof", RECEIVER_STEPS, messages,
+                             args.top)
+    _unseen_exit(unseen)
 
 
 def _spy_table(path: Path, messages: int, rate: int, steps: list[tuple[str, str]],
-               top: int) -> None:
-    """A py-spy ``raw`` (collapsed) profile: own and inclusive µs per message."""
+               top: int) -> list[str]:
+    """A py-spy ``raw`` (collapsed) profile: own and inclusive µs per message. Returns the
+    steps never sampled (at a low rate a cheap step can be missed: a warning, not an error)."""
     own: dict[str, int] = {}
     incl: dict[str, int] = {}
     total = 0
@@ -129,8 +193,11 @@ def _spy_table(path: Path, messages: int, rate: int, steps: list[tuple[str, str]
             continue
         count = int(count_text)
         total += count
-        frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
-                  + ")" if " (" in f else f for f in stack.split(";")]
+        # "func (dir/dir/file.py)": the last three parts of the path, so that e.g.
+        # runtime/peers.py and storage/peers.py stay apart.
+        frames = [f.split(" (")[0] + " ("
+                  + "/".join(f.split(" (")[-1].split(":")[0].split("/")[-3:]) + ")"
+                  if " (" in f else f for f in stack.split(";")]
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for frame in set(frames):
             incl[frame] = incl.get(frame, 0) + count
@@ -141,15 +208,23 @@ def _spy_table(path: Path, messages: int, rate: int, steps: list[tuple[str, str]
     print(f"\n=== {path.name}: {total} samples at {rate}/s = {total / rate:.2f} s of CPU, "
           f"{us(total):.2f} µs per message ({messages:,} messages)")
     print(f"{'step (inclusive)':58} {'µs/msg':>7} {'share':>6}")
+    unseen = []
     for suffix, name in steps:
-        file = suffix.rsplit("/", 1)[-1]
+        hits = 0
         for key, n in incl.items():
             func, _, where = key.rpartition(" (")
-            if where == file + ")" and (func == name or func.endswith("." + name)):
+            where = where.removesuffix(")")
+            if ((where == suffix or where.endswith("/" + suffix) or suffix.endswith("/" + where))
+                    and (func == name or func.endswith("." + name))):
+                hits += 1
                 print(f"{key:58} {us(n):7.2f} {n / total:6.1%}")
+        if not hits:
+            unseen.append(f"{path.name} {suffix}:{name}")
+            print(f"{_label(suffix, name):58} !! not sampled")
     print(f"{'own time, top ' + str(top):58} {'µs/msg':>7} {'share':>6}")
     for key, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"{key[:58]:58} {us(n):7.2f} {n / total:6.1%}")
+    return unseen
 
 
 def diagnose_fanout_spy(args: argparse.Namespace) -> None:
@@ -194,8 +269,13 @@ def diagnose_fanout_spy(args: argparse.Namespace) -> None:
     print(f"py-spy run: receiver {(int(got['received']) - 1) / span:,.0f} msg/s, sender say() "
           f"loop {args.count / (float(done['t1']) - float(done['t0'])):,.0f} msg/s "
           f"(sampled {args.spy_s} s; the burst must fit in it)")
-    _spy_table(out / f"spy-{sender.name}.txt", args.count, rate, SENDER_STEPS, args.top)
-    _spy_table(out / f"spy-{recv.name}.txt", args.count, rate, RECEIVER_STEPS, args.top)
+    unseen = _spy_table(out / f"spy-{sender.name}.txt", args.count, rate, SENDER_STEPS,
+                        args.top)
+    unseen += _spy_table(out / f"spy-{recv.name}.txt", args.count, rate, RECEIVER_STEPS,
+                         args.top)
+    if unseen:
+        print(f"\n!! never sampled (too cheap for {rate}/s, or gone from the path): "
+              + ", ".join(unseen), file=sys.stderr)
 
 
 def diagnose_discovery(args: argparse.Namespace) -> None:
@@ -232,11 +312,16 @@ def diagnose_discovery(args: argparse.Namespace) -> None:
                 newbie.close()
         finally:
             stop_workers(lab)
+    obs_seen = {phase for phase in phases if phase.startswith("obs:")}
+    if lost := [p for p in startup_trace.OBSERVER_REQUIRED if p not in obs_seen]:
+        raise SystemExit("bench/diagnose.py: the observer never produced "
+                         + ", ".join(repr(p) for p in lost)
+                         + " (bench/startup_trace.py install_observer: target no longer called)")
     med = statistics.median
-    print(f"plain  (imports inside start(), as in the product): listed p50 "
+    print(f"plain  (no wrappers):                               listed p50 "
           f"{med(listed[False]):.1f} ms, start() returned p50 {med(started[False]):.1f} ms; "
           f"listed: {', '.join(f'{t:.1f}' for t in listed[False])}")
-    print(f"traced (modules imported before t0):                listed p50 "
+    print(f"traced (phases wrapped):                            listed p50 "
           f"{med(listed[True]):.1f} ms, start() returned p50 {med(started[True]):.1f} ms; "
           f"listed: {', '.join(f'{t:.1f}' for t in listed[True])}")
     print(f"\n{'phase (traced trials, ms after t0, medians)':46} {'start':>7} {'end':>7} "
@@ -258,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--logs", default=str(REPO / "bench" / "results" /
                                           ("diag-" + time.strftime("%Y%m%d-%H%M%S"))))
     args = ap.parse_args(argv)
+    check_steps(SENDER_STEPS)
+    check_steps(RECEIVER_STEPS)
     if os.geteuid() != 0 or shutil.which("ip") is None:
         print("bench/diagnose.py needs root and iproute2", file=sys.stderr)
         return 2
