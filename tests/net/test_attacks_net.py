@@ -82,6 +82,18 @@ def evil_joins(evil: Hostile, room_id: bytes, host: bytes, name: str = "mallory"
     return bytes.fromhex(accept["opened"]["sealed_key"]["key"]), accept["fields"]["key_epoch"]
 
 
+def mallory_in_the_room(lab: Lab) -> tuple[Agent, Chat, bytes, Hostile, bytes, bytes, int]:
+    """alice (agent) hosts, bob (line mode) joins, and the hostile peer joins by hand:
+    (alice, bob, room id, mallory, alice's id, bob's id, the room key's epoch)."""
+    alice, room_id, [bob] = agent_hosts(lab)
+    evil = Hostile.start(lab.hosts[2])
+    bob_id = bytes.fromhex(evil.connect(bob)["peer_id"])
+    alice_id = bytes.fromhex(evil.connect(alice)["peer_id"])
+    _, epoch = evil_joins(evil, room_id, alice_id)
+    alice.wait_event(type="PeerJoined", room=ROOM, peer={"name": "mallory"})
+    return alice, bob, room_id, evil, alice_id, bob_id, epoch
+
+
 def chat_flows(agent: Agent, chat: Chat, tag: str, agent_is: str = "alice") -> list[str]:
     """A line each way between an agent and a line-mode member; the texts."""
     there, back = f"{tag}: from {agent_is}", f"{tag}: from {chat.name}"
@@ -305,12 +317,7 @@ def test_case_3_a_banned_peer_asking_for_state_gets_no_key_and_reads_nothing(
     lab_factory: LabFactory,
 ) -> None:
     lab = lab_factory(3)
-    alice, room_id, [bob] = agent_hosts(lab)
-    evil = Hostile.start(lab.hosts[2])
-    bob_id = bytes.fromhex(evil.connect(bob)["peer_id"])
-    alice_id = bytes.fromhex(evil.connect(alice)["peer_id"])
-    evil_joins(evil, room_id, alice_id)
-    alice.wait_event(type="PeerJoined", room=ROOM, peer={"name": "mallory"})
+    alice, bob, room_id, evil, alice_id, bob_id, _ = mallory_in_the_room(lab)
     # While a member it reads the room (the agent opens what it was given).
     mark = evil.mark()
     alice.call("say", text="for the members")
@@ -368,13 +375,7 @@ def evil_texts(report: dict[str, Any]) -> list[str]:
 
 def test_case_4_numbers_near_2_64_from_a_member_freeze_nobody(lab_factory: LabFactory) -> None:
     lab = lab_factory(3)
-    alice, room_id, [bob] = agent_hosts(lab)
-    evil = Hostile.start(lab.hosts[2])
-    evil.connect(bob)
-    card = evil.connect(alice)
-    alice_id = bytes.fromhex(card["peer_id"])
-    _, epoch = evil_joins(evil, room_id, alice_id)
-    alice.wait_event(type="PeerJoined", room=ROOM, peer={"name": "mallory"})
+    alice, bob, room_id, evil, alice_id, _, epoch = mallory_in_the_room(lab)
     bob.wait_line(r"^\* mallory(#\w+)? joined lobby$")
 
     # Heads near 2^64 for itself and for alice, and chat batches numbered near 2^64.
@@ -434,12 +435,7 @@ def test_case_5_void_ranges_and_unknown_epochs_do_not_grow_the_node(
     lab_factory: LabFactory,
 ) -> None:
     lab = lab_factory(3)
-    alice, room_id, [bob] = agent_hosts(lab)
-    evil = Hostile.start(lab.hosts[2])
-    evil.connect(bob)
-    alice_id = bytes.fromhex(evil.connect(alice)["peer_id"])
-    _, epoch = evil_joins(evil, room_id, alice_id)
-    alice.wait_event(type="PeerJoined", room=ROOM, peer={"name": "mallory"})
+    alice, bob, room_id, evil, alice_id, _, epoch = mallory_in_the_room(lab)
     chat_flows(alice, bob, "warm up")
     until_subscribed(evil, agent_shows(alice), "alice hears mallory")
     rss_before = rss_kb(alice)
@@ -513,12 +509,7 @@ def test_case_7_a_twin_id_is_refused_and_does_not_slip_past_a_ban(
     lab_factory: LabFactory,
 ) -> None:
     lab = lab_factory(3)
-    alice, room_id, [bob] = agent_hosts(lab)
-    evil = Hostile.start(lab.hosts[2])
-    bob_id = bytes.fromhex(evil.connect(bob)["peer_id"])
-    alice_id = bytes.fromhex(evil.connect(alice)["peer_id"])
-    evil_joins(evil, room_id, alice_id)
-    alice.wait_event(type="PeerJoined", room=ROOM, peer={"name": "mallory"})
+    alice, bob, room_id, evil, alice_id, bob_id, _ = mallory_in_the_room(lab)
     me = evil.peer_id
     twin_card = card_of(me[:31] + bytes([me[31] ^ 0x80]), lab.hosts[2], evil.router_port,
                         evil.pub_port, "mallory2")
