@@ -46,6 +46,7 @@ from .errors import ProtocolError
 from .identity import PeerId, fingerprint_of, short_fingerprint
 from .protocol.codec import Codec
 from .protocol.messages import JoinChallenge, JoinRequest, RoomState
+from .ratelimit import TokenBuckets
 
 __all__ = [
     "Admission",
@@ -122,7 +123,7 @@ class Admission:
         self._random_bytes = random_bytes
         self._challenges: OrderedDict[tuple[bytes, PeerId], _Pending] = OrderedDict()
         self._proofs: OrderedDict[tuple[bytes, PeerId], deque[float]] = OrderedDict()
-        self._addresses: OrderedDict[str, list[float]] = OrderedDict()
+        self._addresses: TokenBuckets[str] = TokenBuckets(limits.max_admission_entries)
 
     def decide(self, room: rules.SignedState | None, lineage: Lineage | None,
                req: JoinRequest, peer: PeerId, address: str, now: float) -> Decision:
@@ -226,21 +227,9 @@ class Admission:
         return True
 
     def _address_ok(self, address: str, now: float) -> bool:
-        rate = self._limits.joins_per_address_per_s
-        burst = float(self._limits.joins_per_address_burst)
-        bucket = self._addresses.get(address)
-        if bucket is None:
-            bucket = self._addresses[address] = [burst, now]
-            while len(self._addresses) > self._limits.max_admission_entries:
-                self._addresses.popitem(last=False)
-        else:
-            self._addresses.move_to_end(address)
-            bucket[0] = min(burst, bucket[0] + max(0.0, now - bucket[1]) * rate)
-            bucket[1] = now
-        if bucket[0] < 1.0:
-            return False
-        bucket[0] -= 1.0
-        return True
+        limits = self._limits
+        return self._addresses.take(address, limits.joins_per_address_per_s,
+                                    limits.joins_per_address_burst, now)
 
     @property
     def pending_challenges(self) -> int:

@@ -14,7 +14,6 @@ type draws from a per-peer token bucket of its group (``rate_group``), sized by 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Flag, auto
 
@@ -46,6 +45,7 @@ from .protocol.messages import (
     StateRequest,
     WireMessage,
 )
+from .ratelimit import TokenBuckets
 
 __all__ = ["TABLE", "Gate", "Refusal", "Role", "Rule", "check", "rate_group", "rule_for"]
 
@@ -173,8 +173,7 @@ class Gate:
 
     def __init__(self, limits: Limits) -> None:
         self._rates = _rates(limits)
-        self._max = limits.max_rate_entries
-        self._buckets: OrderedDict[tuple[bytes, str], list[float]] = OrderedDict()
+        self._buckets: TokenBuckets[tuple[bytes, str]] = TokenBuckets(limits.max_rate_entries)
 
     def admit(self, peer: bytes, message: WireMessage, socket: str, roles: Role, now: float,
               charged: bool = False) -> Refusal | None:
@@ -196,21 +195,7 @@ class Gate:
     def take(self, peer: bytes, group: str, now: float, cost: float = 1.0) -> bool:
         """Draw ``cost`` tokens from the peer's bucket for ``group``; False if empty."""
         rate, burst = self._rates[group]
-        key = (peer, group)
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = [float(burst), now]
-            if len(self._buckets) > self._max:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-            tokens, last = bucket
-            bucket[0] = min(float(burst), tokens + max(0.0, now - last) * rate)
-            bucket[1] = now
-        if bucket[0] < cost:
-            return False
-        bucket[0] -= cost
-        return True
+        return self._buckets.take((peer, group), rate, burst, now, cost)
 
     def __len__(self) -> int:
         return len(self._buckets)

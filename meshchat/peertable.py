@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from .config import Limits
 from .identity import canonical_id
 from .protocol.messages import PeerCard
+from .ratelimit import TokenBuckets
 
 __all__ = ["Admission", "BanList", "PeerTable", "Probe", "Unprobe"]
 
@@ -81,12 +82,6 @@ class _Candidate:
 
 
 @dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
-
-
-@dataclass(slots=True)
 class _Introducer:
     waiting: int = 0  # candidates it introduced (probing or not)
     probing: int = 0
@@ -104,7 +99,7 @@ class PeerTable:
         self._first_ids: OrderedDict[bytes, bytes] = OrderedDict()  # ever admitted, bounded
         self._candidates: OrderedDict[bytes, _Candidate] = OrderedDict()  # by canonical id
         self._introducers: dict[bytes, _Introducer] = {}
-        self._buckets: OrderedDict[bytes, _Bucket] = OrderedDict()
+        self._buckets: TokenBuckets[bytes] = TokenBuckets(limits.max_rate_entries)
         self._probing = 0
         self.bans = BanList(me)
 
@@ -193,7 +188,7 @@ class PeerTable:
               ) -> list[PeerEffect]:
         """Cards someone else vouches for (``DISCOVERY`` for mDNS and ``--peer``)."""
         limits = self._limits
-        bucket = self._bucket(introducer, now)
+        rate, burst = limits.introduced_cards_per_s, limits.introduced_cards_burst
         for card in cards[: limits.max_collection_items]:
             pid = card.peer_id
             if pid == self._me or pid in self._canon_of:
@@ -201,10 +196,9 @@ class PeerTable:
             if not card.addresses:
                 self.stats["dropped_card_no_address"] += 1
                 continue
-            if bucket.tokens < 1:
+            if not self._buckets.take(introducer, rate, burst, now):
                 self.stats["dropped_introduction_rate"] += 1
                 continue
-            bucket.tokens -= 1
             try:
                 canon = canonical_id(pid)
             except ValueError:
@@ -283,21 +277,6 @@ class PeerTable:
         if who.waiting == 0:
             del self._introducers[candidate.introducer]
         return effects
-
-    def _bucket(self, introducer: bytes, now: float) -> _Bucket:
-        limits = self._limits
-        burst = float(limits.introduced_cards_burst)
-        bucket = self._buckets.get(introducer)
-        if bucket is None:
-            bucket = self._buckets[introducer] = _Bucket(burst, now)
-            while len(self._buckets) > limits.max_rate_entries:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(introducer)
-            elapsed = max(0.0, now - bucket.at)
-            bucket.tokens = min(burst, bucket.tokens + elapsed * limits.introduced_cards_per_s)
-            bucket.at = now
-        return bucket
 
 
 @dataclass(slots=True)

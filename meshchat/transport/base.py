@@ -8,12 +8,12 @@ claim read from the payload.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from ..identity import Identity
+from ..ratelimit import TokenBuckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,31 +51,17 @@ class FloodGuard:
     it (chat goes out in batches; heartbeats are a few a second). At most ``max_peers``
     buckets; the least recently used goes first."""
 
-    __slots__ = ("_buckets", "_burst", "_clock", "_max", "_rate")
+    __slots__ = ("_buckets", "_burst", "_clock", "_rate")
 
     def __init__(self, rate_per_s: float, burst: int, max_peers: int,
                  clock: Callable[[], float]) -> None:
         self._rate = rate_per_s
         self._burst = float(burst)
-        self._max = max_peers
         self._clock = clock
-        self._buckets: OrderedDict[bytes, list[float]] = OrderedDict()
+        self._buckets: TokenBuckets[bytes] = TokenBuckets(max_peers)
 
     def admit(self, key: bytes) -> bool:
-        now = self._clock()
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = [self._burst, now]
-            if len(self._buckets) > self._max:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-            bucket[0] = min(self._burst, bucket[0] + (now - bucket[1]) * self._rate)
-            bucket[1] = now
-        if bucket[0] < 1.0:
-            return False
-        bucket[0] -= 1.0
-        return True
+        return self._buckets.take(key, self._rate, self._burst, self._clock())
 
     def __len__(self) -> int:
         return len(self._buckets)
