@@ -1,0 +1,257 @@
+"""The pure transfer core (issue 7): any order, duplicates, losses and crashes end in the
+source or a clear failure, never a wrong file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from meshchat.filenames import MAX_NAME_BYTES, clean_name, clean_relpath, free_path, inside
+from meshchat.storage.transfers import TransferRecord, TransferStore
+from meshchat.transfer import (
+    AskSums,
+    Deliver,
+    Drop,
+    Fail,
+    Layout,
+    Pull,
+    Request,
+    Serve,
+    Stalled,
+    Verify,
+    Write,
+    chunk_digest,
+)
+
+
+def test_layout_spans_cover_every_byte_once() -> None:
+    layout = Layout([10, 0, 7, 3], 4)
+    assert layout.chunks == 3 + 2 + 1
+    got = [(s.file, s.offset, s.length) for s in map(layout.span, range(layout.chunks))]
+    assert got == [(0, 0, 4), (0, 4, 4), (0, 8, 2), (2, 0, 4), (2, 4, 3), (3, 0, 3)]
+    assert list(layout.chunks_of(1)) == [] and list(layout.chunks_of(2)) == [3, 4]
+
+
+def test_serve_refuses_bad_requests() -> None:
+    serve = Serve(Layout([100], 10), credit=4, offered_at=0.0, ttl_s=10.0)
+    assert serve.on_request(0, 5) == Drop("bad_count")
+    assert serve.on_request(8, 3) == Drop("out_of_range")
+    assert serve.on_request(2**64 - 1, 1) == Drop("out_of_range")
+    assert serve.on_request(-1, 1) == Drop("out_of_range")
+    spans = serve.on_request(8, 2)
+    assert isinstance(spans, list) and [s.index for s in spans] == [8, 9]
+    assert not serve.expired(9.9) and serve.expired(10.0)
+
+
+class Disk:
+    """What the runtime does with the effects, in memory: the receiver's partial files."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.files = [bytearray(s) for s in sizes]
+        self.digests: dict[int, bytes] = {}
+
+    def write(self, w: Write) -> None:
+        self.files[w.span.file][w.span.offset:w.span.offset + w.span.length] = w.data
+        self.digests[w.span.index] = w.digest
+
+    def bad_chunks(self, layout: Layout, file: int) -> list[int]:
+        out = []
+        for i in layout.chunks_of(file):
+            s = layout.span(i)
+            if chunk_digest(bytes(self.files[file][s.offset:s.offset + s.length])) != \
+                    self.digests.get(i):
+                out.append(i)
+        return out
+
+
+def source(sizes: list[int], seed: int) -> list[bytes]:
+    return [hashlib.shake_256(f"{seed}/{i}".encode()).digest(n) if n else b""
+            for i, n in enumerate(sizes)]
+
+
+def run(pull: Pull, disk: Disk, src: list[bytes], effects: list, ops: st.DataObject | None,
+        now: float, max_steps: int = 5000) -> tuple[str, float]:
+    """Drive ``pull`` to the end; ``ops`` (Hypothesis) reorders, duplicates and loses."""
+    layout = pull.layout
+    queue: list[tuple[int, bytes, bytes]] = []
+    queued = list(effects)
+    for _ in range(max_steps):
+        while queued:
+            e = queued.pop(0)
+            match e:
+                case Request(first=first, count=count):
+                    for i in range(first, first + count):
+                        s = layout.span(i)
+                        data = src[s.file][s.offset:s.offset + s.length]
+                        queue.append((i, data, chunk_digest(data)))
+                case Write() as w:
+                    disk.write(w)
+                case AskSums():
+                    queued.extend(pull.on_sums([hashlib.sha256(b).digest() for b in src], now))
+                case Verify(file=f, sha256=h):
+                    ok = hashlib.sha256(bytes(disk.files[f])).digest() == h
+                    queued.extend(pull.verified(f, ok, disk.bad_chunks(layout, f), now))
+                case Deliver():
+                    return "done", now
+                case Fail(reason=reason):
+                    return reason, now
+        if queue:
+            k = ops.draw(st.integers(0, len(queue) - 1)) if ops else 0
+            action = ops.draw(st.sampled_from(["deliver", "deliver", "dup", "lose", "corrupt"])
+                              ) if ops else "deliver"
+            i, data, digest = queue[k]
+            if action != "dup":
+                queue.pop(k)
+            if action == "lose":
+                continue
+            if action == "corrupt" and data:
+                data = bytes([data[0] ^ 1]) + data[1:]
+            queued.extend(pull.on_chunk(i, data, digest, now))
+        else:
+            now += pull.retry_s
+            queued.extend(pull.tick(now))
+    raise AssertionError("did not finish")
+
+
+sizes_st = st.lists(st.integers(0, 40), min_size=1, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(sizes=sizes_st, chunk=st.integers(1, 9), credit=st.integers(1, 6), ops=st.data())
+def test_any_order_duplicates_and_losses_give_the_source(sizes: list[int], chunk: int,
+                                                          credit: int, ops: st.DataObject
+                                                          ) -> None:
+    src = source(sizes, 1)
+    layout = Layout(sizes, chunk)
+    pull = Pull(layout, credit, retry_s=1.0)
+    disk = Disk(sizes)
+    result, _ = run(pull, disk, src, pull.start(0.0), ops, 0.0)
+    assert result == "done"
+    assert [bytes(f) for f in disk.files] == src
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=sizes_st, chunk=st.integers(1, 9), credit=st.integers(1, 6),
+       crash_after=st.integers(0, 60), damage=st.booleans(), ops=st.data())
+def test_a_crash_at_any_point_resumes_to_the_source(sizes: list[int], chunk: int, credit: int,
+                                                     crash_after: int, damage: bool,
+                                                     ops: st.DataObject) -> None:
+    src = source(sizes, 2)
+    layout = Layout(sizes, chunk)
+    pull = Pull(layout, credit, retry_s=1.0)
+    disk = Disk(sizes)
+    effects = pull.start(0.0)
+    # the first run: only the first ``crash_after`` chunks that arrive are kept
+    for e in effects:
+        if isinstance(e, Request):
+            for i in range(e.first, e.first + e.count):
+                if crash_after <= 0:
+                    break
+                s = layout.span(i)
+                data = src[s.file][s.offset:s.offset + s.length]
+                for w in pull.on_chunk(i, data, chunk_digest(data), 0.0):
+                    if isinstance(w, Write):
+                        disk.write(w)
+                crash_after -= 1
+    held = list(disk.digests)
+    if damage and held:  # the partial file damaged on disk while the receiver was down
+        s = layout.span(held[0])
+        if s.length:
+            disk.files[s.file][s.offset] ^= 0xFF
+    again = Pull(layout, credit, held, retry_s=1.0)
+    assert again.received == len(held)
+    result, _ = run(again, disk, src, again.start(5.0), ops, 5.0)
+    assert result == "done"
+    assert [bytes(f) for f in disk.files] == src
+
+
+def test_a_source_that_changed_is_a_clear_failure() -> None:
+    src = source([20], 3)
+    layout = Layout([20], 8)
+    pull = Pull(layout, 4)
+    disk = Disk([20])
+    effects = pull.start(0.0)
+    other = [hashlib.sha256(b"something else").digest()]
+    for e in effects:
+        assert isinstance(e, Request)
+        for i in range(e.first, e.first + e.count):
+            s = layout.span(i)
+            data = src[0][s.offset:s.offset + s.length]
+            for w in pull.on_chunk(i, data, chunk_digest(data), 0.0):
+                if isinstance(w, Write):
+                    disk.write(w)
+                elif isinstance(w, AskSums):
+                    (v,) = pull.on_sums(other, 0.0)
+                    assert isinstance(v, Verify)
+                    assert pull.verified(0, False, [], 0.0) == [Fail("hash mismatch")]
+    assert pull.finished
+
+
+def test_hostile_chunks_are_dropped() -> None:
+    layout = Layout([100], 10)
+    pull = Pull(layout, 2)
+    pull.start(0.0)
+    assert pull.on_chunk(2**64 - 1, b"x", b"y" * 16, 0.0) == [Drop("out_of_range")]
+    assert pull.on_chunk(5, b"x" * 10, chunk_digest(b"x" * 10), 0.0) == [Drop("unasked")]
+    bad = pull.on_chunk(0, b"x" * 10, b"\0" * 16, 0.0)
+    assert bad[0] == Drop("bad_chunk") and bad[1] == Request(0, 1)
+    assert pull.on_chunk(0, b"x" * 9, chunk_digest(b"x" * 9), 0.0)[0] == Drop("bad_chunk")
+    assert pull.on_sums([b"\0" * 32], 0.0) == [Drop("unasked_sums")]
+
+
+def test_a_stall_is_noticed_and_asked_again() -> None:
+    pull = Pull(Layout([100], 10), 2, retry_s=1.0, stall_s=3.0)
+    assert pull.start(0.0) == [Request(0, 2)]
+    assert pull.tick(0.5) == []
+    assert pull.tick(1.0) == [Request(0, 2)]
+    assert Stalled() in pull.tick(3.0)
+
+
+# ---------------------------------------------------------------- names
+
+HOSTILE = ["../../etc/passwd", "/etc/passwd", "..", ".", "", "a/b", "a\\b", "CON", "con.txt",
+           "nul", "x\x00y", "\x1b[31mred", "a" * 300, "é" * 200 + ".pdf", "LPT1.doc", " . "]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_clean_name_is_one_safe_component(name: str, tmp_path: Path) -> None:
+    out = clean_name(name)
+    assert out and "/" not in out and "\\" not in out and out not in (".", "..")
+    assert len(out.encode()) <= MAX_NAME_BYTES
+    assert all(ord(c) >= 32 and c != "\x7f" for c in out)
+    assert out.split(".")[0].upper() not in ("CON", "NUL", "LPT1")
+    assert inside(tmp_path, tmp_path / out)
+
+
+@given(st.text(max_size=400))
+def test_any_relpath_stays_inside(text: str) -> None:
+    parts = clean_relpath(text)
+    base = Path("/srv/down")
+    assert inside(base, base.joinpath(*parts))
+    assert all(len(p.encode()) <= MAX_NAME_BYTES for p in parts)
+
+
+def test_clash_gets_a_number(tmp_path: Path) -> None:
+    (tmp_path / "talk.pdf").write_text("x")
+    assert free_path(tmp_path, "talk.pdf").name == "talk (1).pdf"
+    (tmp_path / "talk (1).pdf.part").write_text("x")
+    assert free_path(tmp_path, "talk.pdf").name == "talk (2).pdf"
+    assert free_path(tmp_path, "README").name == "README"
+
+
+def test_store_keeps_transfers_and_chunks(tmp_path: Path) -> None:
+    store = TransferStore(tmp_path / "t.sqlite")
+    rec = TransferRecord(b"t" * 16, "in", b"p" * 32, "bob", "a.bin", [("a.bin", 5)], 4,
+                         "active", path=str(tmp_path / "a.bin"), number=1)
+    store.save(rec)
+    store.add_chunk(rec.tid, 0, b"d" * 16)
+    store.close()
+    again = TransferStore(tmp_path / "t.sqlite")
+    assert again.load() == [rec]
+    assert again.chunks(rec.tid) == {0: b"d" * 16}
+    again.delete(rec.tid)
+    assert again.load() == [] and again.chunks(rec.tid) == {}
