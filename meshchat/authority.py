@@ -23,6 +23,12 @@ from .protocol.messages import (
     Bye,
     Chat,
     CommandResult,
+    FileChunk,
+    FileGet,
+    FileOffer,
+    FileState,
+    FileSumRequest,
+    FileSums,
     Heads,
     Heartbeat,
     Hello,
@@ -101,6 +107,12 @@ TABLE: dict[type[WireMessage], Rule] = {
     StateRequest: Rule("direct", M | Role.FORMER, "a member or former member"),
     StatePush: Rule("direct", H | Role.ASKED,
                     "the host, or the peer our state request went to"),
+    FileOffer: Rule("direct", A, "anyone"),
+    FileState: Rule("direct", A, "anyone"),
+    FileGet: Rule("direct", A, "anyone"),
+    FileChunk: Rule("direct", Role.ASKED, "the peer our fget went to"),
+    FileSumRequest: Rule("direct", A, "anyone"),
+    FileSums: Rule("direct", Role.ASKED, "the peer our fsumq went to"),
     Sealed: Rule("room", M, "a member"),
     Chat: Rule("inner", M, "a member"),
     StateAnnounce: Rule("inner", H | M, "the host or a member (a claim)"),
@@ -142,6 +154,9 @@ _GROUPS: dict[type[WireMessage], str] = {
     Ping: "ping", Private: "private", JoinRequest: "join",
     HistoryRequest: "history", StateRequest: "state",
     Sealed: "room",
+    FileOffer: "file_offer",
+    FileState: "file", FileGet: "file", FileChunk: "file", FileSumRequest: "file",
+    FileSums: "file",
 }
 
 
@@ -162,6 +177,8 @@ def _rates(limits: Limits) -> dict[str, tuple[float, float]]:
         "state": (limits.state_requests_per_s, limits.state_requests_burst),
         "room": (limits.room_frames_per_s, limits.room_frames_burst),
         "direct": (limits.direct_frames_per_s, limits.direct_frames_burst),
+        "file_offer": (limits.file_offers_per_s, limits.file_offers_burst),
+        "file": (limits.file_frames_per_s, limits.file_frames_burst),
     }
 
 

@@ -36,6 +36,13 @@ class Timings:
     # A member takes a rival claim of the current host's own term (an earlier member that
     # claimed at the same moment) only this long after the current host took the room.
     claim_contest_s: float = 1.25
+    # Files (issue 7): an offer stays open this long while its source is unchanged; chunks
+    # asked for and not come are asked again after ``file_retry_s``; nothing for
+    # ``file_stall_s`` is an interrupted transfer (it keeps asking, and resumes by itself).
+    file_offer_ttl_s: float = 24 * 3600.0
+    file_retry_s: float = 2.0
+    file_stall_s: float = 5.0
+    file_tick_s: float = 0.25
 
     @classmethod
     def fast(cls) -> Timings:
@@ -136,3 +143,16 @@ class Limits:
     max_known_peers: int = 4096  # entries not pinned; the least recently seen go first
     max_pinned_peers: int = 4096  # beyond this, new pins are refused (old ones stay)
     peers_file_write_interval_s: float = 2.0  # changes are batched, written off the loop
+    # Files (issue 7). A chunk fits a frame with room to spare; the credit window keeps at
+    # most file_credit_chunks * file_chunk_bytes in flight, so a control frame queued behind
+    # file data waits for at most that much (2 MiB: a few ms on a LAN).
+    file_chunk_bytes: int = 128 * 1024
+    file_credit_chunks: int = 16
+    file_frames_per_s: float = 20000.0
+    file_frames_burst: int = 40000
+    file_offers_per_s: float = 1.0  # offers one peer may make us show
+    file_offers_burst: int = 10
+    max_file_offers: int = 64  # incoming offers not answered yet; the oldest goes first
+    max_transfers: int = 1024  # transfers remembered in all (finished ones go first)
+    max_transfer_bytes: int = 1 << 44  # 16 TiB: what one offer may claim
+    max_offer_files: int = 1000  # files in one offer (a folder)

@@ -46,6 +46,12 @@ hreq    HistoryRequest   member → peer   DEALER→ROUTER  room_id, ranges — 
 hrep    HistoryReply     peer → member   DEALER→ROUTER  room_id, records, void — signed batches
 sreq    StateRequest     member → host   DEALER→ROUTER  room_id — send me the current state
 spush   StatePush        host → member   DEALER→ROUTER  room_id, state — signed RoomState
+foffer  FileOffer        sender → peer   DEALER→ROUTER  transfer_id, title, files, chunk_bytes
+fstate  FileState        either side     DEALER→ROUTER  transfer_id, state, reason
+fget    FileGet          receiver → snd  DEALER→ROUTER  transfer_id, first, count — pull chunks
+fchunk  FileChunk        sender → rcv    DEALER→ROUTER  transfer_id, index, data, digest
+fsumq   FileSumRequest   receiver → snd  DEALER→ROUTER  transfer_id — whole-file hashes, please
+fsums   FileSums         sender → rcv    DEALER→ROUTER  transfer_id, sums — SHA-256 per file
 sealed  Sealed           member → room   PUB ``R``+id   room_id, epoch, box — SecretBox with the
                                                         room key; plaintext = an envelope below
 chat    Chat             member → room   in Sealed      batch — a signed ChatBatch
@@ -95,6 +101,13 @@ from .messages import (
     ChatBatch,
     ChatLine,
     CommandResult,
+    FileChunk,
+    FileGet,
+    FileItem,
+    FileOffer,
+    FileState,
+    FileSumRequest,
+    FileSums,
     Heads,
     Heartbeat,
     Hello,
@@ -141,6 +154,13 @@ __all__ = [
     "Codec",
     "CommandResult",
     "Envelope",
+    "FileChunk",
+    "FileGet",
+    "FileItem",
+    "FileOffer",
+    "FileState",
+    "FileSumRequest",
+    "FileSums",
     "Heads",
     "Heartbeat",
     "Hello",

@@ -244,6 +244,78 @@ class StatePush(WireMessage):
     state: bytes
 
 
+# ---------------------------------------------------------------- files (direct, issue 7)
+
+
+@dataclass(frozen=True, slots=True)
+class FileItem:
+    """One file of an offer: its path relative to what was sent (a label from the sender,
+    cleaned by the receiver) and its size in bytes."""
+
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileOffer(WireMessage):
+    """Sender → receiver: may I send you this? ``files`` laid end to end in chunks."""
+
+    TYPE: ClassVar[str] = "foffer"
+    transfer_id: bytes
+    title: str  # what to call it (a file's or a folder's name); not "name": longer
+    files: tuple[FileItem, ...]
+    chunk_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileState(WireMessage):
+    """Either side: the transfer is now ``state`` (accepted, declined, cancelled, done,
+    failed), with ``reason``."""
+
+    TYPE: ClassVar[str] = "fstate"
+    transfer_id: bytes
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileGet(WireMessage):
+    """Receiver → sender: chunks ``first .. first + count - 1`` (the credit window)."""
+
+    TYPE: ClassVar[str] = "fget"
+    transfer_id: bytes
+    first: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileChunk(WireMessage):
+    """Sender → receiver: one chunk and its digest (``transfer.chunk_digest``)."""
+
+    TYPE: ClassVar[str] = "fchunk"
+    transfer_id: bytes
+    index: int
+    data: bytes
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FileSumRequest(WireMessage):
+    """Receiver → sender: every chunk is in; the whole-file hashes, please."""
+
+    TYPE: ClassVar[str] = "fsumq"
+    transfer_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FileSums(WireMessage):
+    """Sender → receiver: the SHA-256 of each file of the offer, in order."""
+
+    TYPE: ClassVar[str] = "fsums"
+    transfer_id: bytes
+    sums: tuple[bytes, ...]
+
+
 # ---------------------------------------------------------------- room (PUB topic "R" + room id)
 
 
@@ -358,7 +430,7 @@ class RoomState:
 DIRECT_TYPES: tuple[type[WireMessage], ...] = (
     Hello, Peers, Ping, Pong, Private, JoinRequest, JoinChallenge, JoinAccept, JoinRefusal,
     Leave, HostCommand, CommandResult, KeyUpdate, HistoryRequest, HistoryReply, StateRequest,
-    StatePush,
+    StatePush, FileOffer, FileState, FileGet, FileChunk, FileSumRequest, FileSums,
 )
 PRESENCE_TYPES: tuple[type[WireMessage], ...] = (Heartbeat, Bye)
 BROADCAST_TYPES: tuple[type[WireMessage], ...] = (Broadcast,)
@@ -369,5 +441,5 @@ ALL_TYPES: tuple[type[WireMessage], ...] = (
 )
 RECORD_TYPES: tuple[type, ...] = (
     PeerCard, HostedRoom, SeqRange, ChatLine, ChatBatch, Member, Ban, PasswordVerifier,
-    RoomState,
+    RoomState, FileItem,
 )

@@ -86,6 +86,8 @@ class Wire:
         self._future_peers: dict[int, bytes] = {}  # request id -> the peer it went to
         self._ping_peers: OrderedDict[int, bytes] = OrderedDict()  # nonce -> pinged peer
         self._pings: dict[int, asyncio.Future[float]] = {}
+        # Answers that another part asked for (file chunks and sums): it says which.
+        self.also_solicited: Callable[[bytes, WireMessage], bool] | None = None
 
     # ---------------------------------------------------------------- out
 
@@ -291,6 +293,8 @@ class Wire:
                 return self._ping_peers.get(nonce) == peer
             case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult():
                 return self._future_peers.get(m.request_id) == peer
+        if self.also_solicited is not None:
+            return self.also_solicited(peer, m)
         return False
 
 

@@ -92,4 +92,5 @@ def test_gate_table_is_bounded() -> None:
 @pytest.mark.parametrize("cls", ALL_TYPES)
 def test_every_type_has_a_rate_group(cls: type) -> None:
     assert rate_group(cls) in ("presence", "broadcast", "introduction", "ping", "private",
-                               "join", "history", "state", "room", "direct")
+                               "join", "history", "state", "room", "direct", "file_offer",
+                               "file")
