@@ -15,6 +15,7 @@ from .config import PROTOCOL_VERSION, Limits, Timings
 from .errors import (
     AmbiguousName,
     CommandError,
+    FileError,
     JoinRefused,
     MeshchatError,
     NotHost,
@@ -24,10 +25,12 @@ from .errors import (
     RenameTooSoon,
     RoomNotFound,
     Timeout,
+    TransferNotFound,
 )
 from .events import (
     BroadcastReceived,
     Event,
+    FileOffered,
     HostChanged,
     MemberRemoved,
     Message,
@@ -41,6 +44,10 @@ from .events import (
     RoomClosed,
     RoomInfo,
     RoomRenamed,
+    Transfer,
+    TransferDone,
+    TransferFailed,
+    TransferProgress,
 )
 from .node import BanInfo, Node, PeerDetails, Room, RoomDetails
 
@@ -71,6 +78,8 @@ __all__ = [
     "BroadcastReceived",
     "CommandError",
     "Event",
+    "FileError",
+    "FileOffered",
     "HostChanged",
     "JoinRefused",
     "Limits",
@@ -99,6 +108,11 @@ __all__ = [
     "RoomRenamed",
     "Timeout",
     "Timings",
+    "Transfer",
+    "TransferDone",
+    "TransferFailed",
+    "TransferNotFound",
+    "TransferProgress",
     "__version__",
     "default_data_dir",
     "log_dir",

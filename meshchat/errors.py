@@ -14,6 +14,9 @@
     ├── RenameTooSoon              /rename before the 7 days are over (.allowed_at)
     ├── NotInRoom                  a room operation after leaving or closing the room
     ├── CommandError               a slash command that cannot be parsed (.usage)
+    ├── TransferNotFound           no file transfer with that id
+    ├── FileError                  a path to send that is missing or unreadable, or no
+    │                              space to receive into
     └── ProtocolError              bad bytes from the network (never leaves the node)
 """
 
@@ -82,3 +85,11 @@ class CommandError(MeshchatError):
 
 class ProtocolError(MeshchatError):
     """Bytes from the network that do not decode to a valid message."""
+
+
+class TransferNotFound(MeshchatError):
+    """No file transfer has that id."""
+
+
+class FileError(MeshchatError):
+    """A path that is missing or unreadable, a folder that cannot be written, no space."""

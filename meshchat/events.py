@@ -6,6 +6,7 @@ All are frozen dataclasses; match on them with ``match event: case Message(...)`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,54 @@ class Notice:
     level: str = "info"
 
 
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A file transfer (issue 7), as it stands. ``id`` is short and local to this node
+    (``/accept 3``); ``direction`` is "in" or "out"; ``size`` counts every file's bytes;
+    ``state`` is one of offered accepted active interrupted done failed declined cancelled;
+    ``path`` is where it is or will be on the receiver; ``error`` is empty unless it failed."""
+
+    id: str
+    direction: str
+    peer: PeerInfo
+    name: str
+    size: int
+    files: int
+    done_bytes: int
+    state: str
+    sha256: str = ""
+    path: Path | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FileOffered:
+    transfer: Transfer
+
+
+@dataclass(frozen=True, slots=True)
+class TransferProgress:
+    """At most four a second per transfer."""
+
+    transfer: Transfer
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDone:
+    transfer: Transfer
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFailed:
+    """``reason``: declined, cancelled, hash mismatch, no space, source changed, peer gone,
+    expired, ..."""
+
+    transfer: Transfer
+    reason: str
+
+
 Event = (
     Message | PeerJoined | PeerLeft | HostChanged | MemberRemoved | RoomClosed | RoomRenamed
     | Renamed | PeerDiscovered | PeerGone | BroadcastReceived | Notice
+    | FileOffered | TransferProgress | TransferDone | TransferFailed
 )

@@ -25,7 +25,7 @@ from .discovery.base import Discovery, DiscoveryHandlers
 from .discovery.interfaces import resolve_interfaces
 from .discovery.static import CardServer
 from .errors import MeshchatError, NotInRoom, PeerNotFound
-from .events import BroadcastReceived, Event, Message, PeerInfo, Renamed, RoomInfo
+from .events import BroadcastReceived, Event, Message, PeerInfo, Renamed, RoomInfo, Transfer
 from .identity import Identity, fingerprint_of
 from .liveness import LivenessTable
 from .peertable import PeerTable
@@ -34,6 +34,7 @@ from .protocol.messages import Broadcast, Bye, Private, RoomState
 from .runtime.chat import RoomChat, check_text
 from .runtime.directory import Directory, make_discovery
 from .runtime.emitter import Emitter
+from .runtime.files import Files
 from .runtime.hostops import HostOps
 from .runtime.inbound import Inbound
 from .runtime.joining import Joining
@@ -191,6 +192,14 @@ class Room:
     async def set_password(self, password: str | None) -> None:
         await self._node._hostops.run(self._joined(), "password", password or "")
 
+    async def send_file(self, path: str | os.PathLike[str]) -> list[Transfer]:
+        """Offer a file (or folder) to every other member; each accepts on its own."""
+        out = []
+        for m in self._state.members:
+            if m.peer_id != self._node.peer_id:
+                out.append(await self._node._files.send(m.peer_id, path))
+        return out
+
     def __repr__(self) -> str:
         return f"Room({self.name!r}, host={self.host.name!r})"
 
@@ -274,6 +283,8 @@ class Node:
             if not self._listen_only:
                 self._ticker.publish_heartbeat()
             self._tasks.spawn(self._ticker.run(), name="meshchat-ticker")
+            if not self._listen_only:
+                self._tasks.spawn(self._files.run(), name="meshchat-files")
             await saving
             self._log.open()
         except BaseException:
@@ -348,8 +359,10 @@ class Node:
                                 tasks, clock, limits, timings, stats, self._random_bytes)
         self._hostops = HostOps(self.peer_id, sessions, wire, peers, limits, timings,
                                 self._random_bytes)
+        self._files = Files(self.data_dir, wire, peers, emit, tasks, clock, limits, timings,
+                            stats, self._random_bytes)
         self._inbound = Inbound(self.peer_id, wire, gate, peers, directory, rooms, sessions,
-                                chat, emit, tasks, clock, stats)
+                                chat, emit, tasks, clock, stats, files=self._files.on_frame)
         self._ticker = Ticker(wire, peers, rooms, sessions, chat, log, clock, timings, stats,
                               listen_only=self._listen_only)
 
@@ -376,6 +389,7 @@ class Node:
                 await self._card_server.close()
         await self._transport.close(self.timings.linger_s)
         self._log.close()
+        self._files.close()
         self._peers.close()
         if self._scratch is not None:
             self._scratch.cleanup()
@@ -507,6 +521,40 @@ class Node:
             card.pub_port if card else 0, card.card_port if card else 0, former,
             first_seen, peer.started_at if peer else None, self._peers.state(pid).value,
         )
+
+    # ---------------------------------------------------------------- files (issue 7)
+
+    async def send_file(self, to: str, path: str | os.PathLike[str]) -> Transfer:
+        """Offer a file or a folder to a peer; returns once offered (direction "out")."""
+        pid = self._peers.resolve(to)
+        if pid == self.peer_id:
+            raise PeerNotFound("you cannot send a file to yourself")
+        return await self._files.send(pid, path)
+
+    async def accept_file(self, transfer_id: str | None = None,
+                          into: str | os.PathLike[str] | None = None) -> Transfer:
+        """Accept an offer (the latest without an id) into ``into`` (default ``downloads/``
+        in the data dir)."""
+        return await self._files.accept(transfer_id, into)
+
+    async def decline_file(self, transfer_id: str | None = None) -> Transfer:
+        return await self._files.decline(transfer_id)
+
+    async def cancel_transfer(self, transfer_id: str) -> Transfer:
+        return await self._files.cancel(transfer_id)
+
+    async def wait_transfer(self, transfer_id: str, timeout: float | None = None) -> Transfer:
+        """The transfer once it is in a final state (done, failed, declined, cancelled)."""
+        return await self._files.wait(transfer_id, timeout)
+
+    def transfers(self) -> list[Transfer]:
+        """Every transfer this node remembers, incoming and outgoing, interrupted included."""
+        return self._files.transfers()
+
+    def accept_files_from(self, *names: str, anyone: bool = False) -> None:
+        """Offers from these peers (names) are accepted without asking; ``anyone``: all."""
+        self._files.accept_from.update(n.lower() for n in names)
+        self._files.accept_all = self._files.accept_all or anyone
 
     def _room_handle(self, jr: JoinedRoom) -> Room:
         if jr.handle is None:

@@ -21,6 +21,12 @@ from ..protocol.messages import (
     Broadcast,
     Bye,
     CommandResult,
+    FileChunk,
+    FileGet,
+    FileOffer,
+    FileState,
+    FileSumRequest,
+    FileSums,
     Heartbeat,
     Hello,
     HistoryReply,
@@ -39,6 +45,7 @@ from ..protocol.messages import (
     Sealed,
     StatePush,
     StateRequest,
+    WireMessage,
 )
 from ..transport.base import Incoming
 from .chat import RoomChat
@@ -60,7 +67,8 @@ class Inbound:
     def __init__(self, me: bytes, wire: Wire, gate: Gatekeeper, peers: PeerBook,
                  directory: Directory, rooms: Rooms, sessions: Sessions, chat: RoomChat,
                  emit: Callable[[Event], None], tasks: Tasks, clock: Clock,
-                 stats: Counter[str]) -> None:
+                 stats: Counter[str],
+                 files: Callable[[bytes, WireMessage], None] | None = None) -> None:
         self._me = me
         self._wire = wire
         self._gate = gate
@@ -73,6 +81,7 @@ class Inbound:
         self._tasks = tasks
         self._clock = clock
         self._stats = stats
+        self._files = files
 
     def on_incoming(self, inc: Incoming) -> None:
         if self._tasks.closed:
@@ -180,5 +189,8 @@ class Inbound:
                 sessions.on_state_request(peer, m)
             case StatePush():
                 sessions.on_state_blob(m.room_id, m.state, peer, direct=True)
+            case FileOffer() | FileState() | FileGet() | FileChunk() | FileSumRequest() | \
+                    FileSums() if self._files is not None:
+                self._files(peer, m)
             case _:
                 self._stats["dropped_unexpected"] += 1

@@ -1,0 +1,740 @@
+"""File transfer, the node's part (issue 7): offers, the pull, the disk, the store.
+
+The decisions are the pure core's (``meshchat.transfer``: ``Pull`` on the receiver, ``Serve``
+on the sender); this part carries out their effects: frames through ``Wire`` over the CURVE
+direct channel, chunks written with ``pwrite`` into ``NAME.part`` beside the destination and
+read with ``pread`` on the sender (one chunk in memory at a time), whole-file hashes in a
+thread, and every transfer's state in SQLite (``storage.transfers``) so both sides resume
+after a restart. Whatever a peer sends that does not fit a transfer with it is dropped and
+counted (``dropped_file_<reason>``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..clock import Clock
+from ..config import Limits, Timings
+from ..errors import FileError, PeerNotFound, Timeout, TransferNotFound
+from ..events import (
+    Event,
+    FileOffered,
+    Notice,
+    Transfer,
+    TransferDone,
+    TransferFailed,
+    TransferProgress,
+)
+from ..filenames import clean_name, clean_relpath, free_path, inside
+from ..protocol.messages import (
+    FileChunk,
+    FileGet,
+    FileItem,
+    FileOffer,
+    FileState,
+    FileSumRequest,
+    FileSums,
+    WireMessage,
+)
+from ..storage.transfers import TransferRecord, TransferStore
+from ..transfer import (
+    FINAL_STATES,
+    AskSums,
+    Deliver,
+    Drop,
+    Effect,
+    Fail,
+    Layout,
+    Pull,
+    Request,
+    Resumed,
+    Serve,
+    Stalled,
+    Verify,
+    Write,
+    chunk_digest,
+)
+from .peers import PeerBook
+from .tasks import Tasks
+from .wire import Wire
+
+__all__ = ["Files"]
+
+log = logging.getLogger("meshchat.files")
+
+_HASH_BLOCK = 1 << 20
+_ANSWERS = {"accepted", "declined", "cancelled", "done", "failed"}
+
+
+@dataclass(slots=True)
+class _Job:
+    """One transfer, either way."""
+
+    rec: TransferRecord
+    layout: Layout
+    pull: Pull | None = None  # incoming, once accepted
+    serve: Serve | None = None  # outgoing
+    fds: dict[int, int] = field(default_factory=dict)
+    done_bytes: int = 0
+    last_progress_at: float = 0.0
+    sums: tuple[bytes, ...] | None = None
+    hashing: bool = False
+    waiters: list[asyncio.Future[Transfer]] = field(default_factory=list)
+    checked_at: float = 0.0  # the sender last checked that its source is unchanged
+    pending_rows: int = 0
+
+    @property
+    def final(self) -> bool:
+        return self.rec.state in FINAL_STATES
+
+
+class Files:
+    def __init__(self, data_dir: Path, wire: Wire, peers: PeerBook,
+                 emit: Callable[[Event], None], tasks: Tasks, clock: Clock, limits: Limits,
+                 timings: Timings, stats: Counter[str], random_bytes: Callable[[int], bytes]
+                 ) -> None:
+        self._data_dir = data_dir
+        self._wire = wire
+        self._peers = peers
+        self._emit = emit
+        self._tasks = tasks
+        self._clock = clock
+        self._limits = limits
+        self._timings = timings
+        self._stats = stats
+        self._random = random_bytes
+        self._store = TransferStore(data_dir / "transfers.sqlite")
+        self._jobs: dict[bytes, _Job] = {}
+        self._by_number: dict[str, bytes] = {}
+        self._number = 0
+        self.accept_from: set[str] = set()  # names (lower case) whose offers need no /accept
+        self.accept_all = False
+        self.default_dir = data_dir / "downloads"
+        for rec in self._store.load():
+            self._load(rec)
+        wire.also_solicited = self._solicited
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def _load(self, rec: TransferRecord) -> None:
+        try:
+            layout = Layout([s for _, s in rec.files], rec.chunk_bytes)
+        except ValueError:
+            return
+        job = _Job(rec, layout)
+        self._number = max(self._number, rec.number)
+        self._jobs[rec.tid] = job
+        self._by_number[str(rec.number)] = rec.tid
+        if rec.direction == "out":
+            job.serve = Serve(layout, self._limits.file_credit_chunks, rec.created,
+                              self._timings.file_offer_ttl_s)
+        elif rec.state in ("accepted", "active", "interrupted"):
+            have = self._store.chunks(rec.tid)
+            job.pull = self._new_pull(layout, have)
+            job.done_bytes = job.pull.received_bytes
+            rec.state = "interrupted"
+            try:
+                self._open_parts(job)
+            except OSError as exc:
+                self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
+                return
+            job.last_progress_at = 0.0
+
+    def _new_pull(self, layout: Layout, have: dict[int, bytes] | list[int]) -> Pull:
+        return Pull(layout, self._limits.file_credit_chunks, list(have),
+                    retry_s=self._timings.file_retry_s, stall_s=self._timings.file_stall_s)
+
+    async def run(self) -> None:
+        """The timer: lost chunks asked again, stalls noticed, offers expired, rows saved."""
+        now = self._clock.monotonic()
+        for job in list(self._jobs.values()):
+            if job.pull is not None and not job.final:
+                self._apply(job, job.pull.start(now))
+        while not self._tasks.closed:
+            await self._clock.sleep(self._timings.file_tick_s)
+            self.tick()
+
+    def tick(self) -> None:
+        now = self._clock.monotonic()
+        wall = self._clock.time()
+        for job in list(self._jobs.values()):
+            if job.final:
+                continue
+            if job.pull is not None:
+                self._apply(job, job.pull.tick(now))
+            elif job.serve is not None and job.rec.state == "offered" and \
+                    job.serve.expired(wall):
+                self._finish(job, "failed", "expired", notify=True)
+        self._store.flush()
+
+    def close(self) -> None:
+        for job in self._jobs.values():
+            self._close_fds(job)
+            for fut in job.waiters:
+                if not fut.done():
+                    fut.cancel()
+        with contextlib.suppress(Exception):
+            self._store.close()
+
+    # ---------------------------------------------------------------- public operations
+
+    def transfers(self) -> list[Transfer]:
+        return [self._public(j) for j in sorted(self._jobs.values(), key=lambda j: j.rec.number)]
+
+    def get(self, tid_or_number: str) -> _Job:
+        tid = self._by_number.get(str(tid_or_number).strip().lstrip("#"))
+        job = self._jobs.get(tid) if tid is not None else None
+        if job is None:
+            raise TransferNotFound(f"no transfer {tid_or_number!r}")
+        return job
+
+    def latest_offer(self) -> _Job:
+        offers = [j for j in self._jobs.values()
+                  if j.rec.direction == "in" and j.rec.state == "offered"]
+        if not offers:
+            raise TransferNotFound("no open offer")
+        return max(offers, key=lambda j: j.rec.number)
+
+    async def send(self, pid: bytes, path: str | os.PathLike[str]) -> Transfer:
+        source = _expand(path)
+        items, paths, skipped = await asyncio.to_thread(_scan, source)
+        if sum(s for _, s in items) > self._limits.max_transfer_bytes or \
+                len(items) > self._limits.max_offer_files:
+            raise FileError(f"{source} is too large to offer")
+        for name in skipped:
+            self._emit(Notice(f"{name}: a symlink, not sent", "warning"))
+        tid = self._random(16)
+        self._number += 1
+        rec = TransferRecord(
+            tid, "out", pid, self._peers.info(pid).name, source.name or str(source), items,
+            self._limits.file_chunk_bytes, "offered", source=str(source),
+            mtime_ns=_signature(paths), created=self._clock.time(), number=self._number)
+        layout = Layout([s for _, s in items], rec.chunk_bytes)
+        job = _Job(rec, layout, serve=Serve(layout, self._limits.file_credit_chunks,
+                                            rec.created, self._timings.file_offer_ttl_s))
+        offer = FileOffer(tid, rec.name, tuple(FileItem(p, s) for p, s in items),
+                          rec.chunk_bytes)
+        if not self._wire.send(pid, offer):
+            raise PeerNotFound(f"{self._peers.info(pid).label} cannot be reached")
+        self._peers.pin(pid)
+        self._jobs[tid] = job
+        self._by_number[str(rec.number)] = tid
+        self._save(job)
+        self._bound()
+        return self._public(job)
+
+    async def accept(self, number: str | None, into: str | os.PathLike[str] | None
+                     ) -> Transfer:
+        job = self.latest_offer() if number is None else self.get(number)
+        rec = job.rec
+        if rec.direction != "in" or rec.state != "offered":
+            raise FileError(f"transfer {rec.number} is not an open offer ({rec.state})")
+        folder = _expand(into) if into is not None else self.default_dir
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(folder).free
+        except OSError as exc:
+            raise FileError(f"cannot write into {folder}: {exc.strerror}") from exc
+        if free < job.layout.size:
+            self._finish(job, "failed", "no space", notify=True)
+            raise FileError(f"no space in {folder}: {_size(job.layout.size)} needed, "
+                            f"{_size(free)} free")
+        dest = free_path(folder, clean_name(rec.name))
+        rec.path = str(dest)
+        try:
+            self._open_parts(job)
+        except OSError as exc:
+            self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
+            raise FileError(f"cannot write into {folder}: {exc.strerror}") from exc
+        rec.state = "accepted"
+        job.pull = self._new_pull(job.layout, [])
+        self._save(job)
+        self._wire.send(rec.peer, FileState(rec.tid, "accepted", ""))
+        self._apply(job, job.pull.start(self._clock.monotonic()))
+        return self._public(job)
+
+    async def decline(self, number: str | None) -> Transfer:
+        job = self.latest_offer() if number is None else self.get(number)
+        if job.rec.direction != "in" or job.rec.state != "offered":
+            raise FileError(f"transfer {job.rec.number} is not an open offer")
+        self._finish(job, "declined", "declined", notify=True)
+        return self._public(job)
+
+    async def cancel(self, number: str) -> Transfer:
+        job = self.get(number)
+        if not job.final:
+            self._finish(job, "cancelled", "cancelled", notify=True)
+        return self._public(job)
+
+    async def wait(self, number: str, timeout: float | None) -> Transfer:
+        job = self.get(number)
+        if job.final:
+            return self._public(job)
+        fut: asyncio.Future[Transfer] = asyncio.get_running_loop().create_future()
+        job.waiters.append(fut)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError as exc:
+            raise Timeout(f"transfer {number} is not finished") from exc
+        finally:
+            with contextlib.suppress(ValueError):
+                job.waiters.remove(fut)
+
+    # ---------------------------------------------------------------- frames in
+
+    def _solicited(self, peer: bytes, m: WireMessage) -> bool:
+        if isinstance(m, FileChunk | FileSums):
+            job = self._jobs.get(m.transfer_id)
+            return job is not None and job.rec.peer == peer and job.rec.direction == "in" \
+                and job.pull is not None
+        return False
+
+    def on_frame(self, peer: bytes, m: WireMessage) -> None:
+        match m:
+            case FileChunk():
+                self._on_chunk(peer, m)
+            case FileGet():
+                self._on_get(peer, m)
+            case FileOffer():
+                self._on_offer(peer, m)
+            case FileState():
+                self._on_state(peer, m)
+            case FileSumRequest():
+                self._on_sum_request(peer, m)
+            case FileSums():
+                self._on_sums(peer, m)
+
+    def _mine(self, peer: bytes, tid: bytes, direction: str) -> _Job | None:
+        job = self._jobs.get(tid)
+        if job is None or job.rec.peer != peer or job.rec.direction != direction:
+            self._stats["dropped_file_unknown"] += 1
+            return None
+        return job
+
+    def _on_offer(self, peer: bytes, m: FileOffer) -> None:
+        if m.transfer_id in self._jobs:
+            job = self._jobs[m.transfer_id]
+            if job.rec.peer == peer and job.rec.state not in ("offered",):
+                # the sender restarted and offers again: say where we are
+                state = "accepted" if not job.final else job.rec.state
+                self._wire.send(peer, FileState(m.transfer_id, state, job.rec.error))
+            return
+        limits = self._limits
+        sizes = [f.size for f in m.files]
+        if not m.files or len(m.files) > limits.max_offer_files or \
+                sum(sizes) > limits.max_transfer_bytes or \
+                not 1024 <= m.chunk_bytes <= limits.max_frame_bytes - 4096 or \
+                len(m.transfer_id) != 16:
+            self._stats["dropped_file_bad_offer"] += 1
+            return
+        items = [("/".join(clean_relpath(f.path)), f.size) for f in m.files]
+        tree = len(items) > 1 or "/" in items[0][0]
+        if len({p for p, _ in items}) != len(items) or \
+                (tree and any("/" not in p for p, _ in items)):
+            self._stats["dropped_file_bad_offer"] += 1
+            return
+        self._number += 1
+        rec = TransferRecord(m.transfer_id, "in", peer, self._peers.info(peer).name,
+                             clean_name(m.title), items, m.chunk_bytes, "offered",
+                             created=self._clock.time(), number=self._number)
+        job = _Job(rec, Layout(sizes, m.chunk_bytes))
+        self._jobs[rec.tid] = job
+        self._by_number[str(rec.number)] = rec.tid
+        self._save(job)
+        self._bound()
+        self._emit(FileOffered(self._public(job)))
+        name = self._peers.info(peer).name.lower()
+        if self.accept_all or name in self.accept_from:
+            self._tasks.spawn(self._auto_accept(str(rec.number)), name="meshchat-accept")
+
+    async def _auto_accept(self, number: str) -> None:
+        with contextlib.suppress(FileError, TransferNotFound):
+            await self.accept(number, None)
+
+    def _on_state(self, peer: bytes, m: FileState) -> None:
+        job = self._jobs.get(m.transfer_id)
+        if job is None or job.rec.peer != peer or m.state not in _ANSWERS:
+            self._stats["dropped_file_unknown"] += 1
+            return
+        if job.final:
+            return
+        if m.state == "accepted":
+            if job.rec.direction == "out" and job.rec.state == "offered":
+                job.rec.state = "accepted"
+                self._save(job)
+                self._emit(TransferProgress(self._public(job)))
+            return
+        reason = m.state if m.state in ("declined", "cancelled") else \
+            (m.reason[:200] or m.state)
+        self._finish(job, m.state, "" if m.state == "done" else reason, notify=False)
+
+    def _on_get(self, peer: bytes, m: FileGet) -> None:
+        job = self._mine(peer, m.transfer_id, "out")
+        if job is None or job.serve is None:
+            return
+        if job.final:
+            self._wire.send(peer, FileState(job.rec.tid, job.rec.state, job.rec.error))
+            return
+        spans = job.serve.on_request(m.first, m.count)
+        if isinstance(spans, Drop):
+            self._stats["dropped_file_" + spans.reason] += 1
+            return
+        now = self._clock.monotonic()
+        if now - job.checked_at >= 1.0:
+            job.checked_at = now
+            if not self._source_unchanged(job):
+                self._finish(job, "failed", "source changed", notify=True)
+                return
+        if job.rec.state != "active":
+            job.rec.state = "active"
+            self._save(job)
+        try:
+            for span in spans:
+                fd = self._source_fd(job, span.file)
+                data = os.pread(fd, span.length, span.offset)
+                if len(data) != span.length:
+                    self._finish(job, "failed", "source changed", notify=True)
+                    return
+                self._wire.send(peer, FileChunk(job.rec.tid, span.index, data,
+                                                chunk_digest(data)))
+                self._stats["file_bytes_sent"] += span.length
+                job.done_bytes = min(job.layout.size, job.done_bytes + span.length)
+        except OSError as exc:
+            self._finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
+            return
+        self._progress(job, now)
+
+    def _on_sum_request(self, peer: bytes, m: FileSumRequest) -> None:
+        job = self._mine(peer, m.transfer_id, "out")
+        if job is None or job.final:
+            return
+        if job.sums is not None:
+            self._wire.send(peer, FileSums(job.rec.tid, job.sums))
+        elif not job.hashing:
+            job.hashing = True
+            self._tasks.spawn(self._hash_source(job), name="meshchat-hash")
+
+    async def _hash_source(self, job: _Job) -> None:
+        try:
+            sums = await asyncio.to_thread(
+                lambda: tuple(_sha256_file(p) for p in self._source_paths(job)))
+        except OSError as exc:
+            self._finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
+            return
+        finally:
+            job.hashing = False
+        if not self._source_unchanged(job):
+            self._finish(job, "failed", "source changed", notify=True)
+            return
+        job.sums = sums
+        job.rec.sha256 = sums[0].hex() if len(sums) == 1 else ""
+        if not job.final:
+            self._wire.send(job.rec.peer, FileSums(job.rec.tid, sums))
+
+    def _on_chunk(self, peer: bytes, m: FileChunk) -> None:
+        job = self._mine(peer, m.transfer_id, "in")
+        if job is None or job.pull is None or job.final:
+            return
+        self._apply(job, job.pull.on_chunk(m.index, m.data, m.digest,
+                                           self._clock.monotonic()))
+
+    def _on_sums(self, peer: bytes, m: FileSums) -> None:
+        job = self._mine(peer, m.transfer_id, "in")
+        if job is None or job.pull is None or job.final:
+            return
+        self._apply(job, job.pull.on_sums(m.sums, self._clock.monotonic()))
+
+    # ---------------------------------------------------------------- effects (receiver)
+
+    def _apply(self, job: _Job, effects: list[Effect]) -> None:
+        rec = job.rec
+        for e in effects:
+            match e:
+                case Request(first=first, count=count):
+                    self._wire.send(rec.peer, FileGet(rec.tid, first, count))
+                case Write(span=span, data=data, digest=digest):
+                    try:
+                        os.pwrite(job.fds[span.file], data, span.offset)
+                    except OSError as exc:
+                        reason = "no space" if exc.errno == 28 else \
+                            f"cannot write: {exc.strerror}"
+                        self._finish(job, "failed", reason, notify=True)
+                        return
+                    self._store.add_chunk(rec.tid, span.index, digest)
+                    job.pending_rows += 1
+                    if job.pending_rows >= max(1, self._limits.file_credit_chunks // 2):
+                        job.pending_rows = 0
+                        self._store.flush()
+                    if rec.state != "active":
+                        rec.state = "active"
+                        self._save(job)
+                    job.done_bytes = job.pull.received_bytes if job.pull else 0
+                    self._progress(job, self._clock.monotonic())
+                case AskSums():
+                    self._store.flush()
+                    self._wire.send(rec.peer, FileSumRequest(rec.tid))
+                case Verify(file=f, sha256=expected):
+                    self._tasks.spawn(self._verify(job, f, expected), name="meshchat-verify")
+                case Deliver():
+                    self._deliver(job)
+                case Fail(reason=reason):
+                    self._finish(job, "failed", reason, notify=True)
+                    return
+                case Stalled():
+                    rec.state = "interrupted"
+                    self._save(job)
+                    self._emit(TransferProgress(self._public(job)))
+                case Resumed():
+                    rec.state = "active"
+                    self._save(job)
+                case Drop(reason=reason):
+                    self._stats["dropped_file_" + reason] += 1
+
+    async def _verify(self, job: _Job, file: int, expected: bytes) -> None:
+        part = self._part_paths(job)[file]
+        stored = self._store.chunks(job.rec.tid)
+        layout = job.layout
+
+        def check() -> tuple[bool, list[int]]:
+            got = _sha256_file(part)
+            if got == expected:
+                return True, []
+            bad = []
+            with open(part, "rb") as fh:
+                for i in layout.chunks_of(file):
+                    s = layout.span(i)
+                    fh.seek(s.offset)
+                    if chunk_digest(fh.read(s.length)) != stored.get(i):
+                        bad.append(i)
+            return False, bad
+
+        try:
+            ok, bad = await asyncio.to_thread(check)
+        except OSError as exc:
+            self._finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
+            return
+        if job.final or job.pull is None:
+            return
+        if ok and len(layout.sizes) == 1:
+            job.rec.sha256 = expected.hex()
+        if bad:
+            self._store.drop_chunks(job.rec.tid, bad)
+            self._stats["file_chunks_refetched"] += len(bad)
+        self._apply(job, job.pull.verified(file, ok, bad, self._clock.monotonic()))
+
+    def _deliver(self, job: _Job) -> None:
+        self._close_fds(job)
+        rec = job.rec
+        dest = Path(rec.path)
+        try:
+            final = dest if not os.path.lexists(dest) else free_path(dest.parent, dest.name)
+            if not _is_tree(rec):
+                os.replace(self._part_paths(job)[0], final)
+            else:
+                for part, (rel, _) in zip(self._part_paths(job), rec.files, strict=True):
+                    target = final.joinpath(*_below(rel))
+                    if not inside(final.parent, target):
+                        raise OSError(1, "outside the folder")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(part, target)
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(dest.parent / (dest.name + ".part"))
+        except OSError as exc:
+            self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
+            return
+        rec.path = str(final)
+        job.done_bytes = job.layout.size
+        self._finish(job, "done", "", notify=True)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _finish(self, job: _Job, state: str, reason: str, *, notify: bool) -> None:
+        rec = job.rec
+        if job.final:
+            return
+        rec.state = state
+        rec.error = "" if state == "done" else reason
+        if job.pull is not None:
+            job.pull.cancel()
+        self._close_fds(job)
+        if notify:
+            self._wire.send(rec.peer, FileState(rec.tid, state, rec.error))
+        if rec.direction == "in" and state != "done" and rec.path:
+            for part in self._part_paths(job):
+                with contextlib.suppress(OSError):
+                    part.unlink()
+            if _is_tree(rec):
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(Path(rec.path + ".part"))
+        if rec.direction == "in":
+            self._store.drop_chunks(rec.tid)
+        self._save(job)
+        t = self._public(job)
+        self._emit(TransferDone(t) if state == "done" else TransferFailed(t, rec.error))
+        for fut in job.waiters:
+            if not fut.done():
+                fut.set_result(t)
+
+    def _progress(self, job: _Job, now: float) -> None:
+        if now - job.last_progress_at >= 0.25:
+            job.last_progress_at = now
+            self._emit(TransferProgress(self._public(job)))
+
+    def _public(self, job: _Job) -> Transfer:
+        rec = job.rec
+        return Transfer(str(rec.number), rec.direction, self._peers.info(rec.peer, rec.peer_name),
+                        rec.name, job.layout.size, len(rec.files), job.done_bytes, rec.state,
+                        rec.sha256, Path(rec.path) if rec.path else None, rec.error)
+
+    def _save(self, job: _Job) -> None:
+        try:
+            self._store.save(job.rec)
+        except Exception as exc:  # a full disk must not stop the node
+            log.warning("cannot save transfer %s: %s", job.rec.number, exc)
+
+    def _bound(self) -> None:
+        offers = [j for j in self._jobs.values()
+                  if j.rec.direction == "in" and j.rec.state == "offered"]
+        for job in sorted(offers, key=lambda j: j.rec.number)[:-self._limits.max_file_offers]:
+            self._forget(job)
+            self._stats["dropped_file_offer_evicted"] += 1
+        if len(self._jobs) > self._limits.max_transfers:
+            finished = sorted((j for j in self._jobs.values() if j.final),
+                              key=lambda j: j.rec.number)
+            for job in finished[:len(self._jobs) - self._limits.max_transfers]:
+                self._forget(job)
+
+    def _forget(self, job: _Job) -> None:
+        self._jobs.pop(job.rec.tid, None)
+        self._by_number.pop(str(job.rec.number), None)
+        with contextlib.suppress(Exception):
+            self._store.delete(job.rec.tid)
+
+    def _part_paths(self, job: _Job) -> list[Path]:
+        rec = job.rec
+        dest = Path(rec.path)
+        if not _is_tree(rec):
+            return [dest.parent / (dest.name + ".part")]
+        root = dest.parent / (dest.name + ".part")
+        return [root.joinpath(*_below(rel)) for rel, _ in rec.files]
+
+    def _open_parts(self, job: _Job) -> None:
+        dest = Path(job.rec.path)
+        for i, part in enumerate(self._part_paths(job)):
+            if not inside(dest.parent, part):
+                raise OSError(1, "outside the folder")
+            part.parent.mkdir(parents=True, exist_ok=True)
+            job.fds[i] = os.open(part, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                                 0o600)
+
+    def _close_fds(self, job: _Job) -> None:
+        for fd in job.fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        job.fds.clear()
+
+    def _source_paths(self, job: _Job) -> list[Path]:
+        src = Path(job.rec.source)
+        if not _is_tree(job.rec):
+            return [src]
+        return [src.joinpath(*_below(rel)) for rel, _ in job.rec.files]
+
+    def _source_fd(self, job: _Job, file: int) -> int:
+        fd = job.fds.get(file)
+        if fd is None:
+            fd = job.fds[file] = os.open(self._source_paths(job)[file], os.O_RDONLY)
+        return fd
+
+    def _source_unchanged(self, job: _Job) -> bool:
+        try:
+            paths = self._source_paths(job)
+            sizes = [p.stat().st_size for p in paths]
+            return sizes == [s for _, s in job.rec.files] and \
+                _signature(paths) == job.rec.mtime_ns
+        except OSError:
+            return False
+
+
+def _is_tree(rec: TransferRecord) -> bool:
+    """A folder: its files' paths start with the folder's name (a file's has no "/")."""
+    return "/" in rec.files[0][0]
+
+
+def _below(rel: str) -> list[str]:
+    """A tree file's path below the folder (its first part is the folder's name)."""
+    return rel.split("/")[1:]
+
+
+def _scan(source: Path) -> tuple[list[tuple[str, int]], list[Path], list[str]]:
+    """A file, or a folder as a tree: (relative path, size) each, the paths, and the
+    symlinks left out."""
+    try:
+        st = source.lstat()
+    except OSError as exc:
+        raise FileError(f"{source}: {exc.strerror or 'cannot read'}") from exc
+    if source.is_symlink():
+        raise FileError(f"{source} is a symlink: not followed")
+    if source.is_file():
+        if not os.access(source, os.R_OK):
+            raise FileError(f"{source}: permission denied")
+        return [(source.name, st.st_size)], [source], []
+    if not source.is_dir():
+        raise FileError(f"{source} is not a file or a folder")
+    items: list[tuple[str, int]] = []
+    paths: list[Path] = []
+    skipped: list[str] = []
+    for root, dirs, files in os.walk(source, followlinks=False):
+        dirs.sort()
+        for name in [*sorted(files), *[d for d in dirs if Path(root, d).is_symlink()]]:
+            p = Path(root, name)
+            rel = f"{source.name}/{p.relative_to(source).as_posix()}"
+            if p.is_symlink():
+                skipped.append(rel)
+                continue
+            if not p.is_file() or not os.access(p, os.R_OK):
+                skipped.append(rel)
+                continue
+            items.append((rel, p.stat().st_size))
+            paths.append(p)
+    if not items:
+        raise FileError(f"{source} has no file to send")
+    return items, paths, skipped
+
+
+def _signature(paths: list[Path]) -> int:
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
+    return int.from_bytes(h.digest()[:7], "big")
+
+
+def _sha256_file(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            h.update(block)
+    return h.digest()
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _expand(path: str | os.PathLike[str]) -> Path:
+    return Path(os.fspath(path)).expanduser()

@@ -1,0 +1,188 @@
+"""Issue 7 at node level, on the in-memory fakes: offer, accept, verify, decline, cancel,
+folders, resume after a restart, hostile names and frames."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from meshchat import (
+    FileError,
+    FileOffered,
+    Limits,
+    Node,
+    Timings,
+    TransferFailed,
+    TransferNotFound,
+)
+from meshchat.discovery.memory import MemoryDiscovery
+from meshchat.protocol.messages import FileChunk, FileGet, FileItem, FileOffer
+from meshchat.transport.memory import MemoryTransport
+
+from .conftest import Mesh, Recorder, until
+
+LIMITS = Limits(file_chunk_bytes=4096, file_credit_chunks=4)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def add(mesh: Mesh, name: str, data_dir: Path | None = None) -> Node:
+    node = Node(name, data_dir=data_dir or mesh.tmp / name, timings=Timings.fast(),
+                limits=LIMITS, loopback_only=True, transport=MemoryTransport(mesh.network),
+                discovery=MemoryDiscovery(mesh.hub))
+    await node.start()
+    mesh.nodes.append(node)
+    mesh.recorders[name] = Recorder(node)
+    return node
+
+
+async def pair(mesh: Mesh) -> tuple[Node, Node]:
+    alice = await add(mesh, "alice")
+    bob = await add(mesh, "bob")
+    await until(lambda: len(alice.peers()) == 1 and len(bob.peers()) == 1, what="peers")
+    return alice, bob
+
+
+async def test_offer_accept_and_verify(mesh: Mesh, tmp_path: Path) -> None:
+    alice, bob = await pair(mesh)
+    src = tmp_path / "talk.pdf"
+    src.write_bytes(os.urandom(100_000))
+    out = await alice.send_file("bob", src)
+    assert (out.direction, out.state, out.size, out.files) == ("out", "offered", 100_000, 1)
+    ev = await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered))
+    assert isinstance(ev, FileOffered)
+    offer = ev.transfer
+    assert (offer.name, offer.size, offer.peer.name, offer.state) == \
+        ("talk.pdf", 100_000, "alice", "offered")
+    got = await bob.accept_file(offer.id, into=tmp_path / "in")
+    assert got.direction == "in" and got.path == tmp_path / "in" / "talk.pdf"
+    done = await bob.wait_transfer(offer.id, timeout=10)
+    assert done.state == "done" and done.path is not None
+    assert sha(done.path) == sha(src) == done.sha256
+    assert not (tmp_path / "in" / "talk.pdf.part").exists()
+    sent = await alice.wait_transfer(out.id, timeout=10)
+    assert sent.state == "done"
+    assert alice.stats["file_bytes_sent"] >= 100_000
+    assert [t.state for t in bob.transfers()] == ["done"]
+
+
+async def test_decline_and_cancel(mesh: Mesh, tmp_path: Path) -> None:
+    alice, bob = await pair(mesh)
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x" * 50_000)
+    out = await alice.send_file("bob", src)
+    await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered))
+    await bob.decline_file()
+    t = await alice.wait_transfer(out.id, timeout=5)
+    assert t.state == "declined"
+    ev = await mesh.recorders["alice"].wait(lambda e: isinstance(e, TransferFailed))
+    assert isinstance(ev, TransferFailed) and ev.reason == "declined"
+
+    out2 = await alice.send_file("bob", src)
+    await mesh.recorders["bob"].wait(
+        lambda e: isinstance(e, FileOffered) and e.transfer.id != t.id)
+    await alice.cancel_transfer(out2.id)
+    offers = [x for x in bob.transfers() if x.state != "declined"]
+    await until(lambda: bob.transfers()[-1].state == "cancelled", what="bob sees the cancel")
+    assert offers
+    with pytest.raises(TransferNotFound):
+        await bob.accept_file("99")
+    with pytest.raises(FileError):
+        await alice.send_file("bob", tmp_path / "missing")
+
+
+async def test_folder_with_a_symlink(mesh: Mesh, tmp_path: Path) -> None:
+    alice, bob = await pair(mesh)
+    tree = tmp_path / "docs"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("alpha")
+    (tree / "sub" / "b.bin").write_bytes(os.urandom(9000))
+    (tree / "empty").write_bytes(b"")
+    (tree / "link").symlink_to("/etc/passwd")
+    bob.accept_files_from("alice")
+    out = await alice.send_file("bob", tree)
+    assert out.files == 3
+    done = await bob.wait_transfer((await mesh.recorders["bob"].wait(
+        lambda e: isinstance(e, FileOffered))).transfer.id, timeout=10)  # type: ignore[attr-defined]
+    assert done.state == "done" and done.path == bob.data_dir / "downloads" / "docs"
+    assert (done.path / "a.txt").read_text() == "alpha"
+    assert (done.path / "sub" / "b.bin").read_bytes() == (tree / "sub" / "b.bin").read_bytes()
+    assert (done.path / "empty").read_bytes() == b""
+    assert not (done.path / "link").exists()
+
+
+async def test_resume_after_the_receiver_restarts(mesh: Mesh, tmp_path: Path) -> None:
+    alice, bob = await pair(mesh)
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(2_000_000))  # 489 chunks
+    await alice.send_file("bob", src)
+    ev = await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered))
+    tid = ev.transfer.id  # type: ignore[attr-defined]
+    # bob stops taking chunks after a few, as if killed
+    await bob.accept_file(tid, into=tmp_path / "in")
+    await until(lambda: bob.transfers()[0].done_bytes >= 40_000, what="some chunks")
+    await bob.close()
+    had = bob.transfers()[0].done_bytes
+    sent_before = alice.stats["file_bytes_sent"]
+    bob2 = await add(mesh, "bob2", data_dir=mesh.tmp / "bob")
+    t = bob2.transfers()[0]
+    assert t.state in ("interrupted", "active") and t.done_bytes >= had > 0
+    done = await bob2.wait_transfer(tid, timeout=15)
+    assert done.state == "done" and done.path is not None and sha(done.path) == sha(src)
+    # it did not start from 0: alice served the rest, plus at most a window again
+    again = alice.stats["file_bytes_sent"] - sent_before
+    assert again <= 2_000_000 - had + 2 * LIMITS.file_credit_chunks * LIMITS.file_chunk_bytes
+
+
+async def test_damaged_partial_file_is_fetched_again(mesh: Mesh, tmp_path: Path) -> None:
+    alice, bob = await pair(mesh)
+    src = tmp_path / "d.bin"
+    src.write_bytes(os.urandom(2_000_000))
+    await alice.send_file("bob", src)
+    ev = await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered))
+    tid = ev.transfer.id  # type: ignore[attr-defined]
+    await bob.accept_file(tid, into=tmp_path / "in")
+    await until(lambda: bob.transfers()[0].done_bytes >= 20_000, what="some chunks")
+    await bob.close()
+    part = tmp_path / "in" / "d.bin.part"
+    with part.open("r+b") as fh:
+        fh.write(b"\0" * 100)
+    bob2 = await add(mesh, "bob2", data_dir=mesh.tmp / "bob")
+    done = await bob2.wait_transfer(tid, timeout=15)
+    assert done.state == "done" and done.path is not None and sha(done.path) == sha(src)
+    assert bob2.stats["file_chunks_refetched"] >= 1
+
+
+async def test_hostile_offers_and_chunks(mesh: Mesh, tmp_path: Path) -> None:
+    alice, bob = await pair(mesh)
+    pid = bob.peer_id
+    wire = alice._wire
+    for name in ("../../etc/passwd", "/etc/shadow", "CON", "a\x00b\x1b[2J"):
+        wire.send(pid, FileOffer(os.urandom(16), name, (FileItem(name, 10),), 4096))
+    wire.send(pid, FileOffer(os.urandom(16), "huge", (FileItem("huge", 2**64 - 1),), 4096))
+    wire.send(pid, FileOffer(os.urandom(16), "x", (FileItem("a/b", 1), FileItem("c", 1)), 4096))
+    wire.send(pid, FileChunk(os.urandom(16), 2**64 - 1, b"x", b"y" * 16))
+    wire.send(pid, FileGet(os.urandom(16), 0, 2**64 - 1))
+    await until(lambda: len(bob.transfers()) == 4, what="four offers kept")
+    await until(lambda: bob.stats["dropped_file_bad_offer"] == 2, what="bad offers dropped")
+    await until(lambda: bob.stats["dropped_unsolicited"] >= 1, what="chunk refused")
+    await until(lambda: bob.stats["dropped_file_unknown"] >= 1, what="fget refused")
+    into = tmp_path / "in"
+    for t in bob.transfers():
+        assert "/" not in t.name and "\x00" not in t.name and t.name.upper() != "CON"
+        await bob.accept_file(t.id, into=into)
+    assert all(p.parent == into for p in into.iterdir())
+
+
+async def test_offer_flood_is_rate_limited(mesh: Mesh) -> None:
+    alice, bob = await pair(mesh)
+    for i in range(100):
+        alice._wire.send(bob.peer_id, FileOffer(os.urandom(16), f"f{i}", (FileItem("f", 1),),
+                                                4096))
+    await until(lambda: bob.stats["dropped_rate"] > 50, what="flood refused")
+    assert len(bob.transfers()) <= Limits().file_offers_burst + 2
