@@ -11,12 +11,16 @@ from .table import (
     BY_KEY,
     COMMANDS,
     GROUPS,
+    Accept,
     Ban,
     Banned,
     Broadcast,
+    Cancel,
     Close,
     Command,
     CommandSpec,
+    Decline,
+    Files,
     Help,
     Host,
     Info,
@@ -262,6 +266,33 @@ def _save_chat(args: _Args) -> Command:
     return SaveChat(path)
 
 
+def _accept(args: _Args) -> Command:
+    first = args.optional_word()
+    if first is None:
+        return Accept()
+    rest = args.rest.strip()
+    if not first.isdigit():  # "/accept DIR": the latest offer
+        return Accept(None, (first + (" " + rest if rest else "")).strip())
+    if rest.startswith('"'):
+        into: str | None = args.word()
+        args.done()
+    else:
+        into = rest or None
+    return Accept(first, into)
+
+
+def _decline(args: _Args) -> Command:
+    tid = args.optional_word()
+    args.done()
+    return Decline(tid)
+
+
+def _cancel(args: _Args) -> Command:
+    tid = args.word()
+    args.done()
+    return Cancel(tid)
+
+
 def _ping(args: _Args) -> Command:
     target = args.optional_word()
     args.done()
@@ -308,6 +339,10 @@ _PARSERS: dict[str, _Parser] = {
     "info": _info,
     "test server": _no_args(TestServer()),
     "send file": _send_file,
+    "accept": _accept,
+    "decline": _decline,
+    "files": _no_args(Files()),
+    "cancel": _cancel,
     "save chat": _save_chat,
     "ping": _ping,
     "version": _no_args(Version()),

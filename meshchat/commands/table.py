@@ -89,7 +89,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 "a peer's fingerprint, addresses, ports and former names; without NAME: the room"),
     CommandSpec("test server", "/test server",
                 "host a local test room 'test' that is not announced"),
-    CommandSpec("send file", "/send file NAME PATH", "send a file to a peer (not available yet)"),
+    CommandSpec("send file", "/send file NAME|ROOM PATH",
+                "offer a file or folder to a peer, or to every member of a room"),
     CommandSpec("save chat", "/save chat [FILE]", "save the room's chat history to a text file"),
     CommandSpec("ping", "/ping [NAME|ROOM]", "round-trip time to a peer, or to a room's host"),
     CommandSpec("version", "/version", "show the program version"),
@@ -113,6 +114,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 aliases=("delete-channel",), action="close the room"),
     CommandSpec("whoami", "/whoami", "your name, fingerprint, colour and address"),
     CommandSpec("quit", "/quit", "leave the room and quit", aliases=("exit",)),
+    CommandSpec("accept", "/accept [ID] [DIR]",
+                "accept a file offer (the latest without ID) into DIR (default downloads/)"),
+    CommandSpec("decline", "/decline [ID]", "decline a file offer (the latest without ID)"),
+    CommandSpec("files", "/files", "list file transfers: id, peer, name, size, state, %"),
+    CommandSpec("cancel", "/cancel ID", "stop a file transfer, either way"),
 )
 
 _by_key: dict[str, CommandSpec] = {}
@@ -246,6 +252,30 @@ class SendFile:
 
 
 @dataclass(frozen=True, slots=True)
+class Accept:
+    transfer_id: str | None = None
+    into: str | None = None
+    command: ClassVar[str] = "accept"
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    transfer_id: str | None = None
+    command: ClassVar[str] = "decline"
+
+
+@dataclass(frozen=True, slots=True)
+class Files:
+    command: ClassVar[str] = "files"
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    transfer_id: str
+    command: ClassVar[str] = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
 class SaveChat:
     path: str | None = None
     command: ClassVar[str] = "save chat"
@@ -340,7 +370,7 @@ Command = (
     Say | Help | Msg | Join | Leave | List | Rooms | Host | NewHost | NewRoomName | NewPassword
     | MyColor | Rename | Info | TestServer | SendFile | SaveChat | Ping | Version | Uptime
     | Broadcast | Kick | Ban | Unban | Banned | Users | UserCount | Lock | Unlock | Close | Whoami
-    | Quit
+    | Quit | Accept | Decline | Files | Cancel
 )
 
 

@@ -32,6 +32,7 @@ import platform
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import cast
 
 import meshchat
 from meshchat import (
@@ -50,7 +51,7 @@ from meshchat import (
     RoomInfo,
 )
 from meshchat import commands as c
-from meshchat.tui import lookup, render, reports
+from meshchat.tui import lookup, render, reports, transfers
 from meshchat.tui.api import NodeAPI, RoomAPI
 from meshchat.tui.gate import EventGate
 from meshchat.tui.render import Line
@@ -90,6 +91,7 @@ class Controller:
         self._listings: list[RoomInfo] = []
         self._gate = EventGate(now)
         self._background: set[asyncio.Task[None]] = set()
+        self._transfer_lines = transfers.TransferLines()
 
     # ------------------------------------------------------------------ output
 
@@ -182,6 +184,11 @@ class Controller:
             return
         self._track(ev)
         if self._gate.hidden(ev, self.node.fingerprint):
+            return
+        if transfers.transfer_event(ev):  # issue 7: offers and progress lines
+            text = self._transfer_lines.line(ev)
+            if text is not None:
+                self.emit(render.system(text))
             return
         line = render.event(ev, self.view())
         if line is not None:
@@ -324,8 +331,10 @@ class Controller:
                 self.say(f"you are now known as {new_name}")
             case c.Info(target=target):
                 await self._info(target)
-            case c.SendFile():
-                self.say("file transfer is not available yet")
+            case c.SendFile() | c.Accept() | c.Decline() | c.Cancel() | c.Files():
+                await transfers.run(cast(transfers.FilesNode, node),
+                                    cast(transfers.FilesRoom | None, self.room), command,
+                                    self.say)
             case c.SaveChat(path=path):
                 await self._save_chat(path)
             case c.Ping(target=target):
