@@ -1,4 +1,5 @@
-"""The ``meshchat`` command: ``meshchat start``, ``meshchat rooms``, ``meshchat --version``.
+"""The ``meshchat`` command: ``meshchat start``, ``meshchat rooms``, ``meshchat send``,
+``meshchat receive``, ``meshchat --version``.
 
 ``start`` runs a node with an interface: the prompt_toolkit app when stdin and stdout are
 terminals, line mode otherwise (or with ``--no-tui``). Ctrl-C and SIGTERM end it cleanly: the
@@ -25,6 +26,7 @@ from meshchat import MeshchatError, RoomInfo
 from meshchat.commands import normalize_color, validate_name
 from meshchat.tui import StartOptions, render, run_interface
 from meshchat.tui.api import NodeAPI
+from meshchat.tui.transfers import TransferLines
 
 _ASK = "\0ask"
 _SAME_ROOM = "\0room"
@@ -74,11 +76,13 @@ def _network_options(func: Any) -> Any:
 @click.option("--no-tui", is_flag=True, help="Line mode even on a terminal.")
 @click.option("--discovery-timeout", type=click.FloatRange(0), default=2.0, show_default=True,
               help="Seconds to look for rooms at start.")
+@click.option("--accept-files-from", "accept_from", multiple=True, metavar="NAME",
+              help="Accept file offers from NAME without asking (repeatable).")
 @_network_options
 def start(name: str | None, room: str | None, host_room: str | None, password: str | None,
-          color: str | None, no_tui: bool, discovery_timeout: float, interfaces: tuple[str, ...],
-          peers: tuple[str, ...], data_dir: Path | None, port: int, loopback_only: bool,
-          fast_timings: bool) -> None:
+          color: str | None, no_tui: bool, discovery_timeout: float, accept_from: tuple[str, ...],
+          interfaces: tuple[str, ...], peers: tuple[str, ...], data_dir: Path | None, port: int,
+          loopback_only: bool, fast_timings: bool) -> None:
     """Start a node and chat."""
     terminal = not no_tui and sys.stdin.isatty() and sys.stdout.isatty()
     if name is not None and (problem := validate_name(name)):
@@ -109,7 +113,8 @@ def start(name: str | None, room: str | None, host_room: str | None, password: s
     )
     _reconfigure_stdout()
     _log_to_file(data_dir)
-    sys.exit(_run(_start(name, node_args, options, terminal=terminal)))
+    sys.exit(_run(_start(name, node_args, options, terminal=terminal,
+                         accept_from=accept_from)))
 
 
 def _log_to_file(data_dir: Path | None) -> None:
@@ -147,6 +152,132 @@ def rooms(as_json: bool, timeout: float, interfaces: tuple[str, ...], peers: tup
     sys.exit(_run(_list_rooms(node_args, data_dir, timeout, as_json)))
 
 
+@main.command()
+@click.argument("to", metavar="NAME")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", help="Your name (kept for the next start).")
+@click.option("--timeout", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Seconds to wait for NAME to appear on the network.")
+@_network_options
+def send(to: str, path: Path, name: str | None, timeout: float, interfaces: tuple[str, ...],
+         peers: tuple[str, ...], data_dir: Path | None, port: int, loopback_only: bool,
+         fast_timings: bool) -> None:
+    """Send a file or folder to NAME, wait until it is done, exit (0 done, 1 declined or
+    failed). Progress goes to stderr."""
+    node_args: dict[str, Any] = dict(
+        interfaces=list(interfaces) or None, data_dir=data_dir, peers=list(peers) or None,
+        port=port, loopback_only=loopback_only, timings=_timings(fast_timings))
+    sys.exit(_run(_send(name, node_args, to, path, timeout)))
+
+
+@main.command()
+@click.option("--from", "from_", metavar="NAME", help="Accept offers from NAME only.")
+@click.option("--into", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to save into (default: downloads/ in the data dir).")
+@click.option("--once", is_flag=True, help="Exit after the first transfer ends.")
+@click.option("--name", help="Your name (kept for the next start).")
+@_network_options
+def receive(from_: str | None, into: Path | None, once: bool, name: str | None,
+            interfaces: tuple[str, ...], peers: tuple[str, ...], data_dir: Path | None,
+            port: int, loopback_only: bool, fast_timings: bool) -> None:
+    """Accept file offers (from NAME, or anyone) until Ctrl-C, or ``--once``."""
+    node_args: dict[str, Any] = dict(
+        interfaces=list(interfaces) or None, data_dir=data_dir, peers=list(peers) or None,
+        port=port, loopback_only=loopback_only, timings=_timings(fast_timings))
+    sys.exit(_run(_receive(name, node_args, from_, into, once)))
+
+
+async def _send(name: str | None, node_args: dict[str, Any], to: str, path: Path,
+                wait_s: float) -> int:
+    node = meshchat.Node(name, **node_args)
+    try:
+        await node.start()
+    except (MeshchatError, OSError) as exc:
+        return _fail(str(exc))
+    lines = TransferLines()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            try:
+                node.resolve(to)
+                break
+            except meshchat.PeerNotFound:
+                if loop.time() > deadline:
+                    return _fail(f"{to} is not on the network")
+                await asyncio.sleep(0.1)
+        events = node.events()
+        try:
+            t = await node.send_file(to, path)
+        except MeshchatError as exc:
+            return _fail(str(exc))
+        click.echo(f"offered {t.name} to {t.peer.name}; waiting", err=True)
+        async for ev in events:
+            if isinstance(ev, meshchat.TransferProgress | meshchat.TransferDone |
+                          meshchat.TransferFailed) and ev.transfer.id == t.id and \
+                    ev.transfer.direction == "out":
+                text = lines.line(ev)
+                if text:
+                    click.echo(text, err=True)
+                if ev.transfer.state in ("done", "failed", "declined", "cancelled"):
+                    return 0 if ev.transfer.state == "done" else 1
+        return 1
+    finally:
+        await _close(node)
+
+
+async def _receive(name: str | None, node_args: dict[str, Any], from_: str | None,
+                   into: Path | None, once: bool) -> int:
+    stop = asyncio.Event()
+    _on_signals(stop.set)
+    node = meshchat.Node(name, **node_args)
+    try:
+        await node.start()
+    except (MeshchatError, OSError) as exc:
+        return _fail(str(exc))
+    lines = TransferLines()
+    status = 0
+    try:
+        events = node.events()
+        stopping = asyncio.ensure_future(stop.wait())
+        while not stop.is_set():
+            nxt = asyncio.ensure_future(anext(events))
+            await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                nxt.cancel()
+                break
+            ev = nxt.result()
+            if isinstance(ev, meshchat.FileOffered):
+                t = ev.transfer
+                if from_ is not None and t.peer.name.lower() != from_.lower():
+                    click.echo(f"declining {t.name} from {t.peer.name}", err=True)
+                    await node.decline_file(t.id)
+                    continue
+                try:
+                    await node.accept_file(t.id, into)
+                except MeshchatError as exc:
+                    click.echo(f"meshchat: {exc}", err=True)
+                    status = 1
+                    if once:
+                        break
+                continue
+            if isinstance(ev, meshchat.TransferProgress | meshchat.TransferDone |
+                          meshchat.TransferFailed) and ev.transfer.direction == "in":
+                text = lines.line(ev)
+                if text:
+                    click.echo(text, err=True)
+                if isinstance(ev, meshchat.TransferDone):
+                    click.echo(str(ev.transfer.path))
+                if isinstance(ev, meshchat.TransferDone | meshchat.TransferFailed):
+                    status = 0 if isinstance(ev, meshchat.TransferDone) else 1
+                    if once:
+                        break
+        stopping.cancel()
+        return status
+    finally:
+        await _close(node)
+
+
 def _timings(fast: bool) -> Any:
     return meshchat.Timings.fast() if fast else None
 
@@ -170,7 +301,7 @@ def _fail(message: str) -> int:
 
 
 async def _start(name: str | None, node_args: dict[str, Any], options: StartOptions, *,
-                 terminal: bool) -> int:
+                 terminal: bool, accept_from: Sequence[str] = ()) -> int:
     stop = asyncio.Event()
     _on_signals(stop.set)
     node = _new_node(name, node_args)
@@ -189,6 +320,8 @@ async def _start(name: str | None, node_args: dict[str, Any], options: StartOpti
             return _fail(str(again))
     except OSError as exc:
         return _fail(str(exc))
+    if accept_from and isinstance(node, meshchat.Node):
+        node.accept_files_from(*accept_from)
     try:
         await run_interface(node, options, terminal=terminal, stop=stop)
     finally:
