@@ -53,6 +53,13 @@ rename             name                                        null
 me / peers                                                     PeerInfo / [PeerInfo]
 peer_details       who                                         PeerDetails
 stats                                                          {counter: n} (node.stats)
+send_file          to, path                                    Transfer (issue 7)
+room_send_file     path                                        [Transfer]
+accept_file        tid=None, into=None                         Transfer
+decline_file       tid=None                                    Transfer
+cancel_transfer    tid                                         Transfer
+wait_transfer      tid, seconds=None                           Transfer
+transfers                                                      [Transfer]
 open_stream                                                    stream number
 quit                                                           null, then "closed"
 =================  ==========================================  ==============================
@@ -76,6 +83,8 @@ from .agent_io import emit
 
 def special(obj: object) -> Any:
     """A ``Room`` as its view (for ``agent_io.jsonable``)."""
+    if isinstance(obj, Path):
+        return str(obj)
     return room_view(obj) if isinstance(obj, Room) else None
 
 
@@ -219,6 +228,29 @@ class ApiAgent:
 
     async def cmd_stats(self) -> dict[str, int]:
         return dict(getattr(self.node, "stats", {}))
+
+    async def cmd_send_file(self, to: str, path: str) -> meshchat.Transfer:
+        return await self.node.send_file(to, path)
+
+    async def cmd_room_send_file(self, path: str) -> list[meshchat.Transfer]:
+        return await self.room().send_file(path)
+
+    async def cmd_accept_file(self, tid: str | None = None, into: str | None = None
+                              ) -> meshchat.Transfer:
+        return await self.node.accept_file(tid, into)
+
+    async def cmd_decline_file(self, tid: str | None = None) -> meshchat.Transfer:
+        return await self.node.decline_file(tid)
+
+    async def cmd_cancel_transfer(self, tid: str) -> meshchat.Transfer:
+        return await self.node.cancel_transfer(tid)
+
+    async def cmd_wait_transfer(self, tid: str, seconds: float | None = None
+                                ) -> meshchat.Transfer:
+        return await self.node.wait_transfer(tid, seconds)
+
+    async def cmd_transfers(self) -> list[meshchat.Transfer]:
+        return self.node.transfers()
 
     async def cmd_open_stream(self) -> int:
         return self.open_stream()
