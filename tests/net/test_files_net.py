@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import subprocess
 import time
 from pathlib import Path
 
 from .conftest import LabFactory
-from .helpers import Agent
-from .netlab import scaled
+from .helpers import ROOM, Agent, open_room
+from .netlab import Lab, scaled
 
 MIB = 1024 * 1024
 
@@ -114,3 +116,141 @@ def test_kill_9_receiver_at_40_percent_resumes(lab_factory: LabFactory, tmp_path
     print(f"resume after kill -9 at {had / size:.0%}: {again / MIB:.1f} MiB fetched after "
           f"the restart (the rest was {(size - had) / MIB:.1f} MiB)")
     assert again < size - 0.3 * size  # it did not start from 0
+
+
+def test_room_send_to_three_members_in_line_mode(lab_factory: LabFactory,
+                                                 tmp_path: Path) -> None:
+    lab = lab_factory(4)
+    alice, bob, carol, dave = open_room(lab.hosts, ["alice", "bob", "carol", "dave"])
+    src = tmp_path / "talk.pdf"
+    digest = make_file(src, 12 * MIB + 123)
+    alice.send(f"/send file {ROOM} {src}")
+    alice.expect(r"^\* offered .* to 3 member\(s\) of lobby$")
+    offer = re.compile(r"^\* alice offers talk\.pdf \(12\.0 MiB\) — /accept (\d+) or "
+                       r"/decline (\d+)$")
+    for chat in (bob, carol, dave):
+        chat.expect(offer.pattern)
+    bob.send("/accept")
+    carol.send("/decline")
+    dave.send(f"/accept 1 {tmp_path / 'dave'}")
+    bob.expect(r"^\* talk\.pdf \(12\.0 MiB\) done → .*talk\.pdf$", timeout=scaled(30))
+    dave.expect(r"^\* talk\.pdf \(12\.0 MiB\) done → .*talk\.pdf$", timeout=scaled(30))
+    carol.expect(r"^\* declined talk\.pdf$")
+    alice.expect(r"^\* talk\.pdf: declined$", timeout=scaled(10))
+    assert sha_of(str(tmp_path / "dave" / "talk.pdf")) == digest
+    bob.send("/files")
+    bob.expect(r"^\*\s+1 in\s+alice\s+talk\.pdf 12\.0 MiB done 100%$")
+    assert not (lab.hosts[2].home / ".config" / "meshchat" / "downloads" / "talk.pdf").exists()
+
+
+def test_decline_cancel_and_no_space(lab_factory: LabFactory, tmp_path: Path) -> None:
+    lab = lab_factory(2)
+    # a 4 MiB tmpfs, mounted before the agents start (``ip netns exec`` copies the mounts)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(small)], check=True)
+    try:
+        _decline_cancel_and_no_space(lab, tmp_path, small)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def _decline_cancel_and_no_space(lab: Lab, tmp_path: Path, small: Path) -> None:
+    alice, bob = Agent.start(lab.hosts[0], "alice"), Agent.start(lab.hosts[1], "bob")
+    meet(alice, bob)
+    src = tmp_path / "ten.bin"
+    make_file(src, 10 * MIB)
+    # decline
+    out = alice.call("send_file", to="bob", path=str(src))
+    offer = bob.wait_event(type="FileOffered")["transfer"]
+    bob.call("decline_file", tid=offer["id"])
+    assert alice.call("wait_transfer", tid=out["id"], seconds=10)["state"] == "declined"
+    alice.wait_event(type="TransferFailed", reason="declined")
+    # cancel by the sender, before the answer
+    mark = bob.mark()
+    out = alice.call("send_file", to="bob", path=str(src))
+    offer = bob.wait_event(mark, type="FileOffered")["transfer"]
+    alice.call("cancel_transfer", tid=out["id"])
+    bob.wait_event(mark, type="TransferFailed", reason="cancelled")
+    # no space: 10 MiB into the 4 MiB tmpfs is refused at once, nothing written
+    mark = bob.mark()
+    out = alice.call("send_file", to="bob", path=str(src))
+    offer = bob.wait_event(mark, type="FileOffered")["transfer"]
+    failure = bob.fails("accept_file", tid=offer["id"], into=str(small))
+    assert failure.kind == "FileError" and "no space" in failure.message
+    assert alice.call("wait_transfer", tid=out["id"], seconds=10)["error"] == "no space"
+    assert list(small.iterdir()) == []
+
+
+def test_link_down_3_s_mid_transfer_resumes_without_restart(lab_factory: LabFactory,
+                                                            tmp_path: Path) -> None:
+    lab = lab_factory(2)
+    alice, bob = Agent.start(lab.hosts[0], "alice"), Agent.start(lab.hosts[1], "bob")
+    meet(alice, bob)
+    size = 200 * MIB
+    src = tmp_path / "cut.bin"
+    digest = make_file(src, size)
+    alice.call("send_file", to="bob", path=str(src))
+    offer = bob.wait_event(type="FileOffered")["transfer"]
+    bob.call("accept_file", tid=offer["id"], into=str(tmp_path / "in"))
+    deadline = time.monotonic() + scaled(60)
+    while bob.call("transfers")[0]["done_bytes"] < 0.2 * size:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    lab.hosts[1].link_down()
+    time.sleep(3.0)  # the cut itself: three seconds without a cable
+    lab.hosts[1].link_up()
+    done = bob.call("wait_transfer", scaled(90), tid=offer["id"], seconds=scaled(90))
+    assert done["state"] == "done" and sha_of(done["path"]) == digest
+    assert alice.stats()["file_bytes_sent"] < size + 32 * 128 * 1024  # no restart from 0
+
+
+def test_kill_9_sender_then_restart(lab_factory: LabFactory, tmp_path: Path) -> None:
+    lab = lab_factory(2)
+    alice, bob = Agent.start(lab.hosts[0], "alice"), Agent.start(lab.hosts[1], "bob")
+    meet(alice, bob)
+    size = 200 * MIB
+    src = tmp_path / "snd.bin"
+    digest = make_file(src, size)
+    alice.call("send_file", to="bob", path=str(src))
+    offer = bob.wait_event(type="FileOffered")["transfer"]
+    bob.call("accept_file", tid=offer["id"], into=str(tmp_path / "in"))
+    deadline = time.monotonic() + scaled(60)
+    while bob.call("transfers")[0]["done_bytes"] < 0.3 * size:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    alice.proc.kill()
+    alice.proc.popen.wait(10)
+    alice = Agent.start(lab.hosts[0], "alice")
+    (t,) = alice.call("transfers")
+    assert t["direction"] == "out" and t["state"] not in ("done", "failed")
+    done = bob.call("wait_transfer", scaled(90), tid=offer["id"], seconds=scaled(90))
+    assert done["state"] == "done" and sha_of(done["path"]) == digest
+    assert alice.stats()["file_bytes_sent"] < 0.75 * size  # the new sender served the rest
+
+
+def test_folder_with_a_symlink(lab_factory: LabFactory, tmp_path: Path) -> None:
+    lab = lab_factory(2)
+    alice, bob = Agent.start(lab.hosts[0], "alice"), Agent.start(lab.hosts[1], "bob")
+    meet(alice, bob)
+    tree = tmp_path / "project"
+    (tree / "src" / "deep").mkdir(parents=True)
+    make_file(tree / "src" / "deep" / "data.bin", 3 * MIB + 7)
+    (tree / "README").write_text("read me")
+    (tree / "link").symlink_to("/etc/shadow")
+    (tree / "dirlink").symlink_to(tree / "src")
+    alice.call("send_file", to="bob", path=str(tree))
+    notice = [e for e in alice.events() if e["type"] == "Notice"]
+    assert sorted(n["text"] for n in notice) == ["project/dirlink: a symlink, not sent",
+                                                 "project/link: a symlink, not sent"]
+    offer = bob.wait_event(type="FileOffered")["transfer"]
+    assert offer["files"] == 2
+    bob.call("accept_file", tid=offer["id"], into=str(tmp_path / "in"))
+    done = bob.call("wait_transfer", tid=offer["id"], seconds=scaled(30))
+    assert done["state"] == "done"
+    got = Path(done["path"])
+    assert got == tmp_path / "in" / "project"
+    assert (got / "README").read_text() == "read me"
+    assert sha_of(str(got / "src" / "deep" / "data.bin")) == \
+        sha_of(str(tree / "src" / "deep" / "data.bin"))
+    assert not (got / "link").exists() and not (got / "dirlink").exists()
