@@ -14,7 +14,7 @@ from pathlib import Path
 
 __all__ = ["MAX_NAME_BYTES", "clean_name", "clean_relpath", "free_path", "inside"]
 
-MAX_NAME_BYTES = 255
+MAX_NAME_BYTES = 255 - len(".part")  # the partial file beside it must fit the 255 too
 _RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
              *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
 _BAD = set('/\\:*?"<>|')

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .conftest import LabFactory
-from .helpers import ROOM, Agent, open_room
+from .helpers import ROOM, Agent, Chat, Hostile, all_trouble_free, open_room
 from .netlab import Lab, scaled
 
 MIB = 1024 * 1024
@@ -254,3 +254,51 @@ def test_folder_with_a_symlink(lab_factory: LabFactory, tmp_path: Path) -> None:
     assert sha_of(str(got / "src" / "deep" / "data.bin")) == \
         sha_of(str(tree / "src" / "deep" / "data.bin"))
     assert not (got / "link").exists() and not (got / "dirlink").exists()
+
+
+def test_hostile_names_and_frames_from_a_hostile_peer(lab_factory: LabFactory,
+                                                      tmp_path: Path) -> None:
+    lab = lab_factory(2)
+    bob = Chat.start(lab.hosts[0], "bob", "--accept-files-from", "mallory")
+    evil = Hostile.start(lab.hosts[1])
+    evil.connect(bob)
+    evil.mute("Heartbeat", "Sealed")
+    escape = tmp_path / "escaped"
+    names = [f"../../../..{escape}", "/etc/passwd", "CON", "a\x1b[2Jb\x00c", "x" * 400,
+             ".."]
+    data = b"hello"
+    digest = hashlib.sha256(data).digest()
+    for i, name in enumerate(names):
+        tid = bytes([i + 1]) * 16
+        mark = evil.mark()
+        assert evil.send("FileOffer", {"transfer_id": tid, "title": name,
+                                       "files": [{"path": name, "size": len(data)}],
+                                       "chunk_bytes": 4096})
+        evil.wait_received("FileGet", since=mark, transfer_id=tid, first=0, count=1)
+        assert evil.send("FileChunk", {"transfer_id": tid, "index": 0, "data": data,
+                                       "digest": digest[:16]})
+        evil.wait_received("FileSumRequest", since=mark, transfer_id=tid)
+        assert evil.send("FileSums", {"transfer_id": tid, "sums": [digest]})
+        evil.wait_received("FileState", since=mark, transfer_id=tid, state="done")
+    # chunks nobody asked for, offsets near 2^64, a request for a transfer that is not there
+    evil.send_many("FileChunk", [{"transfer_id": os.urandom(16), "index": 2**64 - 1 - i,
+                                  "data": b"x" * 1000, "digest": b"\0" * 16}
+                                 for i in range(200)])
+    evil.send("FileGet", {"transfer_id": os.urandom(16), "first": 2**64 - 2, "count": 2})
+    evil.send("FileOffer", {"transfer_id": os.urandom(16), "title": "huge",
+                            "files": [{"path": "huge", "size": 2**64 - 1}],
+                            "chunk_bytes": 4096})
+    downloads = lab.hosts[0].home / ".config" / "meshchat" / "downloads"
+    got = sorted(p.name for p in downloads.iterdir())
+    assert len(got) == len(names)
+    written = [p for p in downloads.rglob("*") if p.is_file()]
+    assert len(written) == len(names)  # (a path with "/" in it became a folder, inside)
+    for p in written:
+        assert p.read_bytes() == data and not p.is_symlink()
+        assert p.resolve().is_relative_to(downloads.resolve())
+        assert len(p.name.encode()) <= 255 and "\x1b" not in p.name and "\x00" not in p.name
+    assert "CON" not in got and ".." not in got
+    assert not escape.exists()
+    bob.send("/files")
+    bob.expect(r"^\*\s+6 in\s+mallory .* done 100%$")
+    all_trouble_free(bob)
