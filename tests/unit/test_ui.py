@@ -387,7 +387,9 @@ async def test_broadcast_help_send_file_and_quit(s: Session) -> None:
     assert any(line.startswith("* /kick NAME [REASON]") for line in help_lines)
     assert await s("/help kick") == [
         "* /kick NAME [REASON]  (host only) remove a member from the room"]
-    assert await s("/send file bob notes.txt") == ["* file transfer is not available yet"]
+    assert await s("/send file bob notes.txt") == [
+        "* offered notes.txt (1.2 KiB) to bob — /cancel 1"]
+    assert await s("/files") == ["* no file transfers"]
     assert not s.ctl.quit_requested
     assert await s("/quit") == ["* bye"]
     assert s.ctl.quit_requested

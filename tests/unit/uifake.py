@@ -19,6 +19,7 @@ from meshchat import (
     PeerNotFound,
     RoomInfo,
     RoomNotFound,
+    Transfer,
 )
 from meshchat.tui.controller import Controller
 
@@ -214,6 +215,12 @@ class FakeNode:
 
     async def broadcast(self, text: str, /) -> None:
         self.broadcasts.append(text)
+
+    async def send_file(self, to: str, path: str) -> Transfer:  # issue 7
+        return Transfer("1", "out", self.resolve(to), Path(path).name, 1234, 1, 0, "offered")
+
+    def transfers(self) -> list[Transfer]:
+        return []
 
     def peers(self) -> list[PeerInfo]:
         return list(self.known)
