@@ -38,6 +38,14 @@ def sha_of(path: str) -> str:
     return h.hexdigest()
 
 
+def peak_rss_mib(agent: Agent) -> float:
+    """The process's peak resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{agent.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
 def meet(*agents: Agent) -> None:
     deadline = time.monotonic() + scaled(15)
     for a in agents:
@@ -55,6 +63,7 @@ def test_300_mib_verified_and_a_third_member_gets_nothing(lab_factory: LabFactor
     meet(alice, bob, carol)
     src = tmp_path / "big.bin"
     digest = make_file(src, 300 * MIB)
+    idle = {a.name: peak_rss_mib(a) for a in (alice, bob)}
     out = alice.call("send_file", to="bob", path=str(src))
     offer = bob.wait_event(type="FileOffered")["transfer"]
     assert offer["size"] == 300 * MIB and offer["name"] == "big.bin"
@@ -69,6 +78,10 @@ def test_300_mib_verified_and_a_third_member_gets_nothing(lab_factory: LabFactor
     assert not os.path.exists(done["path"] + ".part")
     assert alice.call("wait_transfer", tid=out["id"], seconds=10)["state"] == "done"
     assert alice.stats()["file_bytes_sent"] < 300 * MIB + 16 * 128 * 1024
+    for a in (alice, bob):  # flat memory: never the file in RAM
+        peak = peak_rss_mib(a)
+        print(f"{a.name}: peak RSS {peak:.0f} MiB (idle {idle[a.name]:.0f} MiB)")
+        assert peak <= idle[a.name] + 64
     assert not any(e["type"] == "FileOffered" for e in carol.events())
     assert carol.call("transfers") == []
 
