@@ -218,7 +218,14 @@ class Sessions:
             if not self._tasks.closed:
                 # The host lost us for a while (a stall, a flaky link): come back and fetch
                 # what we missed, rather than drop out of the room.
-                self._emit(Notice(f"the host of {new.name} lost contact with you: rejoining"))
+                if outcome.stopped_hosting:
+                    self._tasks.spawn(self.withdraw(jr))
+                    self._emit(Notice(
+                        f"you were out of {new.name} while "
+                        f"{self._peers.info(new.host).name} took over as host: rejoining"))
+                else:
+                    self._emit(Notice(f"the host of {new.name} lost contact with you: "
+                                      "rejoining"))
                 self._rejoin(jr, new, False)
             return
         if outcome.host_changed:
