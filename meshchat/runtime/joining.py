@@ -195,9 +195,12 @@ class Joining:
                 # What is older than the backlog is settled; the backlog itself is not, so
                 # it is taken (and what did not fit is fetched), not seen as duplicates.
                 jr.backlog = jr.sync.begin_join(reply.heads)
+        # A first join's backlog is shown by whoever called join (room.history()); on a
+        # rejoin or a merge we were in the room all along, so what the other side said while
+        # we were apart arrives as messages (only lines we did not hold: no repeats).
         for blob in reply.history:
             with contextlib.suppress(ProtocolError):
-                self._chat.take_batch(jr, blob, verify=True, live=False, emit=False,
+                self._chat.take_batch(jr, blob, verify=True, live=False, emit=old is not None,
                                       source=Source.JOIN)
         if old is None and not merge:
             jr.sync.settle_join(reply.heads)

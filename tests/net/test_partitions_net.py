@@ -4,8 +4,8 @@ Real ``meshchat start`` processes, one per namespace, fast timers (``peer_expire
 A cut between switches (``Lab.split``: every host keeps its own cable, the trunk between the
 switches goes) of lengths from 0.5 s to twice ``peer_expired_s``, with the host on either
 side; three-way splits healed in both orders; a host frozen (SIGSTOP) past the host timeout.
-After each heal every member must name the same host and all four members, and a line said
-afterwards must reach everyone.
+After each heal every member must name the same host and all four members, what each side
+said during a cut must reach everyone, and so must a line said afterwards.
 """
 
 from __future__ import annotations
@@ -48,12 +48,28 @@ def test_a_cut_between_switches_of_any_length_heals_into_one_room(
     healed_in: list[float] = []
     hosts: list[str] = []
     for run, length in enumerate(lengths):
-        lab.split(*shapes[run % len(shapes)])
-        time.sleep(length)  # the fault's length is the fault itself
+        shape = shapes[run % len(shapes)]
+        lab.split(*shape)
+        started = time.monotonic()
+        # One member on each side speaks during the cut: nothing said is lost by the heal.
+        during = []
+        for side in shape:
+            speaker = everyone[h.index(side[-1])]
+            text = f"during-cut-{run}-{speaker.name}"
+            speaker.say(text)
+            during.append(text)
+        time.sleep(max(0.0, length - (time.monotonic() - started)))  # the fault's length
         lab.heal()
         t0 = time.monotonic()
         hosts.append(_one_room(everyone, f"the room after a {length:.2f} s cut (run {run})"))
         healed_in.append(time.monotonic() - t0)
+        try:
+            for chat in everyone:
+                chat.wait_texts(during, timeout=5)
+        except Exception:
+            for chat in everyone:
+                print(chat.name, chat.lines[-14:])
+            raise
         speaker = everyone[run % len(everyone)]
         _line_reaches_all(speaker, everyone, f"after-cut-{run}")
     print("heal → one room (s):", ", ".join(f"{t:.2f}" for t in healed_in), "hosts:", hosts)
