@@ -353,7 +353,7 @@ class Bot:
                     await node.host(name, self.password)
                 log.info("in %s", name)
                 if self.echo_joins:
-                    print(f"* {self.name} joined {name}", file=sys.stderr, flush=True)
+                    print(f"* {self.name} joined {name}", flush=True)
                 continue
             except (RoomNotFound, JoinRefused) as exc:
                 log.info("cannot join %s yet (%s); again in %.1f s", name, exc, wait)
