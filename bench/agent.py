@@ -11,6 +11,7 @@ Commands (each answered by ``{"ev": "done", "id": ..., "cmd": ...}`` or an ``err
   stop_say                                 ends every say_many early
   count {room, prefix, expected, deadline_s, idle_s, times}   received, unique, t_first,
                                            t_last (times: first arrival per index)
+  stop_count {count_id, grace_s}           ends that running count grace_s from now
   await_text {room, prefix, timeout_s}     the first such message after the command
   await_peer {peer, timeout_s}             ``node.peers()`` lists that name
   ping {peer, rounds, warmup, rate}        rtts_us (timed around ``await node.ping``),
@@ -19,10 +20,16 @@ Commands (each answered by ``{"ev": "done", "id": ..., "cmd": ...}`` or an ``err
   history {room, prefix}                   texts with that prefix, in order
   state {room}                             host and members as this node sees them
   stats                                    the node's counters (``node.stats``: drops by reason)
+  send_file {peer, path}                   ``await node.send_file``: the transfer's id, t
+  ping_bg {peer, rate} / stop_ping         pings in the background until ``stop_ping``, which
+                                           answers with rtts_us and failures
+  transfers                                ``node.transfers()``: id, direction, state, done_bytes
   quit
 Events: started (with ``address``, what ``--peer`` takes), t0 (just before the Node is made),
 discovered, host_changed, peer_joined, peer_left, peer_gone, first_message (after a join),
-notice.
+notice; with file transfer: file_offered, transfer_progress (done_bytes), transfer_done
+(sha256, path), transfer_failed (reason). With ``accept_files_into`` (a folder) in the config
+every offer is accepted into it, as ``meshchat receive --into`` does.
 
 With ``profile`` (a path) in the config the whole run is under cProfile, dumped there at exit;
 with ``trace_start`` the phases of ``Node.start()`` are timed (bench/startup_trace.py) and
@@ -56,6 +63,8 @@ class Counter:
     times: dict[int, float] | None = None  # first arrival per index, when asked
     t_first: float = 0.0
     t_last: float = 0.0
+    ident: str | None = None
+    stop_at: float | None = None  # set by ``stop_count``: end then (monotonic)
 
 
 @dataclass
@@ -70,8 +79,11 @@ def _name(peer: Any) -> str:
 
 
 class Agent:
-    def __init__(self, node: Any, api: Any, watch_peers: bool) -> None:
+    def __init__(self, node: Any, api: Any, watch_peers: bool,
+                 accept_files_into: str | None = None) -> None:
         self.node = node
+        self.accept_files_into = accept_files_into
+        self.pinging: asyncio.Event | None = None
         self.api = api
         self.rooms: dict[str, Any] = {}
         self.counters: list[Counter] = []
@@ -104,6 +116,35 @@ class Agent:
                 emit("peer_gone", name=_name(event.peer), reason=event.reason, t=now())
             elif isinstance(event, ev.Notice):
                 emit("notice", text=event.text, level=event.level, t=now())
+            else:
+                self.on_file_event(event)
+
+    def on_file_event(self, event: Any) -> None:
+        kind = type(event).__name__
+        transfer = getattr(event, "transfer", None)
+        if transfer is None:
+            return
+        fields = {"transfer": transfer.id, "size": transfer.size,
+                  "done_bytes": transfer.done_bytes, "t": now()}
+        if kind == "FileOffered":
+            emit("file_offered", name=transfer.name, **fields)
+            if self.accept_files_into is not None:
+                self.spawn(self.accept(transfer.id))
+        elif kind == "TransferProgress":
+            emit("transfer_progress", direction=transfer.direction, **fields)
+        elif kind == "TransferDone":
+            emit("transfer_done", direction=transfer.direction, sha256=transfer.sha256,
+                 path=str(transfer.path or ""), **fields)
+        elif kind == "TransferFailed":
+            emit("transfer_failed", direction=transfer.direction,
+                 reason=str(getattr(event, "reason", "")), **fields)
+
+    async def accept(self, transfer_id: str) -> None:
+        try:
+            await self.node.accept_file(transfer_id, into=self.accept_files_into)
+            emit("file_accepted", transfer=transfer_id, t=now())
+        except Exception as exc:
+            emit("error", cmd="accept_file", error=f"accept_file: {exc!r}")
 
     def on_message(self, msg: Any) -> None:
         room, text = msg.room, msg.text
@@ -160,6 +201,11 @@ class Agent:
             case "count":
                 self.spawn(self.count(cmd))
                 return None
+            case "stop_count":  # end a running count after grace_s (lines still in flight)
+                for counter in self.counters:
+                    if counter.ident == cmd["count_id"]:
+                        counter.stop_at = time.monotonic() + float(cmd.get("grace_s", 1.0))
+                return {}
             case "await_text":
                 self.spawn(self.await_text(cmd))
                 return None
@@ -186,6 +232,24 @@ class Agent:
                 return {"spans": startup_trace.take()}
             case "stats":
                 return {"stats": dict(getattr(self.node, "stats", {}))}
+            case "send_file":
+                if not hasattr(self.node, "send_file"):
+                    raise NotImplementedError("this node has no send_file")
+                transfer = await self.node.send_file(cmd["peer"], cmd["path"])
+                return {"transfer": transfer.id, "t": now()}
+            case "transfers":
+                return {"transfers": [
+                    {"id": t.id, "direction": t.direction, "state": str(t.state),
+                     "done_bytes": t.done_bytes, "size": t.size}
+                    for t in self.node.transfers()]}
+            case "ping_bg":
+                self.pinging = asyncio.Event()
+                self.spawn(self.ping_background(cmd, self.pinging))
+                return None
+            case "stop_ping":
+                if self.pinging is not None:
+                    self.pinging.set()
+                return {}
             case other:
                 raise ValueError(f"unknown command {other!r}")
 
@@ -233,7 +297,7 @@ class Agent:
 
     async def count(self, cmd: dict[str, Any]) -> None:
         counter = Counter(cmd["room"], cmd["prefix"], int(cmd["expected"]),
-                          times={} if cmd.get("times") else None)
+                          times={} if cmd.get("times") else None, ident=cmd.get("id"))
         self.counters.append(counter)
         deadline = time.monotonic() + float(cmd.get("deadline_s", 60.0))
         idle_s = float(cmd.get("idle_s", 5.0))
@@ -242,6 +306,8 @@ class Agent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(counter.done.wait(), 0.2)
                 if counter.received and now() - counter.t_last > idle_s:
+                    break
+                if counter.stop_at is not None and time.monotonic() >= counter.stop_at:
                     break
         finally:
             self.counters.remove(counter)
@@ -285,6 +351,24 @@ class Agent:
                 "last_error": last_error}
 
 
+    async def ping_background(self, cmd: dict[str, Any], stop: asyncio.Event) -> None:
+        """Ping at ``rate`` per second until ``stop`` is set (``stop_ping``)."""
+        interval = 1.0 / float(cmd.get("rate", 50.0))
+        rtts, failures, last_error = [], 0, ""
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                await self.node.ping(cmd["peer"])
+            except Exception as exc:  # counted: a lost ping under load is a figure
+                failures, last_error = failures + 1, repr(exc)
+            elapsed = time.perf_counter() - started
+            rtts.append(elapsed * 1e6)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, interval - elapsed))
+        emit("done", id=cmd.get("id"), cmd="ping_bg", rtts_us=rtts, failures=failures,
+             last_error=last_error)
+
+
 def read_commands(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[dict[str, Any]]) -> None:
     for line in sys.stdin:
         with contextlib.suppress(ValueError):
@@ -322,7 +406,8 @@ async def run(config: dict[str, Any]) -> None:
         except (ImportError, NotImplementedError) as exc:  # a part of the product is missing
             emit("unavailable", why=f"Node cannot start: {exc!r}")
             return
-        agent = Agent(node, api, bool(config.get("watch_peers")))
+        agent = Agent(node, api, bool(config.get("watch_peers")),
+                      config.get("accept_files_into"))
         agent.spawn(agent.pump())
         if agent.watch_peers:
             agent.spawn(agent.poll_peers())

@@ -21,13 +21,16 @@ def meshchat_missing() -> str | None:
 
 def spawn_agent(host: Host, name: str, timings: str = "default", tag: str = "",
                 watch_peers: bool = False, profile: str | None = None,
-                trace_start: bool = False, trace_observer: bool = False) -> Worker:
-    """Start one node in ``host`` with a fresh data dir (so a fresh identity); with
-    ``profile`` (a path) the agent runs under cProfile and dumps its stats there."""
-    data_dir = host.lab.workdir / "data" / f"{tag}-{name}-{uuid.uuid4().hex[:8]}"
-    config = {"name": name, "interface": "eth0", "data_dir": str(data_dir),
+                trace_start: bool = False, trace_observer: bool = False,
+                data_dir: str | None = None, **extra: object) -> Worker:
+    """Start one node in ``host`` with a fresh data dir (so a fresh identity) unless
+    ``data_dir`` names one (a restart); with ``profile`` (a path) the agent runs under
+    cProfile and dumps its stats there. ``extra`` goes into the agent's config."""
+    if data_dir is None:
+        data_dir = str(host.lab.workdir / "data" / f"{tag}-{name}-{uuid.uuid4().hex[:8]}")
+    config = {"name": name, "interface": "eth0", "data_dir": data_dir,
               "timings": timings, "watch_peers": watch_peers, "profile": profile,
-              "trace_start": trace_start, "trace_observer": trace_observer}
+              "trace_start": trace_start, "trace_observer": trace_observer, **extra}
     return spawn_worker(host, f"mc-{tag}-{name}", "agent", json.dumps(config))
 
 

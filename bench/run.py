@@ -26,13 +26,13 @@ from typing import TypeVar
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import discovery, failover, fanout, flood, rtt
+from bench import discovery, failover, fanout, files, flood, rtt
 from bench.common import percentile
 from bench.lab import REPO, BenchError, Lab, Unavailable
 from bench.report import Row, machine_info, markdown_table, text_table, verdict
 
 T = TypeVar("T")
-SECTIONS = ("fanout", "rtt", "flood", "discovery", "failover", "bigroom")
+SECTIONS = ("fanout", "rtt", "flood", "discovery", "failover", "bigroom", "files")
 
 
 class Outcome:
@@ -274,6 +274,71 @@ def section_bigroom(lab: Lab, args: argparse.Namespace, notes: list[str]) -> lis
     ]
 
 
+def section_files(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    size = int(args.file_mib * files.MIB)
+    label = f"{args.file_mib:g} MiB" if args.file_mib < 1024 else f"{args.file_mib / 1024:g} GiB"
+    source = lab.workdir / "file-source.bin"
+    sha = files.make_source(source, size)
+    try:
+        base = attempt(partial(files.raw, lab, source, sha, size), "files raw", notes)
+        mesh = attempt(partial(files.meshchat, lab, source, sha, size), "files meshchat", notes)
+    finally:
+        source.unlink(missing_ok=True)
+    fig = f"file {label}, namespace → namespace, written and verified (MiB/s)"
+    rss_fig = "peak RSS during that transfer, sender · receiver"
+    ping_fig = "/ping p99 between the same peers during the transfer"
+    chat_fig = "chat latency p99 between the same peers during the transfer"
+    resume_fig = "resume after kill -9 of the receiver at 50%: bytes fetched again"
+    base_cell = (f"raw CURVE pull {base.rate / files.MIB:,.0f}"
+                 if isinstance(base, files.RawResult) else f"raw {base.cell}")
+    if not isinstance(mesh, files.MeshResult):
+        return [Row(fig, mesh.cell, base_cell, "—", "≥ 75% of raw", "n/a"),
+                Row(rss_fig, mesh.cell, target="≤ idle + 64 MiB"),
+                Row(ping_fig, mesh.cell, target="≤ 20 ms"),
+                Row(chat_fig, mesh.cell, target="≤ 20 ms"),
+                Row(resume_fig, mesh.cell, target="≤ 2 chunks + window")]
+    rows = []
+    if isinstance(base, files.RawResult):
+        share = mesh.rate / base.rate
+        rows.append(Row(fig, f"{mesh.rate / files.MIB:,.0f}", base_cell, f"{share:.0%} of raw",
+                        "≥ 75% of raw", verdict(share >= 0.75)))
+    else:
+        rows.append(Row(fig, f"{mesh.rate / files.MIB:,.0f}", base_cell, "—", "≥ 75% of raw",
+                        "n/a"))
+    mib = 1024
+    peak = mesh.peak_rss_kib
+    idle = mesh.idle_rss_kib
+    rows.append(Row(
+        rss_fig, f"{peak['sender'] / mib:,.0f} · {peak['receiver'] / mib:,.0f} MiB",
+        f"idle {idle['sender'] / mib:,.0f} · {idle['receiver'] / mib:,.0f} MiB",
+        " · ".join(f"+{(peak[k] - idle[k]) / mib:,.0f} MiB" for k in ("sender", "receiver")),
+        "≤ idle + 64 MiB", verdict(all(peak[k] - idle[k] <= 64 * mib for k in peak))))
+    fig_ = files.summary(mesh)
+    failed = f", {mesh.ping_failures} failed" if mesh.ping_failures else ""
+    rows.append(Row(ping_fig, f"{fig_['busy_ping_p99_ms']:.1f} ms{failed}",
+                    f"idle {fig_['idle_ping_p99_ms']:.1f} ms", "—", "≤ 20 ms",
+                    verdict(fig_["busy_ping_p99_ms"] <= 20 and not mesh.ping_failures)))
+    lost = f", lost {mesh.chat_lost}" if mesh.chat_lost else ""
+    rows.append(Row(chat_fig, f"{fig_['busy_chat_p99_ms']:.1f} ms{lost}",
+                    f"idle {fig_['idle_chat_p99_ms']:.1f} ms", "—", "≤ 20 ms",
+                    verdict(fig_["busy_chat_p99_ms"] <= 20 and not mesh.chat_lost)))
+    chunk, window = files.transfer_limits()
+    allowed = (2 + window) * chunk
+    if mesh.refetched is None:
+        rows.append(Row(resume_fig, f"not available: {mesh.resume_note}",
+                        target="≤ 2 chunks + window"))
+    else:
+        rows.append(Row(resume_fig, f"{mesh.refetched / files.MIB:,.2f} MiB",
+                        f"2 chunks + window = {allowed / files.MIB:,.2f} MiB", "—",
+                        "≤ 2 chunks + window", verdict(mesh.refetched <= allowed)))
+    notes.append(f"files: {label} in {mesh.seconds:.2f} s (meshchat)"
+                 + (f", {base.seconds:.2f} s (raw)" if isinstance(base, files.RawResult) else "")
+                 + f"; chunk {chunk // 1024} KiB, window {window} chunks; "
+                 f"{len(mesh.busy_ping_us)} pings and {len(mesh.busy_chat_ms)} chat lines "
+                 f"during the transfer")
+    return rows
+
+
 RUNNERS: dict[str, Callable[[Lab, argparse.Namespace, list[str]], list[Row]]] = {
     "fanout": section_fanout,
     "rtt": section_rtt,
@@ -281,6 +346,7 @@ RUNNERS: dict[str, Callable[[Lab, argparse.Namespace, list[str]], list[Row]]] = 
     "discovery": section_discovery,
     "failover": section_failover,
     "bigroom": section_bigroom,
+    "files": section_files,
 }
 
 # ------------------------------------------------------------------------------ output
@@ -326,6 +392,14 @@ Baselines and meshchat run the same shape, in the same run, on the same hosts.
   survivor's latest `HostChanged` names the same host (stable for 0.5 s). Senders go on 2 s
   more; then every survivor's `room.history()` must hold every message m1 and m2 sent
   (5 s allowed for gap filling). Fresh nodes for each trial.
+- **File transfer** (issue 7): a file of `--file-mib` random bytes (1 GiB), host 0 → host 1.
+  *raw*: bench/w_rawfile.py, synchronous pyzmq CURVE DEALER/ROUTER pulling meshchat's chunk
+  size with meshchat's credit window, each chunk written at its offset, the whole file hashed;
+  *meshchat*: `node.send_file` / `accept_file`, timed from the accept to `TransferDone` (after
+  verification), while the sender pings the receiver 50/s and says 20 lines/s (latency at the
+  receiver); RSS sampled every 50 ms, beside each node's RSS at idle just before. Then the
+  receiver is killed at 50% of a second send and restarted on the same data dir; bytes fetched
+  again = what the sender served in all minus the size.
 - **20-node room**: 19 nodes form a room (one hosts, 18 join), 4 members chat at 10 msg/s
   each; the 20th joins (time from `join()` to its first `Message` event); then the room runs for
   `--soak-s` seconds (`--long`: 600) with one CPU-burning process per core (`--burners`),
@@ -374,6 +448,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--long", action="store_true", help="soak for 10 minutes")
     ap.add_argument("--burners", type=int, default=os.cpu_count() or 2,
                     help="processes keeping a core busy during the soak (default: one per core)")
+    ap.add_argument("--file-mib", type=float, default=1024.0,
+                    help="size of the transferred file in MiB (issue 7's figure: 1024)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--logs", type=Path, default=None,

@@ -11,6 +11,7 @@ The public API, the same one the terminal interface and bots use::
 
 from pathlib import Path
 
+from .bot import Bot, Context
 from .config import PROTOCOL_VERSION, Limits, Timings
 from .errors import (
     AmbiguousName,
@@ -75,8 +76,10 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AmbiguousName",
     "BanInfo",
+    "Bot",
     "BroadcastReceived",
     "CommandError",
+    "Context",
     "Event",
     "FileError",
     "FileOffered",

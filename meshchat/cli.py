@@ -278,6 +278,57 @@ async def _receive(name: str | None, node_args: dict[str, Any], from_: str | Non
         await _close(node)
 
 
+@main.command("bot")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--room", "rooms_", multiple=True, metavar="ROOM",
+              help="A room to keep joined (repeatable; default: the rooms the file names).")
+@click.option("--name", help="The bot's name (default: the name the file gives it).")
+@click.option("--password", default=None, help="The rooms' password, if they have one.")
+@_network_options
+def bot(file: Path, rooms_: tuple[str, ...], name: str | None, password: str | None,
+        interfaces: tuple[str, ...], peers: tuple[str, ...], data_dir: Path | None, port: int,
+        loopback_only: bool, fast_timings: bool) -> None:
+    """Run the bot that FILE.py defines (a ``meshchat.Bot``), without ``bot.run()``."""
+    from .bot import load_bots
+
+    try:
+        bots = load_bots(file)
+    except Exception as exc:  # the user's file: say what is wrong with it, briefly
+        click.echo(f"meshchat: error: {file} could not be loaded: "
+                   f"{type(exc).__name__}: {exc}", err=True)
+        sys.exit(2)
+    if len(bots) != 1:
+        click.echo(f"meshchat: error: {file} defines {len(bots)} bots; it must define one",
+                   err=True)
+        sys.exit(2)
+    chosen = bots[0]
+    if rooms_:
+        chosen.rooms = list(rooms_)
+    if name:
+        chosen.name = _checked_name(name)
+    if password is not None:
+        chosen.password = password
+    if interfaces:
+        chosen.interfaces = list(interfaces)
+    if peers:
+        chosen.peers = list(peers)
+    if data_dir is not None:
+        chosen.data_dir = data_dir
+    chosen.node_options.setdefault("port", port)
+    chosen.node_options.setdefault("loopback_only", loopback_only)
+    if fast_timings:
+        chosen.node_options["timings"] = meshchat.Timings.fast()
+    if not chosen.rooms:
+        click.echo("meshchat: error: the bot has no rooms: give --room ROOM", err=True)
+        sys.exit(2)
+    chosen.echo_joins = True
+    click.echo(f"* bot {chosen.name} in {', '.join(chosen.rooms)} (Ctrl-C stops it)", err=True)
+    try:
+        chosen.run()
+    except meshchat.MeshchatError as exc:
+        sys.exit(_fail(str(exc)))
+
+
 def _timings(fast: bool) -> Any:
     return meshchat.Timings.fast() if fast else None
 

@@ -117,6 +117,12 @@ class Limits:
     max_version_step: int = 1 << 20
     # Former hosts (and members lost as vanished) remembered per room: the room's lineage.
     max_former_hosts: int = 256
+    # Peers remembered as ever having been members of a joined room (FORMER: may ask for the
+    # state); past it, the longest-gone are forgotten (a host churning fake members cannot
+    # grow it). Rooms listed on the network: per announcing peer, and in all.
+    max_ever_members: int = 4096
+    max_rooms_per_peer: int = 16
+    max_listings: int = 1024
     # History sync and the keyring: what one member can make us track, fetch, hold or send.
     max_seq_ahead: int = 1 << 20  # numbers past the highest an author has shown: dropped
     max_held_runs: int = 1024  # disjoint runs held per author above its head

@@ -349,7 +349,8 @@ class Node:
                                      clock, limits, timings, stats)
         self._directory = directory = Directory(
             me, self._discovery, clock, timings, on_host_card=peers.discovered,
-            on_rival=lambda room, host: self._sessions.check_partition(room, host))
+            on_rival=lambda room, host: self._sessions.check_partition(room, host),
+            limits=limits, stats=stats)
         self._sessions = sessions = Sessions(
             me, rooms, wire, gate, chat, peers, directory, admission, log, self._transport,
             emit, tasks, clock, limits, timings, stats, self._random_bytes,

@@ -63,7 +63,14 @@ def state_change(old: RoomState, new: RoomState, me: bytes, info: PeerInfoOf
                                   new.change_reason if removed else "", banned)
             return StateOutcome((event,), StateAction.DROP)
         if old.host == me:
-            return StateOutcome((), StateAction.STAY)  # we handed off while leaving: done
+            if new.change == rules.HANDOFF and new.change_peer == me:
+                return StateOutcome((), StateAction.STAY)  # we handed off while leaving: done
+            # We hosted, and the room went on without us (we were frozen or cut off past the
+            # host timeout and a member took over): say so, and come back as a member.
+            changed = HostChanged(name, info(me, _name_in(old, me)),
+                                  info(new.host, _name_in(new, new.host)), new.term)
+            return StateOutcome((changed,), StateAction.REJOIN, host_changed=True,
+                                stopped_hosting=True)
         return StateOutcome((), StateAction.REJOIN)
     events: list[Event] = []
     if old.name != new.name:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 
 from .. import admission
 from ..clock import Clock
-from ..config import Timings
+from ..config import Limits, Timings
 from ..discovery.base import Discovery, RoomAnnouncement
 from ..discovery.mdns import MdnsDiscovery
 from ..discovery.static import CombinedDiscovery, StaticDiscovery
@@ -57,8 +58,11 @@ class Directory:
 
     def __init__(self, me: LocalPeer, discovery: Discovery, clock: Clock, timings: Timings, *,
                  on_host_card: Callable[[PeerCard], None],
-                 on_rival: Callable[[HostedRoom, bytes], None]) -> None:
+                 on_rival: Callable[[HostedRoom, bytes], None],
+                 limits: Limits | None = None, stats: Counter[str] | None = None) -> None:
         self._me = me
+        self._limits = limits or Limits()
+        self._stats = stats if stats is not None else Counter()
         self._discovery = discovery
         self._clock = clock
         self._timings = timings
@@ -69,8 +73,24 @@ class Directory:
 
     # ---------------------------------------------------------------- what others list
 
+    def _room_for(self, key: tuple[bytes, bytes]) -> bool:
+        """Whether a listing under ``key`` may be kept: one already there, or a new one within
+        ``Limits.max_rooms_per_peer`` for its host and ``max_listings`` in all (else counted)."""
+        if key in self.listings:
+            return True
+        limits = self._limits
+        if len(self.listings) >= limits.max_listings:
+            self._stats["dropped_listings_full"] += 1
+            return False
+        if sum(1 for k in self.listings if k[1] == key[1]) >= limits.max_rooms_per_peer:
+            self._stats["dropped_listings_per_peer"] += 1
+            return False
+        return True
+
     def discovered_room(self, room: RoomAnnouncement) -> None:
         if room.host.peer_id == self._me.peer_id:
+            return
+        if not self._room_for((room.room_id, room.host.peer_id)):
             return
         self.listings[(room.room_id, room.host.peer_id)] = Listing(
             room.room_id, room.name, room.host, room.members, room.locked, room.has_password,
@@ -94,6 +114,8 @@ class Directory:
             if card is None:
                 continue
             key = (room.room_id, peer)
+            if not self._room_for(key):
+                continue
             listing = Listing(room.room_id, room.name, card, room.members, room.locked,
                               room.has_password, room.term, "heartbeat")
             if self.listings.get(key) != listing:

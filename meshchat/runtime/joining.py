@@ -16,7 +16,7 @@ from .. import room as rules
 from ..clock import Clock
 from ..config import Limits, Timings
 from ..errors import JoinRefused, MeshchatError, NotInRoom, ProtocolError, RoomNotFound, Timeout
-from ..events import Event, Notice, PeerLeft
+from ..events import Event, HostChanged, Notice, PeerLeft
 from ..historysync import HistorySync, Source
 from ..identity import fingerprint_of
 from ..keyring import Keyring
@@ -195,9 +195,12 @@ class Joining:
                 # What is older than the backlog is settled; the backlog itself is not, so
                 # it is taken (and what did not fit is fetched), not seen as duplicates.
                 jr.backlog = jr.sync.begin_join(reply.heads)
+        # A first join's backlog is shown by whoever called join (room.history()); on a
+        # rejoin or a merge we were in the room all along, so what the other side said while
+        # we were apart arrives as messages (only lines we did not hold: no repeats).
         for blob in reply.history:
             with contextlib.suppress(ProtocolError):
-                self._chat.take_batch(jr, blob, verify=True, live=False, emit=False,
+                self._chat.take_batch(jr, blob, verify=True, live=False, emit=old is not None,
                                       source=Source.JOIN)
         if old is None and not merge:
             jr.sync.settle_join(reply.heads)
@@ -252,8 +255,10 @@ class Joining:
             for pid in members:
                 self._wire.send(pid, Peers((peer.card,)))
                 self._wire.send(pid, StatePush(jr.room_id, winner.core.blob))
+            new_host = self._peers.info(other_host)
+            self._emit(HostChanged(old_state.name, self._me.info, new_host, winner.state.term))
             self._emit(Notice(f"the network healed: {old_state.name} merged into the room "
-                              f"hosted by {self._peers.info(other_host).name}"))
+                              f"hosted by {new_host.name}"))
         except MeshchatError as exc:
             log.info("merge into %s failed: %s", fingerprint_of(other_host), exc)
         finally:

@@ -45,7 +45,8 @@ class JoinedRoom:
     sync: HistorySync  # what we hold of the room's history, and what we asked whom
     announce: bool = True
     handle: Room | None = None
-    ever_members: set[bytes] = field(default_factory=set)
+    # Peer -> None in the order last seen as members (oldest first): ``remember`` bounds it.
+    ever_members: dict[bytes, None] = field(default_factory=dict)
     merge_allow: set[bytes] = field(default_factory=set)
     watch: hw.HostWatch | None = None  # the election, made on first use (``Sessions.watch``)
     backlog: tuple[SeqRange, ...] = ()  # a join's backlog windows, until fetched
@@ -114,9 +115,18 @@ class JoinedRoom:
         return HostedRoom(s.room_id, s.name, len(s.members), s.locked, s.password is not None,
                           s.term)
 
-    def note_state(self, new: RoomState) -> None:
+    def remember_members(self, cap: int) -> None:
+        """Note the current members as ever members; past ``cap``, the longest-gone go."""
+        self.note_state(self.state, cap)
+
+    def note_state(self, new: RoomState, cap: int) -> None:
         """Remember who was ever a member, and who was removed for good."""
-        self.ever_members.update(rules.member_ids(new))
+        ever = self.ever_members
+        for peer in rules.member_ids(new):
+            ever.pop(peer, None)
+            ever[peer] = None
+        while len(ever) > cap:
+            del ever[next(iter(ever))]
         if new.change in (rules.KICKED, rules.BANNED):
             self.removed.add(new.change_peer)
         elif new.change == rules.JOINED:

@@ -97,7 +97,7 @@ class Sessions:
         jr.tracker.set_base(me, jr.own_seq)
         self._rooms.add(jr)
         self._peers.sync_rooms()
-        jr.ever_members.update(rules.member_ids(jr.state))
+        jr.remember_members(self._limits.max_ever_members)
         self._transport.subscribe(room_topic(jr.room_id))
         self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
 
@@ -204,7 +204,7 @@ class Sessions:
     def after_state_change(self, jr: JoinedRoom, old: RoomState, new: RoomState) -> None:
         """Emit events for a state change and act on it (host side and member side alike)."""
         self.watch(jr).handle(hw.StateChanged(self._clock.monotonic(), old, new))
-        jr.note_state(new)
+        jr.note_state(new, self._limits.max_ever_members)
         self._log.save_room(new.room_id, new.name, jr.core.blob)
         if new.bans != old.bans or new.members != old.members:
             self._peers.sync_rooms()
@@ -218,7 +218,14 @@ class Sessions:
             if not self._tasks.closed:
                 # The host lost us for a while (a stall, a flaky link): come back and fetch
                 # what we missed, rather than drop out of the room.
-                self._emit(Notice(f"the host of {new.name} lost contact with you: rejoining"))
+                if outcome.stopped_hosting:
+                    self._tasks.spawn(self.withdraw(jr))
+                    self._emit(Notice(
+                        f"you were out of {new.name} while "
+                        f"{self._peers.info(new.host).name} took over as host: rejoining"))
+                else:
+                    self._emit(Notice(f"the host of {new.name} lost contact with you: "
+                                      "rejoining"))
                 self._rejoin(jr, new, False)
             return
         if outcome.host_changed:
@@ -243,7 +250,7 @@ class Sessions:
         """Publish our new signed state; emit events for the change unless already done."""
         self._push_state(jr)
         if announce_only:
-            jr.ever_members.update(rules.member_ids(jr.state))
+            jr.remember_members(self._limits.max_ever_members)
             self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
             self._tasks.spawn(self.announce(jr))
             return
@@ -340,7 +347,8 @@ class Sessions:
                         ) -> None:
         """Run the admission core's decision (meshchat/admission.py) on a join request."""
         jr = self._rooms.get(req.room_id)
-        lineage = None if jr is None else Lineage(jr.ever_members, jr.removed, jr.dropped_silent)
+        lineage = None if jr is None else Lineage(jr.ever_members.keys(), jr.removed,
+                                                  jr.dropped_silent)
         decision = self.admission.decide(None if jr is None else jr.core.current, lineage, req,
                                           peer, address, self._clock.monotonic())
         if decision.token_refused:

@@ -834,6 +834,8 @@ class Lab:
         self.kill_grace_s = kill_grace_s
         self.setup_s = 0.0
         self._closed = False
+        self._switches: set[str] = set()
+        self._split_ports: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Lab {self.prefix} hosts={len(self.hosts)}>"
@@ -905,6 +907,30 @@ class Lab:
         finally:
             for host in hosts:
                 host.link_up()
+
+    def split(self, *groups: Sequence[Host]) -> None:
+        """Cut the LAN between switches: each group of hosts keeps its own links (every host's
+        cable stays up, no carrier is lost) but hears nothing from the other groups, as if the
+        trunk between their switches were cut. The first group (and every host in no group)
+        stays on ``br0``; group i moves to a switch of its own, ``br<i>``, made on first use."""
+        self.heal()
+        br = ["-n", self.bridge_ns]
+        for i, group in enumerate(groups[1:], start=1):
+            name = f"br{i}"
+            if name not in self._switches:
+                _ip(*br, "link", "add", name, "type", "bridge",
+                    "mcast_snooping", "0", "stp_state", "0", "forward_delay", "0")
+                _ip(*br, "link", "set", name, "up")
+                self._switches.add(name)
+            for host in group:
+                _ip(*br, "link", "set", host.bridge_port, "master", name)
+                self._split_ports.add(host.bridge_port)
+
+    def heal(self) -> None:
+        """Undo ``split``: every port back on the one switch."""
+        for port in sorted(self._split_ports):
+            _ip("-n", self.bridge_ns, "link", "set", port, "master", "br0")
+        self._split_ports.clear()
 
     def stop_procs(
         self, procs: Iterable[Proc] | None = None, *, wait_s: float = 0.0,

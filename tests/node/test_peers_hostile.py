@@ -183,3 +183,25 @@ async def test_a_banned_key_is_denied_at_the_transport_twin_and_all(mesh: Mesh) 
     alice._peers.sync_rooms()
     evil.send(alice.peer_id, Ping(14))
     await evil.wait_for(Pong, lambda m: m.nonce == 14)
+
+
+async def test_a_peer_listing_hundreds_of_rooms_is_capped_and_honest_rooms_still_list(
+        mesh: Mesh) -> None:
+    from meshchat.protocol.messages import Heartbeat, HostedRoom
+
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    await bob.host("lobby")
+    evil = await hostile(mesh, alice)
+    fake = tuple(HostedRoom(os.urandom(16), f"room{i}", 1, False, False, 1) for i in range(500))
+    for _ in range(3):
+        evil.publish(b"P", Heartbeat(evil.card(), time.time(), "", fake, ()))
+    await until(lambda: alice.stats["dropped_listings_per_peer"] > 0,
+                what="listings over the per-peer cap dropped and counted")
+    listings = alice._directory.listings
+    assert sum(1 for key in listings if key[1] == evil.peer_id) <= LIMITS.max_rooms_per_peer
+    assert len(listings) <= LIMITS.max_listings
+    names = {info.name for info in await alice.rooms(timeout=0.5)}
+    assert "lobby" in names  # the honest host's room is still listed
+    room = await alice.join("lobby")
+    assert room.host.name == "bob"

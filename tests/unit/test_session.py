@@ -133,3 +133,30 @@ def test_a_host_that_left_is_named_by_the_state_it_left() -> None:
     changed = out.events[-1]
     assert isinstance(changed, HostChanged) and changed.old is not None
     assert changed.old.name == "host" and changed.new.name == "m0"
+
+
+def test_a_host_the_room_went_on_without_is_told_and_rejoins() -> None:
+    """Issue 10: a host frozen past the timeout wakes to a state where a member took over and
+    it is gone. It is not silently left as a ghost: HostChanged, and a rejoin."""
+    a, b, c = (Identity.generate() for _ in range(3))
+    core = _room(a, b, c)
+    old = core.state
+    bob = RoomCore(b, CODEC, core.current)
+    bob.claim(a.peer_id, new_epoch=2)
+    out = state_change(old, bob.state, a.peer_id, info)
+    assert out.action is StateAction.REJOIN
+    assert out.stopped_hosting and out.host_changed
+    (changed,) = out.events
+    assert isinstance(changed, HostChanged)
+    assert changed.old is not None and changed.old.peer_id == a.peer_id
+    assert changed.new.peer_id == b.peer_id
+
+
+def test_a_host_that_handed_off_while_leaving_stays_out_quietly() -> None:
+    a, b = Identity.generate(), Identity.generate()
+    core = _room(a, b)
+    old = core.state
+    core.handoff(b.peer_id, leaving=True)
+    out = state_change(old, core.state, a.peer_id, info)
+    assert out.action is StateAction.STAY
+    assert out.events == ()
