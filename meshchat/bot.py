@@ -30,7 +30,6 @@ import inspect
 import logging
 import logging.handlers
 import signal
-import sys
 import time
 import typing
 from collections.abc import Awaitable, Callable, Sequence
