@@ -454,6 +454,14 @@ class Bot:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    async def say(self, room: str | Room, text: str) -> None:
+        """Say ``text`` in one of the bot's rooms (by name or handle), within the reply
+        limit: for lines that answer no one (announcements, timers)."""
+        handle = self._room(self.node, room) if isinstance(room, str) else room
+        if handle is None:
+            raise MeshchatError(f"the bot is not in {room}")
+        await self._say(handle, text)
+
     async def _say(self, room: Room, text: str) -> None:
         await self._wait_turn(room.name)
         await room.say(text)

@@ -92,3 +92,19 @@ def test_a_bot_answers_after_its_host_is_killed(lab_factory: LabFactory) -> None
     dice.kill(15)
     assert dice.wait(10) == 0, dice.describe("the bot did not stop cleanly")
     bob.wait_line(rf"^\* dice (left|quit) {lit(ROOM)}|^\* dice left {lit(ROOM)} \(quit\)$")
+
+
+def test_the_drop_bot_takes_a_members_file_and_announces_it(lab_factory: LabFactory,
+                                                            tmp_path: Path) -> None:
+    lab = lab_factory(3)
+    alice, bob = open_room(lab.hosts[:2], ["alice", "bob"])
+    drop_dir = tmp_path / "dropbox"
+    drop = start_bot(lab.hosts[2], "drop_bot.py", "drop", env={"MESHCHAT_DROP_DIR": str(drop_dir)})
+    alice.wait_line(rf"^\* drop joined {lit(ROOM)}$")
+    src = tmp_path / "notes.txt"
+    src.write_bytes(b"meeting notes\n" * 5000)
+    bob.send(f"/send file drop {src}")
+    wait_said(alice, "drop", r"bob dropped notes\.txt \(70,000 bytes, sha256 [0-9a-f]{12}…\)",
+              timeout=20)
+    assert (drop_dir / "notes.txt").read_bytes() == src.read_bytes()
+    assert drop.returncode is None, drop.describe("the bot died")
