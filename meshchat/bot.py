@@ -224,7 +224,7 @@ class Bot:
         self._room_changed = asyncio.Event()
         self._stop: asyncio.Event | None = None
         self.errors = 0  # handlers that raised
-        self.echo_joins = False  # print "* NAME joined ROOM" to stderr (``meshchat bot``)
+        self.echo_joins = True  # print "* NAME joined ROOM" on stdout, for whoever runs it
 
     # ---------------------------------------------------------------- decorators
 

@@ -136,7 +136,8 @@ def test_the_echo_bot_answers_in_the_room_and_in_private(lab_factory: LabFactory
     # The bot runs with the default timings; so do the others here.
     alice = Chat.start(lab.hosts[0], "alice", "--host", ROOM, fast=False)
     alice.expect(rf"^\* hosting room {ROOM}$")
-    bot = lab.hosts[1].spawn_python(ECHO_BOT, ROOM, "--name", "echo", "--interface", "eth0")
+    bot = lab.hosts[1].spawn_meshchat("bot", str(ECHO_BOT), "--room", ROOM, "--name", "echo",
+                                      "--interface", "eth0")
     bot.expect(rf"^\* echo joined {ROOM}$", timeout=15)
     alice.wait_line(rf"^\* echo joined {ROOM}$")
     bob = Chat.start(lab.hosts[2], "bob", fast=False)
