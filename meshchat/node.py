@@ -26,6 +26,7 @@ from .discovery.interfaces import resolve_interfaces
 from .discovery.static import CardServer
 from .errors import MeshchatError, NotInRoom, PeerNotFound
 from .events import BroadcastReceived, Event, Message, PeerInfo, Renamed, RoomInfo, Transfer
+from .fdlimit import raise_fd_limit
 from .identity import Identity, fingerprint_of
 from .liveness import LivenessTable
 from .peertable import PeerTable
@@ -261,6 +262,7 @@ class Node:
         """Load the identity, bind sockets, announce this node and start its timers."""
         if self._started:
             return
+        raise_fd_limit(self.limits.max_peers)
         if self._listen_only:
             # Only looking (``meshchat rooms``): a throwaway identity and data dir, nothing
             # announced, nothing written where the user's own node keeps its name and keys.
