@@ -49,6 +49,7 @@ from .runtime.wire import TOPIC_BROADCAST, TOPIC_PRESENCE, Gatekeeper, Wire
 from .storage.keystore import default_data_dir
 from .storage.log import MessageLog
 from .storage.peers import KnownPeers
+from .storage.transfers import TransferStore
 from .transport.base import LinkEvents, Transport
 from .transport.zmq import ZmqTransport
 
@@ -310,6 +311,10 @@ class Node:
         self._discovery = self._discovery_arg or make_discovery(
             me.addresses, self.identity, self._static_peers,
             mdns=self._use_mdns and not self._loopback_only, listen_only=self._listen_only)
+        # The transfer store's first open syncs to disk: in a thread, so a slow disk never
+        # stalls the loop (the message log does the same).
+        self._transfer_store = await asyncio.to_thread(
+            TransferStore, self.data_dir / "transfers.sqlite")
         self._build(me)
         self._transport.set_link_events(LinkEvents(
             on_handshake_failure=self._peers.handshake_failed, on_refused=self._peers.refused,
@@ -363,7 +368,7 @@ class Node:
         self._hostops = HostOps(self.peer_id, sessions, wire, peers, limits, timings,
                                 self._random_bytes)
         self._files = Files(self.data_dir, wire, peers, emit, tasks, clock, limits, timings,
-                            stats, self._random_bytes)
+                            stats, self._random_bytes, store=self._transfer_store)
         self._inbound = Inbound(self.peer_id, wire, gate, peers, directory, rooms, sessions,
                                 chat, emit, tasks, clock, stats, files=self._files.on_frame)
         self._ticker = Ticker(wire, peers, rooms, sessions, chat, log, clock, timings, stats,

@@ -100,8 +100,8 @@ class _Job:
 class Files:
     def __init__(self, data_dir: Path, wire: Wire, peers: PeerBook,
                  emit: Callable[[Event], None], tasks: Tasks, clock: Clock, limits: Limits,
-                 timings: Timings, stats: Counter[str], random_bytes: Callable[[int], bytes]
-                 ) -> None:
+                 timings: Timings, stats: Counter[str], random_bytes: Callable[[int], bytes],
+                 store: TransferStore | None = None) -> None:
         self._data_dir = data_dir
         self._wire = wire
         self._peers = peers
@@ -112,7 +112,9 @@ class Files:
         self._timings = timings
         self._stats = stats
         self._random = random_bytes
-        self._store = TransferStore(data_dir / "transfers.sqlite")
+        # Opened in a thread by Node.start (its schema and WAL setup sync to disk: never on
+        # the loop); opened here only when a caller gave none.
+        self._store = store or TransferStore(data_dir / "transfers.sqlite")
         self._jobs: dict[bytes, _Job] = {}
         self._by_number: dict[str, bytes] = {}
         self._number = 0

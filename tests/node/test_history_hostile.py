@@ -188,8 +188,9 @@ async def test_a_history_request_with_huge_ranges_gets_one_bounded_reply(lobby: 
     for node in lobby.honest:
         started = time.monotonic()
         lobby.evil.send(node.peer_id, HistoryRequest(lobby.room_id, ranges))
-        await answers_ping(lobby.evil, node)  # the request was served before this answer
-        assert time.monotonic() - started < 0.1
+        await answers_ping(lobby.evil, node, within=0.5)  # served before this answer
+        # Bounded work: a walk of the ranges (2^64 numbers) would take hours, not this.
+        assert time.monotonic() - started < 0.5
     await counted(lobby, "dropped_history_ranges", counts, at_least=900)
     limits = lobby.alice.limits
     replies = lobby.evil.messages(HistoryReply)
