@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -169,11 +170,16 @@ def run_dealer(ctx: zmq.Context[zmq.Socket[bytes]], opts: dict[str, Any]) -> Non
 ROLES = {"pub": run_pub, "sub": run_sub, "router": run_router, "dealer": run_dealer}
 
 
-def main() -> None:
+Role = Callable[[zmq.Context[zmq.Socket[bytes]], dict[str, Any]], None]
+
+
+def main(roles: Mapping[str, Role] = ROLES) -> None:
+    """``python -m bench.<worker> ROLE JSON``: run one role with its options (shared by the
+    raw workers)."""
     role, opts = sys.argv[1], json.loads(sys.argv[2])
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        ROLES[role](ctx, opts)
+        roles[role](ctx, opts)
     except Exception as exc:  # report, never hang the orchestrator
         log(f"{role} failed: {exc!r}")
         emit("error", error=f"{role}: {exc!r}")

@@ -16,17 +16,15 @@ roles
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import sys
 import time
 from typing import Any
 
 import msgpack
 import zmq
 
-from bench.common import CommandReader, emit, log
-from bench.w_raw import _curve_client, _curve_server
+from bench.common import CommandReader, emit
+from bench.w_raw import _curve_client, _curve_server, main
 
 
 def run_serve(ctx: zmq.Context[zmq.Socket[bytes]], opts: dict[str, Any]) -> None:
@@ -91,17 +89,5 @@ def run_fetch(ctx: zmq.Context[zmq.Socket[bytes]], opts: dict[str, Any]) -> None
 ROLES = {"serve": run_serve, "fetch": run_fetch}
 
 
-def main() -> None:
-    role, opts = sys.argv[1], json.loads(sys.argv[2])
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    try:
-        ROLES[role](ctx, opts)
-    except Exception as exc:  # report, never hang the orchestrator
-        log(f"{role} failed: {exc!r}")
-        emit("error", error=f"{role}: {exc!r}")
-    finally:
-        ctx.destroy(linger=0)
-
-
 if __name__ == "__main__":
-    main()
+    main(ROLES)
