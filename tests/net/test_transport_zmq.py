@@ -447,8 +447,18 @@ async def test_a_twin_id_cannot_take_over_a_connected_peer(make: Factory) -> Non
     got = await a.expect(payload_is(b"as twin"), lambda: impostor.transport.send(a.id, b"as twin"))
     assert got.peer_id == b.id
     assert not a.transport.send(twin, b"for the twin")
+    # Until a's own DEALER to b has shaken hands, a answers b's key over the ROUTER, where
+    # the key holder's latest frame came from (the impostor's socket: it holds b's key, so
+    # that is no leak). Once the DEALER is up, frames for b go to b alone.
+    await until(lambda: _dealer_up(a, b.id), "a's DEALER to b shaking hands")
+    _drain(impostor.inbox)
     await b.expect(payload_is(b"for b"), lambda: a.transport.send(b.id, b"for b"))
     assert all(i.payload != b"for b" for i in _drain(impostor.inbox))
+
+
+def _dealer_up(peer: Peer, other_id: bytes) -> bool:
+    link = peer.transport._peers.get(other_id)
+    return link is not None and link.links[zmq.DEALER].up
 
 
 async def test_deny_by_a_twin_id_refuses_the_key(make: Factory) -> None:
