@@ -14,8 +14,10 @@ from .table import (
     Accept,
     Ban,
     Banned,
+    Bell,
     Broadcast,
     Cancel,
+    Clear,
     Close,
     Command,
     CommandSpec,
@@ -323,6 +325,16 @@ def _close(args: _Args) -> Command:
     return Close(room)
 
 
+def _bell(args: _Args) -> Command:
+    word = args.optional_word()
+    args.done()
+    if word is None:
+        return Bell()
+    if word.lower() not in ("on", "off"):
+        raise args.fail("on or off")
+    return Bell(word.lower() == "on")
+
+
 _PARSERS: dict[str, _Parser] = {
     "help": _help,
     "msg": _msg,
@@ -359,5 +371,7 @@ _PARSERS: dict[str, _Parser] = {
     "close": _close,
     "whoami": _no_args(Whoami()),
     "quit": _no_args(Quit()),
+    "bell": _bell,
+    "clear": _no_args(Clear()),
 }
 assert set(_PARSERS) == {s.name for s in COMMANDS}

@@ -12,7 +12,9 @@ __all__ = [
     "GROUPS",
     "Ban",
     "Banned",
+    "Bell",
     "Broadcast",
+    "Clear",
     "Close",
     "Command",
     "CommandSpec",
@@ -119,6 +121,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("decline", "/decline [ID]", "decline a file offer (the latest without ID)"),
     CommandSpec("files", "/files", "list file transfers: id, peer, name, size, state, %"),
     CommandSpec("cancel", "/cancel ID", "stop a file transfer, either way"),
+    CommandSpec("bell", "/bell [on|off]",
+                "ring the terminal bell on a mention of your name or a private message, or not"),
+    CommandSpec("clear", "/clear", "clear the screen (the terminal interface)"),
 )
 
 _by_key: dict[str, CommandSpec] = {}
@@ -366,11 +371,24 @@ class Quit:
     command: ClassVar[str] = "quit"
 
 
+@dataclass(frozen=True, slots=True)
+class Bell:
+    """``on`` None asks whether the bell rings."""
+
+    on: bool | None = None
+    command: ClassVar[str] = "bell"
+
+
+@dataclass(frozen=True, slots=True)
+class Clear:
+    command: ClassVar[str] = "clear"
+
+
 Command = (
     Say | Help | Msg | Join | Leave | List | Rooms | Host | NewHost | NewRoomName | NewPassword
     | MyColor | Rename | Info | TestServer | SendFile | SaveChat | Ping | Version | Uptime
     | Broadcast | Kick | Ban | Unban | Banned | Users | UserCount | Lock | Unlock | Close | Whoami
-    | Quit | Accept | Decline | Files | Cancel
+    | Quit | Accept | Decline | Files | Cancel | Bell | Clear
 )
 
 

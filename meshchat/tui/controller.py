@@ -75,6 +75,9 @@ class Controller:
         rooms_timeout_s: float = 1.0,
         now: Callable[[], float] = time.time,
         backlog_max: int = Limits().history_on_join,
+        on_event: Callable[[Event], None] | None = None,
+        alert: Callable[[], None] | None = None,
+        clear: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
         self.room: RoomAPI | None = None
@@ -92,15 +95,20 @@ class Controller:
         self._gate = EventGate(now)
         self._background: set[asyncio.Task[None]] = set()
         self._transfer_lines = transfers.TransferLines()
+        self._on_event = on_event
+        self._alert = alert
+        self._clear = clear
+        self.bell = True
+        """Whether a mention of my name or a private message calls ``alert`` (``/bell``)."""
 
     # ------------------------------------------------------------------ output
 
     def emit(self, line: Line) -> None:
-        line = [(style, render.clean(text)) for style, text in line]
-        if self._styled_out is not None:
-            self._styled_out(line)
+        if self._styled_out is not None:  # a message's own lines stay lines here
+            self._styled_out([(style, render.clean_lines(text) if style == render.TEXT_STYLE
+                               else render.clean(text)) for style, text in line])
         else:
-            self._out(render.plain(line))
+            self._out(render.plain([(style, render.clean(text)) for style, text in line]))
 
     def say(self, text: str) -> None:
         """A system line (``* text``) that this controller produced."""
@@ -169,6 +177,8 @@ class Controller:
     def show_event_safely(self, ev: Event) -> None:
         """``show_event``; a failure is logged, counted and shown as one line, never raised."""
         try:
+            if self._on_event is not None:
+                self._on_event(ev)
             self.show_event(ev)
         except Exception:
             self._render_failed(f"a {type(ev).__name__} event")
@@ -191,8 +201,15 @@ class Controller:
                 self.emit(render.system(text))
             return
         line = render.event(ev, self.view())
-        if line is not None:
-            self.emit(line)
+        if line is None:
+            return
+        if isinstance(ev, Message) and ev.sender.fingerprint != self.node.fingerprint:
+            mentioned = not ev.private and render.mentions(ev.text, self.node.name)
+            if mentioned:
+                line = render.highlight(line)
+            if (mentioned or ev.private) and self.bell and self._alert is not None:
+                self._alert()
+        self.emit(line)
 
     def _release_held(self) -> None:
         for ev in self._gate.release():
@@ -389,6 +406,15 @@ class Controller:
                 self.say(f"you closed {name}")
             case c.Whoami():
                 self._whoami()
+            case c.Bell(on=on):
+                if on is not None:
+                    self.bell = on
+                self.say(f"the bell is {'on' if self.bell else 'off'}"
+                         " (it rings on a mention of your name or a private message)")
+            case c.Clear():
+                if self._clear is None:
+                    raise _Refused("/clear clears the screen of the terminal interface only")
+                self._clear()
             case c.Quit():
                 self.quit_requested = True
                 self.say("bye")

@@ -23,8 +23,10 @@ a name are listed with their host's fingerprint: ``lobby (host alice#3smwxyz1, 2
 
 Rendering is total: any value a peer can put in an event renders as *something*. Control
 characters (ANSI escapes, C1 codes, bidi overrides, lone surrogates) never reach the terminal:
-newlines become " ↵ ", the others U+FFFD. A time outside the platform's range shows as
-``??:??:??``; a colour that is not ``#RRGGBB`` or a known name falls back to one from the key.
+newlines become " ↵ " (the terminal interface shows the lines of a multi-line message as
+lines, the next ones indented under the first), the others U+FFFD. A time outside the
+platform's range shows as ``??:??:??``; a colour that is not ``#RRGGBB`` or a known name falls
+back to one from the key.
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ STYLE_RULES = {
     "private": "ansimagenta bold",
     "room": "ansicyan",
     "broadcast": "ansiyellow bold",
+    "mention": "bg:ansiyellow fg:ansiblack",
+    "status": "bg:ansiblue fg:ansiwhite",
+    "status.alert": "bg:ansiblue fg:ansibrightyellow bold",
 }
 """Class styles for prompt_toolkit's ``Style.from_dict``."""
 
@@ -91,7 +96,8 @@ class View:
 
 
 def plain(line: Line) -> str:
-    return "".join(text for _, text in line)
+    """The text of ``line`` on one line (a multi-line message's newlines shown as ' ↵ ')."""
+    return "".join(text for _, text in line).replace("\n", " ↵ ")
 
 
 _ZERO_WIDTH_JOINER = "\u200d"  # format character, but harmless and part of many emoji
@@ -109,6 +115,29 @@ def clean(text: str) -> str:
         else "\ufffd"
         for c in text
     )
+
+
+def clean_lines(text: str) -> str:
+    """``clean`` on each line of ``text``, the newlines kept (a multi-line message, shown as
+    such by the terminal interface)."""
+    return "\n".join(clean(part) for part in text.replace("\r\n", "\n").split("\n"))
+
+
+TEXT_STYLE = "class:text"
+"""The fragment of a chat line that is the message itself (it may hold several lines)."""
+
+
+def mentions(text: str, name: str) -> bool:
+    """Whether ``text`` names ``name`` as a word (any case, ``@name`` too)."""
+    if not name:
+        return False
+    pattern = r"(?<![\w])" + re.escape(name.casefold()) + r"(?![\w])"
+    return re.search(pattern, text.casefold()) is not None
+
+
+def highlight(line: Line) -> Line:
+    """``line`` marked as one that mentions me."""
+    return [(f"{style} class:mention".strip(), text) for style, text in line]
 
 
 def short(text: str, limit: int = MAX_NAME_CHARS) -> str:
@@ -205,7 +234,7 @@ def message(msg: Message, view: View, *, full_date: bool = False, today: str | N
         if msg.room != view.current_room:
             line.append(("class:room", f"[{short(msg.room)}] "))
         line += [("", "<"), _who(msg.sender, view), ("", "> ")]
-    line.append(("", clean(msg.text)))
+    line.append((TEXT_STYLE, clean_lines(msg.text)))
     return line
 
 
@@ -218,7 +247,7 @@ def own_private(me: PeerInfo, to: Sequence[PeerInfo | str], text: str, sent_at: 
         if i:
             line.append(("", ","))
         line.append(_who(peer, view) if isinstance(peer, PeerInfo) else ("", clean(peer)))
-    line += [("", "> "), ("", clean(text))]
+    line += [("", "> "), (TEXT_STYLE, clean_lines(text))]
     return line
 
 

@@ -25,7 +25,8 @@ def test_the_table_holds_every_command_of_the_design_once() -> None:
     table = [s.name for s in c.COMMANDS]
     seed = _seed_names()
     assert table[:len(seed)] == seed
-    assert table[len(seed):] == ["accept", "decline", "files", "cancel"]  # issue 7
+    assert table[len(seed):] == ["accept", "decline", "files", "cancel",  # issue 7
+                                 "bell", "clear"]  # issue 11
     assert len(set(table)) == len(table)
 
 
