@@ -47,9 +47,24 @@ class Terminal:
         self.tmux("send-keys", "-t", self.name, "-l", text)
         self.tmux("send-keys", "-t", self.name, "Enter")
 
-    def screen(self) -> str:
-        """What the terminal shows now (wrapped lines joined)."""
-        return self.tmux("capture-pane", "-p", "-J", "-t", self.name)
+    def keys(self, *keys: str) -> None:
+        """Press keys by tmux name (``Up``, ``Enter``, ``y``)."""
+        self.tmux("send-keys", "-t", self.name, *keys)
+
+    def paste(self, text: str) -> None:
+        """Paste ``text`` as a terminal does with bracketed paste on."""
+        self.tmux("set-buffer", "-b", "paste", text)
+        self.tmux("paste-buffer", "-p", "-d", "-b", "paste", "-t", self.name)
+
+    def screen(self, escapes: bool = False) -> str:
+        """What the terminal shows now (wrapped lines joined; ``escapes``: with colours)."""
+        return self.tmux("capture-pane", "-p", "-J", *(["-e"] if escapes else []),
+                         "-t", self.name)
+
+    def rows(self) -> list[str]:
+        """The screen's rows as they are (not joined), trailing blanks cut."""
+        return [row.rstrip() for row in
+                self.tmux("capture-pane", "-p", "-t", self.name).splitlines()]
 
     def wait(self, pattern: str, timeout: float = 10.0) -> str:
         """Poll the screen until ``pattern`` is on it (``re.M``); that screen."""
@@ -132,3 +147,128 @@ def test_a_person_at_the_terminal_joins_sees_the_backlog_chats_and_survives_a_ba
     after = "\n".join(lines[separator + 1:])
     positions = [after.find(f"<alice> {text}") for text in earlier]
     assert all(p >= 0 for p in positions) and positions == sorted(positions), with_backlog
+
+
+def _terminal(host: Host, socket: Path, name: str, *extra: str) -> Terminal:
+    return Terminal(host, socket, name, meshchat_argv(
+        "start", "--name", name, "--interface", host.ifname, "--fast-timings",
+        "--discovery-timeout", "0", *extra))
+
+
+def test_a_typed_line_shows_once_the_status_bar_follows_the_room_and_mentions_stand_out(
+    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
+) -> None:
+    lab = lab_factory(2)
+    alice = Chat.start(lab.hosts[0], "alice", "--host", ROOM)
+    alice.expect(rf"^\* hosting room {ROOM}$")
+    bob = _terminal(lab.hosts[1], tmp_path / "bob.tmux", "bob")
+    terminals.append(bob)
+    bob.wait(r"you are bob")
+    bob.type(f"/join {ROOM}")
+    bob.wait(rf"joined {ROOM} \(host alice")
+    bob.wait(rf"^ {ROOM} │ host alice │ 2 members\s*$")
+
+    bob.type("said just once")
+    alice.wait_line(chat_re("bob", "said just once"))
+    screen = bob.wait(r"<bob> said just once")
+    assert screen.count("said just once") == 1, screen
+    rows = bob.rows()
+    while rows and not rows[-1]:
+        rows.pop()
+    assert rows[-1] == f"[{ROOM}] bob>", screen  # the input line is at the bottom, empty
+    assert rows[-2].startswith(f" {ROOM} │ host alice"), screen
+
+    # A mention is highlighted (yellow background); a plain line is not.
+    alice.say("nothing for you here")
+    alice.say("Bob, look at this")
+    bob.wait(r"<alice> Bob, look at this")
+    coloured = bob.screen(escapes=True)
+    mention = next(row for row in coloured.splitlines() if "look at this" in row)
+    plain = next(row for row in coloured.splitlines() if "nothing for you here" in row)
+    assert re.search(r"\x1b\[[0-9;]*43[0-9;]*m", mention), repr(mention)
+    assert not re.search(r"\x1b\[[0-9;]*43[0-9;]*m", plain), repr(plain)
+
+    # The bar follows a handoff: bob hosts now.
+    alice.send("/new host bob")
+    bob.wait(rf"^ {ROOM} │ host bob │ 2 members │ you host\s*$")
+    alice.send("/leave")
+    bob.wait(rf"^ {ROOM} │ host bob │ 1 member │ you host\s*$")
+
+    # 60 columns: the bar is cut to fit, the input line stays and works.
+    bob.tmux("resize-window", "-t", bob.name, "-x", "60", "-y", str(HEIGHT))
+    bob.wait(rf"^ {ROOM} │ host bob │ 1 member │ you host\s*$")
+    bob.type("still here at sixty")
+    bob.wait(r"<bob> still here at sixty")
+    rows = [r for r in bob.rows() if r]
+    assert rows[-1] == f"[{ROOM}] bob>", "\n".join(rows)
+    assert all(len(r) <= 60 for r in rows[-2:]), "\n".join(rows)
+    assert "Traceback" not in bob.screen()
+
+
+def test_a_pasted_block_is_one_message_and_a_long_one_asks_first(
+    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
+) -> None:
+    lab = lab_factory(2)
+    alice = Chat.start(lab.hosts[0], "alice", "--host", ROOM)
+    alice.expect(rf"^\* hosting room {ROOM}$")
+    bob = _terminal(lab.hosts[1], tmp_path / "bob.tmux", "bob")
+    terminals.append(bob)
+    bob.wait(r"you are bob")
+    bob.type(f"/join {ROOM}")
+    bob.wait(rf"joined {ROOM} \(host alice")
+
+    bob.paste("first line\nsecond line\nthird line\n")
+    bob.keys("Enter")
+    # line mode shows it as one line, its newlines as ↵; bob's screen as indented lines
+    alice.wait_line(chat_re("bob", "first line ↵ second line ↵ third line"))
+    screen = bob.wait(r"^ +third line$")
+    assert re.search(r"<bob> first line\n +second line\n +third line$", screen, re.M), screen
+    assert re.search(r"^ +second line$", screen, re.M), screen
+
+    bob.paste("\n".join(f"row {i}" for i in range(1, 8)))
+    bob.wait(r"send 7 lines\? y/n")
+    bob.keys("n")
+    bob.wait(rf"^\[{ROOM}\] bob>\s*$")
+    bob.paste("\n".join(f"row {i}" for i in range(1, 8)))
+    bob.wait(r"send 7 lines\? y/n")
+    bob.keys("y")
+    alice.wait_line(chat_re("bob", " ↵ ".join(f"row {i}" for i in range(1, 8))))
+    assert len([t for t in alice.texts(sender="bob") if t.startswith("row 1")]) == 1
+
+
+def test_input_history_survives_a_restart_without_private_lines_or_passwords(
+    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
+) -> None:
+    lab = lab_factory(1)
+    data = tmp_path / "bob"
+    bob = _terminal(lab.hosts[0], tmp_path / "bob.tmux", "bob", "--data-dir", str(data))
+    terminals.append(bob)
+    bob.wait(r"you are bob")
+    bob.type("/host secret hunter2")
+    bob.wait(r"hosting room secret \(password protected\)")
+    bob.type("remember this line")
+    bob.wait(r"<bob> remember this line")
+    bob.type("/msg nobody private words")
+    bob.wait(r"\* error: .*nobody")
+    bob.type("/new password swordfish")
+    bob.wait(r"secret now needs a password")
+    bob.type("/quit")
+    bob.wait(r"\[exited|Pane is dead")
+    bob.kill()
+
+    stored = data / "input_history"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    text = stored.read_text()
+    assert "remember this line" in text and "/quit" in text
+    for secret in ("hunter2", "swordfish", "private words"):
+        assert secret not in text, text
+
+    again = _terminal(lab.hosts[0], tmp_path / "bob2.tmux", "bob", "--data-dir", str(data))
+    terminals.append(again)
+    again.wait(r"you are bob")
+    again.keys("Up")
+    again.wait(r"bob> /quit *$")
+    again.keys("Up")
+    again.wait(r"bob> remember this line *$")
+    again.keys("Down")
+    again.wait(r"bob> /quit *$")
