@@ -26,13 +26,13 @@ from typing import TypeVar
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import discovery, failover, fanout, files, flood, rtt
+from bench import discovery, failover, fanout, files, flood, rtt, tui
 from bench.common import percentile
 from bench.lab import REPO, BenchError, Lab, Unavailable
 from bench.report import Row, machine_info, markdown_table, text_table, verdict
 
 T = TypeVar("T")
-SECTIONS = ("fanout", "rtt", "flood", "discovery", "failover", "bigroom", "files")
+SECTIONS = ("fanout", "rtt", "flood", "discovery", "failover", "bigroom", "files", "tui")
 
 
 class Outcome:
@@ -339,6 +339,26 @@ def section_files(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[
     return rows
 
 
+def section_tui(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    res = attempt(partial(tui.tui_burst, lab, args.tui_lines), "tui burst", notes)
+    shown = f"terminal UI: a {args.tui_lines:,}-line burst from another member, start → " \
+            "last line on the screen"
+    echo = "terminal UI: keys typed during that burst → on the input line, the slowest"
+    if not isinstance(res, tui.TuiResult):
+        return [Row(shown, res.cell, target="≤ 1 s"), Row(echo, res.cell, target="≤ 50 ms")]
+    notes.append(f"tui: the sender echoed its last line after {res.sent_s:.2f} s; line mode "
+                 f"(--no-tui) printed the last line after {res.linemode_s:.2f} s; the tmux "
+                 f"pane showed it after {res.tui_s:.2f} s; key echo on an idle screen "
+                 f"{res.idle_echo_ms:.1f} ms (the cost of the method: send-keys + captures)")
+    return [
+        Row(shown, f"{res.tui_s:.2f} s", f"line mode --no-tui {res.linemode_s:.2f} s",
+            f"{res.tui_s / res.linemode_s:.2f}× line mode" if res.linemode_s else "—",
+            "≤ 1 s", verdict(res.tui_s <= 1.0)),
+        Row(echo, f"{res.echo_ms:.1f} ms", f"idle screen {res.idle_echo_ms:.1f} ms", "—",
+            "≤ 50 ms", verdict(res.echo_ms <= 50)),
+    ]
+
+
 RUNNERS: dict[str, Callable[[Lab, argparse.Namespace, list[str]], list[Row]]] = {
     "fanout": section_fanout,
     "rtt": section_rtt,
@@ -347,6 +367,7 @@ RUNNERS: dict[str, Callable[[Lab, argparse.Namespace, list[str]], list[Row]]] = 
     "failover": section_failover,
     "bigroom": section_bigroom,
     "files": section_files,
+    "tui": section_tui,
 }
 
 # ------------------------------------------------------------------------------ output
@@ -450,6 +471,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="processes keeping a core busy during the soak (default: one per core)")
     ap.add_argument("--file-mib", type=float, default=1024.0,
                     help="size of the transferred file in MiB (issue 7's figure: 1024)")
+    ap.add_argument("--tui-lines", type=int, default=3000,
+                    help="chat lines in the terminal UI's burst (issue 11's figure: 3000)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--logs", type=Path, default=None,

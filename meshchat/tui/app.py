@@ -130,6 +130,10 @@ class ChatApp:
             self._sink(line)
             return
         self._pending.append(line)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """A frame in ``frame_s``: the lines waiting then, and a redraw of the status bar."""
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(self.frame_s, self._flush)
 
@@ -146,7 +150,10 @@ class ChatApp:
         self._flush_handle = None
         lines, self._pending = self._pending, []
         ring, self._ring = self._ring, False
-        if not lines and not ring:
+        if not lines and not ring:  # the status bar may have changed
+            app = get_app_or_none()
+            if app is not None:
+                app.invalidate()
             return
         text: Line = []
         for line in lines:
@@ -186,9 +193,7 @@ class ChatApp:
         except MeshchatError:
             current, joined = None, []
         self.tracker.observe(ev, current, joined)
-        app = get_app_or_none()
-        if app is not None:
-            app.invalidate()
+        self._schedule()
 
     def snapshot(self) -> status.Snapshot:
         """What the status bar shows now."""
@@ -281,6 +286,8 @@ class ChatApp:
 
 def indented(line: Line) -> Line:
     """``line`` with the next lines of a multi-line message indented under its first."""
+    if not any("\n" in text for _, text in line):
+        return line
     out: Line = []
     used = 0
     for style, text in line:

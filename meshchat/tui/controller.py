@@ -166,8 +166,12 @@ class Controller:
         self.subscribe()
         assert self._events is not None
         try:
+            shown = 0
             async for ev in self._events:
                 self.show_event_safely(ev)
+                shown += 1
+                if shown % 32 == 0:  # a burst of events lets keys and redraws in between
+                    await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the event stream must not take the session down silently

@@ -108,6 +108,8 @@ UNKNOWN_DATE = "????-??-??"
 
 def clean(text: str) -> str:
     """``text`` with no control characters (newlines shown as ' ↵ ')."""
+    if text.isprintable():  # the common case, at C speed
+        return text
     text = text.replace("\r\n", "\n")
     return "".join(
         " ↵ " if c == "\n"

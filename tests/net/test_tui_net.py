@@ -79,6 +79,23 @@ class Terminal:
                                      f"{scaled(timeout):.1f}s; it shows:\n{screen}")
             time.sleep(0.05)  # pacing between screen reads; each read is a fresh capture
 
+    def wait_exit(self, timeout: float = 15.0) -> None:
+        """Until the program in the pane has exited (a zombie counts: tmux may be slow to see
+        it and mark the pane dead)."""
+        pid = self.tmux("display-message", "-p", "-t", self.name, "#{pane_pid}").strip()
+        end = time.monotonic() + scaled(timeout)
+        while True:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return
+            if state in ("Z", "X"):
+                return
+            if time.monotonic() > end:
+                raise AssertionError(f"{self.name}: still running {scaled(timeout):.1f}s after "
+                                     f"/quit; it shows:\n{self.screen()}")
+            time.sleep(0.05)
+
     def kill(self) -> None:
         self.tmux("kill-server", check=False)
 
@@ -253,7 +270,8 @@ def test_input_history_survives_a_restart_without_private_lines_or_passwords(
     bob.type("/new password swordfish")
     bob.wait(r"secret now needs a password")
     bob.type("/quit")
-    bob.wait(r"\[exited|Pane is dead")
+    bob.wait(r"^\* bye$")
+    bob.wait_exit()
     bob.kill()
 
     stored = data / "input_history"
