@@ -24,7 +24,8 @@ Syntax rules
 Completion: ``complete(line_before_cursor, names)`` returns candidates that each replace
 ``fragment(line_before_cursor)`` (the text after the last space or comma): command names for
 the first word, sub-commands after ``/new``, ``/test``, ``/send``, ``/save``, colours after
-``/myColor``, command names after ``/help``, and peer/room ``names`` elsewhere.
+``/myColor``, command names after ``/help``, ``@names`` anywhere in a line, local paths
+after ``/send file NAME`` (``complete_path``), and peer/room ``names`` elsewhere.
 """
 
 from __future__ import annotations

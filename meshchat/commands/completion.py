@@ -1,13 +1,17 @@
-"""Tab completion: the candidates for the word under the cursor (commands, colours, names)."""
+"""Tab completion: the candidates for the word under the cursor (commands, colours, names,
+``@names`` anywhere in a line, and local paths for ``/send file NAME PATH``)."""
 
 from __future__ import annotations
 
+import os
 import re
 
 from .names import COLOR_NAMES
 from .table import BY_KEY, COMMANDS, GROUPS, is_command_word
 
-__all__ = ["complete", "fragment"]
+__all__ = ["complete", "complete_path", "fragment"]
+
+MAX_PATH_CANDIDATES = 200  # a huge directory offers its first entries, not all of them
 
 _SEPARATORS = re.compile(r"[\s,]")
 _NO_COMPLETION = frozenset({
@@ -36,6 +40,8 @@ def complete(line_before_cursor: str, names: list[str]) -> list[str]:
     """Completions that replace ``fragment(line_before_cursor)``; see ``meshchat.commands``."""
     line = line_before_cursor
     frag = fragment(line)
+    if frag.startswith("@") and not _at_path_argument(line):
+        return ["@" + n for n in _match(frag[1:], names)]  # a mention, anywhere in the line
     if not line.startswith("/") or (line.startswith("//") and not _command_prefix_ok(line)):
         return _match(frag, names) if frag else []
     slash = "//" if line.startswith("//") else "/"
@@ -57,8 +63,8 @@ def complete(line_before_cursor: str, names: list[str]) -> list[str]:
         return _match(frag, COLOR_NAMES)
     if spec.name == "help":
         return _match(frag, [s.name for s in COMMANDS])
-    if spec.name == "send file" and len(words) - (0 if body[-1].isspace() else 1) >= 3:
-        return []  # the PATH argument
+    if spec.name == "send file" and _at_path_argument(line):
+        return complete_path(frag)
     return _match(frag, names)
 
 
@@ -68,3 +74,40 @@ def _command_prefix_ok(line: str) -> bool:
     if not _SEPARATORS.search(line[2:]):
         return any(k.startswith(word) for k in (*BY_KEY, *GROUPS))
     return is_command_word(word)
+
+
+def _at_path_argument(line: str) -> bool:
+    """Whether the cursor is on the PATH of ``/send file NAME PATH``."""
+    words = line.split()
+    if len(words) < 2 or words[0].lower() != "/send" or words[1].lower() != "file":
+        return False
+    return len(words) - (0 if line[-1].isspace() else 1) >= 3
+
+
+def complete_path(prefix: str) -> list[str]:
+    """Local paths that start with ``prefix`` (``~`` expanded; directories end with ``/``).
+
+    Hidden entries are offered only when the prefix's last part starts with a dot. An
+    unreadable or missing directory offers nothing."""
+    expanded = os.path.expanduser(prefix) if prefix.startswith("~") else prefix
+    head, _, tail = expanded.rpartition("/")
+    folder = (head or "/") if "/" in expanded else "."
+    shown_head = prefix[:len(prefix) - len(tail)]
+    found: list[str] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not entry.name.lower().startswith(tail.lower()):
+                    continue
+                if entry.name.startswith(".") and not tail.startswith("."):
+                    continue
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                found.append(shown_head + entry.name + ("/" if is_dir else ""))
+                if len(found) >= MAX_PATH_CANDIDATES:
+                    break
+    except OSError:
+        return []
+    return sorted((f for f in found if f != prefix), key=str.lower)

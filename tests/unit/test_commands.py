@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from meshchat import commands as c
@@ -271,13 +273,34 @@ NAMES = ["Maximilian", "Marie", "bob", "lobby"]
     ("hi ", []),
     ("/rename Ma", []),
     ("/save chat lo", []),
-    ("/send file bob lo", []),
+    ("hi @Ma", ["@Marie", "@Maximilian"]),
+    ("@max", ["@Maximilian"]),
+    ("/msg bob see @b", ["@bob"]),
+    ("/me waves at @Mari", ["@Marie"]),
     ("/send file b", ["bob"]),
     ("//shrug Ma", ["Marie", "Maximilian"]),
     ("/msg", []),
 ])
 def test_completion(line: str, expected: list[str]) -> None:
     assert c.complete(line, NAMES) == expected
+
+
+def test_paths_complete_after_send_file_name(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "Photos").mkdir()
+    (tmp_path / "photo.jpg").write_text("x")
+    (tmp_path / ".hidden").write_text("x")
+    (tmp_path / "other").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    assert c.complete("/send file bob ph", NAMES) == ["photo.jpg", "Photos/"]
+    assert c.complete("/send file bob ", NAMES) == ["other", "photo.jpg", "Photos/"]
+    assert c.complete("/send file bob .h", NAMES) == [".hidden"]
+    assert c.complete(f"/send file bob {tmp_path}/Pho", NAMES) == \
+        [f"{tmp_path}/photo.jpg", f"{tmp_path}/Photos/"]  # case-insensitive
+    assert c.complete("/send file bob @x", NAMES) == []  # a path argument, not a mention
+    assert c.complete("/send file bob missing/x", NAMES) == []
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert c.complete("/send file bob ~/oth", NAMES) == ["~/other"]
 
 
 @pytest.mark.parametrize(("line", "frag"), [
