@@ -290,3 +290,49 @@ def test_input_history_survives_a_restart_without_private_lines_or_passwords(
     again.wait(r"bob> remember this line *$")
     again.keys("Down")
     again.wait(r"bob> /quit *$")
+
+
+def test_tab_cycles_through_names_case_insensitively(
+    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
+) -> None:
+    lab = lab_factory(3)
+    marie = Chat.start(lab.hosts[0], "Marie", "--host", ROOM)
+    marie.expect(rf"^\* hosting room {ROOM}$")
+    maximilian = Chat.start(lab.hosts[1], "Maximilian")
+    maximilian.expect(rf"Marie is on the network|rooms: {ROOM} \(Marie")
+    maximilian.send(f"/join {ROOM}")
+    maximilian.expect(rf"joined {ROOM}")
+    bob = _terminal(lab.hosts[2], tmp_path / "bob.tmux", "bob")
+    terminals.append(bob)
+    bob.wait(r"you are bob")
+    bob.type(f"/join {ROOM}")
+    bob.wait(rf"^ {ROOM} │ host Marie │ 3 members\s*$")
+
+    def input_row() -> str:
+        rows = [r for r in bob.rows() if r.startswith(f"[{ROOM}] bob>")]
+        return rows[-1] if rows else ""
+
+    def wait_input(text: str) -> None:
+        end = time.monotonic() + scaled(5.0)
+        while input_row() != f"[{ROOM}] bob> {text}":
+            assert time.monotonic() < end, f"input line {input_row()!r}, not {text!r}:\n" \
+                                           f"{bob.screen()}"
+            time.sleep(0.05)  # pacing between screen reads
+
+    bob.tmux("send-keys", "-t", bob.name, "-l", "hi @ma")
+    wait_input("hi @ma")
+    bob.wait(r"^\s+@Marie\s*\n\s+@Maximilian\s*$")  # typing opened the menu of both
+    bob.keys("Tab")
+    wait_input("hi @Marie")
+    bob.keys("Tab")
+    wait_input("hi @Maximilian")
+    bob.keys("Tab")  # past the last: back to what was typed
+    wait_input("hi @ma")
+    bob.keys("Tab")
+    wait_input("hi @Marie")
+    bob.keys("Tab")
+    wait_input("hi @Maximilian")
+    bob.tmux("send-keys", "-t", bob.name, "-l", " !")
+    wait_input("hi @Maximilian !")
+    bob.keys("Enter")
+    marie.wait_line(chat_re("bob", "hi @Maximilian !"))
