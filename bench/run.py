@@ -348,7 +348,8 @@ def section_tui(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Ro
         return [Row(shown, res.cell, target="≤ 1 s"), Row(echo, res.cell, target="≤ 50 ms")]
     notes.append(f"tui: the sender echoed its last line after {res.sent_s:.2f} s; line mode "
                  f"(--no-tui) printed the last line after {res.linemode_s:.2f} s; the tmux "
-                 f"pane showed it after {res.tui_s:.2f} s; key echo on an idle screen "
+                 f"pane showed it after {res.tui_s:.2f} s; {res.echo_samples} keys typed during "
+                 f"the burst; key echo on an idle screen "
                  f"{res.idle_echo_ms:.1f} ms (the cost of the method: send-keys + captures)")
     return [
         Row(shown, f"{res.tui_s:.2f} s", f"line mode --no-tui {res.linemode_s:.2f} s",
