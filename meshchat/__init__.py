@@ -16,6 +16,7 @@ from .config import PROTOCOL_VERSION, Limits, Timings
 from .errors import (
     AmbiguousName,
     CommandError,
+    ConfigError,
     FileError,
     JoinRefused,
     MeshchatError,
@@ -79,6 +80,7 @@ __all__ = [
     "Bot",
     "BroadcastReceived",
     "CommandError",
+    "ConfigError",
     "Context",
     "Event",
     "FileError",

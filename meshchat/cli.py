@@ -4,6 +4,8 @@
 ``start`` runs a node with an interface: the prompt_toolkit app when stdin and stdout are
 terminals, line mode otherwise (or with ``--no-tui``). Ctrl-C and SIGTERM end it cleanly: the
 node leaves its rooms (a host hands off), says goodbye, and the process exits with status 0.
+A node that cannot start (an interface that is missing or has no address, a data dir that
+cannot be written, no name) prints one line, `meshchat: error: ...`, and exits with status 2.
 """
 
 from __future__ import annotations
@@ -346,9 +348,12 @@ def _run(main_coro: Any) -> int:
     return result
 
 
-def _fail(message: str) -> int:
+START_FAILED = 2  # `meshchat start` could not start: a bad interface, data dir, or name
+
+
+def _fail(message: str, status: int = 1) -> int:
     click.echo(f"meshchat: error: {message}", err=True)
-    return 1
+    return status
 
 
 async def _start(name: str | None, node_args: dict[str, Any], options: StartOptions, *,
@@ -360,17 +365,17 @@ async def _start(name: str | None, node_args: dict[str, Any], options: StartOpti
         await node.start()
     except MeshchatError as exc:
         if name is not None or not str(exc).startswith("no name"):
-            return _fail(str(exc))
+            return _fail(str(exc), START_FAILED)
         if not sys.stdin.isatty():
-            return _fail("no name saved yet: pass --name NAME")
+            return _fail("no name saved yet: pass --name NAME", START_FAILED)
         name = click.prompt("Your name", value_proc=_checked_name)
         node = _new_node(name, node_args)
         try:
             await node.start()
         except MeshchatError as again:
-            return _fail(str(again))
+            return _fail(str(again), START_FAILED)
     except OSError as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), START_FAILED)
     if accept_from and isinstance(node, meshchat.Node):
         node.accept_files_from(*accept_from)
     try:

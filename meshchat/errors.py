@@ -17,7 +17,8 @@
     ├── TransferNotFound           no file transfer with that id
     ├── FileError                  a path to send that is missing or unreadable, or no
     │                              space to receive into
-    └── ProtocolError              bad bytes from the network (never leaves the node)
+    ├── ProtocolError              bad bytes from the network (never leaves the node)
+    └── ConfigError                a start-up setting that cannot work (also a ValueError)
 """
 
 from __future__ import annotations
@@ -93,3 +94,8 @@ class TransferNotFound(MeshchatError):
 
 class FileError(MeshchatError):
     """A path that is missing or unreadable, a folder that cannot be written, no space."""
+
+
+class ConfigError(MeshchatError, ValueError):
+    """A start-up setting that cannot work: an interface that is missing or has no IPv4
+    address. ``meshchat start`` shows it as one line and exits with status 2."""

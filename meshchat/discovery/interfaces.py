@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import ifaddr
 
+from ..errors import ConfigError
+
 LOOPBACK_FALLBACK = "127.0.0.1"
 
 
@@ -22,7 +24,8 @@ def resolve_interfaces(
 
     No specs means every non-loopback IPv4 address, or loopback when there is none.
     ``adapters`` defaults to the machine's (``ifaddr.get_adapters()``).
-    Raises ``ValueError`` naming the interfaces that exist when a spec matches none of them.
+    Raises ``ConfigError`` (a ``ValueError``) naming the interfaces that exist when a spec
+    matches none of them.
     """
     known = list(ifaddr.get_adapters() if adapters is None else adapters)
     if not specs:
@@ -52,19 +55,19 @@ def _resolve_one(spec: str, adapters: Sequence[ifaddr.Adapter]) -> list[str]:
     if _is_ipv4(spec):
         if any(spec in ipv4_addresses(adapter) for adapter in adapters):
             return [spec]
-        raise ValueError(
+        raise ConfigError(
             f"no interface has the address {spec}; interfaces: {describe_interfaces(adapters)}"
         )
     for adapter in adapters:
         if spec in (adapter.name, adapter.nice_name):
             addresses = ipv4_addresses(adapter)
             if not addresses:
-                raise ValueError(
+                raise ConfigError(
                     f"interface {spec} has no IPv4 address; "
                     f"interfaces: {describe_interfaces(adapters)}"
                 )
             return addresses
-    raise ValueError(
+    raise ConfigError(
         f"no interface named {spec!r}; interfaces: {describe_interfaces(adapters)}"
     )
 
