@@ -49,6 +49,7 @@ class Message:
     sent_at: float
     seq: int = 0
     recipients: tuple[PeerInfo, ...] = ()
+    action: bool = False  # a `/me` line: "* alice waves" (``text`` is "waves")
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,8 +161,9 @@ class Room:
         """Every message this node holds for the room, in the canonical order."""
         return self._node._chat.history(self.room_id, self._state.name)
 
-    async def say(self, text: str) -> None:
-        await self._node._chat.say(self._joined(), text)
+    async def say(self, text: str, *, action: bool = False) -> None:
+        """Say ``text`` to the room; ``action``: as a ``/me`` line (``* alice waves``)."""
+        await self._node._chat.say(self._joined(), text, action)
 
     async def leave(self) -> None:
         await self._node._joining.leave(self.room_id, "left")

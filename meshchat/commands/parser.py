@@ -31,6 +31,7 @@ from .table import (
     Leave,
     List,
     Lock,
+    Me,
     Msg,
     MyColor,
     NewHost,
@@ -305,6 +306,10 @@ def _broadcast(args: _Args) -> Command:
     return Broadcast(args.text())
 
 
+def _me(args: _Args) -> Command:
+    return Me(args.text())
+
+
 def _kick(args: _Args) -> Command:
     return Kick(args.word(), args.optional_text())
 
@@ -360,6 +365,7 @@ _PARSERS: dict[str, _Parser] = {
     "version": _no_args(Version()),
     "uptime": _no_args(Uptime()),
     "broadcast": _broadcast,
+    "me": _me,
     "kick": _kick,
     "ban": _ban,
     "unban": _unban,

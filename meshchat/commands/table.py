@@ -26,6 +26,7 @@ __all__ = [
     "Leave",
     "List",
     "Lock",
+    "Me",
     "Msg",
     "MyColor",
     "NewHost",
@@ -124,6 +125,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("bell", "/bell [on|off]",
                 "ring the terminal bell on a mention of your name or a private message, or not"),
     CommandSpec("clear", "/clear", "clear the screen (the terminal interface)"),
+    CommandSpec("me", "/me TEXT", "an action line in the room: /me waves shows * alice waves"),
 )
 
 _by_key: dict[str, CommandSpec] = {}
@@ -303,6 +305,14 @@ class Uptime:
 
 
 @dataclass(frozen=True, slots=True)
+class Me:
+    """An action line in the current room (``/me waves`` → ``* alice waves``)."""
+
+    text: str
+    command: ClassVar[str] = "me"
+
+
+@dataclass(frozen=True, slots=True)
 class Broadcast:
     text: str
     command: ClassVar[str] = "broadcast"
@@ -388,7 +398,7 @@ Command = (
     Say | Help | Msg | Join | Leave | List | Rooms | Host | NewHost | NewRoomName | NewPassword
     | MyColor | Rename | Info | TestServer | SendFile | SaveChat | Ping | Version | Uptime
     | Broadcast | Kick | Ban | Unban | Banned | Users | UserCount | Lock | Unlock | Close | Whoami
-    | Quit | Accept | Decline | Files | Cancel | Bell | Clear
+    | Quit | Accept | Decline | Files | Cancel | Bell | Clear | Me
 )
 
 

@@ -44,6 +44,27 @@ BATCH_TEXT_CHARS = 48 * 1024
 BATCH_REF = b"@"  # log rows after a batch's first hold "@" + first seq instead of the blob
 
 
+ACTION_OPEN, ACTION_CLOSE = "\x01ACTION ", "\x01"  # a /me line on the wire, as IRC's CTCP
+
+
+def as_action(text: str) -> str:
+    """The wire text of the action line ``text`` (``/me waves`` → ``\\x01ACTION waves\\x01``)."""
+    return f"{ACTION_OPEN}{text}{ACTION_CLOSE}"
+
+
+def split_action(text: str) -> tuple[str, bool]:
+    """A line's wire text as (what to show, whether it is an action line)."""
+    if text.startswith(ACTION_OPEN) and text.endswith(ACTION_CLOSE) and \
+            len(text) > len(ACTION_OPEN) + len(ACTION_CLOSE):
+        return text[len(ACTION_OPEN):-len(ACTION_CLOSE)], True
+    return text, False
+
+
+def _message(room: str, sender: PeerInfo, text: str, sent_at: float, seq: int) -> Message:
+    shown, action = split_action(text)
+    return Message(room, sender, shown, False, sent_at, seq, action=action)
+
+
 def check_text(text: str, limits: Limits) -> str:
     if not text:
         raise MeshchatError("empty message")
@@ -74,8 +95,11 @@ class RoomChat:
 
     # ---------------------------------------------------------------- what we say
 
-    async def say(self, jr: JoinedRoom, text: str) -> None:
+    async def say(self, jr: JoinedRoom, text: str, action: bool = False) -> None:
         text = check_text(text, self._limits)
+        shown = text
+        if action:
+            text = check_text(as_action(text), self._limits)
         me = self._me.peer_id
         seq = max(jr.own_seq, jr.tracker.head(me)) + 1
         jr.own_seq = seq
@@ -92,7 +116,7 @@ class RoomChat:
             asyncio.get_running_loop().call_soon(self.flush, jr)
         box.add(ChatLine(now, text))
         jr.tracker.add(me, seq)
-        self._emit(Message(jr.state.name, self._me.info, text, False, now, seq))
+        self._emit(Message(jr.state.name, self._me.info, shown, False, now, seq, action=action))
         if box.full(BATCH_LINES, BATCH_TEXT_CHARS):
             self.flush(jr)
 
@@ -157,8 +181,7 @@ class RoomChat:
         jr = self._rooms.get(room_id)
         if jr is not None:
             self.flush(jr)
-        return [Message(name, self._info(row.sender, "?"), row.text, False, row.sent_at,
-                        row.seq)
+        return [_message(name, self._info(row.sender, "?"), row.text, row.sent_at, row.seq)
                 for row in self._log.all(room_id)]
 
     # ---------------------------------------------------------------- what arrives
@@ -194,8 +217,7 @@ class RoomChat:
             info = self._info(sender, "?")
             for i, line in enumerate(batch.lines):
                 if batch.first + i in taken:
-                    self._emit(Message(room, info, line.text, False, line.sent_at,
-                                       batch.first + i))
+                    self._emit(_message(room, info, line.text, line.sent_at, batch.first + i))
         self.ask(jr, taken.ask)
         return len(batch.lines) - taken.duplicates
 

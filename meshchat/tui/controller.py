@@ -284,6 +284,11 @@ class Controller:
                 await room.say(text)
                 own = Message(room.name, node.me, text, False, self._now())
                 self.emit(render.message(own, self.view()))
+            case c.Me(text=text):
+                room = self._need_room()
+                await room.say(text, action=True)
+                own = Message(room.name, node.me, text, False, self._now(), action=True)
+                self.emit(render.message(own, self.view()))
             case c.Msg(to=to, text=text):
                 refs = [self._ref(w) for w in to]
                 await node.msg(refs[0] if len(refs) == 1 else refs, text)

@@ -235,7 +235,10 @@ def message(msg: Message, view: View, *, full_date: bool = False, today: str | N
     else:
         if msg.room != view.current_room:
             line.append(("class:room", f"[{short(msg.room)}] "))
-        line += [("", "<"), _who(msg.sender, view), ("", "> ")]
+        if msg.action:
+            line += [("class:action", "* "), _who(msg.sender, view), ("", " ")]
+        else:
+            line += [("", "<"), _who(msg.sender, view), ("", "> ")]
     line.append((TEXT_STYLE, clean_lines(msg.text)))
     return line
 

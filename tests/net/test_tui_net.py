@@ -292,7 +292,7 @@ def test_input_history_survives_a_restart_without_private_lines_or_passwords(
     again.wait(r"bob> /quit *$")
 
 
-def test_tab_cycles_through_names_case_insensitively(
+def test_tab_cycles_through_names_case_insensitively_and_me_is_an_action(
     lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
 ) -> None:
     lab = lab_factory(3)
@@ -336,3 +336,11 @@ def test_tab_cycles_through_names_case_insensitively(
     wait_input("hi @Maximilian !")
     bob.keys("Enter")
     marie.wait_line(chat_re("bob", "hi @Maximilian !"))
+
+    # /me: an action line, from the terminal and from line mode, seen by both.
+    bob.type("/me waves")
+    marie.wait_line(r"^\d\d:\d\d:\d\d \* bob waves$")
+    bob.wait(r"\* bob waves")
+    maximilian.send("/me nods")
+    bob.wait(r"\* Maximilian nods")
+    marie.wait_line(r"^\d\d:\d\d:\d\d \* Maximilian nods$")

@@ -185,3 +185,22 @@ async def test_a_member_that_quits_is_shown_as_quit(mesh: Mesh) -> None:
     await bob.close()
     ev = await mesh.recorders["alice"].wait(lambda e: isinstance(e, PeerLeft))
     assert isinstance(ev, PeerLeft) and (ev.peer.name, ev.reason) == ("bob", "quit")
+
+
+async def test_an_action_line_reaches_members_and_late_joiners_as_an_action(mesh: Mesh) -> None:
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    lobby = await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    await room_b.say("waves", action=True)
+    await lobby.say("\x01ACTION is not an action unless the line is complete")
+    ev = await mesh.recorders["alice"].wait(lambda e: isinstance(e, Message) and e.action)
+    assert isinstance(ev, Message)
+    assert (ev.text, ev.sender.name, ev.room) == ("waves", "bob", "lobby")
+    await until(lambda: len(room_b.history()) == 2, what="bob holds both lines")
+
+    carol = await mesh.add("carol")
+    room_c = await carol.join("lobby")
+    await until(lambda: len(room_c.history()) == 2, what="carol got the backlog")
+    assert [(m.text, m.action) for m in room_c.history()] == [
+        ("waves", True), ("\x01ACTION is not an action unless the line is complete", False)]

@@ -28,7 +28,7 @@ def test_the_table_holds_every_command_of_the_design_once() -> None:
     seed = _seed_names()
     assert table[:len(seed)] == seed
     assert table[len(seed):] == ["accept", "decline", "files", "cancel",  # issue 7
-                                 "bell", "clear"]  # issue 11
+                                 "bell", "clear", "me"]  # issue 11
     assert len(set(table)) == len(table)
 
 
@@ -81,6 +81,7 @@ def test_host_only_flags_follow_the_issues() -> None:
     ("/version", c.Version()),
     ("/uptime", c.Uptime()),
     ("/broadcast coffee is ready", c.Broadcast("coffee is ready")),
+    ("/me waves at everyone", c.Me("waves at everyone")),
     ("/kick bob", c.Kick("bob")),
     ("/kick bob too loud", c.Kick("bob", "too loud")),
     ("/ban bob spam", c.Ban("bob", "spam")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import threading
@@ -113,6 +114,13 @@ async def test_a_chat_line_goes_to_the_room_and_is_echoed(s: Session) -> None:
     assert room.said == ["hello all"]
 
 
+async def test_me_is_an_action_line_in_the_room(s: Session) -> None:
+    room = await s.in_room()
+    assert await s("/me waves") == ["12:00:01 * alice waves"]
+    assert room.said == ["/me waves"]
+    assert await s("/me") == ["* error: usage: /me TEXT"]
+
+
 async def test_a_chat_line_outside_a_room_is_one_error_line(s: Session) -> None:
     assert await s("hello") == [
         "* error: you are not in a room (/join ROOM or /host ROOM; /rooms lists them)"
@@ -164,6 +172,8 @@ def view(current: str | None = "lobby", clash: Sequence[str] = ()) -> render.Vie
     (msg(BOB, "psst", room=None), "12:00:01 [private] <bob → you> psst"),
     (msg(BOB, "hi", room=None, to=(ALICE, CAROL)), "12:00:01 [private] <bob → you,carol> hi"),
     (msg(BOB, "two\nlines\x1b[31m"), "12:00:01 <bob> two ↵ lines\ufffd[31m"),
+    (dataclasses.replace(msg(BOB, "waves"), action=True), "12:00:01 * bob waves"),
+    (dataclasses.replace(msg(BOB, "waves", room="dev"), action=True), "12:00:01 [dev] * bob waves"),
     (PeerJoined("lobby", BOB), "* bob joined lobby"),
     (PeerLeft("lobby", BOB, "left"), "* bob left lobby"),
     (PeerLeft("lobby", BOB, "quit"), "* bob left lobby (quit)"),

@@ -93,8 +93,8 @@ class FakeRoom:
             raise NotHost("not the host")
         self.calls.append(call)
 
-    async def say(self, text: str, /) -> None:
-        self.said.append(text)
+    async def say(self, text: str, /, *, action: bool = False) -> None:
+        self.said.append(f"/me {text}" if action else text)
 
     def history(self) -> list[Message]:
         return list(self.messages)
