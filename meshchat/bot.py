@@ -389,7 +389,7 @@ class Bot:
 
     async def _on_message(self, node: Node, msg: Message) -> None:
         ctx = self._context(node, msg)
-        if msg.text.startswith(self.prefix):
+        if msg.text.startswith(self.prefix) and not msg.action:  # `/me !roll` is no command
             words = msg.text[len(self.prefix):].split()
             if words:
                 ctx.args = words[1:]

@@ -71,8 +71,10 @@ async def test_a_command_is_answered_in_the_room(mesh: Mesh,
                                                  running: tuple[Bot, Node]) -> None:
     _bot, alice = running
     room = alice.joined_rooms()[0]
+    await room.say("!roll 5d6", action=True)  # `/me !roll 5d6` is an action, not a command
     await room.say("!roll 2d6")
     await said(mesh, "alice", "alice rolled 2d6 x1")
+    assert "alice rolled 5d6 x1" not in texts(mesh, "alice")
     await room.say("!roll 3d4 2")
     await said(mesh, "alice", "alice rolled 3d4 x2")
     await room.say("!ROLL")  # command names are case-insensitive
