@@ -22,7 +22,7 @@ import pytest
 
 from .conftest import LabFactory
 from .helpers import ROOM, Chat, Hostile, all_trouble_free, chat_re, lit
-from .netlab import Host, LabError, meshchat_argv, scaled
+from .netlab import Host, Lab, LabError, meshchat_argv, scaled
 
 WIDTH, HEIGHT = 110, 30
 
@@ -172,10 +172,9 @@ def _terminal(host: Host, socket: Path, name: str, *extra: str) -> Terminal:
         "--discovery-timeout", "0", *extra))
 
 
-def test_a_typed_line_shows_once_the_status_bar_follows_the_room_and_mentions_stand_out(
-    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
-) -> None:
-    lab = lab_factory(2)
+def _alice_hosts_and_bob_joins_in_a_terminal(lab: Lab, terminals: list[Terminal],
+                                              tmp_path: Path) -> tuple[Chat, Terminal]:
+    """alice hosts ``ROOM`` in line mode; bob joins it in a terminal on the second host."""
     alice = Chat.start(lab.hosts[0], "alice", "--host", ROOM)
     alice.expect(rf"^\* hosting room {ROOM}$")
     bob = _terminal(lab.hosts[1], tmp_path / "bob.tmux", "bob")
@@ -183,6 +182,13 @@ def test_a_typed_line_shows_once_the_status_bar_follows_the_room_and_mentions_st
     bob.wait(r"you are bob")
     bob.type(f"/join {ROOM}")
     bob.wait(rf"joined {ROOM} \(host alice")
+    return alice, bob
+
+
+def test_a_typed_line_shows_once_the_status_bar_follows_the_room_and_mentions_stand_out(
+    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
+) -> None:
+    alice, bob = _alice_hosts_and_bob_joins_in_a_terminal(lab_factory(2), terminals, tmp_path)
     bob.wait(rf"^ {ROOM} │ host alice │ 2 members\s*$")
 
     bob.type("said just once")
@@ -225,14 +231,7 @@ def test_a_typed_line_shows_once_the_status_bar_follows_the_room_and_mentions_st
 def test_a_pasted_block_is_one_message_and_a_long_one_asks_first(
     lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
 ) -> None:
-    lab = lab_factory(2)
-    alice = Chat.start(lab.hosts[0], "alice", "--host", ROOM)
-    alice.expect(rf"^\* hosting room {ROOM}$")
-    bob = _terminal(lab.hosts[1], tmp_path / "bob.tmux", "bob")
-    terminals.append(bob)
-    bob.wait(r"you are bob")
-    bob.type(f"/join {ROOM}")
-    bob.wait(rf"joined {ROOM} \(host alice")
+    alice, bob = _alice_hosts_and_bob_joins_in_a_terminal(lab_factory(2), terminals, tmp_path)
 
     bob.paste("first line\nsecond line\nthird line\n")
     bob.keys("Enter")
@@ -308,16 +307,8 @@ def test_tab_cycles_through_names_case_insensitively_and_me_is_an_action(
     bob.type(f"/join {ROOM}")
     bob.wait(rf"^ {ROOM} │ host Marie │ 3 members\s*$")
 
-    def input_row() -> str:
-        rows = [r for r in bob.rows() if r.startswith(f"[{ROOM}] bob>")]
-        return rows[-1] if rows else ""
-
     def wait_input(text: str) -> None:
-        end = time.monotonic() + scaled(5.0)
-        while input_row() != f"[{ROOM}] bob> {text}":
-            assert time.monotonic() < end, f"input line {input_row()!r}, not {text!r}:\n" \
-                                           f"{bob.screen()}"
-            time.sleep(0.05)  # pacing between screen reads
+        bob.wait(rf"^\[{ROOM}\] bob> {re.escape(text)}\s*$", timeout=5.0)
 
     bob.tmux("send-keys", "-t", bob.name, "-l", "hi @ma")
     wait_input("hi @ma")
