@@ -65,7 +65,7 @@ def events() -> st.SearchStrategy[Event]:
     return st.one_of(
         st.builds(Message, room=rooms, sender=peers(), text=ANY_TEXT, private=st.booleans(),
                   sent_at=ANY_TIME, seq=st.integers(),
-                  recipients=st.lists(peers(), max_size=3).map(tuple)),
+                  recipients=st.lists(peers(), max_size=3).map(tuple), action=st.booleans()),
         st.builds(PeerJoined, room=ANY_TEXT, peer=peers()),
         st.builds(PeerLeft, room=ANY_TEXT, peer=peers(), reason=ANY_TEXT),
         st.builds(HostChanged, room=ANY_TEXT, old=st.one_of(st.none(), peers()), new=peers(),
