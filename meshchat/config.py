@@ -13,15 +13,27 @@ ROOM_SERVICE_TYPE = "_meshchat-room._tcp.local."
 class Timings:
     """Every timer of a node. Defaults suit a real LAN; tests pass smaller values.
 
-    Liveness of a peer goes alive → evasive (no heartbeat for ``peer_evasive_s``; pinged)
-    → gone (nothing for ``peer_expired_s``). A room's host is replaced after
+    Idle traffic (``meshchat.beats``): presence goes out on change and every
+    ``presence_refresh_s``; a member's heads on change and every ``heads_refresh_s``; a
+    room's host sends the room beat every ``heartbeat_interval_s`` to its members only.
+
+    Liveness of a peer goes alive → evasive (nothing heard for ``peer_evasive_s``, or its
+    connection dropped; pinged) → gone (nothing for ``peer_expired_s``, or no answer within
+    ``peer_suspect_s`` of a dropped connection). Connections are watched by ZMTP heartbeats in
+    libzmq (``ZmqTuning``), so a silent peer costs no Python work. A room's host is replaced after
     ``host_timeout_s`` of silence plus an unanswered ping of ``host_ping_timeout_s``: a laptop
     that stalls for a second answers that ping and is not replaced.
     """
 
     heartbeat_interval_s: float = 0.25
-    peer_evasive_s: float = 1.5
-    peer_expired_s: float = 4.0
+    presence_refresh_s: float = 10.0
+    heads_refresh_s: float = 10.0
+    # Refreshes stretch with the crowd: a receiver gets at most this many a second from all
+    # its peers together (``meshchat.beats``), and silence-based liveness stretches to match.
+    refresh_budget_per_s: float = 2.0
+    peer_evasive_s: float = 25.0
+    peer_expired_s: float = 35.0
+    peer_suspect_s: float = 1.0
     host_timeout_s: float = 0.9
     host_ping_timeout_s: float = 0.35
     request_timeout_s: float = 3.0
@@ -49,8 +61,12 @@ class Timings:
         """Short timers for tests on one machine."""
         return cls(
             heartbeat_interval_s=0.05,
+            presence_refresh_s=0.25,
+            heads_refresh_s=0.5,
+            refresh_budget_per_s=80.0,  # as on a real LAN: stretching starts past 20 peers
             peer_evasive_s=0.4,
             peer_expired_s=1.0,
+            peer_suspect_s=0.5,
             host_timeout_s=0.3,
             host_ping_timeout_s=0.15,
             request_timeout_s=2.0,

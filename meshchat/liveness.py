@@ -1,4 +1,8 @@
-"""Peer liveness in steps, as in ZRE: alive → evasive (pinged) → gone. Pure."""
+"""Peer liveness in steps, as in ZRE: alive → evasive (pinged) → gone. Pure.
+
+A peer is evasive after ``peer_evasive_s`` of silence, or at once when its connection
+dropped (``suspect``: the transport saw the TCP connection close, or libzmq's ZMTP
+heartbeat timed out); a suspect that is not heard within ``peer_suspect_s`` is gone."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ class Liveness(Enum):
 class _Entry:
     last_heard: float
     state: Liveness = Liveness.ALIVE
+    deadline: float | None = None  # suspect: gone unless heard by then
 
 
 class LivenessTable:
@@ -36,13 +41,29 @@ class LivenessTable:
         revived = entry.state is Liveness.GONE
         entry.last_heard = max(entry.last_heard, now)
         entry.state = Liveness.ALIVE
+        entry.deadline = None
         return revived
+
+    def suspect(self, peer: bytes, now: float) -> bool:
+        """Its connection dropped: evasive now, gone unless heard within ``peer_suspect_s``.
+        True if it was alive (ping it); a peer we do not track is left alone."""
+        entry = self._peers.get(peer)
+        if entry is None:
+            return False
+        deadline = now + self._timings.peer_suspect_s
+        if entry.deadline is None or deadline < entry.deadline:
+            entry.deadline = deadline
+        was_alive = entry.state is Liveness.ALIVE
+        entry.state = Liveness.EVASIVE
+        return was_alive
 
     def grace(self, now: float) -> None:
         """This node itself was stalled (suspended, swapping, SIGSTOP): what it did not hear
         meanwhile says nothing about the peers, so every peer counts as just heard."""
         for entry in self._peers.values():
             entry.last_heard = max(entry.last_heard, now)
+            if entry.deadline is not None:
+                entry.deadline = max(entry.deadline, now + self._timings.peer_suspect_s)
 
     def forget(self, peer: bytes) -> None:
         self._peers.pop(peer, None)
@@ -58,16 +79,19 @@ class LivenessTable:
     def is_alive(self, peer: bytes) -> bool:
         return self.state(peer) is Liveness.ALIVE
 
-    def tick(self, now: float) -> list[tuple[bytes, Liveness]]:
+    def tick(self, now: float, quiet_s: float = 0.0) -> list[tuple[bytes, Liveness]]:
         """Advance every peer; returns (peer, new state) for each change. Gone peers are
-        forgotten after being reported."""
+        forgotten after being reported. ``quiet_s`` stretches both silences (peers refresh
+        less often on a large LAN)."""
         changes: list[tuple[bytes, Liveness]] = []
+        evasive_s = self._timings.peer_evasive_s + quiet_s
+        expired_s = self._timings.peer_expired_s + quiet_s
         for peer, entry in list(self._peers.items()):
             silent = now - entry.last_heard
-            if silent >= self._timings.peer_expired_s:
+            if silent >= expired_s or (entry.deadline is not None and now >= entry.deadline):
                 changes.append((peer, Liveness.GONE))
                 del self._peers[peer]
-            elif silent >= self._timings.peer_evasive_s and entry.state is Liveness.ALIVE:
+            elif silent >= evasive_s and entry.state is Liveness.ALIVE:
                 entry.state = Liveness.EVASIVE
                 changes.append((peer, Liveness.EVASIVE))
         return changes

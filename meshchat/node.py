@@ -319,7 +319,7 @@ class Node:
         self._build(me)
         self._transport.set_link_events(LinkEvents(
             on_handshake_failure=self._peers.handshake_failed, on_refused=self._peers.refused,
-            on_disconnect=self._sessions.disconnected))
+            on_disconnect=self._connection_dropped, on_reconnect=self._peers.reconnected))
         ports = await self._transport.start(self.identity, bind, self._inbound.on_incoming)
         me.router_port, me.pub_port = ports.router_port, ports.pub_port
         for topic in (TOPIC_PRESENCE, TOPIC_BROADCAST):
@@ -351,7 +351,8 @@ class Node:
             listen_only=self._listen_only, room_states=rooms.states,
             on_gone=self._peer_gone,
             on_renamed=lambda pid, name: self._sessions.member_renamed(pid, name),
-            refused_kept_s=timings.refused_peer_kept_s)
+            refused_kept_s=timings.refused_peer_kept_s,
+            on_new=lambda: self._ticker.nudge())
         gate = Gatekeeper(Gate(limits), wire, peers.is_known, rooms.get, clock, timings, stats)
         self._chat = chat = RoomChat(me, rooms, wire, codec, log, peers.info, emit, tasks,
                                      clock, limits, timings, stats)
@@ -374,6 +375,12 @@ class Node:
                                 chat, emit, tasks, clock, stats, files=self._files.on_frame)
         self._ticker = Ticker(wire, peers, rooms, sessions, chat, log, clock, timings, stats,
                               listen_only=self._listen_only)
+
+    def _connection_dropped(self, peer: bytes) -> None:
+        if self._tasks.closed:
+            return
+        self._sessions.disconnected(peer)
+        self._peers.connection_dropped(peer)
 
     def _peer_gone(self, peer: bytes, reason: str) -> None:
         self._directory.forget_host(peer)

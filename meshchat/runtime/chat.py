@@ -131,9 +131,10 @@ class RoomChat:
         if jr.room_id in self._rooms and not self._tasks.closed:
             self._wire.publish_sealed(jr.room_id, *jr.seal_key(), Chat(blob), box.first)
 
-    def publish_heads(self, jr: JoinedRoom) -> None:
-        """Where each author's numbers stand here, so members see what they miss."""
-        heads = jr.tracker.heads()[: self._limits.max_collection_items]
+    def publish_heads(self, jr: JoinedRoom, full: bool = True) -> None:
+        """Where each author's numbers stand here, so members see what they miss; not
+        ``full``: only the state's term and version (a host's room beat with nothing new)."""
+        heads = jr.tracker.heads()[: self._limits.max_collection_items] if full else ()
         self._wire.publish_sealed(jr.room_id, *jr.seal_key(),
                                   Heads(heads, jr.state.term, jr.state.version))
 

@@ -123,6 +123,9 @@ class Joining:
         request = JoinRequest(listing.room_id, self._me.name, rid, b"", b"", merge_token)
         try:
             reply = await self._wire.request(host_id, request, rid, timeout)
+            # The host may not know our card (it refused our key until an unban, or missed
+            # our Hello): now that it answers, introduce ourselves, so it subscribes to us.
+            self._peers.introduce(host_id)
         except Timeout:
             # A host that banned us refuses our key at the transport, so it cannot say so;
             # the last state we saw of the room can.

@@ -62,7 +62,8 @@ class PeerBook:
                  listen_only: bool, room_states: Callable[[], Iterable[RoomState]],
                  on_gone: Callable[[bytes, str], None],
                  on_renamed: Callable[[bytes, str], None],
-                 refused_kept_s: float = 60.0) -> None:
+                 refused_kept_s: float = 60.0,
+                 on_new: Callable[[], None] = lambda: None) -> None:
         self._me = me
         self._wire = wire
         self._transport = transport
@@ -78,6 +79,7 @@ class PeerBook:
         self._room_states = room_states
         self._on_gone = on_gone
         self._on_renamed = on_renamed
+        self._on_new = on_new  # a peer is new to us, or back: our presence is worth sending
         self._refused: OrderedDict[bytes, float] = OrderedDict()  # peer -> when its ZAP said no
         self._refused_kept_s = refused_kept_s
         self._peers: dict[bytes, Peer] = {}
@@ -126,8 +128,30 @@ class PeerBook:
         """We were stalled ourselves: the silence meanwhile is ours, not the peers'."""
         self._liveness.grace(now)
 
-    def tick_liveness(self, now: float) -> None:
-        for peer, state in self._liveness.tick(now):
+    def connection_dropped(self, pid: bytes) -> None:
+        """The transport saw our connection to ``pid`` close (it quit or was killed) or time
+        out (ZMTP heartbeats: unplugged, frozen): a hint, answered with a ping; no answer
+        within ``peer_suspect_s`` and it is gone."""
+        if pid in self._peers and self._liveness.suspect(pid, self._clock.monotonic()):
+            self._stats["peers_suspected"] += 1
+            self._wire.send_ping(pid)
+
+    def introduce(self, pid: bytes) -> None:
+        """Say Hello to ``pid`` (it answers with the peers it knows)."""
+        if not self._listen_only:
+            self._wire.send(pid, self._me.hello())
+
+    def reconnected(self, pid: bytes) -> None:
+        """Our connection to ``pid`` is up again after it dropped: it may have given us up
+        meanwhile (a partition that healed), so say Hello and publish presence soon."""
+        if pid in self._peers and not self._listen_only:
+            self._wire.send(pid, self._me.hello())
+            self._on_new()
+
+    def tick_liveness(self, now: float, quiet_s: float = 0.0) -> None:
+        """Step liveness; ``quiet_s``: how much longer peers may now be silent between their
+        refreshes (a large LAN stretches them, ``meshchat.beats``)."""
+        for peer, state in self._liveness.tick(now, quiet_s):
             if state is Liveness.EVASIVE:
                 self._wire.send_ping(peer)
             elif state is Liveness.GONE:
@@ -249,6 +273,7 @@ class PeerBook:
                 self._wire.send(pid, self._me.hello())
             self._emit(PeerDiscovered(self.info(pid)))
             self.changed.set()
+            self._on_new()
 
     def on_hello(self, peer: bytes, hello: Hello, address: str) -> None:
         if hello.card.peer_id != peer:
@@ -285,9 +310,15 @@ class PeerBook:
                     if pid not in self._peers:
                         self._transport.disconnect_peer(pid)
 
+    def shareable(self) -> frozenset[bytes]:
+        """The live peers whose cards our heartbeat would share: when this set changes, the
+        next presence carries them (``heartbeat(include_known=True)``)."""
+        return frozenset(pid for pid, p in self._peers.items()
+                         if p.card.addresses and self._liveness.is_alive(pid))
+
     def heartbeat(self, hosted: tuple[HostedRoom, ...], include_known: bool = False
                   ) -> Heartbeat:
-        """Our heartbeat; every so often it shares the cards of the live peers we know."""
+        """Our heartbeat; when the peers we know changed, it shares their cards."""
         known: tuple[PeerCard, ...] = ()
         if include_known:
             known = tuple(p.card for pid, p in self._peers.items()

@@ -110,6 +110,11 @@ class JoinedRoom:
             epoch = self.keys.send_epoch(self.state.key_epoch)
         return epoch, self.keys[epoch]
 
+    def heads_key(self) -> tuple[object, ...]:
+        """What our heads say here: when it changes, they are worth publishing."""
+        s = self.state
+        return (s.term, s.version, self.tracker.heads())
+
     def hosted(self) -> HostedRoom:
         s = self.state
         return HostedRoom(s.room_id, s.name, len(s.members), s.locked, s.password is not None,

@@ -1,6 +1,8 @@
-"""The node's one timer: each heartbeat interval it publishes presence, steps peer liveness
-and probes, lets every room's host watch see the time, publishes heads for gap filling, and
-flushes the log. A beat that comes much later than due means this node was stalled itself.
+"""The node's one timer: each heartbeat interval it steps peer liveness and probes, lets
+every room's host watch see the time, publishes what the idle schedule (``meshchat.beats``)
+says is due — presence on change or refresh, a hosted room's beat, heads on change or
+refresh — and flushes the log. A beat that comes much later than due means this node was
+stalled itself.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+from ..beats import BeatPlan
 from ..clock import Clock
 from ..config import Timings
 from ..storage.log import MessageLog
@@ -21,7 +24,6 @@ __all__ = ["Ticker"]
 
 log = logging.getLogger("meshchat.node")
 
-SHARE_KNOWN_EVERY = 20  # every this many beats the heartbeat shares the peers we know
 LOG_FLUSH_S = 0.2
 
 
@@ -39,10 +41,18 @@ class Ticker:
         self._timings = timings
         self._stats = stats
         self._listen_only = listen_only
+        self.plan = BeatPlan(timings)
 
     def publish_heartbeat(self, include_known: bool = False) -> None:
+        """Our presence, now (a rename, a new colour, the start)."""
         hosted = tuple(jr.hosted() for jr in self._rooms.announced())
-        self._wire.publish(TOPIC_PRESENCE, self._peers.heartbeat(hosted, include_known))
+        heartbeat = self._peers.heartbeat(hosted, include_known)
+        self.plan.sent(self._clock.monotonic(), heartbeat)
+        self._wire.publish(TOPIC_PRESENCE, heartbeat)
+
+    def nudge(self) -> None:
+        """Publish presence soon: a new peer, or a connection that came back."""
+        self.plan.nudge(self._clock.monotonic())
 
     async def run(self) -> None:
         interval = self._timings.heartbeat_interval_s
@@ -59,7 +69,7 @@ class Ticker:
                 self._sessions.stalled(now)
             last_tick = now
             try:
-                self._tick(beat)
+                self._tick()
             except Exception:  # a bug must not stop the heartbeat
                 log.exception("tick failed")
                 self._stats["tick_errors"] += 1
@@ -68,15 +78,23 @@ class Ticker:
                 self._log.flush()
                 last_flush = now
 
-    def _tick(self, beat: int) -> None:
+    def _tick(self) -> None:
         now = self._clock.monotonic()
         self._peers.tick(now)
-        if not self._listen_only:
-            self.publish_heartbeat(include_known=beat % SHARE_KNOWN_EVERY == 0)
-        self._peers.tick_liveness(now)
-        timings = self._timings
-        gap_every = max(1, round(timings.gap_fill_interval_s / timings.heartbeat_interval_s))
-        for jr in list(self._rooms.values()):
-            if beat % gap_every == 0:
-                self._chat.publish_heads(jr)
+        rooms = list(self._rooms.values())
+        hosted = tuple(jr.hosted() for jr in self._rooms.announced())
+        presence = self._peers.heartbeat(hosted)
+        known = self._peers.shareable()
+        beat = self.plan.step(now, presence, known, {
+            jr.room_id: (jr.core.is_host, jr.heads_key(), len(jr.state.members))
+            for jr in rooms})
+        if beat.presence and not self._listen_only:
+            if beat.introductions:
+                presence = self._peers.heartbeat(hosted, include_known=True)
+            self._wire.publish(TOPIC_PRESENCE, presence)
+            self._stats["presence_sent"] += 1
+        self._peers.tick_liveness(now, self.plan.quiet_s(len(self._peers)))
+        for jr in rooms:
+            if jr.room_id in beat.heads:
+                self._chat.publish_heads(jr, full=jr.room_id in beat.full)
             self._sessions.watch_host(jr, now)

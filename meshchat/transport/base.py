@@ -81,12 +81,13 @@ PeerHandler = Callable[[bytes], None]
 class LinkEvents:
     """Where a transport reports trouble with the link to a peer (each optional):
     a handshake that failed because the peer does not hold its key (``on_handshake_failure``),
-    one its ZAP refused because it denies our key (``on_refused``), and a TCP connection
-    that closed (``on_disconnect``)."""
+    one its ZAP refused because it denies our key (``on_refused``), a connection that closed
+    or timed out (``on_disconnect``), and one that came back after that (``on_reconnect``)."""
 
     on_handshake_failure: PeerHandler | None = None
     on_refused: PeerHandler | None = None
     on_disconnect: PeerHandler | None = None
+    on_reconnect: PeerHandler | None = None
 
 
 class Transport(Protocol):

@@ -44,7 +44,8 @@ _monitor_ids = itertools.count()
 class Link:
     """One outgoing socket to a peer (its SUB or its DEALER) with its pump and monitor."""
 
-    __slots__ = ("endpoint", "failures", "kind", "monitor", "monitor_task", "pump", "sock", "up")
+    __slots__ = ("dropped", "endpoint", "failures", "kind", "monitor", "monitor_task", "pump",
+                 "sock", "up")
 
     def __init__(
         self, kind: int, endpoint: str, sock: zmq.Socket[Any], monitor: zmq.asyncio.Socket,
@@ -58,6 +59,7 @@ class Link:
         self.monitor_task: asyncio.Task[None] | None = None
         self.failures = 0  # failed handshakes in a row, carried over when the link is reopened
         self.up = False  # a handshake succeeded and the connection has not closed since
+        self.dropped = False  # it was up once and then closed: the next handshake is a return
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +98,7 @@ class Links:
         self.guard = guard
         self.on_handshake_failure = on_handshake_failure
         self.on_disconnect = on_disconnect
+        self.on_reconnect: HandshakeFailureHandler | None = None
         self.on_refused = on_refused
         self.peers: dict[bytes, Peer] = {}
         self.peer_of_curve: dict[str, bytes] = {}  # CURVE key (hex) -> the connected peer id
@@ -238,18 +241,25 @@ class Links:
             event, _value = struct.unpack("=HI", message[0])
             disconnected = event == zmq.EVENT_DISCONNECTED
             if disconnected and link.kind == zmq.DEALER and self.on_disconnect is not None:
-                # The peer's TCP connection closed (it quit or was killed; a stalled or
-                # unplugged peer keeps it): a hint worth a ping, not a verdict.
+                # The peer's TCP connection closed (it quit or was killed) or its ZMTP
+                # heartbeat timed out (unplugged, frozen): a hint worth a ping, not a verdict.
                 try:
                     self.on_disconnect(peer.peer_id)
                 except Exception:
                     log.exception("on_disconnect raised")
             if disconnected:
+                link.dropped = link.dropped or link.up
                 link.up = False
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 link.up = True
                 link.failures = 0
                 peer.reported = False
+                if link.dropped and link.kind == zmq.DEALER and self.on_reconnect is not None:
+                    link.dropped = False
+                    try:
+                        self.on_reconnect(peer.peer_id)
+                    except Exception:
+                        log.exception("on_reconnect raised")
             elif event & _HANDSHAKE_FAILED and self._handshake_failed(
                     peer, link, refused=event == zmq.EVENT_HANDSHAKE_FAILED_AUTH):
                 return

@@ -23,8 +23,13 @@ class ZmqTuning:
     reconnect_ivl_max_ms: int = 1000
     connect_timeout_ms: int = 2000
     handshake_ivl_ms: int = 5000
+    # ZMTP heartbeats (libzmq's I/O thread, no Python work): a connection that carries
+    # nothing for heartbeat_timeout_ms is dropped and redialled, which the DEALER's monitor
+    # reports as a hint that the peer may be gone (``Timings.peer_suspect_s``). TTL: the peer
+    # drops its side of the connection too when we fall silent that long.
     heartbeat_ivl_ms: int = 1000
-    heartbeat_timeout_ms: int = 5000
+    heartbeat_timeout_ms: int = 3000
+    heartbeat_ttl_ms: int = 3000
     tcp_keepalive_idle_s: int = 10
     tcp_keepalive_intvl_s: int = 3
     tcp_keepalive_cnt: int = 3
@@ -59,7 +64,7 @@ class Sockets:
         self._open: set[zmq.Socket[Any]] = set()
 
     def make(self, kind: int) -> zmq.Socket[Any]:
-        """A socket with our CURVE keys, frame limit, high-water marks, keepalive, heartbeats."""
+        """A socket with our CURVE keys, frame limit, high-water marks and keepalive."""
         sock: zmq.Socket[Any] = zmq.Socket(self.ctx, kind)
         self._open.add(sock)
         tuning = self._tuning
@@ -73,8 +78,6 @@ class Sockets:
             (zmq.TCP_KEEPALIVE_INTVL, tuning.tcp_keepalive_intvl_s),
             (zmq.TCP_KEEPALIVE_CNT, tuning.tcp_keepalive_cnt),
             (zmq.HANDSHAKE_IVL, tuning.handshake_ivl_ms),
-            (zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms),
-            (zmq.HEARTBEAT_TIMEOUT, tuning.heartbeat_timeout_ms),
         ):
             sock.setsockopt(option, value)
         sock.setsockopt(zmq.CURVE_PUBLICKEY, self._identity.curve_public)
@@ -100,6 +103,11 @@ class Sockets:
         sock.setsockopt(zmq.RECONNECT_IVL, tuning.reconnect_ivl_ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, tuning.reconnect_ivl_max_ms)
         sock.setsockopt(zmq.CONNECT_TIMEOUT, tuning.connect_timeout_ms)
+        # Only the dialling side pings: its TTL tells our peer's PUB or ROUTER to drop the
+        # connection when we fall silent, so one PING a second watches each connection.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, tuning.heartbeat_timeout_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, tuning.heartbeat_ttl_ms)
         if ipv6:
             sock.setsockopt(zmq.IPV6, 1)
         return sock

@@ -79,7 +79,8 @@ class ZmqTransport:
     """The real transport (see the module docstring); implements ``base.Transport``.
 
     ``on_disconnect(peer_id)`` is called when the TCP connection of our DEALER to a peer
-    closes (libzmq reconnects by itself).
+    closes, or its ZMTP heartbeat times out (libzmq reconnects by itself);
+    ``on_reconnect(peer_id)`` when that DEALER's handshake succeeds again afterwards.
 
     ``on_handshake_failure(peer_id)`` is called when a handshake of our SUB or DEALER to that
     peer fails (the key at that address is not the peer's — an impostor, a reused port — or
@@ -243,6 +244,7 @@ class ZmqTransport:
         links.on_handshake_failure = links.on_handshake_failure or events.on_handshake_failure
         links.on_refused = links.on_refused or events.on_refused
         links.on_disconnect = links.on_disconnect or events.on_disconnect
+        links.on_reconnect = links.on_reconnect or events.on_reconnect
 
     def allow(self, peer_id: bytes) -> None:
         """Undo ``deny``; connections are not reopened here (call ``connect_peer``)."""

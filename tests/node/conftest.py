@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from meshchat import Node, Timings
+from meshchat import Limits, Node, Timings
 from meshchat.discovery.memory import MemoryDiscovery, MemoryDiscoveryHub
 from meshchat.events import Event
 from meshchat.transport.memory import MemoryNetwork, MemoryTransport
@@ -69,10 +69,11 @@ class Mesh:
         self.transports: dict[str, MemoryTransport] = {}
 
     async def add(self, name: str, *, clock: Callable[[], float] = time.time,
-                  timings: Timings | None = None) -> Node:
-        transport = MemoryTransport(self.network)
+                  timings: Timings | None = None, limits: Limits | None = None) -> Node:
+        transport = MemoryTransport(self.network, limits or Limits())
         node = Node(name, data_dir=self.tmp / name / str(len(self.nodes)),
-                    timings=timings or Timings.fast(), loopback_only=True,
+                    timings=timings or Timings.fast(), limits=limits or Limits(),
+                    loopback_only=True,
                     transport=transport, discovery=MemoryDiscovery(self.hub), clock=clock)
         await node.start()
         self.nodes.append(node)

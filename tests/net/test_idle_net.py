@@ -1,0 +1,71 @@
+"""Quiet peers are not gone (issue 9), with the real LAN's timers, in the namespace lab.
+
+With the default timings a member refreshes its presence only every 10 s, and silence makes a
+peer gone only after 35 s. Liveness comes from the connections instead: ZMTP heartbeats in
+libzmq drop a connection that carries nothing for 3 s, and a dropped connection makes its peer
+suspect (pinged; gone after 1 s with no answer). So a member that is killed, frozen or unplugged
+is still seen gone within seconds. A member that is merely quiet is never seen gone.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .conftest import LabFactory
+from .helpers import ROOM, all_trouble_free, chat_re, open_room
+
+KILLED_WITHIN_S = 4.0  # TCP closes at once: the suspect's ping goes unanswered for 1 s
+SILENT_WITHIN_S = 9.0  # ZMTP timeout 3 s + suspect 1 s, on two loaded shared cores
+
+
+def test_a_quiet_room_stays_whole_for_longer_than_the_refresh(lab_factory: LabFactory) -> None:
+    lab = lab_factory(3)
+    alice, bob, carol = open_room(lab.hosts, ["alice", "bob", "carol"], fast=False)
+    quiet_from = alice.mark()
+    # Past a presence refresh (10 s), and three times 0.1.0's silence limit (4 s), nobody
+    # says anything; then everyone still hears everyone.
+    deadline = time.monotonic() + 12.0
+    while time.monotonic() < deadline:
+        alice.send("/version")
+        alice.expect(r"meshchat \d")
+        time.sleep(1.0)
+    assert not [line for line in alice.lines_since(quiet_from)
+                if "vanished" in line or "left" in line], alice.lines_since(quiet_from)
+    carol.say("still here after the quiet")
+    alice.wait_line(chat_re("carol", "still here after the quiet"))
+    bob.wait_line(chat_re("carol", "still here after the quiet"))
+    all_trouble_free(alice, bob, carol)
+
+
+@pytest.mark.parametrize("fault", ["kill -9", "SIGSTOP", "link down"])
+def test_a_member_that_dies_freezes_or_is_unplugged_is_seen_gone_within_seconds(
+        lab_factory: LabFactory, fault: str) -> None:
+    lab = lab_factory(3)
+    alice, bob, carol = open_room(lab.hosts, ["alice", "bob", "carol"], fast=False)
+    carol.say("carol was here")
+    alice.wait_line(chat_re("carol", "carol was here"))
+    bob.wait_line(chat_re("carol", "carol was here"))
+    started = time.monotonic()
+    if fault == "kill -9":
+        carol.kill()
+    elif fault == "SIGSTOP":
+        carol.stop()
+    else:
+        lab.hosts[2].link_down()
+    limit = KILLED_WITHIN_S if fault == "kill -9" else SILENT_WITHIN_S
+    try:
+        alice.expect(rf"^\* carol left {ROOM} \(vanished\)$", timeout=limit)
+        took = time.monotonic() - started
+        bob.wait_line(rf"^\* carol left {ROOM} \(vanished\)$", timeout=limit)
+    finally:
+        if fault == "SIGSTOP":
+            carol.cont()
+    assert took < limit
+    # Far sooner than silence alone would have said it (35 s with these timers).
+    bob.say("carol is gone")
+    alice.wait_line(chat_re("bob", "carol is gone"))
+    alice.send("/list")
+    alice.expect(rf"^\* members of {ROOM} \(2\): alice \(host, you\), bob$")
+    all_trouble_free(alice, bob)
