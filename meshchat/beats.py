@@ -4,8 +4,8 @@ Idle traffic must not grow with the LAN (issue 9). So each beat (``heartbeat_int
 
 - **presence** (the heartbeat on the presence topic, to every node) goes out only when what it
   says changed (name, colour, the rooms we host and their metadata) or when the slow refresh
-  is due (``presence_refresh_s``). A new peer, or a connection that came back, asks for one
-  early (``nudge``), and once more ``NUDGE_AGAIN_S`` later, since the peer's subscription to
+  is due (``presence_refresh_s``). A new peer, or a connection that came back, asks a node
+  that hosts rooms for one early (``nudge``), and once more ``NUDGE_AGAIN_S`` later, since the peer's subscription to
   us may come up a moment after it: that is how a newcomer and a healed partition learn our
   rooms. The cards
   of the peers we know ride along only when that set changed (``introductions``).

@@ -51,8 +51,11 @@ class Ticker:
         self._wire.publish(TOPIC_PRESENCE, heartbeat)
 
     def nudge(self) -> None:
-        """Publish presence soon: a new peer, or a connection that came back."""
-        self.plan.nudge(self._clock.monotonic())
+        """Publish presence soon: a new peer, or a connection that came back. Only the rooms
+        we host make that worth it (a newcomer's Hello exchange already gave it our card):
+        so a node joining a LAN of N costs each host two frames to all, not N² frames."""
+        if self._rooms.announced():
+            self.plan.nudge(self._clock.monotonic())
 
     async def run(self) -> None:
         interval = self._timings.heartbeat_interval_s
