@@ -142,11 +142,15 @@ class PeerBook:
             self._wire.send(pid, self._me.hello())
 
     def reconnected(self, pid: bytes) -> None:
-        """Our connection to ``pid`` is up again after it dropped: it may have given us up
-        meanwhile (a partition that healed), so say Hello and publish presence soon."""
-        if pid in self._peers and not self._listen_only:
-            self._wire.send(pid, self._me.hello())
-            self._on_new()
+        """Our connection to ``pid`` is up again after it dropped: a partition healed. Either
+        side may have given the other up meanwhile (a vanished peer keeps its links), so say
+        Hello: its answer brings it back here, ours brings us back there; and publish
+        presence soon (a host: its rooms, so a split room merges)."""
+        if self._listen_only:
+            return
+        self._stats["peers_reconnected"] += 1
+        self._wire.send(pid, self._me.hello())
+        self._on_new()
 
     def tick_liveness(self, now: float, quiet_s: float = 0.0) -> None:
         """Step liveness; ``quiet_s``: how much longer peers may now be silent between their

@@ -14,10 +14,11 @@ import time
 import pytest
 
 from .conftest import LabFactory
-from .helpers import ROOM, all_trouble_free, chat_re, open_room
+from .helpers import ROOM, all_trouble_free, chat_re, open_room, wait_same
 
 KILLED_WITHIN_S = 4.0  # TCP closes at once: the suspect's ping goes unanswered for 1 s
 SILENT_WITHIN_S = 9.0  # ZMTP timeout 3 s + suspect 1 s, on two loaded shared cores
+HEAL_S = 2.0 + 1.5  # issue 10's 2 s, a redial (at most 1 s apart), and the /info probes
 
 
 def test_a_quiet_room_stays_whole_for_longer_than_the_refresh(lab_factory: LabFactory) -> None:
@@ -78,3 +79,29 @@ def test_a_member_that_dies_freezes_or_is_unplugged_is_seen_gone_within_seconds(
     alice.send("/list")
     alice.expect(rf"^\* members of {ROOM} \(2\): alice \(host, you\), bob$")
     all_trouble_free(alice, bob)
+
+
+@pytest.mark.parametrize("length", [2.0, 6.0])  # shorter, and longer, than ZMTP's 3 s + 1 s
+def test_a_cut_between_switches_heals_with_the_real_lans_timers(
+        lab_factory: LabFactory, length: float) -> None:
+    lab = lab_factory(4)
+    names = ["alice", "bob", "carol", "dave"]
+    everyone = open_room(lab.hosts, names, fast=False)
+    h = lab.hosts
+    lab.split([h[0], h[1]], [h[2], h[3]])
+    cut = time.monotonic()
+    everyone[3].say("dave during the cut")
+    everyone[1].say("bob during the cut")
+    time.sleep(max(0.0, length - (time.monotonic() - cut)))
+    lab.heal()
+    healed = time.monotonic()
+    host, members = wait_same(everyone, "one room after the heal", lambda c: c.room_view(),
+                              until=lambda view: len(view[1]) == 4, timeout=HEAL_S)
+    took = time.monotonic() - healed
+    print(f"{length:.0f} s cut: one room hosted by {host} {took:.2f} s after the heal")
+    for chat in everyone:
+        chat.wait_texts(["dave during the cut", "bob during the cut"], timeout=5)
+    everyone[2].say("after the heal")
+    for chat in everyone[:2] + everyone[3:]:
+        chat.wait_line(chat_re("carol", "after the heal"))
+    all_trouble_free(*everyone)
