@@ -5,10 +5,10 @@ Idle traffic must not grow with the LAN (issue 9). So each beat (``heartbeat_int
 - **presence** (the heartbeat on the presence topic, to every node) goes out only when what it
   says changed (name, colour, the rooms we host and their metadata) or when the slow refresh
   is due (``presence_refresh_s``). A new peer, or a connection that came back, asks a node
-  that hosts rooms for one early (``nudge``), and once more ``NUDGE_AGAIN_S`` later, since the peer's subscription to
-  us may come up a moment after it: that is how a newcomer and a healed partition learn our
-  rooms. The cards
-  of the peers we know ride along only when that set changed (``introductions``).
+  that hosts rooms for one early (``nudge``), and once more ``NUDGE_AGAIN_S`` later, since
+  the peer's subscription to us may come up a moment after it: that is how a newcomer and a
+  healed partition learn our rooms. The cards of the peers we know ride along only when
+  that set changed (``introductions``).
 - **a room's host** publishes the room beat (``Heads`` on the room's topic: its heads and the
   state's term and version) every beat. That is the only frequent frame, it reaches only the
   room's members, and it is what failover needs: members time the host out on it.

@@ -95,7 +95,7 @@ def test_a_cut_between_switches_heals_with_the_real_lans_timers(
     time.sleep(max(0.0, length - (time.monotonic() - cut)))
     lab.heal()
     healed = time.monotonic()
-    host, members = wait_same(everyone, "one room after the heal", lambda c: c.room_view(),
+    host, _members = wait_same(everyone, "one room after the heal", lambda c: c.room_view(),
                               until=lambda view: len(view[1]) == 4, timeout=HEAL_S)
     took = time.monotonic() - healed
     print(f"{length:.0f} s cut: one room hosted by {host} {took:.2f} s after the heal")
