@@ -31,12 +31,13 @@ after ``/send file NAME`` (``complete_path``), and peer/room ``names`` elsewhere
 from __future__ import annotations
 
 from .completion import complete, fragment
-from .names import COLOR_NAMES, normalize_color, validate_name
+from .names import COLOR_NAMES, clean_away, normalize_color, validate_name
 from .names import MAX_NAME_CHARS as MAX_NAME_CHARS  # not in __all__, but tui.render uses it
 from .parser import BadArguments, UnknownCommand, parse
 from .table import (
     COMMANDS,
     Accept,
+    Away,
     Ban,
     Banned,
     Bell,
@@ -87,6 +88,7 @@ __all__ = [
     "COLOR_NAMES",
     "COMMANDS",
     "Accept",
+    "Away",
     "BadArguments",
     "Ban",
     "Banned",
@@ -129,6 +131,7 @@ __all__ = [
     "Users",
     "Version",
     "Whoami",
+    "clean_away",
     "complete",
     "fragment",
     "help_for",
