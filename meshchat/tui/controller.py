@@ -207,7 +207,8 @@ class Controller:
         line = render.event(ev, self.view())
         if line is None:
             return
-        if isinstance(ev, Message) and ev.sender.fingerprint != self.node.fingerprint:
+        if isinstance(ev, Message) and ev.sender.fingerprint != self.node.fingerprint \
+                and not ev.auto:  # an away reply answers what I just sent: no bell
             mentioned = not ev.private and render.mentions(ev.text, self.node.name)
             if mentioned:
                 line = render.highlight(line)
@@ -352,6 +353,13 @@ class Controller:
                     if inspect.isawaitable(result):
                         await result
                     self.say(f"your colour is now {color}")
+            case c.Away(text=text):
+                result = node.set_away(text)
+                if inspect.isawaitable(result):
+                    await result
+                away = node.me.away
+                self.say(f"you are away: {away} (a private message to you gets this back;"
+                         " /away alone: back)" if away is not None else "you are back")
             case c.Rename(name=new_name):
                 await node.rename(new_name)
                 self.say(f"you are now known as {new_name}")

@@ -64,6 +64,8 @@ class Tracker:
         match ev:
             case Message(sender=sender) if sender.fingerprint == self._me:
                 return
+            case Message(auto=True):
+                return  # an away reply to what I sent: nothing unread
             case Message(private=True) | Message(room=None):
                 self.private_unread += 1
             case Message(room=str() as room) if room != current_room and room in joined:
