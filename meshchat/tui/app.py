@@ -273,7 +273,12 @@ class ChatApp:
             line: str = await self.session.prompt_async(self._message, handle_sigint=False)
         except (EOFError, KeyboardInterrupt):
             return None
-        self.tracker.read()
+        room = self.controller.room
+        try:
+            current = room.name if room is not None else None
+        except MeshchatError:
+            current = None
+        self.tracker.read(current, private=status.typed_into(line) == "private")
         return line
 
     async def run(self, options: StartOptions, stop: asyncio.Event | None = None) -> None:
