@@ -426,8 +426,10 @@ class Controller:
             case c.Bell(on=on):
                 if on is not None:
                     self.bell = on
+                where = "" if self._alert is not None else \
+                    "; the output is not a terminal here, so nothing rings"
                 self.say(f"the bell is {'on' if self.bell else 'off'}"
-                         " (it rings on a mention of your name or a private message)")
+                         f" (it rings on a mention of your name or a private message{where})")
             case c.Clear():
                 if self._clear is None:
                     raise _Refused("/clear clears the screen of the terminal interface only")
