@@ -20,6 +20,7 @@ from pathlib import Path
 from .admission import Admission
 from .authority import Gate
 from .clock import Clock, as_clock
+from .commands import clean_away
 from .config import Limits, Timings
 from .discovery.base import Discovery, DiscoveryHandlers
 from .discovery.interfaces import resolve_interfaces
@@ -530,9 +531,10 @@ class Node:
         """Away with ``text`` (shown to others; a private message to this node gets it back,
         once a minute per sender), or back with None or a blank text. Control characters
         and runs of white space become one space; at most ``Limits.max_away_chars``."""
-        if text is not None and len(text.strip()) > self.limits.max_away_chars:
-            raise MeshchatError(f"an away text is at most {self.limits.max_away_chars}"
-                                " characters")
+        most = self.limits.max_away_chars
+        cleaned = clean_away(text, most + 1)  # one more than allowed: too long, or not
+        if cleaned is not None and len(cleaned) > most:
+            raise MeshchatError(f"an away text is at most {most} characters")
         if not self._away.set(text):
             return
         self._ticker.publish_heartbeat()  # others see it now, not at the next beat

@@ -75,6 +75,8 @@ async def test_set_away_refuses_a_text_past_the_limit(mesh: Mesh) -> None:
     assert alice.away is None
     alice.set_away("y" * 200)
     assert alice.away == "y" * 200
+    alice.set_away("a    " * 50)  # 250 typed, 99 once the runs of spaces are one
+    assert alice.away == " ".join(["a"] * 50)
 
 
 async def test_a_private_message_to_an_away_peer_gets_one_auto_reply_per_interval(
