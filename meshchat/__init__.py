@@ -30,6 +30,7 @@ from .errors import (
     TransferNotFound,
 )
 from .events import (
+    AwayChanged,
     BroadcastReceived,
     Event,
     FileOffered,
@@ -76,6 +77,7 @@ def log_dir(data_dir: Path | None = None) -> Path:
 __all__ = [
     "PROTOCOL_VERSION",
     "AmbiguousName",
+    "AwayChanged",
     "BanInfo",
     "Bot",
     "BroadcastReceived",

@@ -55,6 +55,9 @@ class Timings:
     file_retry_s: float = 2.0
     file_stall_s: float = 5.0
     file_tick_s: float = 0.25
+    # /away (issue 11): a private message to an away node gets the away text back at most
+    # once per sender in this long.
+    away_reply_interval_s: float = 60.0
 
     @classmethod
     def fast(cls) -> Timings:
@@ -178,3 +181,7 @@ class Limits:
     max_transfers: int = 1024  # transfers remembered in all (finished ones go first)
     max_transfer_bytes: int = 1 << 44  # 16 TiB: what one offer may claim
     max_offer_files: int = 1000  # files in one offer (a folder)
+    # /away (issue 11): the away text a peer shows (a longer one from the network drops the
+    # frame), and the senders remembered for the one-auto-reply-per-interval rule.
+    max_away_chars: int = 200
+    max_away_replies: int = 1024

@@ -18,6 +18,7 @@ class PeerInfo:
     addresses: tuple[str, ...] = ()
     peer_id: bytes = field(default=b"", repr=False)
     color: str = ""
+    away: str | None = None  # the peer's /away text; None: here
 
     @property
     def label(self) -> str:
@@ -50,6 +51,7 @@ class Message:
     seq: int = 0
     recipients: tuple[PeerInfo, ...] = ()
     action: bool = False  # a `/me` line: "* alice waves" (``text`` is "waves")
+    auto: bool = False  # private: the sender's automatic away reply (``text`` is its away text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,14 @@ class Renamed:
     peer: PeerInfo
     old: str
     new: str
+
+
+@dataclass(frozen=True, slots=True)
+class AwayChanged:
+    """A peer (or this node) went away (``away``: its text) or came back (``away`` None)."""
+
+    peer: PeerInfo
+    away: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +191,6 @@ class TransferFailed:
 
 Event = (
     Message | PeerJoined | PeerLeft | HostChanged | MemberRemoved | RoomClosed | RoomRenamed
-    | Renamed | PeerDiscovered | PeerGone | BroadcastReceived | Notice
+    | Renamed | AwayChanged | PeerDiscovered | PeerGone | BroadcastReceived | Notice
     | FileOffered | TransferProgress | TransferDone | TransferFailed
 )

@@ -20,18 +20,29 @@ from pathlib import Path
 from .admission import Admission
 from .authority import Gate
 from .clock import Clock, as_clock
+from .commands import clean_away
 from .config import Limits, Timings
 from .discovery.base import Discovery, DiscoveryHandlers
 from .discovery.interfaces import resolve_interfaces
 from .discovery.static import CardServer
 from .errors import MeshchatError, NotInRoom, PeerNotFound
-from .events import BroadcastReceived, Event, Message, PeerInfo, Renamed, RoomInfo, Transfer
+from .events import (
+    AwayChanged,
+    BroadcastReceived,
+    Event,
+    Message,
+    PeerInfo,
+    Renamed,
+    RoomInfo,
+    Transfer,
+)
 from .fdlimit import raise_fd_limit
 from .identity import Identity, fingerprint_of
 from .liveness import LivenessTable
 from .peertable import PeerTable
 from .protocol.codec import Codec
 from .protocol.messages import Broadcast, Bye, Private, RoomState
+from .runtime.away import AwayResponder
 from .runtime.chat import RoomChat, check_text
 from .runtime.directory import Directory, make_discovery
 from .runtime.emitter import Emitter
@@ -371,8 +382,10 @@ class Node:
                                 self._random_bytes)
         self._files = Files(self.data_dir, wire, peers, emit, tasks, clock, limits, timings,
                             stats, self._random_bytes, store=self._transfer_store)
+        self._away = AwayResponder(me, wire, clock, limits, timings, stats)
         self._inbound = Inbound(self.peer_id, wire, gate, peers, directory, rooms, sessions,
-                                chat, emit, tasks, clock, stats, files=self._files.on_frame)
+                                chat, emit, tasks, clock, stats, files=self._files.on_frame,
+                                away=self._away.on_private)
         self._ticker = Ticker(wire, peers, rooms, sessions, chat, log, clock, timings, stats,
                               listen_only=self._listen_only)
 
@@ -515,6 +528,24 @@ class Node:
     def set_color(self, color: str) -> None:
         self._me.set_color(color)
         self._ticker.publish_heartbeat()
+
+    @property
+    def away(self) -> str | None:
+        """This node's away text (``/away``), or None when here."""
+        return self._me.away
+
+    def set_away(self, text: str | None) -> None:
+        """Away with ``text`` (shown to others; a private message to this node gets it back,
+        once a minute per sender), or back with None or a blank text. Control characters
+        and runs of white space become one space; at most ``Limits.max_away_chars``."""
+        most = self.limits.max_away_chars
+        cleaned = clean_away(text, most + 1)  # one more than allowed: too long, or not
+        if cleaned is not None and len(cleaned) > most:
+            raise MeshchatError(f"an away text is at most {most} characters")
+        if not self._away.set(text):
+            return
+        self._ticker.publish_heartbeat()  # others see it now, not at the next beat
+        self._events.emit(AwayChanged(self.me, self._me.away))
 
     @property
     def former_names(self) -> list[str]:

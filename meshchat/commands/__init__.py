@@ -25,18 +25,21 @@ Completion: ``complete(line_before_cursor, names)`` returns candidates that each
 ``fragment(line_before_cursor)`` (the text after the last space or comma): command names for
 the first word, sub-commands after ``/new``, ``/test``, ``/send``, ``/save``, colours after
 ``/myColor``, command names after ``/help``, ``@names`` anywhere in a line, local paths
-after ``/send file NAME`` (``complete_path``), and peer/room ``names`` elsewhere.
+after ``/send file NAME`` (``complete_path``), and peer/room ``names`` elsewhere. Only the
+paths read the disk (``wants_path(line_before_cursor)`` says when); that reading is bounded
+(entries read, time) and the terminal interface does it off its event loop.
 """
 
 from __future__ import annotations
 
-from .completion import complete, fragment
-from .names import COLOR_NAMES, normalize_color, validate_name
+from .completion import complete, complete_path, fragment, wants_path
+from .names import COLOR_NAMES, clean_away, normalize_color, validate_name
 from .names import MAX_NAME_CHARS as MAX_NAME_CHARS  # not in __all__, but tui.render uses it
 from .parser import BadArguments, UnknownCommand, parse
 from .table import (
     COMMANDS,
     Accept,
+    Away,
     Ban,
     Banned,
     Bell,
@@ -87,6 +90,7 @@ __all__ = [
     "COLOR_NAMES",
     "COMMANDS",
     "Accept",
+    "Away",
     "BadArguments",
     "Ban",
     "Banned",
@@ -129,7 +133,9 @@ __all__ = [
     "Users",
     "Version",
     "Whoami",
+    "clean_away",
     "complete",
+    "complete_path",
     "fragment",
     "help_for",
     "help_table_markdown",
@@ -138,4 +144,5 @@ __all__ = [
     "parse",
     "spec_for",
     "validate_name",
+    "wants_path",
 ]

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 
 from .names import COLOR_NAMES
 from .table import BY_KEY, COMMANDS, GROUPS, is_command_word
 
-__all__ = ["complete", "complete_path", "fragment"]
+__all__ = ["complete", "complete_path", "fragment", "wants_path"]
 
 MAX_PATH_CANDIDATES = 200  # a huge directory offers its first entries, not all of them
+MAX_PATH_SCANNED = 20_000  # ... and is read this far at most, matching or not
+PATH_BUDGET_S = 0.2  # ... for this long at most (the interface also runs it off the loop)
 
 _SEPARATORS = re.compile(r"[\s,]")
 _NO_COMPLETION = frozenset({
@@ -40,7 +44,7 @@ def complete(line_before_cursor: str, names: list[str]) -> list[str]:
     """Completions that replace ``fragment(line_before_cursor)``; see ``meshchat.commands``."""
     line = line_before_cursor
     frag = fragment(line)
-    if frag.startswith("@") and not _at_path_argument(line):
+    if frag.startswith("@") and not wants_path(line):
         return ["@" + n for n in _match(frag[1:], names)]  # a mention, anywhere in the line
     if not line.startswith("/") or (line.startswith("//") and not _command_prefix_ok(line)):
         return _match(frag, names) if frag else []
@@ -63,7 +67,7 @@ def complete(line_before_cursor: str, names: list[str]) -> list[str]:
         return _match(frag, COLOR_NAMES)
     if spec.name == "help":
         return _match(frag, [s.name for s in COMMANDS])
-    if spec.name == "send file" and _at_path_argument(line):
+    if spec.name == "send file" and wants_path(line):
         return complete_path(frag)
     return _match(frag, names)
 
@@ -76,19 +80,26 @@ def _command_prefix_ok(line: str) -> bool:
     return is_command_word(word)
 
 
-def _at_path_argument(line: str) -> bool:
-    """Whether the cursor is on the PATH of ``/send file NAME PATH``."""
+def wants_path(line: str) -> bool:
+    """Whether the cursor (at the end of ``line``) is on the PATH of ``/send file NAME PATH``:
+    where ``complete`` reads the disk."""
     words = line.split()
     if len(words) < 2 or words[0].lower() != "/send" or words[1].lower() != "file":
         return False
     return len(words) - (0 if line[-1].isspace() else 1) >= 3
 
 
-def complete_path(prefix: str) -> list[str]:
+def complete_path(prefix: str, *, max_scanned: int = MAX_PATH_SCANNED,
+                  budget_s: float = PATH_BUDGET_S,
+                  clock: Callable[[], float] = time.monotonic) -> list[str]:
     """Local paths that start with ``prefix`` (``~`` expanded; directories end with ``/``).
 
     Hidden entries are offered only when the prefix's last part starts with a dot. An
-    unreadable or missing directory offers nothing."""
+    unreadable or missing directory offers nothing. The work is bounded: at most
+    ``MAX_PATH_CANDIDATES`` found, ``max_scanned`` entries read and ``budget_s`` seconds spent
+    (then what was found so far). A call blocked inside the OS (a hung network mount) is not
+    bounded by that: the terminal interface runs this in a thread of its own."""
+    deadline = clock() + budget_s
     expanded = os.path.expanduser(prefix) if prefix.startswith("~") else prefix
     head, _, tail = expanded.rpartition("/")
     folder = (head or "/") if "/" in expanded else "."
@@ -96,7 +107,9 @@ def complete_path(prefix: str) -> list[str]:
     found: list[str] = []
     try:
         with os.scandir(folder) as entries:
-            for entry in entries:
+            for scanned, entry in enumerate(entries, 1):
+                if scanned > max_scanned or (scanned % 256 == 0 and clock() > deadline):
+                    break
                 if not entry.name.lower().startswith(tail.lower()):
                     continue
                 if entry.name.startswith(".") and not tail.startswith("."):

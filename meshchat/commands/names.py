@@ -1,10 +1,11 @@
-"""Colours and peer names: the colour table, its normalisation, and what a name may be."""
+"""Colours and peer names: the colour table, its normalisation, what a name may be, and the
+away text (``/away``) as it is shown."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["COLOR_NAMES", "MAX_NAME_CHARS", "normalize_color", "validate_name"]
+__all__ = ["COLOR_NAMES", "MAX_NAME_CHARS", "clean_away", "normalize_color", "validate_name"]
 
 COLOR_NAMES: tuple[str, ...] = (
     "red", "green", "yellow", "blue", "magenta", "cyan", "white", "gray",
@@ -56,3 +57,14 @@ def validate_name(name: str) -> str | None:
     if name.startswith("/"):
         return "a name cannot start with /"
     return None
+
+
+def clean_away(text: str | None, max_chars: int) -> str | None:
+    """An away text as it is kept and shown: one line, no control or format characters (each
+    run of them and of white space is one space), at most ``max_chars``; None when nothing is
+    left (here, not away)."""
+    if text is None:
+        return None
+    kept = "".join(c if c.isprintable() else " " for c in text[: 4 * max_chars])
+    out = " ".join(kept.split())[:max_chars].rstrip()
+    return out or None

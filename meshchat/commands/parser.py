@@ -12,6 +12,7 @@ from .table import (
     COMMANDS,
     GROUPS,
     Accept,
+    Away,
     Ban,
     Banned,
     Bell,
@@ -330,6 +331,10 @@ def _close(args: _Args) -> Command:
     return Close(room)
 
 
+def _away(args: _Args) -> Command:
+    return Away(args.optional_text())
+
+
 def _bell(args: _Args) -> Command:
     word = args.optional_word()
     args.done()
@@ -379,5 +384,6 @@ _PARSERS: dict[str, _Parser] = {
     "quit": _no_args(Quit()),
     "bell": _bell,
     "clear": _no_args(Clear()),
+    "away": _away,
 }
 assert set(_PARSERS) == {s.name for s in COMMANDS}

@@ -10,6 +10,7 @@ __all__ = [
     "BY_KEY",
     "COMMANDS",
     "GROUPS",
+    "Away",
     "Ban",
     "Banned",
     "Bell",
@@ -126,6 +127,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 "ring the terminal bell on a mention of your name or a private message, or not"),
     CommandSpec("clear", "/clear", "clear the screen (the terminal interface)"),
     CommandSpec("me", "/me TEXT", "an action line in the room: /me waves shows * alice waves"),
+    CommandSpec("away", "/away [TEXT]",
+                "show others you are away (in /list and /info; a private message to you gets"
+                " TEXT back); without TEXT: back"),
 )
 
 _by_key: dict[str, CommandSpec] = {}
@@ -394,11 +398,19 @@ class Clear:
     command: ClassVar[str] = "clear"
 
 
+@dataclass(frozen=True, slots=True)
+class Away:
+    """``text`` None: back."""
+
+    text: str | None = None
+    command: ClassVar[str] = "away"
+
+
 Command = (
     Say | Help | Msg | Join | Leave | List | Rooms | Host | NewHost | NewRoomName | NewPassword
     | MyColor | Rename | Info | TestServer | SendFile | SaveChat | Ping | Version | Uptime
     | Broadcast | Kick | Ban | Unban | Banned | Users | UserCount | Lock | Unlock | Close | Whoami
-    | Quit | Accept | Decline | Files | Cancel | Bell | Clear | Me
+    | Quit | Accept | Decline | Files | Cancel | Bell | Clear | Me | Away
 )
 
 

@@ -7,8 +7,9 @@ Every frame holds one **envelope**, a msgpack array (details and field rules: do
 ``version`` is ``PROTOCOL_VERSION``; ``sender`` the 32-byte peer id; ``seq`` counts per sender
 and stream; ``sent_at`` is the sender's Unix time. Nested records are arrays, ``X | None`` is
 nil or X. Extra trailing values are ignored (newer peers may add fields); missing ones drop the
-frame. PUB frames are two ZeroMQ parts, ``[topic, envelope]``; direct frames go DEALER → ROUTER
-(the ROUTER sees ``[routing id, envelope]``; the routing id is libzmq's, the frame is
+frame, except fields added later with a default (``away``, ``auto``), which take it. PUB
+frames are two ZeroMQ parts, ``[topic, envelope]``; direct frames go DEALER → ROUTER (the
+ROUTER sees ``[routing id, envelope]``; the routing id is libzmq's, the frame is
 attributed by the CURVE key that authenticated its connection).
 
 Topics: ``P`` presence, ``B`` broadcast, ``b"R" + room_id`` room traffic.
@@ -19,16 +20,19 @@ Messages
 ======  ===============  ==============  =============  =========================================
 tag     class            direction       socket/topic   fields — purpose
 ======  ===============  ==============  =============  =========================================
-hb      Heartbeat        node → all      PUB ``P``      card, started_at, color, hosted, known —
-                                                        I am alive; rooms I host; peers I know
+hb      Heartbeat        node → all      PUB ``P``      card, started_at, color, hosted, known,
+                                                        away — I am alive; rooms I host; peers I
+                                                        know; my /away text (nil: here)
 bye     Bye              node → all      PUB ``P``      reason — I am leaving the network
 bc      Broadcast        node → all      PUB ``B``      text — a network-wide line (/broadcast)
-hello   Hello            node → peer     DEALER→ROUTER  card, started_at, color — first contact
+hello   Hello            node → peer     DEALER→ROUTER  card, started_at, color, away — first
+                                                        contact
 peers   Peers            node → peer     DEALER→ROUTER  peers — introductions (mesh sharing)
 ping    Ping             node → peer     DEALER→ROUTER  nonce — liveness probe, /ping
 pong    Pong             peer → node     DEALER→ROUTER  nonce — the answer, nonce echoed
-pm      Private          node → peer     DEALER→ROUTER  text, to — /msg; ``to`` lists every
-                                                        recipient of a group message
+pm      Private          node → peer     DEALER→ROUTER  text, to, auto — /msg; ``to`` lists every
+                                                        recipient of a group message; ``auto``:
+                                                        an away node's automatic reply
 join    JoinRequest      joiner → host   DEALER→ROUTER  room_id, name, request_id, challenge,
                                                         proof, merge_token — ask to join
 jchal   JoinChallenge    host → joiner   DEALER→ROUTER  room_id, request_id, salt, nonce,

@@ -65,6 +65,7 @@ _PORT_FIELDS = frozenset({"router_port", "pub_port", "card_port"})
 _NAME_FIELDS = frozenset({"name", "color", "op"})
 _ROOM_NAME_CLASSES = frozenset({messages.HostedRoom, messages.RoomState})
 _ADDRESS_FIELDS = frozenset({"addresses"})
+_AWAY_FIELDS = frozenset({"away"})
 
 ENVELOPE_FIELDS = 6  # [version, type_tag, sender, seq, sent_at, body]
 
@@ -192,6 +193,8 @@ def _leaf_spec(cls: type, name: str, hint: Any, limits: Limits) -> Spec:
             return StrSpec(limits.max_room_name_chars if room else limits.max_name_chars)
         if name in _ADDRESS_FIELDS:
             return StrSpec(ADDRESS_MAX_CHARS)
+        if name in _AWAY_FIELDS:
+            return StrSpec(limits.max_away_chars)
         return StrSpec(limits.max_text_chars)
     if hint is int:
         return IntSpec(0, PORT_MAX if name in _PORT_FIELDS else UINT64_MAX)
@@ -305,13 +308,22 @@ def _compile(spec: Spec, where: str, decoding: bool) -> Converter:
     raise TypeError(f"no converter for {spec!r}")  # pragma: no cover
 
 
+def _required_fields(cls: type) -> int:
+    """How many leading fields a frame must carry: those without a default. Fields with one
+    come last (a dataclass rule) and were added later; an older peer's frame lacks them."""
+    return sum(1 for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING)
+
+
 def _compile_record(spec: RecordSpec, decoding: bool) -> Converter:
     cls = spec.cls
     label = cls.__name__
     convs = tuple(_compile(f.spec, f"{label}.{f.name}", decoding) for f in spec.fields)
     count = len(convs)
+    required = _required_fields(cls)
     if decoding:
-        if count == 1:  # Chat, the hot path, and every other one-field message
+        if count == 1 and required == 1:  # Chat, the hot path, and other one-field messages
             (only,) = convs
 
             def decode_one(v: Any) -> Any:
@@ -322,9 +334,10 @@ def _compile_record(spec: RecordSpec, decoding: bool) -> Converter:
             return decode_one
 
         def decode_record(v: Any) -> Any:
-            # Extra trailing values are fields a newer peer added: ignored on purpose.
-            if type(v) is not tuple or len(v) < count:
-                raise _Invalid(f"{label}: want an array of at least {count} fields")
+            # Extra trailing values are fields a newer peer added: ignored on purpose. Missing
+            # trailing fields that have a default are ones an older peer does not know.
+            if type(v) is not tuple or len(v) < required:
+                raise _Invalid(f"{label}: want an array of at least {required} fields")
             return cls(*[conv(x) for conv, x in zip(convs, v, strict=False)])
 
         return decode_record
@@ -367,7 +380,7 @@ def _tables(limits: Limits) -> _Tables:
             raise TypeError(f"{cls.__name__}: type tag {cls.TYPE!r} is empty or taken")
         by_tag[cls.TYPE] = cls
     longest = max(limits.max_text_chars, limits.max_name_chars, limits.max_room_name_chars,
-                  ADDRESS_MAX_CHARS)
+                  limits.max_away_chars, ADDRESS_MAX_CHARS)
     return _Tables(
         specs=specs,
         decoders={cls: _compile_record(spec, True) for cls, spec in specs.items()},

@@ -2,6 +2,8 @@
 
 Field types are restricted to what the codec validates: ``int``, ``float``, ``bool``, ``str``,
 ``bytes``, ``X | None``, ``tuple[X, ...]`` and nested record dataclasses (``PeerCard``, ...).
+A field added to a message later has a default and comes last: a frame from an older peer,
+without it, decodes with the default (and an older peer ignores the extra trailing value).
 Every message is carried in an envelope (see ``codec``) that adds protocol version, type tag,
 sender peer id, per-stream sequence number and sender time.
 """
@@ -68,6 +70,7 @@ class Heartbeat(WireMessage):
     color: str
     hosted: tuple[HostedRoom, ...]
     known: tuple[PeerCard, ...]
+    away: str | None = None  # /away TEXT (issue 11); None: here
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class Hello(WireMessage):
     card: PeerCard
     started_at: float
     color: str
+    away: str | None = None  # as in Heartbeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +121,13 @@ class Pong(WireMessage):
 
 @dataclass(frozen=True, slots=True)
 class Private(WireMessage):
-    """A private message; ``to`` names every recipient so a group message shows as one."""
+    """A private message; ``to`` names every recipient so a group message shows as one.
+    ``auto``: an automatic reply (the away text), which is never answered automatically."""
 
     TYPE: ClassVar[str] = "pm"
     text: str
     to: tuple[bytes, ...]
+    auto: bool = False
 
 
 @dataclass(frozen=True, slots=True)

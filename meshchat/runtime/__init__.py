@@ -23,7 +23,9 @@ up (a peer is gone, a state says "rejoin") are callbacks passed in the same way.
 ``joining``             host, join (password, moved rooms), leave, rejoin, merge
 ``hostops``             host-only operations (kick, ban, lock, handoff, ...)
 ``ticker``              the heartbeat timer
-``local``               this node as a peer: identity, name, colour, addresses, ports
+``local``               this node as a peer: identity, name, colour, away text, addresses, ports
+``away``                ``/away``: the away text and the automatic private reply (once per
+                        sender per interval, never to an automatic reply)
 ``emitter``, ``tasks``  ``Node.events()`` streams; background tasks and the closing flag
 ======================  =====================================================================
 

@@ -68,7 +68,8 @@ class Inbound:
                  directory: Directory, rooms: Rooms, sessions: Sessions, chat: RoomChat,
                  emit: Callable[[Event], None], tasks: Tasks, clock: Clock,
                  stats: Counter[str],
-                 files: Callable[[bytes, WireMessage], None] | None = None) -> None:
+                 files: Callable[[bytes, WireMessage], None] | None = None,
+                 away: Callable[[bytes, Private], str] | None = None) -> None:
         self._me = me
         self._wire = wire
         self._gate = gate
@@ -82,6 +83,7 @@ class Inbound:
         self._clock = clock
         self._stats = stats
         self._files = files
+        self._away = away  # answers a private message while away; the text to show
 
     def on_incoming(self, inc: Incoming) -> None:
         if self._tasks.closed:
@@ -143,6 +145,7 @@ class Inbound:
             self._stats["dropped_spoofed"] += 1
             return
         self._peers.learn(hb.card, source="heartbeat", color=hb.color, started_at=hb.started_at)
+        self._peers.away_from(peer, hb.away)
         self._peers.heard(peer)
         self._sessions.host_heartbeat(peer, hb.hosted)
         self._peers.offer(hb.known, peer)
@@ -156,6 +159,7 @@ class Inbound:
         match m:
             case Hello():
                 self._peers.on_hello(peer, m, address)
+                self._peers.away_from(peer, m.away)
             case Peers():
                 self._peers.on_peers(peer, m, address)
             case Ping():
@@ -169,8 +173,9 @@ class Inbound:
                     return
                 self._peers.pin(peer)
                 info = self._peers.info
-                self._emit(Message(None, info(peer), m.text, True, env.sent_at, 0,
-                                   tuple(info(p) for p in m.to)))
+                text = m.text if self._away is None else self._away(peer, m)
+                self._emit(Message(None, info(peer), text, True, env.sent_at, 0,
+                                   tuple(info(p) for p in m.to), auto=m.auto))
             case JoinRequest():
                 sessions.on_join_request(peer, m, now, address)
             case JoinChallenge() | JoinAccept() | JoinRefusal() | CommandResult():

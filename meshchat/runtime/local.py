@@ -1,5 +1,5 @@
-"""This node as a peer: its identity, its name and colour (kept in the settings file), and the
-addresses and ports others reach it at."""
+"""This node as a peer: its identity, its name and colour (kept in the settings file), its away
+text (``/away``; not kept: a restart is back), and the addresses and ports others reach it at."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ class LocalPeer:
         self._settings = settings
         self.name = settings.name or ""
         self.color = settings.color or ""
+        self.away: str | None = None
         self.addresses: tuple[str, ...] = ()
         self.started_at = 0.0
         self.router_port = 0
@@ -80,15 +81,15 @@ class LocalPeer:
                         self.pub_port, self.card_port)
 
     def hello(self) -> Hello:
-        return Hello(self.card(), self.started_at, self.color)
+        return Hello(self.card(), self.started_at, self.color, self.away)
 
     @property
     def info(self) -> PeerInfo:
         info = self._info
         if info is None or info.name != self.name or info.color != self.color or \
-                info.addresses != self.addresses:
+                info.addresses != self.addresses or info.away != self.away:
             info = self._info = PeerInfo(self.name, self.fingerprint, self.addresses,
-                                         self.peer_id, self.color)
+                                         self.peer_id, self.color, self.away)
         return info
 
     @property

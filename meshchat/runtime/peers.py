@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..clock import Clock
+from ..commands import clean_away
 from ..config import Limits
 from ..errors import AmbiguousName, JoinRefused, PeerNotFound, ProtocolError
-from ..events import Event, Notice, PeerDiscovered, PeerGone, PeerInfo, Renamed
+from ..events import AwayChanged, Event, Notice, PeerDiscovered, PeerGone, PeerInfo, Renamed
 from ..identity import fingerprint_of, same_key
 from ..liveness import Liveness, LivenessTable
 from ..peertable import DISCOVERY, PeerEffect, PeerTable, Probe, Unprobe
@@ -46,6 +47,7 @@ class Peer:
     started_at: float | None = None
     connected_to: tuple[str, int, int] | None = None
     info: PeerInfo | None = None
+    away: str | None = None
 
 
 class PeerBook:
@@ -175,9 +177,9 @@ class PeerBook:
         if peer is not None:
             info = peer.info
             if info is None or info.name != peer.card.name or info.color != peer.color or \
-                    info.addresses != peer.card.addresses:
+                    info.addresses != peer.card.addresses or info.away != peer.away:
                 info = peer.info = PeerInfo(peer.card.name, fingerprint_of(pid),
-                                            peer.card.addresses, pid, peer.color)
+                                            peer.card.addresses, pid, peer.color, peer.away)
             return info
         for state in self._room_states():
             m = find_member(state, pid)
@@ -279,6 +281,17 @@ class PeerBook:
             self.changed.set()
             self._on_new()
 
+    def away_from(self, pid: bytes, away: str | None) -> None:
+        """The away text in the peer's own heartbeat or Hello, cleaned (``clean_away``);
+        ``AwayChanged`` when it changed."""
+        peer = self._peers.get(pid)
+        if peer is None:
+            return
+        away = clean_away(away, self._limits.max_away_chars)
+        if away != peer.away:
+            peer.away = away
+            self._emit(AwayChanged(self.info(pid), away))
+
     def on_hello(self, peer: bytes, hello: Hello, address: str) -> None:
         if hello.card.peer_id != peer:
             self._stats["dropped_spoofed"] += 1
@@ -329,7 +342,7 @@ class PeerBook:
                           if p.card.addresses and self._liveness.is_alive(pid)
                           )[:HEARTBEAT_KNOWN_CARDS]
         me = self._me
-        return Heartbeat(me.card(), me.started_at, me.color, hosted, known)
+        return Heartbeat(me.card(), me.started_at, me.color, hosted, known, me.away)
 
     def tick(self, now: float) -> None:
         """Each beat: expire unanswered probes, and write the known-peers file (batched, in a

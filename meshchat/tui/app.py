@@ -8,17 +8,21 @@ out in one write and one redraw of the input line (a burst of thousands of lines
 speed of the terminal). A line that mentions your name is highlighted; it and a private message
 ring the bell (``/bell off`` stops that). A bracketed paste of several lines is one message;
 past ``paste_max_lines`` it asks first. What you type is kept in the data dir
-(``inputhistory``); Up and Down walk it."""
+(``inputhistory``); Up and Down walk it. Paths after ``/send file NAME`` are completed in a
+thread (``PathScanner``): a slow or huge directory never stalls the screen or the keys."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import contextlib
+import threading
+from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.application import get_app_or_none, run_in_terminal
+from prompt_toolkit.buffer import Buffer, CompletionState
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
@@ -39,18 +43,92 @@ from meshchat.tui.render import Line
 from meshchat.tui.session import StartOptions, interact, until_stopped
 
 
-class MeshCompleter(Completer):
-    """Commands, sub-commands, colours and peer/room names (``names(line_before_cursor)``)."""
+class PathScanner:
+    """``commands.complete_path`` in a thread of its own, awaited for at most ``timeout_s``.
 
-    def __init__(self, names: Callable[[str], list[str]]) -> None:
+    ``complete_path`` bounds its own work, but a directory on a hung network mount can block
+    inside ``scandir`` for minutes: the loop waits for no more than ``timeout_s`` (then offers
+    nothing), and while one scan is still running no second thread is started: a call for the
+    same prefix takes its result, one for another prefix waits for it to end first (all within
+    ``timeout_s``)."""
+
+    def __init__(self, scan: Callable[[str], list[str]] = commands.complete_path,
+                 timeout_s: float = 0.5) -> None:
+        self._scan = scan
+        self.timeout_s = timeout_s
+        self._running: asyncio.Future[list[str]] | None = None
+        self._prefix = ""
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None
+
+    async def __call__(self, prefix: str) -> list[str]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        while self._running is not None:  # never pile threads on a stuck disk
+            if prefix == self._prefix:
+                return await self._wait(self._running, deadline - loop.time())
+            await self._wait(self._running, deadline - loop.time())
+            if loop.time() >= deadline:
+                return []
+        running: asyncio.Future[list[str]] = loop.create_future()
+        self._running, self._prefix = running, prefix
+
+        def done(found: list[str]) -> None:
+            self._running = None
+            if not running.done():
+                running.set_result(found)
+
+        def scan() -> None:
+            try:
+                found = self._scan(prefix)
+            except Exception:  # a path that cannot be read offers nothing
+                found = []
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(done, found)
+
+        threading.Thread(target=scan, name="meshchat-path-completion", daemon=True).start()
+        return await self._wait(running, deadline - loop.time())
+
+    @staticmethod
+    async def _wait(running: asyncio.Future[list[str]], timeout_s: float) -> list[str]:
+        try:
+            return await asyncio.wait_for(asyncio.shield(running), max(0.0, timeout_s))
+        except TimeoutError:
+            return []
+
+
+class MeshCompleter(Completer):
+    """Commands, sub-commands, colours and peer/room names (``names(line_before_cursor)``);
+    paths after ``/send file NAME`` only through ``get_completions_async`` (``paths``, off the
+    loop)."""
+
+    def __init__(self, names: Callable[[str], list[str]],
+                 paths: PathScanner | None = None) -> None:
         self._names = names
+        self.paths = paths or PathScanner()
 
     def get_completions(self, document: Document, complete_event: CompleteEvent
                         ) -> Iterator[Completion]:
         before = document.text_before_cursor
+        if commands.wants_path(before):
+            return  # reading the disk here would block the loop: see get_completions_async
         start = -len(commands.fragment(before))
         for candidate in commands.complete(before, self._names(before)):
             yield Completion(candidate, start_position=start)
+
+    async def get_completions_async(self, document: Document, complete_event: CompleteEvent
+                                    ) -> AsyncGenerator[Completion, None]:
+        before = document.text_before_cursor
+        if not commands.wants_path(before):
+            for completion in self.get_completions(document, complete_event):
+                yield completion
+            return
+        frag = commands.fragment(before)
+        for candidate in await self.paths(frag):
+            if candidate != frag:
+                yield Completion(candidate, start_position=-len(frag))
 
 
 def tab_bindings(completer: Completer) -> KeyBindings:
@@ -64,8 +142,13 @@ def tab_bindings(completer: Completer) -> KeyBindings:
     @bindings.add("tab")
     def _complete(event: KeyPressEvent) -> None:
         buffer = event.current_buffer
-        if buffer.complete_state:
+        if buffer.complete_state and buffer.complete_state.completions:
             buffer.complete_next()
+            return
+        if commands.wants_path(buffer.document.text_before_cursor):
+            # Paths come from a thread (MeshCompleter.get_completions_async): the keys go on
+            # meanwhile; a single one is inserted when it comes, several open the menu.
+            event.app.create_background_task(_complete_path(buffer, completer))
             return
         found = list(completer.get_completions(buffer.document,
                                                CompleteEvent(completion_requested=True)))
@@ -75,6 +158,18 @@ def tab_bindings(completer: Completer) -> KeyBindings:
             buffer.start_completion(insert_common_part=True)
 
     return bindings
+
+
+async def _complete_path(buffer: Buffer, completer: Completer) -> None:
+    document = buffer.document
+    found = [c async for c in completer.get_completions_async(
+        document, CompleteEvent(completion_requested=True))]
+    if buffer.document != document:
+        return  # typed on meanwhile: these are for a line that is gone
+    if len(found) == 1:
+        buffer.apply_completion(found[0])
+    elif found:
+        buffer.complete_state = CompletionState(document, found)  # the menu; Tab walks it
 
 
 class ChatApp:
@@ -273,7 +368,12 @@ class ChatApp:
             line: str = await self.session.prompt_async(self._message, handle_sigint=False)
         except (EOFError, KeyboardInterrupt):
             return None
-        self.tracker.read()
+        room = self.controller.room
+        try:
+            current = room.name if room is not None else None
+        except MeshchatError:
+            current = None
+        self.tracker.read(current, private=status.typed_into(line) == "private")
         return line
 
     async def run(self, options: StartOptions, stop: asyncio.Event | None = None) -> None:

@@ -207,7 +207,8 @@ class Controller:
         line = render.event(ev, self.view())
         if line is None:
             return
-        if isinstance(ev, Message) and ev.sender.fingerprint != self.node.fingerprint:
+        if isinstance(ev, Message) and ev.sender.fingerprint != self.node.fingerprint \
+                and not ev.auto:  # an away reply answers what I just sent: no bell
             mentioned = not ev.private and render.mentions(ev.text, self.node.name)
             if mentioned:
                 line = render.highlight(line)
@@ -352,6 +353,13 @@ class Controller:
                     if inspect.isawaitable(result):
                         await result
                     self.say(f"your colour is now {color}")
+            case c.Away(text=text):
+                result = node.set_away(text)
+                if inspect.isawaitable(result):
+                    await result
+                away = node.me.away
+                self.say(f"you are away: {away} (a private message to you gets this back;"
+                         " /away alone: back)" if away is not None else "you are back")
             case c.Rename(name=new_name):
                 await node.rename(new_name)
                 self.say(f"you are now known as {new_name}")
@@ -418,8 +426,10 @@ class Controller:
             case c.Bell(on=on):
                 if on is not None:
                     self.bell = on
+                where = "" if self._alert is not None else \
+                    "; the output is not a terminal here, so nothing rings"
                 self.say(f"the bell is {'on' if self.bell else 'off'}"
-                         " (it rings on a mention of your name or a private message)")
+                         f" (it rings on a mention of your name or a private message{where})")
             case c.Clear():
                 if self._clear is None:
                     raise _Refused("/clear clears the screen of the terminal interface only")

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator
 
 from meshchat import (
+    AwayChanged,
     BroadcastReceived,
     Event,
     HostChanged,
@@ -88,7 +89,7 @@ class EventGate:
                     return True
                 return room is not None and seq > 0 \
                     and (room, sender.fingerprint, seq) in self._history_seen
-            case BroadcastReceived(sender=peer) | Renamed(peer=peer):
+            case BroadcastReceived(sender=peer) | Renamed(peer=peer) | AwayChanged(peer=peer):
                 return peer.fingerprint == me
             case PeerJoined(peer=peer) | PeerLeft(peer=peer):
                 return peer.fingerprint == me

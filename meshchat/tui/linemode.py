@@ -29,6 +29,10 @@ Then, as things happen (formats in ``meshchat.tui.render``)::
 ``--room lobby#3smw`` / ``/join lobby#3smw`` pick one of several rooms called lobby by a prefix of
 its host's fingerprint; ``/rooms`` shows them as ``lobby (host alice#3smwxyz1, 2 members)``.
 
+A line that mentions your name and a private message ring the terminal bell (``\a``, ``/bell
+off`` stops it) when the output is a terminal; output to a pipe or a file never carries one, so
+scripts read the same lines as before.
+
 Input is read by a daemon thread with ``os.read`` (so a blocked read never holds a lock that
 interpreter shutdown needs, and regular files work as well as pipes and terminals). Without
 prompt_toolkit on a terminal, ``readline`` gives line editing and Tab completion instead.
@@ -152,6 +156,25 @@ def make_writer(stream: TextIO, redraw: Callable[[], str] | None = None) -> Call
     return write
 
 
+def make_bell(stream: TextIO) -> Callable[[], None] | None:
+    """Ring the bell on ``stream`` (a BEL, no newline) if it is a terminal; None if not."""
+    try:
+        on_terminal = stream.isatty()
+    except (ValueError, OSError):
+        on_terminal = False
+    if not on_terminal:
+        return None
+
+    def ring() -> None:
+        try:
+            stream.write("\a")
+            stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    return ring
+
+
 async def run_linemode(
     node: NodeAPI,
     options: StartOptions,
@@ -196,7 +219,7 @@ async def run_linemode(
         if use_readline:
             refresh_names()
 
-    controller = Controller(node, out)
+    controller = Controller(node, out, alert=make_bell(out_stream))
     if use_readline:
         refresh_names()
     await until_stopped(interact(controller, reader.readline, options), stop)

@@ -15,6 +15,8 @@ Formats (times are local ``HH:MM:SS`` of the sender's clock)::
     * bob is now the host of lobby (was alice)
     * bob was kicked from lobby by alice: spam      (banned: "was banned from")
     * [broadcast] alice: text
+    * bob is away: lunch                            /away; also bob's automatic reply to a
+    * bob is back                                   private message while away
 
 A name is shown as ``name``, or as ``name#fp4`` (first 4 fingerprint characters) while two
 known peers share it, or always when it is not a name this program would accept (empty, too
@@ -38,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from meshchat import (
+    AwayChanged,
     BroadcastReceived,
     Event,
     HostChanged,
@@ -221,6 +224,8 @@ def message(msg: Message, view: View, *, full_date: bool = False, today: str | N
     if full_date or (today is not None and day(msg.sent_at) != today):
         stamp = f"{day(msg.sent_at)} {stamp}"
     line: Line = [("class:time", f"{stamp} ")]
+    if msg.auto:  # the automatic reply of an away peer to a private message
+        return away_line(msg.sender, msg.text or "?", view)
     if msg.private or msg.room is None:
         line += [("class:private", "[private] "), ("", "<"), _who(msg.sender, view),
                  ("", " → ")]
@@ -254,6 +259,14 @@ def own_private(me: PeerInfo, to: Sequence[PeerInfo | str], text: str, sent_at: 
         line.append(_who(peer, view) if isinstance(peer, PeerInfo) else ("", clean(peer)))
     line += [("", "> "), (TEXT_STYLE, clean_lines(text))]
     return line
+
+
+def away_line(peer: PeerInfo, away: str | None, view: View) -> Line:
+    """``* bob is away: lunch`` (``away`` None: ``* bob is back``)."""
+    if away is None:
+        return [("class:system", "* "), _who(peer, view), ("class:system", " is back")]
+    return [("class:system", "* "), _who(peer, view),
+            ("class:system", f" is away: {clean(away)}")]
 
 
 def broadcast(sender: PeerInfo, text: str, view: View) -> Line:
@@ -384,6 +397,8 @@ def event(ev: Event, view: View) -> Line | None:
         case PeerDiscovered(peer=peer):
             return [("class:system", "* "), _who(peer, view),
                     ("class:system", " is on the network")]
+        case AwayChanged(peer=peer, away=away):
+            return away_line(peer, away, view)
         case PeerGone(peer=peer, reason=reason):
             how = {"quit": "left the network", "vanished": "vanished from the network"}.get(
                 reason, f"left the network ({reason})")

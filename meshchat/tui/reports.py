@@ -69,6 +69,8 @@ def member_label(room: RoomAPI, peer: PeerInfo, view: render.View, *, full: bool
         marks.append("host")
     if peer.fingerprint == view.me_fingerprint:
         marks.append("you")
+    if peer.away is not None:
+        marks.append(f"away: {render.clean(peer.away)}")
     if full:
         marks.append(f"fp {peer.fingerprint[:8]}")
         if peer.addresses:
@@ -111,6 +113,8 @@ def whoami(node: NodeAPI, room: RoomAPI | None) -> Iterator[str]:
     """What ``/whoami`` says (and ``/info`` outside a room)."""
     yield (f"you are {node.name} (fp {node.fingerprint}), colour {node.color or 'default'},"
            f" reachable at {node.address}")
+    if node.me.away is not None:
+        yield f"  you are away: {render.clean(node.me.away)} (/away alone: back)"
     where = "not in a room"
     if room is not None:
         role = " (you host it)" if room.host.fingerprint == node.fingerprint else ""
@@ -123,6 +127,8 @@ def peer_info(details: PeerDetailsAPI, view: render.View, room: RoomAPI | None) 
     peer = details.peer
     yield (f"{render.shown_name(peer, view)} (fp {peer.fingerprint}),"
            f" colour {peer.color or 'default'}")
+    if peer.away is not None:
+        yield f"  away: {render.clean(peer.away)}"
     addresses = ", ".join(details.addresses) or "unknown"
     yield (f"  addresses: {addresses}; ports: router {details.router_port or '-'},"
            f" pub {details.pub_port or '-'}, card {details.card_port or '-'}")

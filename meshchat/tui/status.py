@@ -5,8 +5,11 @@
      lobby │ host alice │ 3 members │ locked │ you host │ dev:2 pm:1 │ a.iso ← [###   ] 45%
 
 Room, host, member count and marks come from the room as it is at each redraw (so a ``/new
-host`` handoff or a failover shows at once); unread counts (messages from other rooms, private
-messages, since you last pressed Enter) and active transfers from the events (``Tracker``).
+host`` handoff or a failover shows at once); unread counts and active transfers from the events
+(``Tracker``). A room's count is of its messages while it was not the current room, a private
+count of private messages; Enter resets the count of the view the line was typed into: the
+private one for a ``/msg``, else the current room's (``typed_into``). An away peer's automatic
+reply is not unread.
 A narrow terminal gets short forms (``@alice``, ``3m``, ``L P H``), then loses the least
 important parts, then is cut with ``…``; the bar never wraps.
 """
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from prompt_toolkit.utils import get_cwidth
 
 from meshchat import (
+    CommandError,
     Event,
     Limits,
     Message,
@@ -27,6 +31,7 @@ from meshchat import (
     TransferDone,
     TransferFailed,
     TransferProgress,
+    commands,
 )
 from meshchat.tui.render import Line, clean, short
 
@@ -64,6 +69,8 @@ class Tracker:
         match ev:
             case Message(sender=sender) if sender.fingerprint == self._me:
                 return
+            case Message(auto=True):
+                return  # an away reply to what I sent: nothing unread
             case Message(private=True) | Message(room=None):
                 self.private_unread += 1
             case Message(room=str() as room) if room != current_room and room in joined:
@@ -80,10 +87,14 @@ class Tracker:
             case TransferDone(transfer=t) | TransferFailed(transfer=t):
                 self._transfers.pop((t.direction, t.id), None)
 
-    def read(self) -> None:
-        """The user has seen the screen (pressed Enter): unread counts start again."""
-        self.unread.clear()
-        self.private_unread = 0
+    def read(self, room: str | None, *, private: bool = False) -> None:
+        """Enter was pressed on a line typed into a view: ``private`` (a ``/msg``), or the
+        room ``room`` (the current one; None outside a room). That view's count starts again;
+        the others keep theirs."""
+        if private:
+            self.private_unread = 0
+        elif room is not None:
+            self.unread.pop(room, None)
 
     def unread_in(self, joined: Sequence[str], current_room: str | None) -> tuple[
             tuple[str, int], ...]:
@@ -94,6 +105,14 @@ class Tracker:
     @property
     def transfers(self) -> tuple[Transfer, ...]:
         return tuple(self._transfers.values())
+
+
+def typed_into(line: str) -> str:
+    """The view a typed line goes to: ``"private"`` for a ``/msg``, else ``"room"``."""
+    try:
+        return "private" if isinstance(commands.parse(line), commands.Msg) else "room"
+    except CommandError:
+        return "room"
 
 
 def _pct(t: Transfer) -> int:
@@ -124,11 +143,12 @@ def _parts(s: Snapshot, full: bool) -> list[tuple[int, str]]:
         parts.append((1, f"host {host}" if full else f"@{host}"))
         parts.append((2, f"{s.members} member{'' if s.members == 1 else 's'}" if full
                       else f"{s.members}m"))
-        marks = [m for m, on in (("locked", s.locked), ("password", s.password),
-                                 ("you host", s.you_host)) if on]
+        marks = [(m, short_mark) for m, short_mark, on in (
+            ("locked", "L", s.locked), ("password", "P", s.password),
+            ("you host", "H", s.you_host)) if on]
         if marks:
-            parts.append((3, SEPARATOR.join(marks) if full
-                          else " ".join(m[0].upper() for m in marks)))
+            parts.append((3, SEPARATOR.join(m for m, _ in marks) if full
+                          else " ".join(short_mark for _, short_mark in marks)))
     unread = [f"{short(room, 16)}:{n}" for room, n in s.unread]
     if s.private_unread:
         unread.append(f"pm:{s.private_unread}")
@@ -137,6 +157,11 @@ def _parts(s: Snapshot, full: bool) -> list[tuple[int, str]]:
     for i, t in enumerate(s.transfers[:3]):
         parts.append((5 + i, _transfer(t, full)))
     return parts
+
+
+def _one_row(text: str) -> str:
+    """``clean(text)`` with tabs as spaces: a tab has no fixed width in a bar of cells."""
+    return clean(text).replace("\t", " ")
 
 
 def _width(text: str) -> int:
@@ -161,7 +186,7 @@ def text(s: Snapshot, width: int) -> str:
     for full in (True, False):
         parts = _parts(s, full)
         while parts:
-            line = " " + SEPARATOR.join(clean(p) for _, p in parts) + " "
+            line = " " + SEPARATOR.join(_one_row(p) for _, p in parts) + " "
             if _width(line) <= width:
                 return line
             if full:
@@ -170,7 +195,7 @@ def text(s: Snapshot, width: int) -> str:
                 break
             parts.remove(max(parts, key=lambda p: p[0]))
         if not full and parts:
-            return _cut(" " + clean(parts[0][1]), width)
+            return _cut(" " + _one_row(parts[0][1]), width)
     return ""
 
 

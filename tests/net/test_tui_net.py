@@ -335,3 +335,48 @@ def test_tab_cycles_through_names_case_insensitively_and_me_is_an_action(
     maximilian.send("/me nods")
     bob.wait(r"\* Maximilian nods")
     marie.wait_line(r"^\d\d:\d\d:\d\d \* Maximilian nods$")
+
+
+def test_away_shows_in_list_and_info_and_a_private_message_gets_it_back_once(
+    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
+) -> None:
+    alice, bob = _alice_hosts_and_bob_joins_in_a_terminal(lab_factory(2), terminals, tmp_path)
+
+    bob.type("/away out for lunch")
+    bob.wait(r"^\* you are away: out for lunch \(a private message to you gets this back")
+    alice.wait_line(r"^\* bob is away: out for lunch$")
+    alice.send("/list")
+    alice.wait_line(rf"^\* members of {ROOM} \(2\): alice \(host, you\),"
+                    r" bob \(away: out for lunch\)$")
+    alice.send("/info bob")
+    alice.wait_line(r"^\*   away: out for lunch$")
+
+    # A private message to bob gets the away text back, once; bob still sees both.
+    mark = alice.mark()
+    alice.send("/msg bob are you there?")
+    alice.wait_line(r"^\* bob is away: out for lunch$", since=mark)
+    bob.wait(r"\[private\] <alice → you> are you there\?")
+    alice.send("/msg bob hello?")
+    bob.wait(r"\[private\] <alice → you> hello\?")
+    alice.send("/ping bob")  # the reply to the second message would have come before this
+    alice.wait_line(r"^\* ping bob: ", since=mark)
+    assert len([ln for ln in alice.lines_since(mark)
+                if re.fullmatch(r"\* bob is away: out for lunch", ln)]) == 1
+
+    # alice goes away too: bob's message gets hers back, and nobody answers an answer.
+    alice.send("/away coffee")
+    alice.wait_line(r"^\* you are away: coffee")
+    bob.wait(r"^\* alice is away: coffee$")
+    bob.type("/msg alice ok, later")
+    bob.wait(r"^\* alice is away: coffee$(?s:.*)^\* alice is away: coffee$")  # event, reply
+    alice.wait_line(r"\[private\] <bob → you> ok, later$", since=mark)
+    bob.type("/ping alice")
+    bob.wait(r"^\* ping alice: ")
+    assert len([ln for ln in alice.lines_since(mark)
+                if re.fullmatch(r"\* bob is away: out for lunch", ln)]) == 1
+
+    bob.type("/away")
+    bob.wait(r"^\* you are back$")
+    alice.wait_line(r"^\* bob is back$", since=mark)
+    screen = bob.screen()
+    assert "Traceback" not in screen and "[exited" not in screen, screen

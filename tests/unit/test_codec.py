@@ -508,3 +508,62 @@ def test_peek_type_reads_only_the_tag() -> None:
 @given(st.binary(max_size=200))
 def test_peek_type_never_raises(data: bytes) -> None:
     assert CODEC.peek_type(data) in (None, *m.ALL_TYPES)
+
+
+# ---------------------------------------------------------------- fields added later (issue 11)
+
+
+CARD = m.PeerCard(BOB.peer_id, "bob", ("10.0.0.2",), 1, 2, 3)
+
+
+def test_an_older_peers_frame_without_the_away_and_auto_fields_decodes_with_defaults() -> None:
+    for message, old_fields in [
+        (m.Heartbeat(CARD, 1.0, "red", (), (), away="lunch"), 5),
+        (m.Hello(CARD, 1.0, "red", away="lunch"), 3),
+        (m.Private("hi", (BOB.peer_id,), auto=True), 2),
+    ]:
+        value = wire(frame_of(message))
+        assert len(value[5]) == old_fields + 1  # the new field goes last
+        del value[5][old_fields:]  # what a peer from before issue 11 sends
+        decoded = CODEC.decode(pack(value)).message
+        assert decoded == dataclasses.replace(message, **{  # type: ignore[type-var]
+            "auto" if isinstance(message, m.Private) else "away":
+            False if isinstance(message, m.Private) else None})
+    short = wire(frame_of(m.Private("hi", (BOB.peer_id,))))
+    del short[5][1:]  # a field without a default is still required
+    decode_drops(Codec(), pack(short), "schema")
+
+
+def test_away_round_trips_and_is_bounded_by_limits() -> None:
+    hb = m.Heartbeat(CARD, 1.0, "", (), (), away="é" * 200)
+    assert CODEC.decode(frame_of(hb)).message == hb
+    assert CODEC.schema(m.Heartbeat).fields[-1].spec == OptionalSpec(
+        protocol.codec.StrSpec(Limits().max_away_chars))
+    with pytest.raises(ValueError):  # sending what a peer would drop is a local bug
+        CODEC.encode(Envelope(ALICE.peer_id, 1, 1.0, dataclasses.replace(hb, away="x" * 201)))
+    small = Codec(Limits(max_away_chars=5))
+    assert small.decode(CODEC.encode(Envelope(ALICE.peer_id, 1, 1.0, dataclasses.replace(
+        hb, away="12345")))).message.away == "12345"  # type: ignore[attr-defined]
+    decode_drops(small, frame_of(dataclasses.replace(hb, away="123456")), "schema")
+
+
+@pytest.mark.parametrize("bad", ["x" * 10_000, "x" * 201, 7, True, b"lunch", ("lunch",), 1.5])
+@pytest.mark.parametrize("cls", [m.Heartbeat, m.Hello])
+def test_a_hostile_away_value_is_a_schema_drop(cls: type[m.WireMessage], bad: Any) -> None:
+    message = (m.Heartbeat(CARD, 1.0, "", (), ()) if cls is m.Heartbeat
+               else m.Hello(CARD, 1.0, ""))
+    value = wire(frame_of(message))
+    value[5][-1] = bad  # away is the last field
+    decode_drops(Codec(), pack(value), "schema")
+
+
+def test_control_characters_in_away_pass_the_codec_for_the_node_to_clean() -> None:
+    hb = m.Heartbeat(CARD, 1.0, "", (), (), away="lu\x1b[2Jnch\n\x00")
+    assert CODEC.decode(frame_of(hb)).message == hb  # cleaned by the node (clean_away)
+
+
+@pytest.mark.parametrize("bad", [1, "yes", None, b"\x01"])
+def test_a_wrong_auto_flag_is_a_schema_drop(bad: Any) -> None:
+    value = wire(frame_of(m.Private("hi", (BOB.peer_id,))))
+    value[5][2] = bad
+    decode_drops(Codec(), pack(value), "schema")

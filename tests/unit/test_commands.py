@@ -28,7 +28,7 @@ def test_the_table_holds_every_command_of_the_design_once() -> None:
     seed = _seed_names()
     assert table[:len(seed)] == seed
     assert table[len(seed):] == ["accept", "decline", "files", "cancel",  # issue 7
-                                 "bell", "clear", "me"]  # issue 11
+                                 "bell", "clear", "me", "away"]  # issue 11
     assert len(set(table)) == len(table)
 
 
@@ -77,6 +77,10 @@ def test_host_only_flags_follow_the_issues() -> None:
     ("/save chat", c.SaveChat()),
     ("/save chat log.txt", c.SaveChat("log.txt")),
     ("/ping", c.Ping()),
+    ("/away", c.Away()),
+    ("/away   ", c.Away()),
+    ("/away out for lunch", c.Away("out for lunch")),
+    ("/AWAY brb", c.Away("brb")),
     ("/ping alice", c.Ping("alice")),
     ("/version", c.Version()),
     ("/uptime", c.Uptime()),
@@ -309,3 +313,18 @@ def test_paths_complete_after_send_file_name(tmp_path: Path,
 ])
 def test_fragment_is_what_a_completion_replaces(line: str, frag: str) -> None:
     assert c.fragment(line) == frag
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (None, None),
+    ("", None),
+    ("  \n\t ", None),
+    ("lunch", "lunch"),
+    ("  out   for\nlunch ", "out for lunch"),
+    ("\x1b[2J\x07bell\x00", "[2J bell"),
+    ("rtl\u202eoverride", "rtl override"),
+    ("x" * 10_000, "x" * 200),
+])
+def test_clean_away_gives_one_bounded_printable_line(text: str | None,
+                                                     expected: str | None) -> None:
+    assert c.clean_away(text, 200) == expected

@@ -253,6 +253,11 @@ class FakeNode:
     def set_color(self, color: str, /) -> None:
         self.colors.append(color)
 
+    def set_away(self, text: str | None, /) -> None:
+        away = " ".join(text.split()) if text else None
+        self.me = PeerInfo(self.me.name, self.me.fingerprint, self.me.addresses, self.me.peer_id,
+                           self.me.color, away or None)
+
     def events(self) -> AsyncIterator[Event]:
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self.queues.append(queue)
