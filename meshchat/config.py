@@ -162,3 +162,4 @@ class Limits:
     max_transfers: int = 1024  # transfers remembered in all (finished ones go first)
     max_transfer_bytes: int = 1 << 44  # 16 TiB: what one offer may claim
     max_offer_files: int = 1000  # files in one offer (a folder)
+    max_offer_path_bytes: int = 2048  # one file's path inside a folder, once cleaned

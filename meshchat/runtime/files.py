@@ -34,7 +34,7 @@ from ..events import (
     TransferFailed,
     TransferProgress,
 )
-from ..filenames import clean_name, clean_relpath, free_path, inside
+from ..filenames import REFUSALS, clean_name, free_path, inside, plan_offer
 from ..protocol.messages import (
     FileChunk,
     FileGet,
@@ -339,15 +339,17 @@ class Files:
                 len(m.transfer_id) != 16:
             self._stats["dropped_file_bad_offer"] += 1
             return
-        items = [("/".join(clean_relpath(f.path)), f.size) for f in m.files]
-        tree = len(items) > 1 or "/" in items[0][0]
-        if len({p for p, _ in items}) != len(items) or \
-                (tree and any("/" not in p for p, _ in items)):
-            self._stats["dropped_file_bad_offer"] += 1
+        plan = plan_offer(m.title, [f.path for f in m.files], limits.max_offer_path_bytes)
+        if isinstance(plan, str):
+            # refused, not trimmed into something else: counted, and the sender is told
+            self._stats["dropped_file_" + plan] += 1
+            self._wire.send(peer, FileState(m.transfer_id, "failed",
+                                            f"refused: {REFUSALS[plan]}"))
             return
+        items = list(zip(plan.paths, sizes, strict=True))
         self._number += 1
         rec = TransferRecord(m.transfer_id, "in", peer, self._peers.info(peer).name,
-                             clean_name(m.title), items, m.chunk_bytes, "offered",
+                             plan.name, items, m.chunk_bytes, "offered",
                              created=self._clock.time(), number=self._number)
         job = _Job(rec, Layout(sizes, m.chunk_bytes))
         self._jobs[rec.tid] = job

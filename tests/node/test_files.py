@@ -162,21 +162,39 @@ async def test_hostile_offers_and_chunks(mesh: Mesh, tmp_path: Path) -> None:
     alice, bob = await pair(mesh)
     pid = bob.peer_id
     wire = alice._wire
-    for name in ("../../etc/passwd", "/etc/shadow", "CON", "a\x00b\x1b[2J"):
+    into = tmp_path / "in"
+    into.mkdir()
+    (into / "passwd").write_text("mine")  # a name that collides with a file already there
+    # (ten offers: the burst of Limits.file_offers_*)
+    names = ["../../etc/passwd", "/etc/sh\x00a\x1b[2Jdow", "CON", "a/../../b",
+             "C:\\x\\y.txt", "d/" + "n" * 300]
+    for name in names:
         wire.send(pid, FileOffer(os.urandom(16), name, (FileItem(name, 10),), 4096))
     wire.send(pid, FileOffer(os.urandom(16), "huge", (FileItem("huge", 2**64 - 1),), 4096))
-    wire.send(pid, FileOffer(os.urandom(16), "x", (FileItem("a/b", 1), FileItem("c", 1)), 4096))
+    refused = [os.urandom(16) for _ in range(3)]
+    wire.send(pid, FileOffer(refused[0], "x", (FileItem("a/b", 1), FileItem("c", 1)), 4096))
+    wire.send(pid, FileOffer(refused[1], "x", (FileItem("x/../../b", 1),), 4096))
+    wire.send(pid, FileOffer(refused[2], "x", (FileItem("x/" + "/".join(["y" * 200] * 11), 1),),
+                             4096))
     wire.send(pid, FileChunk(os.urandom(16), 2**64 - 1, b"x", b"y" * 16))
     wire.send(pid, FileGet(os.urandom(16), 0, 2**64 - 1))
-    await until(lambda: len(bob.transfers()) == 4, what="four offers kept")
-    await until(lambda: bob.stats["dropped_file_bad_offer"] == 2, what="bad offers dropped")
+    await until(lambda: len(bob.transfers()) == len(names), what="the offers kept")
+    await until(lambda: bob.stats["dropped_file_bad_offer"] == 1, what="bad offer dropped")
+    await until(lambda: (bob.stats["dropped_file_bad_tree"], bob.stats["dropped_file_bad_path"],
+                         bob.stats["dropped_file_long_path"]) == (1, 1, 1),
+                what="refused offers counted by reason")
     await until(lambda: bob.stats["dropped_unsolicited"] >= 1, what="chunk refused")
     await until(lambda: bob.stats["dropped_file_unknown"] >= 1, what="fget refused")
-    into = tmp_path / "in"
+    assert [t.name for t in bob.transfers()] == \
+        ["passwd", "sh_a_[2Jdow", "_CON", "b", "y.txt", "n" * 250]
     for t in bob.transfers():
-        assert "/" not in t.name and "\x00" not in t.name and t.name.upper() != "CON"
-        await bob.accept_file(t.id, into=into)
-    assert all(p.parent == into for p in into.iterdir())
+        assert t.files == 1 and "/" not in t.name and "\x00" not in t.name
+        got = await bob.accept_file(t.id, into=into)
+        assert got.path is not None and got.path.parent == into
+    assert (into / "passwd").read_text() == "mine"
+    assert (into / "passwd (1).part").exists()
+    assert all(p.parent == into and not p.is_dir() for p in into.iterdir())
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "b").exists()
 
 
 async def test_offer_flood_is_rate_limited(mesh: Mesh) -> None:
