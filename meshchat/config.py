@@ -43,6 +43,10 @@ class Timings:
     file_retry_s: float = 2.0
     file_stall_s: float = 5.0
     file_tick_s: float = 0.25
+    # A sender that restarted offers its unfinished transfers again, once the receiver is
+    # heard, until the receiver answers: after file_reoffer_s, doubling to file_reoffer_max_s.
+    file_reoffer_s: float = 2.0
+    file_reoffer_max_s: float = 60.0
 
     @classmethod
     def fast(cls) -> Timings:
@@ -163,3 +167,4 @@ class Limits:
     max_transfer_bytes: int = 1 << 44  # 16 TiB: what one offer may claim
     max_offer_files: int = 1000  # files in one offer (a folder)
     max_offer_path_bytes: int = 2048  # one file's path inside a folder, once cleaned
+    max_open_outgoing: int = 256  # our own transfers not finished (kept across restarts)

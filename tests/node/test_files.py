@@ -31,9 +31,10 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-async def add(mesh: Mesh, name: str, data_dir: Path | None = None) -> Node:
+async def add(mesh: Mesh, name: str, data_dir: Path | None = None,
+              limits: Limits = LIMITS) -> Node:
     node = Node(name, data_dir=data_dir or mesh.tmp / name, timings=Timings.fast(),
-                limits=LIMITS, loopback_only=True, transport=MemoryTransport(mesh.network),
+                limits=limits, loopback_only=True, transport=MemoryTransport(mesh.network),
                 discovery=MemoryDiscovery(mesh.hub))
     await node.start()
     mesh.nodes.append(node)
@@ -137,6 +138,75 @@ async def test_resume_after_the_receiver_restarts(mesh: Mesh, tmp_path: Path) ->
     # it did not start from 0: alice served the rest, plus at most a window again
     again = alice.stats["file_bytes_sent"] - sent_before
     assert again <= 2_000_000 - had + 2 * LIMITS.file_credit_chunks * LIMITS.file_chunk_bytes
+
+
+async def test_resume_after_the_sender_restarts(mesh: Mesh, tmp_path: Path) -> None:
+    """kill the sender mid-transfer (closed; its data dir kept) and start it again: the
+    receiver's pull goes on with the new sender, which serves only the rest."""
+    alice, bob = await pair(mesh)
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(2_000_000))
+    out = await alice.send_file("bob", src)
+    ev = await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered))
+    tid = ev.transfer.id  # type: ignore[attr-defined]
+    await bob.accept_file(tid, into=tmp_path / "in")
+    await until(lambda: bob.transfers()[0].done_bytes >= 40_000, what="some chunks")
+    await alice.close()
+    had = bob.transfers()[0].done_bytes
+    alice2 = await add(mesh, "alice2", data_dir=mesh.tmp / "alice")
+    (t,) = alice2.transfers()
+    assert (t.id, t.direction, t.state) == (out.id, "out", "interrupted")
+    done = await bob.wait_transfer(tid, timeout=15)
+    assert done.state == "done" and done.path is not None and sha(done.path) == sha(src)
+    assert (await alice2.wait_transfer(out.id, timeout=5)).state == "done"
+    assert alice2.stats["file_reoffers"] >= 1  # bob answered "accepted" and pulled on
+    assert alice2.stats["file_bytes_sent"] <= \
+        2_000_000 - had + 2 * LIMITS.file_credit_chunks * LIMITS.file_chunk_bytes
+
+
+async def test_an_unanswered_offer_is_offered_again_after_the_sender_restarts(
+        mesh: Mesh, tmp_path: Path) -> None:
+    alice, bob = await pair(mesh)
+    src = tmp_path / "talk.pdf"
+    src.write_bytes(os.urandom(50_000))
+    out = await alice.send_file("bob", src)
+    await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered))
+    # alice restarts; bob still holds the offer: he says so once, and nothing is doubled
+    await alice.close()
+    alice2 = await add(mesh, "alice2", data_dir=mesh.tmp / "alice")
+    assert [(t.id, t.state) for t in alice2.transfers()] == [(out.id, "offered")]
+    await until(lambda: alice2._files.get(out.id).reoffer_at is None, what="bob answers")
+    assert alice2.stats["file_reoffers"] == 1 and len(bob.transfers()) == 1
+    # both go down, and bob loses the offer (as if it never reached him): once both are up
+    # again it reappears, and is accepted and delivered
+    await alice2.close()
+    await bob.close()
+    (mesh.tmp / "bob" / "transfers.sqlite").unlink()
+    for extra in ("-wal", "-shm"):
+        (mesh.tmp / "bob" / f"transfers.sqlite{extra}").unlink(missing_ok=True)
+    bob2 = await add(mesh, "bob2", data_dir=mesh.tmp / "bob")
+    assert bob2.transfers() == []
+    alice3 = await add(mesh, "alice3", data_dir=mesh.tmp / "alice")
+    ev = await mesh.recorders["bob2"].wait(lambda e: isinstance(e, FileOffered), timeout=10)
+    assert isinstance(ev, FileOffered) and ev.transfer.name == "talk.pdf"
+    await bob2.accept_file(ev.transfer.id, into=tmp_path / "in")
+    done = await bob2.wait_transfer(ev.transfer.id, timeout=10)
+    assert done.state == "done" and done.path is not None and sha(done.path) == sha(src)
+    assert (await alice3.wait_transfer(out.id, timeout=5)).state == "done"
+
+
+async def test_open_outgoing_transfers_are_bounded(mesh: Mesh, tmp_path: Path) -> None:
+    alice = await add(mesh, "alice", limits=Limits(file_chunk_bytes=4096, max_open_outgoing=2))
+    await add(mesh, "bob")
+    await until(lambda: len(alice.peers()) == 1, what="peers")
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x")
+    await alice.send_file("bob", src)
+    await alice.send_file("bob", src)
+    with pytest.raises(FileError, match="open already"):
+        await alice.send_file("bob", src)
+    await alice.cancel_transfer("1")
+    await alice.send_file("bob", src)
 
 
 async def test_damaged_partial_file_is_fetched_again(mesh: Mesh, tmp_path: Path) -> None:
