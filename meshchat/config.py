@@ -58,6 +58,10 @@ class Timings:
     # /away (issue 11): a private message to an away node gets the away text back at most
     # once per sender in this long.
     away_reply_interval_s: float = 60.0
+    # A sender that restarted offers its unfinished transfers again, once the receiver is
+    # heard, until the receiver answers: after file_reoffer_s, doubling to file_reoffer_max_s.
+    file_reoffer_s: float = 2.0
+    file_reoffer_max_s: float = 60.0
 
     @classmethod
     def fast(cls) -> Timings:
@@ -185,3 +189,5 @@ class Limits:
     # frame), and the senders remembered for the one-auto-reply-per-interval rule.
     max_away_chars: int = 200
     max_away_replies: int = 1024
+    max_offer_path_bytes: int = 2048  # one file's path inside a folder, once cleaned
+    max_open_outgoing: int = 256  # our own transfers not finished (kept across restarts)

@@ -276,7 +276,7 @@ class FileOffer(WireMessage):
 @dataclass(frozen=True, slots=True)
 class FileState(WireMessage):
     """Either side: the transfer is now ``state`` (accepted, declined, cancelled, done,
-    failed), with ``reason``."""
+    failed), with ``reason``; "offered" answers an offer sent again that is still open."""
 
     TYPE: ClassVar[str] = "fstate"
     transfer_id: bytes

@@ -34,7 +34,7 @@ from ..events import (
     TransferFailed,
     TransferProgress,
 )
-from ..filenames import clean_name, clean_relpath, free_path, inside
+from ..filenames import REFUSALS, clean_name, free_path, inside, plan_offer
 from ..protocol.messages import (
     FileChunk,
     FileGet,
@@ -91,6 +91,9 @@ class _Job:
     waiters: list[asyncio.Future[Transfer]] = field(default_factory=list)
     checked_at: float = 0.0  # the sender last checked that its source is unchanged
     pending_rows: int = 0
+    # outgoing, after a restart: when to offer again (None: the receiver has answered)
+    reoffer_at: float | None = None
+    reoffers: int = 0
 
     @property
     def final(self) -> bool:
@@ -139,6 +142,12 @@ class Files:
         if rec.direction == "out":
             job.serve = Serve(layout, self._limits.file_credit_chunks, rec.created,
                               self._timings.file_offer_ttl_s)
+            if not job.final:
+                # The receiver may never have had the offer (we died before it left), or
+                # have lost it, or be waiting for us: offer again until it answers.
+                job.reoffer_at = 0.0
+                if rec.state in ("accepted", "active"):
+                    rec.state = "interrupted"  # until the receiver asks again
         elif rec.state in ("accepted", "active", "interrupted"):
             have = self._store.chunks(rec.tid)
             job.pull = self._new_pull(layout, have)
@@ -176,7 +185,27 @@ class Files:
             elif job.serve is not None and job.rec.state == "offered" and \
                     job.serve.expired(wall):
                 self._finish(job, "failed", "expired", notify=True)
+            elif job.reoffer_at is not None:
+                self._reoffer(job, now)
         self._store.flush()
+
+    def _reoffer(self, job: _Job, now: float) -> None:
+        """Offer again (after our restart) while the receiver is heard and has not answered;
+        the first time it is heard again, at once."""
+        if not self._peers.is_alive(job.rec.peer):
+            job.reoffer_at, job.reoffers = 0.0, 0
+            return
+        if job.reoffer_at is None or now < job.reoffer_at:
+            return
+        job.reoffers += 1
+        t = self._timings
+        job.reoffer_at = now + min(t.file_reoffer_max_s,
+                                   t.file_reoffer_s * 2 ** min(job.reoffers - 1, 16))
+        self._stats["file_reoffers"] += 1
+        self._wire.send(job.rec.peer, self._offer(job.rec))
+
+    def _answered(self, job: _Job) -> None:
+        job.reoffer_at = None
 
     def close(self) -> None:
         for job in self._jobs.values():
@@ -212,6 +241,10 @@ class Files:
         if sum(s for _, s in items) > self._limits.max_transfer_bytes or \
                 len(items) > self._limits.max_offer_files:
             raise FileError(f"{source} is too large to offer")
+        if sum(1 for j in self._jobs.values() if j.rec.direction == "out" and not j.final) \
+                >= self._limits.max_open_outgoing:
+            raise FileError(f"{self._limits.max_open_outgoing} transfers are open already: "
+                            "cancel one or wait")
         for name in skipped:
             self._emit(Notice(f"{name}: a symlink, not sent", "warning"))
         tid = self._random(16)
@@ -223,9 +256,7 @@ class Files:
         layout = Layout([s for _, s in items], rec.chunk_bytes)
         job = _Job(rec, layout, serve=Serve(layout, self._limits.file_credit_chunks,
                                             rec.created, self._timings.file_offer_ttl_s))
-        offer = FileOffer(tid, rec.name, tuple(FileItem(p, s) for p, s in items),
-                          rec.chunk_bytes)
-        if not self._wire.send(pid, offer):
+        if not self._wire.send(pid, self._offer(rec)):
             raise PeerNotFound(f"{self._peers.info(pid).label} cannot be reached")
         self._peers.pin(pid)
         self._jobs[tid] = job
@@ -233,6 +264,11 @@ class Files:
         self._save(job)
         self._bound()
         return self._public(job)
+
+    @staticmethod
+    def _offer(rec: TransferRecord) -> FileOffer:
+        return FileOffer(rec.tid, rec.name, tuple(FileItem(p, s) for p, s in rec.files),
+                         rec.chunk_bytes)
 
     async def accept(self, number: str | None, into: str | os.PathLike[str] | None
                      ) -> Transfer:
@@ -326,9 +362,11 @@ class Files:
     def _on_offer(self, peer: bytes, m: FileOffer) -> None:
         if m.transfer_id in self._jobs:
             job = self._jobs[m.transfer_id]
-            if job.rec.peer == peer and job.rec.state not in ("offered",):
-                # the sender restarted and offers again: say where we are
-                state = "accepted" if not job.final else job.rec.state
+            if job.rec.peer == peer and job.rec.direction == "in":
+                # the sender restarted and offers again: say where we are ("offered": we
+                # have it, not answered yet)
+                state = job.rec.state if job.final or job.rec.state == "offered" \
+                    else "accepted"
                 self._wire.send(peer, FileState(m.transfer_id, state, job.rec.error))
             return
         limits = self._limits
@@ -339,15 +377,17 @@ class Files:
                 len(m.transfer_id) != 16:
             self._stats["dropped_file_bad_offer"] += 1
             return
-        items = [("/".join(clean_relpath(f.path)), f.size) for f in m.files]
-        tree = len(items) > 1 or "/" in items[0][0]
-        if len({p for p, _ in items}) != len(items) or \
-                (tree and any("/" not in p for p, _ in items)):
-            self._stats["dropped_file_bad_offer"] += 1
+        plan = plan_offer(m.title, [f.path for f in m.files], limits.max_offer_path_bytes)
+        if isinstance(plan, str):
+            # refused, not trimmed into something else: counted, and the sender is told
+            self._stats["dropped_file_" + plan] += 1
+            self._wire.send(peer, FileState(m.transfer_id, "failed",
+                                            f"refused: {REFUSALS[plan]}"))
             return
+        items = list(zip(plan.paths, sizes, strict=True))
         self._number += 1
         rec = TransferRecord(m.transfer_id, "in", peer, self._peers.info(peer).name,
-                             clean_name(m.title), items, m.chunk_bytes, "offered",
+                             plan.name, items, m.chunk_bytes, "offered",
                              created=self._clock.time(), number=self._number)
         job = _Job(rec, Layout(sizes, m.chunk_bytes))
         self._jobs[rec.tid] = job
@@ -365,10 +405,13 @@ class Files:
 
     def _on_state(self, peer: bytes, m: FileState) -> None:
         job = self._jobs.get(m.transfer_id)
-        if job is None or job.rec.peer != peer or m.state not in _ANSWERS:
+        offered = m.state == "offered" and job is not None and job.rec.direction == "out"
+        if job is None or job.rec.peer != peer or not (m.state in _ANSWERS or offered):
             self._stats["dropped_file_unknown"] += 1
             return
-        if job.final:
+        if job.rec.direction == "out":
+            self._answered(job)
+        if job.final or m.state == "offered":
             return
         if m.state == "accepted":
             if job.rec.direction == "out" and job.rec.state == "offered":
@@ -384,6 +427,7 @@ class Files:
         job = self._mine(peer, m.transfer_id, "out")
         if job is None or job.serve is None:
             return
+        self._answered(job)
         if job.final:
             self._wire.send(peer, FileState(job.rec.tid, job.rec.state, job.rec.error))
             return
@@ -420,6 +464,7 @@ class Files:
         job = self._mine(peer, m.transfer_id, "out")
         if job is None or job.final:
             return
+        self._answered(job)
         if job.sums is not None:
             self._wire.send(peer, FileSums(job.rec.tid, job.sums))
         elif not job.hashing:

@@ -31,9 +31,10 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-async def add(mesh: Mesh, name: str, data_dir: Path | None = None) -> Node:
+async def add(mesh: Mesh, name: str, data_dir: Path | None = None,
+              limits: Limits = LIMITS) -> Node:
     node = Node(name, data_dir=data_dir or mesh.tmp / name, timings=Timings.fast(),
-                limits=LIMITS, loopback_only=True, transport=MemoryTransport(mesh.network),
+                limits=limits, loopback_only=True, transport=MemoryTransport(mesh.network),
                 discovery=MemoryDiscovery(mesh.hub))
     await node.start()
     mesh.nodes.append(node)
@@ -139,6 +140,75 @@ async def test_resume_after_the_receiver_restarts(mesh: Mesh, tmp_path: Path) ->
     assert again <= 2_000_000 - had + 2 * LIMITS.file_credit_chunks * LIMITS.file_chunk_bytes
 
 
+async def test_resume_after_the_sender_restarts(mesh: Mesh, tmp_path: Path) -> None:
+    """kill the sender mid-transfer (closed; its data dir kept) and start it again: the
+    receiver's pull goes on with the new sender, which serves only the rest."""
+    alice, bob = await pair(mesh)
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(2_000_000))
+    out = await alice.send_file("bob", src)
+    ev = await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered))
+    tid = ev.transfer.id  # type: ignore[attr-defined]
+    await bob.accept_file(tid, into=tmp_path / "in")
+    await until(lambda: bob.transfers()[0].done_bytes >= 40_000, what="some chunks")
+    await alice.close()
+    had = bob.transfers()[0].done_bytes
+    alice2 = await add(mesh, "alice2", data_dir=mesh.tmp / "alice")
+    (t,) = alice2.transfers()
+    assert (t.id, t.direction, t.state) == (out.id, "out", "interrupted")
+    done = await bob.wait_transfer(tid, timeout=15)
+    assert done.state == "done" and done.path is not None and sha(done.path) == sha(src)
+    assert (await alice2.wait_transfer(out.id, timeout=5)).state == "done"
+    assert alice2.stats["file_reoffers"] >= 1  # bob answered "accepted" and pulled on
+    assert alice2.stats["file_bytes_sent"] <= \
+        2_000_000 - had + 2 * LIMITS.file_credit_chunks * LIMITS.file_chunk_bytes
+
+
+async def test_an_unanswered_offer_is_offered_again_after_the_sender_restarts(
+        mesh: Mesh, tmp_path: Path) -> None:
+    alice, bob = await pair(mesh)
+    src = tmp_path / "talk.pdf"
+    src.write_bytes(os.urandom(50_000))
+    out = await alice.send_file("bob", src)
+    await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered))
+    # alice restarts; bob still holds the offer: he says so once, and nothing is doubled
+    await alice.close()
+    alice2 = await add(mesh, "alice2", data_dir=mesh.tmp / "alice")
+    assert [(t.id, t.state) for t in alice2.transfers()] == [(out.id, "offered")]
+    await until(lambda: alice2._files.get(out.id).reoffer_at is None, what="bob answers")
+    assert alice2.stats["file_reoffers"] == 1 and len(bob.transfers()) == 1
+    # both go down, and bob loses the offer (as if it never reached him): once both are up
+    # again it reappears, and is accepted and delivered
+    await alice2.close()
+    await bob.close()
+    (mesh.tmp / "bob" / "transfers.sqlite").unlink()
+    for extra in ("-wal", "-shm"):
+        (mesh.tmp / "bob" / f"transfers.sqlite{extra}").unlink(missing_ok=True)
+    bob2 = await add(mesh, "bob2", data_dir=mesh.tmp / "bob")
+    assert bob2.transfers() == []
+    alice3 = await add(mesh, "alice3", data_dir=mesh.tmp / "alice")
+    ev = await mesh.recorders["bob2"].wait(lambda e: isinstance(e, FileOffered), timeout=10)
+    assert isinstance(ev, FileOffered) and ev.transfer.name == "talk.pdf"
+    await bob2.accept_file(ev.transfer.id, into=tmp_path / "in")
+    done = await bob2.wait_transfer(ev.transfer.id, timeout=10)
+    assert done.state == "done" and done.path is not None and sha(done.path) == sha(src)
+    assert (await alice3.wait_transfer(out.id, timeout=5)).state == "done"
+
+
+async def test_open_outgoing_transfers_are_bounded(mesh: Mesh, tmp_path: Path) -> None:
+    alice = await add(mesh, "alice", limits=Limits(file_chunk_bytes=4096, max_open_outgoing=2))
+    await add(mesh, "bob")
+    await until(lambda: len(alice.peers()) == 1, what="peers")
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"x")
+    await alice.send_file("bob", src)
+    await alice.send_file("bob", src)
+    with pytest.raises(FileError, match="open already"):
+        await alice.send_file("bob", src)
+    await alice.cancel_transfer("1")
+    await alice.send_file("bob", src)
+
+
 async def test_damaged_partial_file_is_fetched_again(mesh: Mesh, tmp_path: Path) -> None:
     alice, bob = await pair(mesh)
     src = tmp_path / "d.bin"
@@ -162,21 +232,39 @@ async def test_hostile_offers_and_chunks(mesh: Mesh, tmp_path: Path) -> None:
     alice, bob = await pair(mesh)
     pid = bob.peer_id
     wire = alice._wire
-    for name in ("../../etc/passwd", "/etc/shadow", "CON", "a\x00b\x1b[2J"):
+    into = tmp_path / "in"
+    into.mkdir()
+    (into / "passwd").write_text("mine")  # a name that collides with a file already there
+    # (ten offers: the burst of Limits.file_offers_*)
+    names = ["../../etc/passwd", "/etc/sh\x00a\x1b[2Jdow", "CON", "a/../../b",
+             "C:\\x\\y.txt", "d/" + "n" * 300]
+    for name in names:
         wire.send(pid, FileOffer(os.urandom(16), name, (FileItem(name, 10),), 4096))
     wire.send(pid, FileOffer(os.urandom(16), "huge", (FileItem("huge", 2**64 - 1),), 4096))
-    wire.send(pid, FileOffer(os.urandom(16), "x", (FileItem("a/b", 1), FileItem("c", 1)), 4096))
+    refused = [os.urandom(16) for _ in range(3)]
+    wire.send(pid, FileOffer(refused[0], "x", (FileItem("a/b", 1), FileItem("c", 1)), 4096))
+    wire.send(pid, FileOffer(refused[1], "x", (FileItem("x/../../b", 1),), 4096))
+    wire.send(pid, FileOffer(refused[2], "x", (FileItem("x/" + "/".join(["y" * 200] * 11), 1),),
+                             4096))
     wire.send(pid, FileChunk(os.urandom(16), 2**64 - 1, b"x", b"y" * 16))
     wire.send(pid, FileGet(os.urandom(16), 0, 2**64 - 1))
-    await until(lambda: len(bob.transfers()) == 4, what="four offers kept")
-    await until(lambda: bob.stats["dropped_file_bad_offer"] == 2, what="bad offers dropped")
+    await until(lambda: len(bob.transfers()) == len(names), what="the offers kept")
+    await until(lambda: bob.stats["dropped_file_bad_offer"] == 1, what="bad offer dropped")
+    await until(lambda: (bob.stats["dropped_file_bad_tree"], bob.stats["dropped_file_bad_path"],
+                         bob.stats["dropped_file_long_path"]) == (1, 1, 1),
+                what="refused offers counted by reason")
     await until(lambda: bob.stats["dropped_unsolicited"] >= 1, what="chunk refused")
     await until(lambda: bob.stats["dropped_file_unknown"] >= 1, what="fget refused")
-    into = tmp_path / "in"
+    assert [t.name for t in bob.transfers()] == \
+        ["passwd", "sh_a_[2Jdow", "_CON", "b", "y.txt", "n" * 250]
     for t in bob.transfers():
-        assert "/" not in t.name and "\x00" not in t.name and t.name.upper() != "CON"
-        await bob.accept_file(t.id, into=into)
-    assert all(p.parent == into for p in into.iterdir())
+        assert t.files == 1 and "/" not in t.name and "\x00" not in t.name
+        got = await bob.accept_file(t.id, into=into)
+        assert got.path is not None and got.path.parent == into
+    assert (into / "passwd").read_text() == "mine"
+    assert (into / "passwd (1).part").exists()
+    assert all(p.parent == into and not p.is_dir() for p in into.iterdir())
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "b").exists()
 
 
 async def test_offer_flood_is_rate_limited(mesh: Mesh) -> None:

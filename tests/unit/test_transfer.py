@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshchat.filenames import MAX_NAME_BYTES, clean_name, clean_relpath, free_path, inside
+from meshchat.filenames import (
+    MAX_NAME_BYTES,
+    OfferPlan,
+    clean_name,
+    clean_relpath,
+    free_path,
+    inside,
+    plan_offer,
+)
 from meshchat.storage.transfers import TransferRecord, TransferStore
 from meshchat.transfer import (
     AskSums,
@@ -241,6 +249,99 @@ def test_clash_gets_a_number(tmp_path: Path) -> None:
     (tmp_path / "talk (1).pdf.part").write_text("x")
     assert free_path(tmp_path, "talk.pdf").name == "talk (2).pdf"
     assert free_path(tmp_path, "README").name == "README"
+
+
+CAP = 2048
+
+# A single-file offer (one path not under its title as a folder) is one file, named by the
+# last part of its path; whatever it carries, it never becomes a folder.
+ONE_FILE = [
+    ("passwd", "../../etc/passwd", "passwd"),
+    ("abs", "/abs", "abs"),
+    ("b", "a/../../b", "b"),
+    ("x", "C:\\Windows\\System32\\x.dll", "x.dll"),
+    ("C:", "C:", "C_"),
+    ("evil", "..\\..\\evil.exe", "evil.exe"),
+    ("n", "a\x00b/c\x00d", "c_d"),
+    ("CON", "CON", "_CON"),
+    ("x", "dir/con.txt", "_con.txt"),
+    ("..", "..", "file"),
+    ("", "", "file"),
+    ("t", "/", "t"),
+    ("t", "a/b/", "b"),
+    ("..", "../x", "x"),  # a title that cannot be a folder: not a tree
+    ("report.pdf", "evil.exe", "evil.exe"),  # what is shown is what is written
+]
+
+
+@pytest.mark.parametrize(("title", "path", "name"), ONE_FILE)
+def test_a_single_file_offer_is_one_file(title: str, path: str, name: str) -> None:
+    assert plan_offer(title, [path], CAP) == OfferPlan(name, (name,), False)
+
+
+def test_a_single_file_name_at_and_over_the_cap(tmp_path: Path) -> None:
+    at = "n" * (MAX_NAME_BYTES - 4) + ".bin"
+    plan = plan_offer(at, [at], CAP)
+    assert isinstance(plan, OfferPlan) and plan.name == at
+    over = plan_offer("x", ["../" + "é" * 300 + ".tar.gz"], CAP)
+    assert isinstance(over, OfferPlan) and over.name.endswith(".gz")
+    assert len(over.name.encode()) <= MAX_NAME_BYTES
+    (tmp_path / at).write_bytes(b"there")  # a name at the cap that clashes still fits
+    clash = free_path(tmp_path, at)
+    assert clash.name.endswith(" (1).bin") and len((clash.name + ".part").encode()) <= 255
+
+
+def test_a_folder_offer_is_a_tree_under_its_name() -> None:
+    plan = plan_offer("docs", ["docs/a.txt", "docs/sub/b.bin", "docs\\win\\c"], CAP)
+    assert plan == OfferPlan("docs", ("docs/a.txt", "docs/sub/b.bin", "docs/win/c"), True)
+    assert plan_offer("CON", ["CON/x"], CAP) == OfferPlan("_CON", ("_CON/x",), True)
+
+
+@pytest.mark.parametrize("paths", [
+    ["docs/../../etc/passwd"], ["docs/a/../../../b"], ["docs/.."], ["docs//x"],
+    ["docs/./x"], ["docs/a", "docs/"], ["docs/a", "docs/ .. /b"],
+])
+def test_a_tree_path_that_climbs_or_is_empty_is_refused(paths: list[str]) -> None:
+    assert plan_offer("docs", paths, CAP) == "bad_path"
+
+
+@pytest.mark.parametrize("paths", [
+    ["a/x", "b/y"],  # two roots
+    ["docs/a", "/abs"], ["docs/a", "other"],  # a file outside the folder
+    ["docs/a", "docs/a/b"],  # a file where the next needs a folder
+    ["docs/a/b", "docs/a"],  # and the other way round
+])
+def test_files_that_are_not_one_folder_are_refused(paths: list[str]) -> None:
+    assert plan_offer("docs", paths, CAP) == "bad_tree"
+
+
+def test_duplicate_names_in_one_folder_get_numbers() -> None:
+    plan = plan_offer("d", ["d/a.txt", "d/a.txt", "d/a:txt", "d/a_txt", "d/s/a.txt"], CAP)
+    assert isinstance(plan, OfferPlan)
+    assert plan.paths == ("d/a.txt", "d/a (1).txt", "d/a_txt", "d/a_txt (1)", "d/s/a.txt")
+    assert len(set(plan.paths)) == len(plan.paths)
+
+
+def test_a_tree_path_over_the_cap_is_refused() -> None:
+    deep = "d/" + "/".join(["x" * 200] * 11)
+    assert plan_offer("d", [deep], CAP) == "long_path"
+    assert isinstance(plan_offer("d", ["d/" + "/".join(["x" * 200] * 10)], CAP), OfferPlan)
+
+
+@given(st.text(max_size=60), st.lists(st.text(max_size=80), min_size=1, max_size=6))
+def test_any_offer_stays_inside(title: str, paths: list[str]) -> None:
+    plan = plan_offer(title, paths, CAP)
+    if isinstance(plan, str):
+        return
+    base = Path("/srv/down")
+    assert len(plan.paths) == len(paths) and len(set(plan.paths)) == len(plan.paths)
+    assert "/" not in plan.name and plan.name not in ("", ".", "..")
+    for p in plan.paths:
+        parts = p.split("/")
+        assert parts[0] == plan.name and (len(parts) > 1) == plan.tree
+        assert all(c not in ("", ".", "..") and len(c.encode()) <= MAX_NAME_BYTES
+                   for c in parts)
+        assert inside(base, base.joinpath(*parts))
 
 
 def test_store_keeps_transfers_and_chunks(tmp_path: Path) -> None:
