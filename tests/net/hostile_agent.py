@@ -245,10 +245,13 @@ class Builder:
             if unknown:
                 raise Refused(f"{cls.__name__} has no field {sorted(unknown)} (it has {names})")
             given = dict(fields)
-        missing = [n for n in names if n not in given]
+        optional = {f.name for f in dataclasses.fields(cls)
+                    if f.default is not dataclasses.MISSING
+                    or f.default_factory is not dataclasses.MISSING}
+        missing = [n for n in names if n not in given and n not in optional]
         if missing:
             raise Refused(f"{cls.__name__}: missing {missing}")
-        return cls(**{n: self.convert(hints[n], given[n], raw) for n in names})
+        return cls(**{n: self.convert(hints[n], given[n], raw) for n in names if n in given})
 
     def record(self, name: str, fields: Mapping[str, Any] | list[Any]) -> Any:
         return self.build(class_of(name), fields, raw=False)

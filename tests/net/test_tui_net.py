@@ -10,6 +10,7 @@ killed after the test (the lab also kills whatever is left in its namespaces).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import shutil
@@ -380,3 +381,32 @@ def test_away_shows_in_list_and_info_and_a_private_message_gets_it_back_once(
     alice.wait_line(r"^\* bob is back$", since=mark)
     screen = bob.screen()
     assert "Traceback" not in screen and "[exited" not in screen, screen
+
+
+def test_a_file_sent_from_the_terminal_shows_its_percent_in_the_bar_then_done(
+    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
+) -> None:
+    lab = lab_factory(2)
+    alice, bob = _alice_hosts_and_bob_joins_in_a_terminal(lab, terminals, tmp_path)
+    # bob's cable is slowed to ~3 MB/s (tc tbf), so 6 MiB take about two seconds: long
+    # enough to read the bar between 1 and 99%, on any machine
+    lab.hosts[1].run(["tc", "qdisc", "add", "dev", lab.hosts[1].ifname, "root", "tbf",
+                      "rate", "24mbit", "burst", "64kb", "latency", "500ms"])
+    src = tmp_path / "slides.bin"
+    src.write_bytes(os.urandom(6 * 1024 * 1024))
+    bob.type(f"/send file alice {src}")
+    bob.wait(r"offered slides\.bin \(6\.0 MiB\) to alice — /cancel 1")
+    alice.expect(r"bob offers slides\.bin \(6\.0 MiB\) — /accept 1 or /decline 1")
+    alice.send("/accept")
+    alice.expect(r"accepted slides\.bin into ")
+    # the status bar, just above the input line, shows the transfer going out and its percent
+    screen = bob.wait(r"│ slides\.bin → \[[# ]+\] ([1-9]|[1-9][0-9])%\s*$", timeout=20.0)
+    rows = [row for row in screen.splitlines() if row.strip()]
+    assert "slides.bin →" in rows[-2] and rows[-1] == f"[{ROOM}] bob>", screen
+    seen = {int(m) for m in re.findall(r"slides\.bin → \[[# ]+\] (\d+)%", screen)}
+    assert seen and all(0 < p < 100 for p in seen), screen
+    done = alice.expect(r"slides\.bin \(6\.0 MiB\) done → (?P<path>\S+)$", timeout=30.0)
+    assert Path(done["path"]).read_bytes() == src.read_bytes()
+    screen = bob.wait(r"slides\.bin \(6\.0 MiB\) done$", timeout=10.0)
+    bob.wait(rf"^ {ROOM} │ host alice │ 2 members\s*$")  # the bar no longer shows it
+    all_trouble_free(alice)
