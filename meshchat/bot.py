@@ -389,7 +389,8 @@ class Bot:
 
     async def _on_message(self, node: Node, msg: Message) -> None:
         ctx = self._context(node, msg)
-        if msg.text.startswith(self.prefix) and not msg.action:  # `/me !roll` is no command
+        # `/me !roll` is no command, nor an away peer's automatic reply that reads "!roll"
+        if msg.text.startswith(self.prefix) and not msg.action and not msg.auto:
             words = msg.text[len(self.prefix):].split()
             if words:
                 ctx.args = words[1:]

@@ -81,6 +81,22 @@ async def test_a_command_is_answered_in_the_room(mesh: Mesh,
     await said(mesh, "alice", "alice rolled 1d6 x1")
 
 
+async def test_an_away_peers_automatic_reply_is_no_command(
+        mesh: Mesh, running: tuple[Bot, Node]) -> None:
+    _bot, alice = running
+    alice.set_away("!roll 9d6")
+    await until(lambda: any(p.name == "dice" for p in alice.peers()), what="alice sees dice")
+    await alice.msg("dice", "!roll 2d6")  # the bot answers privately; alice's node, away,
+    await until(lambda: alice.stats["away_replies"] == 1)  # sends the bot "!roll 9d6" back
+    alice.set_away(None)
+    await alice.msg("dice", "!roll 3d6")  # answered after anything the bot did before
+    rec = mesh.recorders["alice"]
+    await rec.wait(lambda e: isinstance(e, Message) and e.text == "alice rolled 3d6 x1")
+    privates = [e.text for e in rec.events if isinstance(e, Message) and e.private
+                and e.sender.name == "dice"]
+    assert privates == ["alice rolled 2d6 x1", "alice rolled 3d6 x1"]
+
+
 async def test_bad_arguments_get_a_usage_line_and_help_lists_commands(
         mesh: Mesh, running: tuple[Bot, Node]) -> None:
     _bot, alice = running
