@@ -60,10 +60,8 @@ class Ticker:
     async def run(self) -> None:
         interval = self._timings.heartbeat_interval_s
         last_flush = last_tick = self._clock.monotonic()
-        beat = 0
         while True:
             await self._clock.sleep(interval)
-            beat += 1
             now = self._clock.monotonic()
             if now - last_tick > max(4 * interval, self._timings.host_timeout_s):
                 # We were stalled ourselves: silence meanwhile is ours, not the peers'.
