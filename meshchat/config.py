@@ -38,6 +38,9 @@ class Timings:
     host_ping_timeout_s: float = 0.35
     request_timeout_s: float = 3.0
     join_timeout_s: float = 5.0
+    # A join request not answered in this long goes again (same id; the host repeats its
+    # answer): a connection that dies as a partition heals loses what was written into it.
+    request_resend_s: float = 1.0
     discovery_wait_s: float = 2.0
     gap_fill_interval_s: float = 0.5
     rename_interval_s: float = 7 * 24 * 3600.0
@@ -82,6 +85,7 @@ class Timings:
             host_ping_timeout_s=0.15,
             request_timeout_s=2.0,
             join_timeout_s=3.0,
+            request_resend_s=0.4,
             discovery_wait_s=1.0,
             gap_fill_interval_s=0.1,
             claim_contest_s=0.45,

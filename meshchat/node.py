@@ -355,7 +355,8 @@ class Node:
         known = KnownPeers(self.data_dir, max_peers=limits.max_known_peers,
                            max_pinned=limits.max_pinned_peers)
         admission = Admission(limits, codec, self.peer_id, self._random_bytes)
-        self._wire = wire = Wire(self.peer_id, codec, self._transport, clock, limits, stats)
+        self._wire = wire = Wire(self.peer_id, codec, self._transport, clock, limits, stats,
+                                 first_request_id=int.from_bytes(self._random_bytes(4)))
         self._peers = peers = PeerBook(
             me, wire, self._transport, known, PeerTable(limits, self.peer_id, stats),
             LivenessTable(timings), emit, tasks, clock, limits, stats,

@@ -118,11 +118,11 @@ class Joining:
         if listing.room_id in self._rooms and not (merge_token or rejoin):
             return self._rooms[listing.room_id]
         self._peers.learn(listing.host, "introduction")
-        timeout = self._timings.join_timeout_s
+        timeout, resend = self._timings.join_timeout_s, self._timings.request_resend_s
         rid = self._wire.next_request_id()
         request = JoinRequest(listing.room_id, self._me.name, rid, b"", b"", merge_token)
         try:
-            reply = await self._wire.request(host_id, request, rid, timeout)
+            reply = await self._wire.request(host_id, request, rid, timeout, resend)
             # The host may not know our card (it refused our key until an unban, or missed
             # our Hello): now that it answers, introduce ourselves, so it subscribes to us.
             self._peers.introduce(host_id)
@@ -148,7 +148,7 @@ class Joining:
             )
             rid = self._wire.next_request_id()
             request = JoinRequest(listing.room_id, self._me.name, rid, reply.nonce, proof, b"")
-            reply = await self._wire.request(host_id, request, rid, timeout)
+            reply = await self._wire.request(host_id, request, rid, timeout, resend)
         if isinstance(reply, JoinRefusal):
             if reply.reason == "moved":
                 raise _Moved(await self._moved(listing, host_id, reply))

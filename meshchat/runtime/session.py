@@ -38,6 +38,7 @@ from ..protocol.messages import (
     StateAnnounce,
     StatePush,
     StateRequest,
+    WireMessage,
 )
 from ..session import StateAction, state_change
 from ..storage.log import MessageLog
@@ -48,7 +49,7 @@ from .local import LocalPeer
 from .peers import PeerBook
 from .rooms import JoinedRoom, Rooms
 from .tasks import Tasks
-from .wire import Gatekeeper, Wire, room_topic
+from .wire import Gatekeeper, ReplyCache, Wire, room_topic
 
 __all__ = ["Sessions"]
 
@@ -86,6 +87,8 @@ class Sessions:
         self._random_bytes = random_bytes
         self._rejoin = rejoin
         self._step_down = step_down
+        # The answer to each peer's latest join request, repeated if that request comes again.
+        self._join_replies = ReplyCache(limits.max_peers, timings.join_timeout_s)
 
     # ---------------------------------------------------------------- entering and leaving
 
@@ -345,32 +348,43 @@ class Sessions:
 
     def on_join_request(self, peer: bytes, req: JoinRequest, now: float, address: str = ""
                         ) -> None:
-        """Run the admission core's decision (meshchat/admission.py) on a join request."""
+        """Run the admission core's decision (meshchat/admission.py) on a join request; a
+        request sent again (its answer was late: ``Wire.request``) gets the same answer."""
+        mono = self._clock.monotonic()
+        again = self._join_replies.get(peer, req.request_id, mono)
+        if again is not None:
+            self._stats["join_repeated"] += 1
+            self._wire.send(peer, again)
+            return
         jr = self._rooms.get(req.room_id)
         lineage = None if jr is None else Lineage(jr.ever_members.keys(), jr.removed,
                                                   jr.dropped_silent)
         decision = self.admission.decide(None if jr is None else jr.core.current, lineage, req,
-                                          peer, address, self._clock.monotonic())
+                                          peer, address, mono)
         if decision.token_refused:
             self._stats["dropped_merge_" + decision.token_refused] += 1
+        reply: WireMessage | None = None
         match decision:
             case Refuse(reason=reason, detail=detail):
                 self._stats["dropped_join_" + reason] += 1
-                self._wire.send(peer, JoinRefusal(req.room_id, req.request_id, reason, detail))
+                reply = JoinRefusal(req.room_id, req.request_id, reason, detail)
+                self._wire.send(peer, reply)
             case Challenge():
-                self._wire.send(peer, JoinChallenge(req.room_id, req.request_id, decision.salt,
-                                                    decision.nonce, decision.opslimit,
-                                                    decision.memlimit))
+                reply = JoinChallenge(req.room_id, req.request_id, decision.salt,
+                                      decision.nonce, decision.opslimit, decision.memlimit)
+                self._wire.send(peer, reply)
             case Admit() if jr is not None:
                 if decision.merged_from is not None:
                     self._merge_join(jr, decision.merged_from)
                 jr.dropped_silent.discard(peer)
                 jr.told_to_rejoin.pop(peer, None)
-                self._admit(jr, peer, decision.name, req.request_id, now,
-                            full_history=decision.full_history)
+                reply = self._admit(jr, peer, decision.name, req.request_id, now,
+                                    full_history=decision.full_history)
+        if reply is not None:
+            self._join_replies.put(peer, req.request_id, reply, mono)
 
     def _admit(self, jr: JoinedRoom, peer: bytes, name: str, request_id: int, now: float,
-               full_history: bool = False) -> None:
+               full_history: bool = False) -> JoinAccept:
         old = jr.state
         jr.core.add_member(peer, name, now)
         epoch, key = jr.seal_key()
@@ -383,10 +397,11 @@ class Sessions:
                                               self._limits.max_frame_bytes // 2):])
         heads = () if full_history else jr.sync.join_heads((row.sender, row.seq)
                                                            for row in rows)
-        self._wire.send(peer, JoinAccept(jr.room_id, request_id, jr.core.blob,
-                                         rules.seal_key(self._me.identity, peer, key), epoch,
-                                         history, heads))
+        accept = JoinAccept(jr.room_id, request_id, jr.core.blob,
+                            rules.seal_key(self._me.identity, peer, key), epoch, history, heads)
+        self._wire.send(peer, accept)
         self.host_publish(jr, old)
+        return accept
 
     def _merge_join(self, jr: JoinedRoom, other: RoomState) -> None:
         """The other side's host of a healed partition merges in (its token was taken):

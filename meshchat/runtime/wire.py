@@ -43,8 +43,8 @@ from ..protocol.messages import (
 )
 from ..transport.base import Incoming, Transport
 
-__all__ = ["TOPIC_BROADCAST", "TOPIC_PRESENCE", "TOPIC_ROOM", "Frame", "Gatekeeper", "RoomRoles",
-           "Wire", "room_topic"]
+__all__ = ["TOPIC_BROADCAST", "TOPIC_PRESENCE", "TOPIC_ROOM", "Frame", "Gatekeeper", "ReplyCache",
+           "RoomRoles", "Wire", "room_topic"]
 
 TOPIC_PRESENCE = b"P"
 TOPIC_BROADCAST = b"B"
@@ -69,11 +69,40 @@ class Frame:
     charged: bool = False  # its rate token was drawn before decoding (``Wire.open``)
 
 
+class ReplyCache:
+    """The last answer this node gave each peer's request, to give again when the same
+    request id comes back: the asker sends a request again when its answer is late
+    (``Wire.request``), and the repeat must get the same answer, not a second decision (a
+    second admission, a fresh challenge nonce). One entry per peer, at most ``max_peers``
+    peers, each kept ``keep_s``."""
+
+    def __init__(self, max_peers: int, keep_s: float) -> None:
+        self._max_peers = max_peers
+        self._keep_s = keep_s
+        self._entries: OrderedDict[bytes, tuple[int, float, WireMessage]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, peer: bytes, request_id: int, now: float) -> WireMessage | None:
+        """The answer given to ``peer``'s request ``request_id``, if it is recent."""
+        entry = self._entries.get(peer)
+        if entry is None or entry[0] != request_id or now - entry[1] > self._keep_s:
+            return None
+        return entry[2]
+
+    def put(self, peer: bytes, request_id: int, reply: WireMessage, now: float) -> None:
+        self._entries[peer] = (request_id, now, reply)
+        self._entries.move_to_end(peer)
+        while len(self._entries) > self._max_peers:
+            self._entries.popitem(last=False)
+
+
 class Wire:
     """Send, publish, ping and request; decode and gate what arrives."""
 
     def __init__(self, me: bytes, codec: Codec, transport: Transport, clock: Clock,
-                 limits: Limits, stats: Counter[str]) -> None:
+                 limits: Limits, stats: Counter[str], first_request_id: int = 0) -> None:
         self._me = me
         self._codec = codec
         self._transport = transport
@@ -81,7 +110,9 @@ class Wire:
         self._limits = limits
         self._stats = stats
         self._seq: Counter[bytes] = Counter()
-        self._request_ids = 0
+        # A random start (the node passes one): a restarted node does not repeat the ids of
+        # its last run, which a host may still remember answers to (``ReplyCache``).
+        self._request_ids = first_request_id
         self._futures: dict[int, asyncio.Future[WireMessage]] = {}
         self._future_peers: dict[int, bytes] = {}  # request id -> the peer it went to
         self._ping_peers: OrderedDict[int, bytes] = OrderedDict()  # nonce -> pinged peer
@@ -162,10 +193,15 @@ class Wire:
         self._futures.pop(rid, None)
         self._future_peers.pop(rid, None)
 
-    async def request(self, pid: bytes, message: WireMessage, rid: int, timeout: float
-                      ) -> WireMessage:
+    async def request(self, pid: bytes, message: WireMessage, rid: int, timeout: float,
+                      resend_s: float | None = None) -> WireMessage:
         """Send ``message`` (request id ``rid``), retrying while there is no route, and wait
-        for the answer; ``Timeout`` when none comes."""
+        for the answer; ``Timeout`` when none comes.
+
+        With ``resend_s``, an unanswered request goes again that often, under the same id: a
+        connection that dies just as a partition heals takes what was written into it along,
+        and a request lost that way would otherwise cost the whole ``timeout``. The answering
+        side repeats its answer to a repeated id (``ReplyCache``) instead of deciding again."""
         fut = self._expect(rid, pid)
         try:
             deadline = self._clock.monotonic() + timeout
@@ -177,11 +213,20 @@ class Wire:
                 return fut.result()
             if not sent:
                 raise Timeout("the host cannot be reached")
-            try:
-                async with asyncio.timeout(max(0.0, deadline - self._clock.monotonic())):
-                    return await fut
-            except TimeoutError as exc:
-                raise Timeout("the host did not answer") from exc
+            while True:
+                left = deadline - self._clock.monotonic()
+                if left <= 0:
+                    raise Timeout("the host did not answer")
+                wait = left if resend_s is None else min(left, resend_s)
+                try:
+                    async with asyncio.timeout(wait):
+                        return await asyncio.shield(fut)
+                except TimeoutError:
+                    if fut.done():
+                        return fut.result()
+                    if self._clock.monotonic() < deadline and resend_s is not None:
+                        self._stats["request_resent"] += 1
+                        self.send(pid, message)
         finally:
             self._forget(rid)
 
