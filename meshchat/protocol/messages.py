@@ -97,6 +97,9 @@ class Hello(WireMessage):
     started_at: float
     color: str
     away: str | None = None  # as in Heartbeat
+    # The rooms the sender hosts, as in its heartbeat: a peer that just met a host learns its
+    # rooms at once, not at the host's next presence refresh (which a large LAN stretches).
+    hosted: tuple[HostedRoom, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

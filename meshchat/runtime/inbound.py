@@ -32,6 +32,7 @@ from ..protocol.messages import (
     HistoryReply,
     HistoryRequest,
     HostCommand,
+    HostedRoom,
     JoinAccept,
     JoinChallenge,
     JoinRefusal,
@@ -147,11 +148,14 @@ class Inbound:
         self._peers.learn(hb.card, source="heartbeat", color=hb.color, started_at=hb.started_at)
         self._peers.away_from(peer, hb.away)
         self._peers.heard(peer)
-        self._sessions.host_heartbeat(peer, hb.hosted)
+        self._hosted_by(peer, hb.hosted)
         self._peers.offer(hb.known, peer)
+
+    def _hosted_by(self, peer: bytes, hosted: tuple[HostedRoom, ...]) -> None:
+        """``peer``'s own presence (a heartbeat or its Hello) lists the rooms it hosts."""
+        self._sessions.host_heartbeat(peer, hosted)
         known = self._peers.get(peer)
-        self._directory.from_heartbeat(peer, known.card if known is not None else None,
-                                       hb.hosted)
+        self._directory.from_heartbeat(peer, known.card if known is not None else None, hosted)
 
     def _on_direct(self, peer: bytes, env: Envelope, address: str, now: float) -> None:
         m = env.message
@@ -160,6 +164,7 @@ class Inbound:
             case Hello():
                 self._peers.on_hello(peer, m, address)
                 self._peers.away_from(peer, m.away)
+                self._hosted_by(peer, m.hosted)
             case Peers():
                 self._peers.on_peers(peer, m, address)
             case Ping():

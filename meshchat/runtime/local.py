@@ -9,7 +9,7 @@ from ..commands import validate_name
 from ..errors import MeshchatError, RenameTooSoon
 from ..events import PeerInfo
 from ..identity import Identity
-from ..protocol.messages import Hello, PeerCard
+from ..protocol.messages import Hello, HostedRoom, PeerCard
 from ..storage.keystore import load_or_create_identity
 from ..storage.settings import Settings, SettingsStore
 
@@ -80,8 +80,8 @@ class LocalPeer:
         return PeerCard(self.peer_id, self.name, self.addresses, self.router_port,
                         self.pub_port, self.card_port)
 
-    def hello(self) -> Hello:
-        return Hello(self.card(), self.started_at, self.color, self.away)
+    def hello(self, hosted: tuple[HostedRoom, ...] = ()) -> Hello:
+        return Hello(self.card(), self.started_at, self.color, self.away, hosted)
 
     @property
     def info(self) -> PeerInfo:

@@ -65,7 +65,8 @@ class PeerBook:
                  on_gone: Callable[[bytes, str], None],
                  on_renamed: Callable[[bytes, str], None],
                  refused_kept_s: float = 60.0,
-                 on_new: Callable[[], None] = lambda: None) -> None:
+                 on_new: Callable[[], None] = lambda: None,
+                 hosted: Callable[[], tuple[HostedRoom, ...]] = tuple) -> None:
         self._me = me
         self._wire = wire
         self._transport = transport
@@ -82,12 +83,16 @@ class PeerBook:
         self._on_gone = on_gone
         self._on_renamed = on_renamed
         self._on_new = on_new  # a peer is new to us, or back: our presence is worth sending
+        self._hosted = hosted  # the rooms we host, as our presence lists them
         self._refused: OrderedDict[bytes, float] = OrderedDict()  # peer -> when its ZAP said no
         self._refused_kept_s = refused_kept_s
         self._peers: dict[bytes, Peer] = {}
         self._write: asyncio.Future[bool] | None = None
         self._written_at = clock.monotonic()
         self.changed = asyncio.Event()  # set whenever a peer is learnt
+
+    def _hello(self) -> Hello:
+        return self._me.hello(self._hosted())
 
     def __contains__(self, pid: object) -> bool:
         return pid in self._peers
@@ -141,7 +146,7 @@ class PeerBook:
     def introduce(self, pid: bytes) -> None:
         """Say Hello to ``pid`` (it answers with the peers it knows)."""
         if not self._listen_only:
-            self._wire.send(pid, self._me.hello())
+            self._wire.send(pid, self._hello())
 
     def reconnected(self, pid: bytes) -> None:
         """Our connection to ``pid`` is up again after it dropped: a partition healed. Either
@@ -151,7 +156,7 @@ class PeerBook:
         if self._listen_only:
             return
         self._stats["peers_reconnected"] += 1
-        self._wire.send(pid, self._me.hello())
+        self._wire.send(pid, self._hello())
         self._on_new()
 
     def tick_liveness(self, now: float, quiet_s: float = 0.0) -> None:
@@ -276,7 +281,7 @@ class PeerBook:
         if is_new:
             self._liveness.heard(pid, self._clock.monotonic())
             if not self._listen_only and not probed:
-                self._wire.send(pid, self._me.hello())
+                self._wire.send(pid, self._hello())
             self._emit(PeerDiscovered(self.info(pid)))
             self.changed.set()
             self._on_new()
@@ -322,7 +327,7 @@ class PeerBook:
                         card.peer_id, self._pick_address(card.addresses), card.router_port,
                         card.pub_port, subscribe=self._listen_only)
                     if not self._listen_only:
-                        self._wire.send(card.peer_id, self._me.hello())
+                        self._wire.send(card.peer_id, self._hello())
                 case Unprobe(peer_id=pid):
                     if pid not in self._peers:
                         self._transport.disconnect_peer(pid)

@@ -519,16 +519,17 @@ CARD = m.PeerCard(BOB.peer_id, "bob", ("10.0.0.2",), 1, 2, 3)
 def test_an_older_peers_frame_without_the_away_and_auto_fields_decodes_with_defaults() -> None:
     for message, old_fields in [
         (m.Heartbeat(CARD, 1.0, "red", (), (), away="lunch"), 5),
-        (m.Hello(CARD, 1.0, "red", away="lunch"), 3),
+        (m.Hello(CARD, 1.0, "red", away="lunch",
+                 hosted=(m.HostedRoom(b"r" * 16, "lobby", 2, False, False, 1),)), 3),
         (m.Private("hi", (BOB.peer_id,), auto=True), 2),
     ]:
         value = wire(frame_of(message))
-        assert len(value[5]) == old_fields + 1  # the new field goes last
-        del value[5][old_fields:]  # what a peer from before issue 11 sends
+        fields = dataclasses.fields(message)  # type: ignore[arg-type]
+        assert len(value[5]) == len(fields) > old_fields  # the new fields go last
+        del value[5][old_fields:]  # what a peer from before issues 9 and 11 sends
         decoded = CODEC.decode(pack(value)).message
         assert decoded == dataclasses.replace(message, **{  # type: ignore[type-var]
-            "auto" if isinstance(message, m.Private) else "away":
-            False if isinstance(message, m.Private) else None})
+            f.name: f.default for f in fields[old_fields:]})
     short = wire(frame_of(m.Private("hi", (BOB.peer_id,))))
     del short[5][1:]  # a field without a default is still required
     decode_drops(Codec(), pack(short), "schema")
