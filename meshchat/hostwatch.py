@@ -31,7 +31,9 @@ The watch also judges every state a peer offers the room (``judge``): the room r
 steps down, and a member follows its host to another one, only for a state whose host (and
 signer) is in the room's *lineage* as this member saw it — a member of its state, a former
 host, or a member the room lost contact with (removed as vanished) — never kicked or banned,
-with a strictly higher (term, rank) and a bounded term step. A stranger's claim changes nothing.
+with a strictly higher (term, rank) and a bounded term step. A member follows only a step-down
+its host signed (``room.follows_step_down``: room, term, new host), never a state that merely
+claims to win. A stranger's claim changes nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from enum import Enum
 from . import room as rules
 from .config import Limits, Timings
 from .identity import PeerId
-from .protocol.messages import RoomState
+from .protocol.messages import RoomState, StepDown
 
 __all__ = [
     "Claim",
@@ -334,9 +336,11 @@ class HostWatch:
     # ------------------------------------------------------------ judging offered states
 
     def judge(self, ours: RoomState, new: RoomState, peer: PeerId, direct: bool, now: float,
-              heard_at: float | None, removed: Collection[PeerId]) -> Judgement:
+              heard_at: float | None, removed: Collection[PeerId],
+              step_down: StepDown | None = None) -> Judgement:
         """What to do with ``new`` (signature already checked against ``signer_of(new)``),
-        offered by ``peer`` (``direct``: in a StatePush rather than sealed to the room)."""
+        offered by ``peer`` (``direct``: in a StatePush rather than sealed to the room), with
+        the ``StepDown`` that came along (its signature checked against its ``old_host``)."""
         if new.room_id != ours.room_id:
             return Judgement(Verdict.REFUSE, "misdirected")
         steps = dict(max_term_step=self.limits.max_term_step,
@@ -353,9 +357,14 @@ class HostWatch:
         silent = self.host_silent(now, heard_at)
         if rules.accepts(ours, new, silent, contest_open=self.contest_open(now), **steps):
             return _TAKE
-        if direct and peer == ours.host and new.host != ours.host:
-            # Our host stepped down after a partition and points us at the other host.
-            return self._rival(ours, new, removed, Verdict.FOLLOW)
+        if direct and new.host != ours.host:
+            if rules.follows_step_down(ours, new, step_down):
+                # Our host stepped down (a merge after a partition, a handoff we missed) and
+                # signed the room over to this state's host: follow it there.
+                return self._rival(ours, new, removed, Verdict.FOLLOW)
+            if peer == ours.host:
+                # Our own host points elsewhere without signing over: not followed.
+                return Judgement(Verdict.REFUSE, "step_down_unsigned")
         if new.host != ours.host:
             return Judgement(Verdict.REFUSE, "rejected_claims")
         return _STALE

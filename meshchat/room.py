@@ -43,7 +43,7 @@ from .config import Limits
 from .errors import NotHost, ProtocolError
 from .identity import Identity, PeerId, curve_public_of, same_key, verify
 from .protocol.codec import Codec
-from .protocol.messages import Ban, Member, PasswordVerifier, RoomState
+from .protocol.messages import Ban, Member, PasswordVerifier, RoomState, StepDown
 
 RandomBytes = Callable[[int], bytes]
 
@@ -193,6 +193,31 @@ def signer_of(state: RoomState) -> PeerId:
     if state.change == HANDOFF:
         return state.change_peer
     return state.host
+
+
+def step_down(codec: Codec, me: Identity, old: RoomState, new: RoomState) -> bytes:
+    """Our signed ``StepDown``: we hosted ``old`` and gave the room up to ``new``'s host."""
+    return codec.sign_record(me, StepDown(old.room_id, me.peer_id, old.term, new.host,
+                                          new.term))
+
+
+def open_step_down(codec: Codec, blob: bytes) -> StepDown:
+    """The ``StepDown`` in ``blob``, signed by its ``old_host``; ``ProtocolError`` if not."""
+    return codec.open_signed(blob, StepDown, lambda r: r.old_host)
+
+
+def follows_step_down(ours: RoomState, new: RoomState, record: StepDown | None) -> bool:
+    """Whether a member holding ``ours`` follows ``new`` (another host's state) because its
+    own host signed over to it: ``record`` (signature already checked) is by ``ours.host``,
+    of this room, made at our host's term or later, and names ``new``'s host at ``new``'s
+    term or earlier — or ``new`` is a later term of that room (the winner failed over
+    since). A state that merely claims to win is never followed."""
+    if record is None:
+        return False
+    return (record.old_host == ours.host and record.room_id == ours.room_id
+            and record.room_id == new.room_id and record.term >= ours.term
+            and (new.term > record.new_term
+                 or (new.term == record.new_term and new.host == record.new_host)))
 
 
 def accepts(current: RoomState | None, new: RoomState, host_silent: bool = True, *,

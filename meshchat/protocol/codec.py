@@ -58,7 +58,8 @@ UINT64_MAX = 2**64 - 1
 SIGNATURE_CONTEXT = b"meshchat-sig\0"
 
 # Field-name rules. They apply in every class, to the field and to the items of a tuple field.
-_PEER_ID_FIELDS = frozenset({"peer_id", "sender", "host", "to", "public_key"})
+_PEER_ID_FIELDS = frozenset({"peer_id", "sender", "host", "to", "public_key", "old_host",
+                             "new_host"})
 _ROOM_ID_FIELDS = frozenset({"room_id"})
 _TOKEN_FIELDS = frozenset({"salt", "nonce", "challenge", "proof", "sealed_key"})
 _PORT_FIELDS = frozenset({"router_port", "pub_port", "card_port"})

@@ -251,6 +251,9 @@ class StatePush(WireMessage):
     TYPE: ClassVar[str] = "spush"
     room_id: bytes
     state: bytes
+    # A signed ``StepDown`` of the sender, when it stopped hosting the room and stayed (a
+    # merge after a partition, a handoff): what its members follow to the state's host.
+    step_down: bytes = b""
 
 
 # ---------------------------------------------------------------- files (direct, issue 7)
@@ -436,6 +439,20 @@ class RoomState:
     change_reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StepDown:
+    """``old_host``, host of ``room_id`` at ``term``, gave the room up to ``new_host`` at
+    ``new_term`` and stayed (it merged into the other side of a healed partition, or handed
+    off): signed by ``old_host``. Its members follow this, never a state that merely claims
+    to win (issue 10)."""
+
+    room_id: bytes
+    old_host: bytes
+    term: int
+    new_host: bytes
+    new_term: int
+
+
 DIRECT_TYPES: tuple[type[WireMessage], ...] = (
     Hello, Peers, Ping, Pong, Private, JoinRequest, JoinChallenge, JoinAccept, JoinRefusal,
     Leave, HostCommand, CommandResult, KeyUpdate, HistoryRequest, HistoryReply, StateRequest,
@@ -450,5 +467,5 @@ ALL_TYPES: tuple[type[WireMessage], ...] = (
 )
 RECORD_TYPES: tuple[type, ...] = (
     PeerCard, HostedRoom, SeqRange, ChatLine, ChatBatch, Member, Ban, PasswordVerifier,
-    RoomState, FileItem,
+    RoomState, FileItem, StepDown,
 )

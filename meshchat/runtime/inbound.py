@@ -198,7 +198,8 @@ class Inbound:
             case StateRequest():
                 sessions.on_state_request(peer, m)
             case StatePush():
-                sessions.on_state_blob(m.room_id, m.state, peer, direct=True)
+                sessions.on_state_blob(m.room_id, m.state, peer, direct=True,
+                                       step_down=m.step_down)
             case FileOffer() | FileState() | FileGet() | FileChunk() | FileSumRequest() | \
                     FileSums() if self._files is not None:
                 self._files(peer, m)

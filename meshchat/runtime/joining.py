@@ -29,7 +29,6 @@ from ..protocol.messages import (
     Leave,
     Peers,
     RoomState,
-    StatePush,
 )
 from ..storage.log import MessageLog
 from .chat import RoomChat
@@ -255,9 +254,13 @@ class Joining:
             winner = self._rooms.get(jr.room_id)
             if winner is None or winner.state.host != other_host:
                 return
+            # Signed over: our members follow that (room, our term, the winner), never a
+            # state that merely claims to win.
+            winner.stepped_down = rules.step_down(self._codec, self._me.identity, old_state,
+                                                  winner.state)
             for pid in members:
                 self._wire.send(pid, Peers((peer.card,)))
-                self._wire.send(pid, StatePush(jr.room_id, winner.core.blob))
+                self._wire.send(pid, self._sessions.state_push(winner))
             new_host = self._peers.info(other_host)
             self._emit(HostChanged(old_state.name, self._me.info, new_host, winner.state.term))
             self._emit(Notice(f"the network healed: {old_state.name} merged into the room "

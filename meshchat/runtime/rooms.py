@@ -56,6 +56,9 @@ class JoinedRoom:
     state_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
     removed: set[bytes] = field(default_factory=set)  # kicked or banned: never FORMER
     merging: bool = False
+    # Our signed ``StepDown``, once we gave this room's hosting up and stayed (a merge, a
+    # handoff): it goes with every state we push, so our former members follow.
+    stepped_down: bytes = b""
     dropped_silent: set[bytes] = field(default_factory=set)  # removed as vanished: may rejoin
     told_to_rejoin: dict[bytes, float] = field(default_factory=dict)
     outbox: Outbox | None = None

@@ -19,6 +19,7 @@ from .. import room as rules
 from ..admission import Admission, Admit, Challenge, Lineage, Refuse
 from ..clock import Clock
 from ..config import Limits, Timings
+from ..errors import ProtocolError
 from ..events import Event, Notice
 from ..historysync import newest_that_fit
 from ..protocol.messages import (
@@ -166,11 +167,16 @@ class Sessions:
         # after a merge, our former members follow our answer to the room's current host.
         # The key goes to current members only.
         if asked is not None:
-            self._wire.send(peer, StatePush(asked.room_id, asked.core.blob))
+            self._wire.send(peer, self.state_push(asked))
             epoch = asked.state.key_epoch
             if (asked.core.is_host and epoch in asked.keys
                     and rules.is_member(asked.state, peer)):
                 self.distribute_key(asked, epoch, to=[peer])
+
+    def state_push(self, jr: JoinedRoom) -> StatePush:
+        """Our state of the room, direct, with our step-down if we gave its hosting up."""
+        return StatePush(jr.room_id, jr.core.blob,
+                         b"" if jr.core.is_host else jr.stepped_down)
 
     def host_heartbeat(self, peer: bytes, hosted: Iterable[HostedRoom]) -> None:
         """``peer``'s heartbeat lists the rooms it hosts."""
@@ -183,15 +189,22 @@ class Sessions:
 
     # ---------------------------------------------------------------- states
 
-    def on_state_blob(self, room_id: bytes, blob: bytes, peer: bytes, direct: bool) -> None:
+    def on_state_blob(self, room_id: bytes, blob: bytes, peer: bytes, direct: bool,
+                      step_down: bytes = b"") -> None:
         jr = self._rooms.get(room_id)
         if jr is None:
             return
         new = jr.core.open_state(blob)
         old = jr.state
+        record = None
+        if step_down:
+            try:
+                record = rules.open_step_down(jr.core.codec, step_down)
+            except ProtocolError:
+                self._stats["dropped_step_down_bad"] += 1
         judgement = self.watch(jr).judge(
             old, new, peer, direct, self._clock.monotonic(),
-            self._peers.last_heard(old.host), jr.removed)
+            self._peers.last_heard(old.host), jr.removed, record)
         match judgement.verdict:
             case hw.Verdict.TAKE:
                 self.after_state_change(jr, jr.core.adopt(rules.SignedState(new, blob)), new)
@@ -235,6 +248,8 @@ class Sessions:
             if outcome.became_host:
                 self._became_host(jr, old)
             elif outcome.stopped_hosting:
+                # A handoff: sign it over, for members that miss the handoff state itself.
+                jr.stepped_down = rules.step_down(jr.core.codec, self._me.identity, old, new)
                 self._tasks.spawn(self.withdraw(jr))
         if jr.core.is_host:
             self._tasks.spawn(self.announce(jr))

@@ -244,9 +244,17 @@ async def test_a_member_follows_its_host_only_to_a_host_of_the_lineage(mesh: Mes
     for term in (core.state.term + 1, 2**63):
         elsewhere = replace(_forged(core.state, stranger.peer_id, term),
                             members=(rules.Member(stranger.peer_id, "x", 0.0),))
-        evil.send(bob.peer_id, StatePush(room.room_id, evil.codec.sign_record(stranger,
-                                                                              elsewhere)))
-    await fake.advance_until(lambda: bob.stats["dropped_not_lineage"] >= 2, what="refused")
+        blob = evil.codec.sign_record(stranger, elsewhere)
+        # Not signed over: a state that merely claims to win.
+        evil.send(bob.peer_id, StatePush(room.room_id, blob))
+        # Signed over by the host itself, but to a stranger: no lineage.
+        signed_over = rules.step_down(evil.codec, evil.identity, core.state, elsewhere)
+        evil.send(bob.peer_id, StatePush(room.room_id, blob, signed_over))
+        # A step-down that is not the host's own signature: refused like none.
+        forged = rules.step_down(evil.codec, stranger, core.state, elsewhere)
+        evil.send(bob.peer_id, StatePush(room.room_id, blob, forged))
+    await fake.advance_until(lambda: bob.stats["dropped_not_lineage"] >= 2
+                             and bob.stats["dropped_step_down_unsigned"] >= 4, what="refused")
     await fake.advance(0.5)
     assert snapshot(bob, room) == before and room.active and room.host.name == "mallory"
     assert not bob._rooms[room.room_id].merging

@@ -6,11 +6,13 @@ import itertools
 import os
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshchat import room as rules
 from meshchat.config import Limits, Timings
+from meshchat.errors import ProtocolError
 from meshchat.hostwatch import (
     Claim,
     ConnectionDropped,
@@ -26,7 +28,7 @@ from meshchat.hostwatch import (
 )
 from meshchat.identity import Identity
 from meshchat.protocol.codec import Codec
-from meshchat.protocol.messages import RoomState
+from meshchat.protocol.messages import RoomState, StepDown
 
 T = Timings()  # host_timeout_s 0.9, host_ping_timeout_s 0.35, claim_contest_s 1.25
 L = Limits()
@@ -285,19 +287,70 @@ def test_members_lost_as_vanished_stay_in_the_lineage() -> None:
     assert not alice.may_host(D.peer_id, core.state, set())
 
 
+def _step_down(by: Identity, ours: RoomState, to: RoomState) -> StepDown:
+    """``by``'s signed step-down from ``ours`` to ``to``, as a member opens it."""
+    return rules.open_step_down(CODEC, rules.step_down(CODEC, by, ours, to))
+
+
 def test_a_member_follows_its_host_only_to_a_host_of_its_lineage() -> None:
     core = _room(B, C)
     bob = _watch(B, core.state)
     carol_side = _claim(core, C).state
+    signed = _step_down(A, core.state, carol_side)
     heard = 5.0
-    assert bob.judge(core.state, carol_side, A.peer_id, True, heard, heard, set()).verdict \
-        is Verdict.FOLLOW
+    assert bob.judge(core.state, carol_side, A.peer_id, True, heard, heard, set(),
+                     signed).verdict is Verdict.FOLLOW
     forged = replace(carol_side, host=X.peer_id)
-    assert bob.judge(core.state, forged, A.peer_id, True, heard, heard, set()).reason == \
-        "not_lineage"
-    # only our own host can point us elsewhere
-    assert bob.judge(core.state, carol_side, C.peer_id, True, heard, heard, set()).verdict \
-        is Verdict.REFUSE
+    assert bob.judge(core.state, forged, A.peer_id, True, heard, heard, set(),
+                     _step_down(A, core.state, forged)).reason == "not_lineage"
+
+
+def test_a_member_follows_only_a_step_down_its_own_host_signed() -> None:
+    core = _room(B, C, D)
+    bob = _watch(B, core.state)
+    carol_side = _claim(core, C).state
+    heard = 5.0
+
+    def judge(peer: Identity, record: StepDown | None, new: RoomState = carol_side) -> str:
+        j = bob.judge(core.state, new, peer.peer_id, True, heard, heard, set(), record)
+        return j.verdict.value if j.verdict is not Verdict.REFUSE else j.reason
+
+    # our host, alive and heard, signed the room over to carol: follow
+    assert judge(A, _step_down(A, core.state, carol_side)) == "follow"
+    # relayed by another peer, the record still speaks for our host
+    assert judge(C, _step_down(A, core.state, carol_side)) == "follow"
+    # a winner's state that our host did not sign over is never followed ...
+    assert judge(A, None) == "step_down_unsigned"
+    assert judge(C, None) == "rejected_claims"
+    # ... nor one signed over by anyone else: the winner, a member, a stranger
+    for signer in (C, D, X):
+        assert judge(A, _step_down(signer, core.state, carol_side)) == "step_down_unsigned"
+    # a record for another host, another room, or an older term of ours moves nobody
+    dave_side = _claim(core, D).state
+    assert judge(A, _step_down(A, core.state, dave_side)) == "step_down_unsigned"
+    other_room = replace(core.state, room_id=b"o" * 16)
+    assert judge(A, _step_down(A, other_room, replace(carol_side, room_id=b"o" * 16))) \
+        == "step_down_unsigned"
+    old_term = replace(core.state, term=core.state.term - 1)
+    assert judge(A, _step_down(A, old_term, carol_side)) == "step_down_unsigned"
+    # the winner's room moved on since (a later failover there): still followed
+    later = replace(carol_side, host=D.peer_id, term=carol_side.term + 1)
+    assert judge(A, _step_down(A, core.state, carol_side), later) == "follow"
+
+
+def test_a_step_down_record_is_checked_against_its_signer() -> None:
+    core = _room(B, C)
+    carol_side = _claim(core, C).state
+    blob = rules.step_down(CODEC, A, core.state, carol_side)
+    record = rules.open_step_down(CODEC, blob)
+    assert (record.old_host, record.new_host, record.term, record.new_term) == \
+        (A.peer_id, C.peer_id, core.state.term, carol_side.term)
+    # a record naming alice but signed by bob does not open
+    forged = CODEC.sign_record(B, record)
+    with pytest.raises(ProtocolError):
+        rules.open_step_down(CODEC, forged)
+    with pytest.raises(ProtocolError):
+        rules.open_step_down(CODEC, blob[:-1])
 
 
 def test_heartbeat_hints() -> None:
