@@ -13,6 +13,7 @@ an error, Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import signal
@@ -325,7 +326,9 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
         f"scale {n} meshchat: the room of {n - 1} formed {res.form_s:.1f} s after the first "
         f"start; {n}th join() returned after {res.join_call_s:.3f} s; window "
         f"{mu.window_s:.1f} s after a settle of {args.scale_settle_s:.0f} s; fds per node "
-        f"{min(mu.fds)}–{max(mu.fds)} for {n - 1} peers; the line reached {res.reached} "
+        f"{min(mu.fds)}–{max(mu.fds)} for {n - 1} peers (the last to join: "
+        + ", ".join(f"{k} {v}" for k, v in mu.fd_kinds.items())
+        + f"); the line reached {res.reached} "
         f"members; new host after the kill: {res.new_host}; members declared vanished in the "
         f"soak: {res.vanished}")
     join_ok = res.join_first_s <= 1.0 and res.join_seen_s <= 2.0
@@ -353,6 +356,7 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
 
 def section_scale(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
     rows = []
+    measured: list[scale.ScaleResult] = []
     for n in args.scale_sizes:
         base = attempt(partial(scale.pyre_idle, lab, n, settle_s=args.scale_settle_s,
                                window_s=args.scale_window_s), f"scale {n} Pyre", notes)
@@ -361,6 +365,13 @@ def section_scale(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[
                               burners=args.burners, failover_rate=args.scale_rate),
                       f"scale {n} meshchat", notes)
         rows += _scale_rows(n, res, base, args, notes)
+        if isinstance(res, scale.ScaleResult):
+            measured.append(res)
+    for small, big in itertools.pairwise(measured):
+        per_peer = ((sum(big.idle.fds) / big.nodes - sum(small.idle.fds) / small.nodes)
+                    / (big.nodes - small.nodes))
+        notes.append(f"scale: fds per added peer between {small.nodes} and {big.nodes} nodes "
+                     f"(the fixed part taken out): {per_peer:.1f}")
     if args.scale_soak_s < 300:
         notes.append("scale: the issue's false-failover soak is 5 minutes: run with --long")
     return rows

@@ -35,6 +35,7 @@ class Usage:
     cpu_s: tuple[float, ...]  # utime + stime spent in the window
     rss_kib: tuple[int, ...]  # VmRSS at the end of the window
     fds: tuple[int, ...]  # open fds at the end of the window
+    fd_kinds: dict[str, int]  # of the last process: socket, anon_inode:[eventfd], pipe, ...
 
     @property
     def total_cpu(self) -> float:
@@ -103,6 +104,20 @@ def _fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def _fd_kinds(pid: int) -> dict[str, int]:
+    """How many fds of each kind (``socket``, ``anon_inode:[eventfd]``, ``pipe``, a file)."""
+    kinds: dict[str, int] = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        kind = target.split(":[", 1)[0] if target.startswith(("socket:", "pipe:")) else (
+            target if target.startswith("anon_inode:") else "file")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda item: -item[1]))
+
+
 def measure_idle(procs: Sequence[Worker], window_s: float) -> Usage:
     """CPU of each process over ``window_s`` (read from /proc before and after), RSS and fds."""
     pids = [p.pid for p in procs]
@@ -114,6 +129,7 @@ def measure_idle(procs: Sequence[Worker], window_s: float) -> Usage:
         elapsed = time.monotonic() - started
         rss = [_rss_kib(pid) for pid in pids]
         fds = [_fds(pid) for pid in pids]
+        kinds = _fd_kinds(pids[-1])
     except (OSError, ValueError, IndexError) as exc:
         dead = [p.name for p in procs if p.popen.poll() is not None]
         raise BenchError(f"reading /proc failed ({exc!r}); ended: {dead}") from exc
@@ -121,7 +137,7 @@ def measure_idle(procs: Sequence[Worker], window_s: float) -> Usage:
     if dead:
         raise BenchError(f"ended during the quiet window: {dead}")
     return Usage(elapsed, tuple(a - b for a, b in zip(after, before, strict=True)),
-                 tuple(rss), tuple(fds))
+                 tuple(rss), tuple(fds), kinds)
 
 
 def _seen_by_all(others: Sequence[Worker], name: str, since: float, timeout_s: float) -> float:
