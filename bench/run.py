@@ -531,6 +531,22 @@ Baselines and meshchat run the same shape, in the same run, on the same hosts.
   `--soak-s` seconds (`--long`: 600) with one CPU-burning process per core (`--burners`),
   counting `HostChanged` events (there should be none: the host never dies) and members
   declared vanished.
+- **Scale** (issue 9, bench/scale.py): for each N of `--scale-sizes` (16, 32, 64), N nodes, one
+  per host, default `Timings`: one hosts, N − 2 join one after another; the N-th joins while a
+  member says 5 lines/s (join() → its first `Message`; join() → the last `PeerJoined` for it
+  among the others). That member stops; after `--scale-settle-s` (15 s) of silence the quiet
+  window (`--scale-window-s`, 20 s) is read from outside the nodes: utime + stime from
+  `/proc/PID/stat` of each node's process before and after (all its threads, libzmq's I/O
+  thread and zeroconf's included), then VmRSS from `/proc/PID/status` and the entries of
+  `/proc/PID/fd`; fds ÷ peers is each node's count over N − 1, the mean over nodes (fixed fds
+  included; the notes give the fds per added peer between sizes, with the fixed part taken
+  out). One member says one line: say() → the last of the N − 1 others has it (an
+  `await_text` placed on each before). Then `--scale-soak-s` (60 s; `--long`: 300) of an idle
+  room with one CPU-burning process per core, counting `HostChanged` events; last the host
+  gets `kill -9` while two members each say `--scale-rate` (10) lines/s, timed and checked as
+  in *Failover* (10 s allowed for gap filling). *Pyre*: N `bench/w_pyre.py idle` nodes, one
+  per host, in one group: once each has seen N − 1 JOINs, the same settle and window, measured
+  the same way, just before meshchat's nodes start.
 """
 
 
