@@ -306,6 +306,11 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
             "rss": f"Pyre {pu.mean_rss_kib / 1024:,.0f} · {max(pu.rss_kib) / 1024:,.0f} MiB",
             "fds": f"Pyre {pu.fds_per_peer():.1f}",
         }
+        if base.short:
+            base_cells = {k: f"{v} (see notes)" for k, v in base_cells.items()}
+            notes.append(f"scale {n} Pyre: {base.short} of {n} nodes had not seen all {n - 1} "
+                         f"others join the group by the deadline (the fewest: "
+                         f"{base.fewest_peers}); measured all the same")
         notes.append(f"scale {n} Pyre: {n} nodes in one group after {base.form_s:.1f} s; "
                      f"window {pu.window_s:.1f} s; fds per node "
                      f"{min(pu.fds)}–{max(pu.fds)}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from bench.agent_ctl import start_agents
 from bench.common import index_of, now
-from bench.failover import ROOM, _await_agreement, _burn_cpu, _form_room
+from bench.failover import ROOM, _await_agreement, _burn_cpu
 from bench.lab import BenchError, Lab, Worker, has, spawn_worker, stop_workers
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -82,8 +82,10 @@ class ScaleResult:
 @dataclass(frozen=True, slots=True)
 class PyreIdle:
     nodes: int
-    form_s: float  # all started → every node has seen N-1 JOINs
+    form_s: float  # all started → every node has seen N-1 JOINs (or the deadline passed)
     idle: Usage
+    fewest_peers: int  # the fewest group members a node had seen when the window began
+    short: int  # nodes that had not seen all N-1 others by the deadline
 
 
 def _cpu_s(pid: int) -> float:
@@ -138,6 +140,27 @@ def measure_idle(procs: Sequence[Worker], window_s: float) -> Usage:
         raise BenchError(f"ended during the quiet window: {dead}")
     return Usage(elapsed, tuple(a - b for a, b in zip(after, before, strict=True)),
                  tuple(rss), tuple(fds), kinds)
+
+
+def _form_room(agents: Sequence[Worker], timeout_s: float) -> None:
+    """agents[0] hosts, the others join one after another; a joiner that does not know of the
+    room yet (the mesh is still forming: N starts at once load the machine) tries again."""
+    deadline = time.monotonic() + timeout_s
+    agents[0].call("host", 30, room=ROOM)
+    for agent in agents[1:]:
+        while True:
+            try:
+                agent.call("join", 30, room=ROOM)
+                break
+            except BenchError as exc:
+                if "RoomNotFound" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    for agent in agents:
+        while len(agent.call("state", 30, room=ROOM)["members"]) < len(agents):
+            if time.monotonic() > deadline:
+                raise BenchError(f"{agent.name} never saw all {len(agents)} members")
+            time.sleep(0.1)
 
 
 def _seen_by_all(others: Sequence[Worker], name: str, since: float, timeout_s: float) -> float:
@@ -303,10 +326,19 @@ def pyre_idle(lab: Lab, nodes: int, settle_s: float = 15.0, window_s: float = 20
         workers = [spawn_worker(lab.hosts[i], f"pyre-idle{nodes}-{i:02d}", "w_pyre", "idle",
                                 json.dumps({"name": f"p{i:02d}", "peers": nodes - 1}))
                    for i in range(nodes)]
+        deadline = started + 60.0 + 2.0 * nodes
+        short: dict[str, int] = {}
         for worker in workers:
-            worker.expect_event("ready", 60.0 + 2.0 * nodes)
+            try:
+                worker.expect_event("ready", max(0.1, deadline - time.monotonic()))
+            except BenchError:
+                if worker.popen.poll() is not None:
+                    raise
+                counts = [e["members"] for e in worker.drain() if e.get("ev") == "members"]
+                short[worker.name] = int(counts[-1]) if counts else 0
         form_s = time.monotonic() - started
         time.sleep(settle_s)
-        return PyreIdle(nodes, form_s, measure_idle(workers, window_s))
+        return PyreIdle(nodes, form_s, measure_idle(workers, window_s),
+                        min(short.values(), default=nodes - 1), len(short))
     finally:
         stop_workers(lab)

@@ -210,19 +210,21 @@ def run_idle(node: Pyre, opts: dict[str, Any]) -> None:
     wanted = int(opts["peers"])
     members: set[bytes] = set()
     ready = False
+    reported = -1
     deadline = time.monotonic() + float(opts.get("hold_s", 900.0))
     while time.monotonic() < deadline and commands.poll() is None:
         # A wake-up a second to look for ``quit``: the rest is Pyre's own work.
         event = next_event(node, 1.0)
-        if event is None:
-            continue
-        if event.type == "JOIN" and event.group == GROUP:
+        if event is not None and event.type == "JOIN" and event.group == GROUP:
             members.add(event.peer_uuid_bytes)
-        elif event.type == "EXIT":
+        elif event is not None and event.type in ("LEAVE", "EXIT"):
             members.discard(event.peer_uuid_bytes)
         if not ready and len(members) >= wanted:
             ready = True
             emit("ready", members=len(members), t=now())
+        elif not ready and len(members) != reported:  # how far it got, if it never gets there
+            reported = len(members)
+            emit("members", members=reported, t=now())
 
 
 ROLES: dict[str, Callable[[Pyre, dict[str, Any]], None]] = {
