@@ -289,7 +289,7 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
         "total": f"scale {n}: idle CPU of all {n} nodes together, share of one core",
         "rss": f"scale {n}: RSS per node (mean · max)",
         "fds": f"scale {n}: open fds per node ÷ peers (mean)",
-        "join": f"scale {n}: {n}th node, join() → first message · listed by every member",
+        "join": f"scale {n}: node {n} joins last, join() → first message · listed by all",
         "reach": f"scale {n}: one line, say() → the last of {n - 1} members has it",
         "failover": f"scale {n}: kill -9 of the host → all agree on a new host",
         "lost": f"scale {n}: messages lost across that failover (2 members × "
