@@ -311,6 +311,9 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
             notes.append(f"scale {n} Pyre: {base.short} of {n} nodes had not seen all {n - 1} "
                          f"others join the group by the deadline (the fewest: "
                          f"{base.fewest_peers}); measured all the same")
+        notes.append(f"scale {n} Pyre: the window's CPU by thread, all nodes: "
+                     + ", ".join(f"{name} {_pct(cpu / pu.window_s)}"
+                                 for name, cpu in pu.threads_cpu_s.items() if cpu > 0))
         notes.append(f"scale {n} Pyre: {n} nodes in one group after {base.form_s:.1f} s; "
                      f"window {pu.window_s:.1f} s; fds per node "
                      f"{min(pu.fds)}–{max(pu.fds)}")
@@ -336,6 +339,9 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
         + f"); the line reached {res.reached} "
         f"members; new host after the kill: {res.new_host}; members declared vanished in the "
         f"soak: {res.vanished}")
+    notes.append(f"scale {n} meshchat: the window's CPU by thread, all nodes, share of one core: "
+                 + ", ".join(f"{name} {_pct(cpu / mu.window_s)}"
+                             for name, cpu in mu.threads_cpu_s.items() if cpu > 0))
     join_ok = res.join_first_s <= 1.0 and res.join_seen_s <= 2.0
     return [
         Row(fig["cpu"], f"{_pct(mu.per_node_cpu)} · {_pct(mu.max_cpu)}", base_cells["cpu"],

@@ -36,6 +36,7 @@ class Usage:
     rss_kib: tuple[int, ...]  # VmRSS at the end of the window
     fds: tuple[int, ...]  # open fds at the end of the window
     fd_kinds: dict[str, int]  # of the last process: socket, anon_inode:[eventfd], pipe, ...
+    threads_cpu_s: dict[str, float]  # CPU in the window by thread name, all processes summed
 
     @property
     def total_cpu(self) -> float:
@@ -94,6 +95,21 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
+def _threads_cpu_s(pid: int) -> dict[str, float]:
+    """utime + stime of each thread of ``pid``, by thread name (``ZMQbg/IO/0``, ``python``...)."""
+    spent: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                raw = f.read()
+        except OSError:  # the thread ended
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        spent[name] = spent.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return spent
+
+
 def _rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:
@@ -125,9 +141,11 @@ def measure_idle(procs: Sequence[Worker], window_s: float) -> Usage:
     pids = [p.pid for p in procs]
     try:
         started = time.monotonic()
+        threads_before = [_threads_cpu_s(pid) for pid in pids]
         before = [_cpu_s(pid) for pid in pids]
         time.sleep(window_s)
         after = [_cpu_s(pid) for pid in pids]
+        threads_after = [_threads_cpu_s(pid) for pid in pids]
         elapsed = time.monotonic() - started
         rss = [_rss_kib(pid) for pid in pids]
         fds = [_fds(pid) for pid in pids]
@@ -138,8 +156,13 @@ def measure_idle(procs: Sequence[Worker], window_s: float) -> Usage:
     dead = [p.name for p in procs if p.popen.poll() is not None]
     if dead:
         raise BenchError(f"ended during the quiet window: {dead}")
+    threads: dict[str, float] = {}
+    for one_before, one_after in zip(threads_before, threads_after, strict=True):
+        for name, spent in one_after.items():
+            threads[name] = threads.get(name, 0.0) + spent - one_before.get(name, 0.0)
+    threads = dict(sorted(threads.items(), key=lambda item: -item[1]))
     return Usage(elapsed, tuple(a - b for a, b in zip(after, before, strict=True)),
-                 tuple(rss), tuple(fds), kinds)
+                 tuple(rss), tuple(fds), kinds, threads)
 
 
 def _form_room(agents: Sequence[Worker], timeout_s: float) -> None:
