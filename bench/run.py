@@ -1,7 +1,8 @@
 """Run every benchmark, print one table, write docs/benchmarks.md.
 
     sudo python bench/run.py            # what `make bench` runs (inside `unshare -n`)
-    sudo python bench/run.py --long     # the 10-minute false-failover soak
+    sudo python bench/run.py --long     # the 10-minute (and the scale's 5-minute) soaks
+    sudo python bench/run.py --only scale --scale-sizes 4 8 --scale-soak-s 10 --no-write
     sudo python bench/run.py --only fanout rtt --no-write
 
 Needs root and iproute2: every process runs in a network namespace the run creates (the lab of
@@ -12,6 +13,7 @@ an error, Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import signal
@@ -26,13 +28,14 @@ from typing import TypeVar
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import discovery, failover, fanout, files, flood, rtt, tui
+from bench import discovery, failover, fanout, files, flood, rtt, scale, tui
 from bench.common import percentile
 from bench.lab import REPO, BenchError, Lab, Unavailable
 from bench.report import Row, machine_info, markdown_table, text_table, verdict
 
 T = TypeVar("T")
-SECTIONS = ("fanout", "rtt", "flood", "discovery", "failover", "bigroom", "files", "tui")
+SECTIONS = ("fanout", "rtt", "flood", "discovery", "failover", "bigroom", "scale", "files",
+            "tui")
 
 
 class Outcome:
@@ -274,6 +277,117 @@ def section_bigroom(lab: Lab, args: argparse.Namespace, notes: list[str]) -> lis
     ]
 
 
+def _pct(share: float) -> str:
+    return f"{share:.1%}" if share < 0.1 else f"{share:.0%}"
+
+
+def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle | Outcome,
+                args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    """The rows of one size: each figure beside Pyre's where Pyre has one."""
+    fig = {
+        "cpu": f"scale {n}: idle CPU per node (mean · max), share of one core",
+        "total": f"scale {n}: idle CPU of all {n} nodes together, share of one core",
+        "rss": f"scale {n}: RSS per node (mean · max)",
+        "fds": f"scale {n}: open fds per node ÷ peers (mean)",
+        "join": f"scale {n}: node {n} joins last, join() → first message · listed by all",
+        "reach": f"scale {n}: one line, say() → the last of {n - 1} members has it",
+        "failover": f"scale {n}: kill -9 of the host → all agree on a new host",
+        "lost": f"scale {n}: messages lost across that failover (2 members × "
+                f"{args.scale_rate:g} msg/s)",
+        "soak": f"scale {n}: false failovers, idle room, {args.burners} CPU burners, "
+                f"{args.scale_soak_s:.0f} s",
+    }
+    total_target = "< 60% of one core" if n >= 64 else "—"
+    if isinstance(base, scale.PyreIdle):
+        pu = base.idle
+        base_cells = {
+            "cpu": f"Pyre {_pct(pu.per_node_cpu)} · {_pct(pu.max_cpu)}",
+            "total": f"Pyre {_pct(pu.total_cpu)}",
+            "rss": f"Pyre {pu.mean_rss_kib / 1024:,.0f} · {max(pu.rss_kib) / 1024:,.0f} MiB",
+            "fds": f"Pyre {pu.fds_per_peer():.1f}",
+        }
+        if base.short:
+            base_cells = {k: f"{v} (see notes)" for k, v in base_cells.items()}
+            notes.append(f"scale {n} Pyre: {base.short} of {n} nodes had not seen all {n - 1} "
+                         f"others join the group by the deadline (the fewest: "
+                         f"{base.fewest_peers}); measured all the same")
+        notes.append(f"scale {n} Pyre: the window's CPU by thread, all nodes: "
+                     + ", ".join(f"{name} {_pct(cpu / pu.window_s)}"
+                                 for name, cpu in pu.threads_cpu_s.items() if cpu > 0))
+        notes.append(f"scale {n} Pyre: {n} nodes in one group after {base.form_s:.1f} s; "
+                     f"window {pu.window_s:.1f} s; fds per node "
+                     f"{min(pu.fds)}–{max(pu.fds)}")
+    else:
+        base_cells = {key: f"Pyre {base.cell}" for key in ("cpu", "total", "rss", "fds")}
+    if not isinstance(res, scale.ScaleResult):
+        targets = {"total": total_target, "fds": "≤ 3", "join": "≤ 1 s · ≤ 2 s",
+                   "failover": "≤ 1.5 s", "lost": "0", "soak": "0"}
+        return [Row(fig[key], res.cell, base_cells.get(key, "—"), "—",
+                    targets.get(key, "—"), "n/a") for key in fig]
+    mu = res.idle
+    pyre = base.idle if isinstance(base, scale.PyreIdle) else None
+
+    def ratio(mine: float, theirs: float | None) -> str:
+        return f"{mine / theirs:.2f}× Pyre" if theirs else "—"
+
+    notes.append(
+        f"scale {n} meshchat: the room of {n - 1} formed {res.form_s:.1f} s after the first "
+        f"start; {n}th join() returned after {res.join_call_s:.3f} s; window "
+        f"{mu.window_s:.1f} s after a settle of {args.scale_settle_s:.0f} s; fds per node "
+        f"{min(mu.fds)}–{max(mu.fds)} for {n - 1} peers (the last to join: "
+        + ", ".join(f"{k} {v}" for k, v in mu.fd_kinds.items())
+        + f"); the line reached {res.reached} "
+        f"members; new host after the kill: {res.new_host}; members declared vanished in the "
+        f"soak: {res.vanished}")
+    notes.append(f"scale {n} meshchat: the window's CPU by thread, all nodes, share of one core: "
+                 + ", ".join(f"{name} {_pct(cpu / mu.window_s)}"
+                             for name, cpu in mu.threads_cpu_s.items() if cpu > 0))
+    join_ok = res.join_first_s <= 1.0 and res.join_seen_s <= 2.0
+    return [
+        Row(fig["cpu"], f"{_pct(mu.per_node_cpu)} · {_pct(mu.max_cpu)}", base_cells["cpu"],
+            ratio(mu.per_node_cpu, pyre.per_node_cpu if pyre else None)),
+        Row(fig["total"], _pct(mu.total_cpu), base_cells["total"],
+            ratio(mu.total_cpu, pyre.total_cpu if pyre else None), total_target,
+            verdict(mu.total_cpu < 0.60 if n >= 64 else None)),
+        Row(fig["rss"], f"{mu.mean_rss_kib / 1024:,.0f} · {max(mu.rss_kib) / 1024:,.0f} MiB",
+            base_cells["rss"], ratio(mu.mean_rss_kib, pyre.mean_rss_kib if pyre else None)),
+        Row(fig["fds"], f"{mu.fds_per_peer():.1f}", base_cells["fds"],
+            ratio(mu.fds_per_peer(), pyre.fds_per_peer() if pyre else None), "≤ 3",
+            verdict(mu.fds_per_peer() <= 3)),
+        Row(fig["join"], f"{res.join_first_s:.3f} s · {res.join_seen_s:.3f} s",
+            target="≤ 1 s · ≤ 2 s", verdict=verdict(join_ok)),
+        Row(fig["reach"], f"{res.reach_s * 1000:,.0f} ms"),
+        Row(fig["failover"], f"{res.failover_s:.2f} s", target="≤ 1.5 s",
+            verdict=verdict(res.failover_s <= 1.5)),
+        Row(fig["lost"], f"{res.lost} of {res.sent}", target="0", verdict=verdict(res.lost == 0)),
+        Row(fig["soak"], str(res.false_failovers), target="0",
+            verdict=verdict(res.false_failovers == 0)),
+    ]
+
+
+def section_scale(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
+    rows = []
+    measured: list[scale.ScaleResult] = []
+    for n in args.scale_sizes:
+        base = attempt(partial(scale.pyre_idle, lab, n, settle_s=args.scale_settle_s,
+                               window_s=args.scale_window_s), f"scale {n} Pyre", notes)
+        res = attempt(partial(scale.scale, lab, n, settle_s=args.scale_settle_s,
+                              window_s=args.scale_window_s, soak_s=args.scale_soak_s,
+                              burners=args.burners, failover_rate=args.scale_rate),
+                      f"scale {n} meshchat", notes)
+        rows += _scale_rows(n, res, base, args, notes)
+        if isinstance(res, scale.ScaleResult):
+            measured.append(res)
+    for small, big in itertools.pairwise(measured):
+        per_peer = ((sum(big.idle.fds) / big.nodes - sum(small.idle.fds) / small.nodes)
+                    / (big.nodes - small.nodes))
+        notes.append(f"scale: fds per added peer between {small.nodes} and {big.nodes} nodes "
+                     f"(the fixed part taken out): {per_peer:.1f}")
+    if args.scale_soak_s < 300:
+        notes.append("scale: the issue's false-failover soak is 5 minutes: run with --long")
+    return rows
+
+
 def section_files(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
     size = int(args.file_mib * files.MIB)
     label = f"{args.file_mib:g} MiB" if args.file_mib < 1024 else f"{args.file_mib / 1024:g} GiB"
@@ -367,6 +481,7 @@ RUNNERS: dict[str, Callable[[Lab, argparse.Namespace, list[str]], list[Row]]] = 
     "discovery": section_discovery,
     "failover": section_failover,
     "bigroom": section_bigroom,
+    "scale": section_scale,
     "files": section_files,
     "tui": section_tui,
 }
@@ -427,6 +542,22 @@ Baselines and meshchat run the same shape, in the same run, on the same hosts.
   `--soak-s` seconds (`--long`: 600) with one CPU-burning process per core (`--burners`),
   counting `HostChanged` events (there should be none: the host never dies) and members
   declared vanished.
+- **Scale** (issue 9, bench/scale.py): for each N of `--scale-sizes` (16, 32, 64), N nodes, one
+  per host, default `Timings`: one hosts, N − 2 join one after another; the N-th joins while a
+  member says 5 lines/s (join() → its first `Message`; join() → the last `PeerJoined` for it
+  among the others). That member stops; after `--scale-settle-s` (15 s) of silence the quiet
+  window (`--scale-window-s`, 20 s) is read from outside the nodes: utime + stime from
+  `/proc/PID/stat` of each node's process before and after (all its threads, libzmq's I/O
+  thread and zeroconf's included), then VmRSS from `/proc/PID/status` and the entries of
+  `/proc/PID/fd`; fds ÷ peers is each node's count over N − 1, the mean over nodes (fixed fds
+  included; the notes give the fds per added peer between sizes, with the fixed part taken
+  out). One member says one line: say() → the last of the N − 1 others has it (an
+  `await_text` placed on each before). Then `--scale-soak-s` (60 s; `--long`: 300) of an idle
+  room with one CPU-burning process per core, counting `HostChanged` events; last the host
+  gets `kill -9` while two members each say `--scale-rate` (10) lines/s, timed and checked as
+  in *Failover* (10 s allowed for gap filling). *Pyre*: N `bench/w_pyre.py idle` nodes, one
+  per host, in one group: once each has seen N − 1 JOINs, the same settle and window, measured
+  the same way, just before meshchat's nodes start.
 """
 
 
@@ -467,9 +598,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--failover-trials", type=int, default=5)
     ap.add_argument("--members", type=int, default=20, help="nodes in the big room")
     ap.add_argument("--soak-s", type=float, default=60.0, help="false-failover soak seconds")
-    ap.add_argument("--long", action="store_true", help="soak for 10 minutes")
+    ap.add_argument("--long", action="store_true",
+                    help="soak for 10 minutes (bigroom) and 5 minutes (each scale size)")
     ap.add_argument("--burners", type=int, default=os.cpu_count() or 2,
                     help="processes keeping a core busy during the soak (default: one per core)")
+    ap.add_argument("--scale-sizes", type=int, nargs="+", default=[16, 32, 64],
+                    help="room sizes of the scale section (issue 9: 16 32 64)")
+    ap.add_argument("--scale-settle-s", type=float, default=15.0,
+                    help="scale: quiet seconds after the room formed, before the window")
+    ap.add_argument("--scale-window-s", type=float, default=20.0,
+                    help="scale: the quiet window whose CPU is measured")
+    ap.add_argument("--scale-soak-s", type=float, default=60.0,
+                    help="scale: false-failover soak seconds per size (--long: 300)")
+    ap.add_argument("--scale-rate", type=float, default=10.0,
+                    help="scale: msg/s of each of the 2 members chatting across the failover")
     ap.add_argument("--file-mib", type=float, default=1024.0,
                     help="size of the transferred file in MiB (issue 7's figure: 1024)")
     ap.add_argument("--tui-lines", type=int, default=3000,
@@ -481,6 +623,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.long:
         args.soak_s = 600.0
+        args.scale_soak_s = 300.0
     if args.logs is None:
         args.logs = REPO / "bench" / "results" / time.strftime("%Y%m%d-%H%M%S")
     return args
@@ -500,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load_at_start = os.getloadavg()[0]
     hosts = max(args.members if "bigroom" in args.only else 0,
+                max(args.scale_sizes) if "scale" in args.only else 0,
                 5 if "fanout" in args.only else 4)
     rows: list[Row] = []
     notes: list[str] = []

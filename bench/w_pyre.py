@@ -13,6 +13,8 @@ roles
   whisper_ping  measure ``rounds`` WHISPER round trips to ``peer``
   observer      report every ENTER with its time
   newbie        report the time just before the node is made, then run until ``quit``
+  idle          join the group, report ``ready`` once ``peers`` others have joined it, then
+                take events (and nothing else) until ``quit``: Pyre's idle cost at N nodes
 """
 
 from __future__ import annotations
@@ -201,12 +203,37 @@ def run_observer(node: Pyre, opts: dict[str, Any]) -> None:
             emit(event.type.lower(), name=event.peer_name, t=now())
 
 
+def run_idle(node: Pyre, opts: dict[str, Any]) -> None:
+    commands = CommandReader()
+    node.join(GROUP)
+    node.start()
+    wanted = int(opts["peers"])
+    members: set[bytes] = set()
+    ready = False
+    reported = -1
+    deadline = time.monotonic() + float(opts.get("hold_s", 900.0))
+    while time.monotonic() < deadline and commands.poll() is None:
+        # A wake-up a second to look for ``quit``: the rest is Pyre's own work.
+        event = next_event(node, 1.0)
+        if event is not None and event.type == "JOIN" and event.group == GROUP:
+            members.add(event.peer_uuid_bytes)
+        elif event is not None and event.type in ("LEAVE", "EXIT"):
+            members.discard(event.peer_uuid_bytes)
+        if not ready and len(members) >= wanted:
+            ready = True
+            emit("ready", members=len(members), t=now())
+        elif not ready and len(members) != reported:  # how far it got, if it never gets there
+            reported = len(members)
+            emit("members", members=reported, t=now())
+
+
 ROLES: dict[str, Callable[[Pyre, dict[str, Any]], None]] = {
     "shout_send": run_shout_send,
     "shout_recv": run_shout_recv,
     "whisper_echo": run_whisper_echo,
     "whisper_ping": run_whisper_ping,
     "observer": run_observer,
+    "idle": run_idle,
 }
 
 
