@@ -91,7 +91,7 @@ class _Job:
     waiters: list[asyncio.Future[Transfer]] = field(default_factory=list)
     checked_at: float = 0.0  # the sender last checked that its source is unchanged
     pending_rows: int = 0
-    # outgoing, after a restart: when to offer again (None: the receiver has answered)
+    # outgoing: when to offer again, until the receiver answers (None: it has)
     reoffer_at: float | None = None
     reoffers: int = 0
 
@@ -190,8 +190,9 @@ class Files:
         self._store.flush()
 
     def _reoffer(self, job: _Job, now: float) -> None:
-        """Offer again (after our restart) while the receiver is heard and has not answered;
-        the first time it is heard again, at once."""
+        """Offer again (a fresh offer that may have been lost, or any open one after our
+        restart) while the receiver is heard and has not answered; the first time it is
+        heard again, at once."""
         if not self._peers.is_alive(job.rec.peer):
             job.reoffer_at, job.reoffers = 0.0, 0
             return
@@ -260,6 +261,10 @@ class Files:
             raise PeerNotFound(f"{self._peers.info(pid).label} cannot be reached")
         self._peers.pin(pid)
         self._jobs[tid] = job
+        # Until the receiver says it has the offer (its "offered" receipt), offer again: a
+        # frame written into a connection that dies is lost with it.
+        job.reoffer_at = self._clock.monotonic() + self._timings.file_reoffer_s
+        job.reoffers = 1
         self._by_number[str(rec.number)] = tid
         self._save(job)
         self._bound()
@@ -394,6 +399,7 @@ class Files:
         self._by_number[str(rec.number)] = rec.tid
         self._save(job)
         self._bound()
+        self._wire.send(peer, FileState(m.transfer_id, "offered", ""))  # a receipt: we have it
         self._emit(FileOffered(self._public(job)))
         name = self._peers.info(peer).name.lower()
         if self.accept_all or name in self.accept_from:

@@ -274,3 +274,35 @@ async def test_offer_flood_is_rate_limited(mesh: Mesh) -> None:
                                                 4096))
     await until(lambda: bob.stats["dropped_rate"] > 50, what="flood refused")
     assert len(bob.transfers()) <= Limits().file_offers_burst + 2
+
+
+async def test_a_lost_offer_is_offered_again_until_the_receiver_has_it(
+        mesh: Mesh, tmp_path: Path) -> None:
+    """An offer written into a connection that dies is lost with it: the sender offers again
+    (``file_reoffer_s``, doubling) until the receiver's "offered" receipt comes back."""
+    alice, bob = await pair(mesh)
+    real = alice._wire.send
+    lost: list[object] = []
+
+    def lossy(pid: bytes, m: object) -> bool:
+        if isinstance(m, FileOffer) and not lost:
+            lost.append(m)
+            return True
+        return real(pid, m)  # type: ignore[arg-type]
+
+    alice._wire.send = lossy  # type: ignore[method-assign,assignment]
+    src = tmp_path / "notes.txt"
+    src.write_bytes(os.urandom(10_000))
+    out = await alice.send_file("bob", src)
+    assert lost
+    ev = await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered), timeout=5)
+    assert isinstance(ev, FileOffered) and ev.transfer.name == "notes.txt"
+    files = alice._files
+    assert files is not None
+    job = files._jobs[files._by_number[out.id]]
+    await until(lambda: job.reoffer_at is None, what="the receipt came")
+    assert alice.stats["file_reoffers"] == 1
+    assert len(bob.transfers()) == 1  # one offer, however often it came
+    got = await bob.accept_file(ev.transfer.id, into=tmp_path / "in")
+    done = await bob.wait_transfer(got.id, timeout=10)
+    assert done.state == "done" and sha(tmp_path / "in" / "notes.txt") == sha(src)
