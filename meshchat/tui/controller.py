@@ -37,6 +37,7 @@ from typing import cast
 import meshchat
 from meshchat import (
     PROTOCOL_VERSION,
+    AwayChanged,
     CommandError,
     Event,
     Limits,
@@ -57,6 +58,7 @@ from meshchat.tui.gate import EventGate
 from meshchat.tui.render import Line
 
 log = logging.getLogger("meshchat.tui")
+_MAX_TALKED = 1024  # private partners whose away changes are shown
 
 
 class _Refused(Exception):
@@ -96,6 +98,9 @@ class Controller:
         self._background: set[asyncio.Task[None]] = set()
         self._transfer_lines = transfers.TransferLines()
         self._on_event = on_event
+        # Fingerprints we exchanged private messages with (newest last, bounded): their away
+        # changes are shown, as are those of members of our rooms; nobody else's.
+        self._talked: dict[str, None] = {}
         self._alert = alert
         self._clear = clear
         self.bell = True
@@ -199,6 +204,8 @@ class Controller:
         self._track(ev)
         if self._gate.hidden(ev, self.node.fingerprint):
             return
+        if isinstance(ev, AwayChanged) and not self._near(ev.peer):
+            return
         if transfers.transfer_event(ev):  # issue 7: offers and progress lines
             text = self._transfer_lines.line(ev)
             if text is not None:
@@ -207,6 +214,8 @@ class Controller:
         line = render.event(ev, self.view())
         if line is None:
             return
+        if isinstance(ev, Message) and ev.private:
+            self._talked_with([ev.sender])
         if isinstance(ev, Message) and ev.sender.fingerprint != self.node.fingerprint \
                 and not ev.auto:  # an away reply answers what I just sent: no bell
             mentioned = not ev.private and render.mentions(ev.text, self.node.name)
@@ -215,6 +224,26 @@ class Controller:
             if (mentioned or ev.private) and self.bell and self._alert is not None:
                 self._alert()
         self.emit(line)
+
+    def _near(self, peer: PeerInfo) -> bool:
+        """Whether a change of ``peer``'s away text is worth a line: a member of a room we
+        are in, or someone we exchanged private messages with. On a LAN of a hundred, the
+        rest would be noise (IRC's away-notify also tells only of users in shared channels)."""
+        fp = peer.fingerprint
+        if fp in self._talked:
+            return True
+        rooms = list(self.node.joined_rooms())
+        if self.room is not None:
+            rooms.append(self.room)
+        return any(m.fingerprint == fp for room in rooms for m in room.members)
+
+    def _talked_with(self, peers: list[PeerInfo]) -> None:
+        for peer in peers:
+            if peer.fingerprint:
+                self._talked.pop(peer.fingerprint, None)
+                self._talked[peer.fingerprint] = None
+        while len(self._talked) > _MAX_TALKED:
+            del self._talked[next(iter(self._talked))]
 
     def _release_held(self) -> None:
         for ev in self._gate.release():
@@ -293,8 +322,9 @@ class Controller:
             case c.Msg(to=to, text=text):
                 refs = [self._ref(w) for w in to]
                 await node.msg(refs[0] if len(refs) == 1 else refs, text)
-                self.emit(render.own_private(node.me, [lookup.peer_or_name(node, r) for r in refs],
-                                             text, self._now(), self.view()))
+                targets = [lookup.peer_or_name(node, r) for r in refs]
+                self._talked_with([t for t in targets if isinstance(t, PeerInfo)])
+                self.emit(render.own_private(node.me, targets, text, self._now(), self.view()))
             case c.Help(topic=topic):
                 for text in c.help_for(topic) if topic else c.help_text():
                     self.emit(render.system(text))

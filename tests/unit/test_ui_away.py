@@ -41,11 +41,25 @@ async def test_away_errors_are_one_line(s: Session) -> None:
     assert await s("/away " + "x" * 300) == ["* error: an away text is at most 200 characters"]
 
 
-def test_a_peer_going_away_and_back_is_shown(s: Session) -> None:
+async def test_a_peer_going_away_and_back_is_shown(s: Session) -> None:
+    await s.in_room(members=(ALICE, BOB))
     assert s.show(AwayChanged(BOB_AWAY, "lunch")) == ["* bob is away: lunch"]
     assert s.show(AwayChanged(BOB, None)) == ["* bob is back"]
     hostile = dataclasses.replace(BOB, away="\x1b[2Jx")
     assert s.show(AwayChanged(hostile, "\x1b[2Jx\n")) == ["* bob is away: \ufffd[2Jx ↵ "]
+
+
+async def test_only_peers_near_us_have_their_away_changes_shown(s: Session) -> None:
+    """A member of our room, or someone we talked to privately; not the whole LAN."""
+    carol_away = dataclasses.replace(CAROL, away="gym")
+    assert s.show(AwayChanged(carol_away, "gym")) == []  # a stranger to our rooms
+    await s.in_room(members=(ALICE, BOB))
+    assert s.show(AwayChanged(carol_away, "gym")) == []  # not in this room either
+    s.show(Message(None, CAROL, "hi", True, NOW, 0, (ALICE,)))  # she wrote to us
+    assert s.show(AwayChanged(carol_away, "gym")) == ["* carol is away: gym"]
+    fresh = Session()
+    await fresh("/msg carol are you there?")  # we wrote to her
+    assert fresh.show(AwayChanged(carol_away, "gym")) == ["* carol is away: gym"]
 
 
 def test_an_auto_reply_is_an_away_line_that_neither_rings_nor_counts_as_unread() -> None:
