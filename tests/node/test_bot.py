@@ -207,3 +207,30 @@ async def test_the_bot_hosts_its_room_when_asked_to(mesh: Mesh, tmp_path: Path) 
     finally:
         bot.stop()
         await asyncio.wait_for(task, 10)
+
+
+async def test_the_bot_comes_back_after_a_kick_and_after_a_ban_is_lifted(
+        mesh: Mesh, running: tuple[Bot, Node]) -> None:
+    bot, alice = running
+    room = alice.joined_rooms()[0]
+    node = bot._node
+    assert node is not None
+
+    def bot_in() -> bool:
+        return any(r.name == "lobby" for r in node.joined_rooms())
+
+    def bot_member() -> bool:
+        return any(m.name == "dice" for m in room.members)
+
+    await room.kick("dice", "testing")
+    await until(lambda: bot_in() and bot_member(), timeout=10, what="the bot back after a kick")
+    await room.ban("dice", "testing")
+    await until(lambda: not bot_in() and not bot_member(), what="the bot out after a ban")
+    await room.unban("dice")
+    await until(lambda: bot_in() and bot_member(), timeout=35,
+                what="the bot back once the ban is lifted (its backoff is at most 30 s)")
+    mark = len(mesh.recorders["alice"].events)
+    await room.say("!roll 1d4")
+    await mesh.recorders["alice"].wait(
+        lambda e: isinstance(e, Message) and e.text == "alice rolled 1d4 x1"
+        and mesh.recorders["alice"].events.index(e) >= mark)
