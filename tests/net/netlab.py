@@ -743,7 +743,7 @@ class Capture:
 
     def start(self, timeout: float = 10.0) -> None:
         argv = ["ip", "netns", "exec", self.lab.bridge_ns, "tcpdump", "-i", "br0", "-n", "-s", "0",
-                "-U", "--immediate-mode", "-Z", "root", "-w", str(self.path)]
+                "-B", "32768", "-U", "--immediate-mode", "-Z", "root", "-w", str(self.path)]
         if self.bpf_filter:
             argv.append(self.bpf_filter)
         self._proc = subprocess.Popen(

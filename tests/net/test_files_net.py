@@ -17,13 +17,13 @@ from .netlab import Lab, scaled
 MIB = 1024 * 1024
 
 
-def make_file(path: Path, size: int, marker: bytes = b"") -> str:
-    """A file of random bytes (``marker`` repeated at the front of every MiB); its SHA-256."""
+def make_file(path: Path, size: int, marker: bytes = b"", every: int = MIB) -> str:
+    """A file of random bytes (``marker`` at the front of every ``every`` bytes); its SHA-256."""
     h = hashlib.sha256()
     with path.open("wb") as fh:
         left = size
         while left:
-            block = (marker + os.urandom(MIB - len(marker)))[:min(MIB, left)]
+            block = (marker + os.urandom(every - len(marker)))[:min(every, left)]
             fh.write(block)
             h.update(block)
             left -= len(block)
@@ -88,13 +88,16 @@ def test_300_mib_verified_and_a_third_member_gets_nothing(lab_factory: LabFactor
     # the same channel, watched on the bridge: the file's bytes never appear in clear
     small = tmp_path / "secret.txt"
     marker = b"MESHCHAT-MARKER-7f3a9c"
-    make_file(small, 2 * MIB, marker)
+    make_file(small, 2 * MIB, marker, every=16 * 1024)  # a marker in every chunk's worth
     with lab.capture() as capture:
         alice.call("send_file", to="bob", path=str(small))
         offer = bob.wait_event(type="FileOffered", transfer={"name": "secret.txt"})["transfer"]
         bob.call("accept_file", tid=offer["id"], into=str(tmp_path / "in"))
         assert bob.call("wait_transfer", tid=offer["id"], seconds=scaled(30))["state"] == "done"
-    assert capture.packets > 0 and len(capture.data) > MIB  # most of the file crossed it
+    # The capture saw much of the file cross (on a loaded machine tcpdump may drop some:
+    # a marker every 16 KiB still leaves dozens of them in what it saw).
+    assert capture.packets > 0 and len(capture.data) > MIB // 2, \
+        f"{len(capture.data)} bytes captured, kernel drops {capture.kernel_drops}"
     assert not capture.contains(marker), "the file's marker crossed the bridge in clear"
 
 
