@@ -8,7 +8,9 @@ can make, with any id and any address, as many as they like.
 
 So a card from an introduction or from discovery makes a **candidate**, not a peer:
 
-- candidates are bounded (``Limits.max_candidates``, ``max_candidates_per_introducer``), and
+- candidates are bounded (``Limits.max_candidates``, ``max_candidates_per_introducer``; our
+  own discovery, which finds a whole LAN at once and never offers a card twice, may fill the
+  table and probe ``max_probes`` at once), and
   an introducer hands us at most ``introduced_cards_burst`` new cards at once, refilled at
   ``introduced_cards_per_s`` (the rest are ignored unread: even checking that a card's id is
   an Ed25519 key costs 100 µs);
@@ -16,7 +18,8 @@ So a card from an introduction or from discovery makes a **candidate**, not a pe
   *probed* at once: one DEALER opened to the address on the card and a Hello sent. A real peer
   answers within milliseconds (its Hello, or the Peers that answer ours), which proves it, and
   only then is it admitted (SUB + DEALER, ``Limits.max_peers`` at most). A probe that gets no
-  answer within ``probe_timeout_s``, or whose handshake fails, is closed and forgotten;
+  answer within ``probe_timeout_s``, or whose handshake fails, is closed and forgotten (a card
+  from our own discovery is probed again later, doubling, ``DISCOVERY_TRIES`` times);
 - so N fake cards cost at most ``max_probes`` sockets, whatever N, and never a write to disk.
 
 Peers and candidates are keyed by ``identity.canonical_id`` (the CURVE key): a twin id (the
@@ -43,6 +46,7 @@ from .ratelimit import TokenBuckets
 __all__ = ["Admission", "BanList", "PeerTable", "Probe", "Unprobe"]
 
 DISCOVERY = b"discovery"  # the "introducer" of cards that mDNS or --peer found
+DISCOVERY_TRIES = 6  # probes of a discovered card (2, 4, … 64 s apart) before it is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,8 @@ class _Candidate:
     introducer: bytes
     since: float
     probing_since: float | None = None
+    tries: int = 0  # probes that got no answer (discovery's cards are tried again)
+    retry_at: float = 0.0  # not probed again before this
 
 
 @dataclass(slots=True)
@@ -196,8 +202,12 @@ class PeerTable:
             if not card.addresses:
                 self.stats["dropped_card_no_address"] += 1
                 continue
-            if not self._buckets.take(introducer, rate, burst, now):
+            if introducer != DISCOVERY and not self._buckets.take(introducer, rate, burst, now):
+                # (our own discovery is bounded by the table itself: a LAN found at once)
                 self.stats["dropped_introduction_rate"] += 1
+                continue
+            if len(self._candidates) >= limits.max_candidates:
+                self.stats["dropped_too_many_candidates"] += 1
                 continue
             try:
                 canon = canonical_id(pid)
@@ -213,7 +223,7 @@ class PeerTable:
                 continue
             who = self._introducers.setdefault(introducer, _Introducer())
             if (len(self._candidates) >= limits.max_candidates
-                    or who.waiting >= limits.max_candidates_per_introducer):
+                    or who.waiting >= self._per_introducer(introducer)):
                 self.stats["dropped_too_many_candidates"] += 1
                 continue
             who.waiting += 1
@@ -238,7 +248,15 @@ class PeerTable:
         for candidate in [c for c in self._candidates.values()
                           if c.probing_since is not None and c.probing_since <= deadline]:
             self.stats["candidates_expired"] += 1
-            effects += self._forget_candidate(candidate, close=True)
+            candidate.tries += 1
+            if candidate.introducer != DISCOVERY or candidate.tries >= DISCOVERY_TRIES:
+                effects += self._forget_candidate(candidate, close=True)
+                continue
+            # A card our own discovery found is not heard of again (mDNS reports a service
+            # once): a node that was slow to answer (a LAN of many starting at once) is
+            # probed again later, doubling, rather than lost for good.
+            effects += self._stop_probe(candidate)
+            candidate.retry_at = now + self._limits.probe_timeout_s * 2 ** candidate.tries
         return effects + self._schedule(now)
 
     # ------------------------------------------------------------ internals
@@ -252,16 +270,38 @@ class PeerTable:
         for candidate in self._candidates.values():
             if self._probing >= limits.max_probes:
                 break
-            if candidate.probing_since is not None:
+            if candidate.probing_since is not None or candidate.retry_at > now:
                 continue
             who = self._introducers[candidate.introducer]
-            if who.probing >= limits.max_probes_per_introducer:
+            if who.probing >= self._probes_per_introducer(candidate.introducer):
                 continue
             candidate.probing_since = now
             who.probing += 1
             self._probing += 1
             effects.append(Probe(candidate.card))
         return effects
+
+    def _per_introducer(self, introducer: bytes) -> int:
+        """Candidates one introducer may have waiting. Our own discovery is the LAN itself:
+        at a start every peer on it is found at once, and a card it drops is not offered
+        again, so it may fill the whole table (``max_candidates``)."""
+        if introducer == DISCOVERY:
+            return self._limits.max_candidates
+        return self._limits.max_candidates_per_introducer
+
+    def _probes_per_introducer(self, introducer: bytes) -> int:
+        if introducer == DISCOVERY:
+            return self._limits.max_probes
+        return self._limits.max_probes_per_introducer
+
+    def _stop_probe(self, candidate: _Candidate) -> list[PeerEffect]:
+        """Close a candidate's probe and keep the candidate, to probe later."""
+        if candidate.probing_since is None:
+            return []
+        candidate.probing_since = None
+        self._introducers[candidate.introducer].probing -= 1
+        self._probing -= 1
+        return [Unprobe(candidate.card.peer_id)]
 
     def _forget_candidate(self, candidate: _Candidate, close: bool) -> list[PeerEffect]:
         del self._candidates[candidate.canon]

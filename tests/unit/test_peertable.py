@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from meshchat.config import Limits
 from meshchat.identity import Identity
-from meshchat.peertable import DISCOVERY, BanList, PeerTable, Probe, Unprobe
+from meshchat.peertable import DISCOVERY, DISCOVERY_TRIES, BanList, PeerTable, Probe, Unprobe
 from meshchat.protocol.messages import PeerCard
 
 from ..twins import twin_of
@@ -73,6 +73,54 @@ def test_an_unanswered_probe_expires_and_frees_its_slot() -> None:
     assert sorted(closed(effects)) == sorted(first)
     assert probed(effects) == [cards[2].peer_id]
     assert t.stats["candidates_expired"] == 2 and t.candidates() == 1
+
+
+def test_our_discovery_may_offer_a_whole_lan_and_all_of_it_is_probed() -> None:
+    """At a start mDNS finds every node at once and reports each only once: a card it
+    offers is kept past the per-introducer cap (the 64-node bench saw nodes know only the
+    first 32 they found, for good), and probed ``max_probes`` at a time."""
+    t = table()
+    lan = [card() for _ in range(LIMITS.max_candidates)]
+    first = probed(t.offer(lan, DISCOVERY, 0.0))
+    assert t.candidates() == LIMITS.max_candidates and len(first) == LIMITS.max_probes
+    admitted: list[bytes] = []
+    waiting = first
+    while waiting:
+        effects: list[Probe | Unprobe] = []
+        for pid in waiting:
+            if len(t) < LIMITS.max_peers:
+                admitted.append(pid)
+                effects += t.admit(pid, 0.1).effects
+            else:
+                effects += t.failed(pid, 0.1) or []
+        waiting = probed(effects)
+    assert len(admitted) == LIMITS.max_peers  # every probe answered, up to max_peers
+    assert t.stats["dropped_too_many_candidates"] == 0
+
+
+def test_a_discovered_card_whose_probe_expires_is_probed_again_later() -> None:
+    t = table()
+    slow = card()
+    assert probed(t.offer([slow], DISCOVERY, 0.0)) == [slow.peer_id]
+    effects = t.tick(2.0)  # no answer in probe_timeout_s: closed, kept
+    assert closed(effects) == [slow.peer_id] and probed(effects) == []
+    assert t.is_candidate(slow.peer_id) and t.probing == 0
+    assert probed(t.tick(5.9)) == []  # not before 2 × probe_timeout_s after the expiry
+    assert probed(t.tick(6.0)) == [slow.peer_id]
+    assert t.admit(slow.peer_id, 6.1).refusal is None and len(t) == 1
+    # one that never answers is dropped after DISCOVERY_TRIES probes
+    dead = card()
+    t.offer([dead], DISCOVERY, 10.0)
+    now, probes = 10.0, 1
+    while t.is_candidate(dead.peer_id):
+        now += 1.0
+        probes += len(probed(t.tick(now)))
+    assert probes == DISCOVERY_TRIES and t.probing == 0
+    # an introduced card is forgotten at once: its introducer, or another, offers it again
+    other = card()
+    t.offer([other], ALICE, now)
+    t.tick(now + 2.0)
+    assert not t.is_candidate(other.peer_id)
 
 
 def test_a_failed_handshake_drops_the_candidate_and_probes_the_next() -> None:
