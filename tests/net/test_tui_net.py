@@ -186,6 +186,31 @@ def _alice_hosts_and_bob_joins_in_a_terminal(lab: Lab, terminals: list[Terminal]
     return alice, bob
 
 
+def test_the_status_bar_follows_a_failover_after_the_host_is_killed(
+    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
+) -> None:
+    """kill -9 of the host: the next member in join order takes over, and the terminal's
+    status bar says so (host and member count) without anything typed."""
+    lab = lab_factory(3)
+    alice = Chat.start(lab.hosts[0], "alice", "--host", ROOM)
+    alice.expect(rf"^\* hosting room {ROOM}$")
+    carol = Chat.start(lab.hosts[2], "carol")
+    carol.send(f"/join {ROOM}")
+    carol.expect(rf"^\* joined {ROOM} \(host alice")
+    bob = _terminal(lab.hosts[1], tmp_path / "bob.tmux", "bob")
+    terminals.append(bob)
+    bob.wait(r"you are bob")
+    bob.type(f"/join {ROOM}")
+    bob.wait(rf"^ {ROOM} │ host alice │ 3 members\s*$")
+    alice.kill()
+    bob.wait(rf"^ {ROOM} │ host carol │ 2 members\s*$")
+    bob.wait(rf"carol is now the host of {ROOM} \(was alice\)")
+    # and the room works under its new host, seen from the terminal
+    carol.say("carol hosts now")
+    screen = bob.wait(r"<carol> carol hosts now")
+    assert "Traceback" not in screen and "[exited" not in screen, screen
+
+
 def test_a_typed_line_shows_once_the_status_bar_follows_the_room_and_mentions_stand_out(
     lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
 ) -> None:
