@@ -231,7 +231,8 @@ class Agent:
 
                 return {"spans": startup_trace.take()}
             case "stats":
-                return {"stats": dict(getattr(self.node, "stats", {}))}
+                return {"stats": dict(getattr(self.node, "stats", {})),
+                        "peers": len(self.node.peers())}
             case "send_file":
                 if not hasattr(self.node, "send_file"):
                     raise NotImplementedError("this node has no send_file")
