@@ -26,6 +26,17 @@ if [ $# -eq 0 ]; then
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
+    # The kernel's ARP table is one for the whole machine, shared by every namespace, and
+    # holds 1,024 entries by default: the lab's 64-node mesh needs ~4,000, and past the limit
+    # no ARP goes out and connects hang. Raise it (never lower it) while we are still in
+    # the machine's first namespace, the only one that has the knob. No traffic.
+    for pair in gc_thresh1:4096 gc_thresh2:16384 gc_thresh3:32768; do
+        knob=/proc/sys/net/ipv4/neigh/default/${pair%%:*}
+        want=${pair##*:}
+        if [ -w "$knob" ] && [ "$(cat "$knob")" -lt "$want" ]; then
+            echo "$want" > "$knob"
+        fi
+    done
     exec unshare --net -- sh "$0" --inside "$@"
 fi
 echo "$0: not root: using a user namespace; tests/net (the namespace lab) needs root" >&2
