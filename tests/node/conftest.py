@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,20 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
         yield m
     finally:
         await m.close()
+
+
+def lose_first(node: Node, kind: type) -> list[object]:
+    """Make ``node`` lose the first frame of type ``kind`` it sends, as a connection that dies
+    with the frame written into it would; the list holds it once it is lost."""
+    wire = node._wire
+    real = wire.send
+    lost: list[object] = []
+
+    def send(pid: bytes, m: Any) -> bool:
+        if isinstance(m, kind) and not lost:
+            lost.append(m)
+            return True
+        return real(pid, m)
+
+    wire.send = send  # type: ignore[method-assign,assignment]
+    return lost

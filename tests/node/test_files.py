@@ -22,7 +22,7 @@ from meshchat.discovery.memory import MemoryDiscovery
 from meshchat.protocol.messages import FileChunk, FileGet, FileItem, FileOffer
 from meshchat.transport.memory import MemoryTransport
 
-from .conftest import Mesh, Recorder, until
+from .conftest import Mesh, Recorder, lose_first, until
 
 LIMITS = Limits(file_chunk_bytes=4096, file_credit_chunks=4)
 
@@ -281,16 +281,7 @@ async def test_a_lost_offer_is_offered_again_until_the_receiver_has_it(
     """An offer written into a connection that dies is lost with it: the sender offers again
     (``file_reoffer_s``, doubling) until the receiver's "offered" receipt comes back."""
     alice, bob = await pair(mesh)
-    real = alice._wire.send
-    lost: list[object] = []
-
-    def lossy(pid: bytes, m: object) -> bool:
-        if isinstance(m, FileOffer) and not lost:
-            lost.append(m)
-            return True
-        return real(pid, m)  # type: ignore[arg-type]
-
-    alice._wire.send = lossy  # type: ignore[method-assign,assignment]
+    lost = lose_first(alice, FileOffer)
     src = tmp_path / "notes.txt"
     src.write_bytes(os.urandom(10_000))
     out = await alice.send_file("bob", src)

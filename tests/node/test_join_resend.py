@@ -7,36 +7,18 @@ repeats the answer it gave that id (``ReplyCache``) rather than deciding a secon
 
 from __future__ import annotations
 
-from typing import Any
-
-from meshchat import Node, PeerJoined
-from meshchat.protocol.messages import JoinAccept, JoinRequest, WireMessage
+from meshchat import PeerJoined
+from meshchat.protocol.messages import JoinAccept, JoinRequest
 from meshchat.runtime.wire import ReplyCache
 
-from .conftest import Mesh
-
-
-def _lose_first(node: Node, kind: type[Any]) -> list[WireMessage]:
-    """Make ``node`` lose the first ``kind`` it sends, as a dying connection would."""
-    wire = node._wire
-    real = wire.send
-    lost: list[WireMessage] = []
-
-    def send(pid: bytes, m: WireMessage) -> bool:
-        if isinstance(m, kind) and not lost:
-            lost.append(m)
-            return True  # written into a connection that is about to die
-        return real(pid, m)
-
-    wire.send = send  # type: ignore[method-assign,assignment]
-    return lost
+from .conftest import Mesh, lose_first
 
 
 async def test_a_lost_join_request_is_sent_again(mesh: Mesh) -> None:
     alice = await mesh.add("alice")
     bob = await mesh.add("bob")
     await alice.host("lobby")
-    lost = _lose_first(bob, JoinRequest)
+    lost = lose_first(bob, JoinRequest)
     room = await bob.join("lobby")  # the join timeout is 3 s; the resend goes after 0.4 s
     assert lost and [m.name for m in room.members] == ["alice", "bob"]
     assert bob.stats["request_resent"] >= 1
@@ -47,7 +29,7 @@ async def test_a_lost_answer_is_given_again_not_decided_again(mesh: Mesh) -> Non
     bob = await mesh.add("bob")
     lobby = await alice.host("lobby")
     version = alice._rooms[lobby.room_id].state.version
-    lost = _lose_first(alice, JoinAccept)
+    lost = lose_first(alice, JoinAccept)
     room = await bob.join("lobby")
     await mesh.recorders["alice"].wait(lambda e: isinstance(e, PeerJoined))
     assert lost and alice.stats["join_repeated"] >= 1
