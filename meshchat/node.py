@@ -365,7 +365,7 @@ class Node:
             on_renamed=lambda pid, name: self._sessions.member_renamed(pid, name),
             refused_kept_s=timings.refused_peer_kept_s,
             on_new=lambda: self._ticker.nudge(),
-            hosted=lambda: tuple(jr.hosted() for jr in rooms.announced()))
+            hosted=rooms.hosted_listing)
         gate = Gatekeeper(Gate(limits), wire, peers.is_known, rooms.get, clock, timings, stats)
         self._chat = chat = RoomChat(me, rooms, wire, codec, log, peers.info, emit, tasks,
                                      clock, limits, timings, stats)

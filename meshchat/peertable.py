@@ -306,14 +306,10 @@ class PeerTable:
     def _forget_candidate(self, candidate: _Candidate, close: bool) -> list[PeerEffect]:
         del self._candidates[candidate.canon]
         self._canon_of.pop(candidate.card.peer_id, None)
+        closed = self._stop_probe(candidate)
+        effects = closed if close else []
         who = self._introducers[candidate.introducer]
         who.waiting -= 1
-        effects: list[PeerEffect] = []
-        if candidate.probing_since is not None:
-            who.probing -= 1
-            self._probing -= 1
-            if close:
-                effects.append(Unprobe(candidate.card.peer_id))
         if who.waiting == 0:
             del self._introducers[candidate.introducer]
         return effects

@@ -218,3 +218,7 @@ class Rooms:
     def announced(self) -> list[JoinedRoom]:
         """The rooms we host and announce."""
         return [jr for jr in self._joined.values() if jr.core.is_host and jr.announce]
+
+    def hosted_listing(self) -> tuple[HostedRoom, ...]:
+        """The rooms we host and announce, as our presence and our Hello list them."""
+        return tuple(jr.hosted() for jr in self.announced())

@@ -45,7 +45,7 @@ class Ticker:
 
     def publish_heartbeat(self, include_known: bool = False) -> None:
         """Our presence, now (a rename, a new colour, the start)."""
-        hosted = tuple(jr.hosted() for jr in self._rooms.announced())
+        hosted = self._rooms.hosted_listing()
         heartbeat = self._peers.heartbeat(hosted, include_known)
         self.plan.sent(self._clock.monotonic(), heartbeat)
         self._wire.publish(TOPIC_PRESENCE, heartbeat)
@@ -83,7 +83,7 @@ class Ticker:
         now = self._clock.monotonic()
         self._peers.tick(now)
         rooms = list(self._rooms.values())
-        hosted = tuple(jr.hosted() for jr in self._rooms.announced())
+        hosted = self._rooms.hosted_listing()
         presence = self._peers.heartbeat(hosted)
         known = self._peers.shareable()
         beat = self.plan.step(now, presence, known, {
