@@ -16,6 +16,7 @@ from meshchat.hostwatch import Watch
 from meshchat.identity import Identity
 from meshchat.protocol.messages import (
     Heartbeat,
+    Hello,
     HostedRoom,
     JoinAccept,
     JoinRequest,
@@ -52,8 +53,10 @@ async def test_a_strangers_heartbeat_hosting_our_room_changes_nothing(mesh: Mesh
     for term in (2, 2**63, 2**64 - 1):
         hosted = (HostedRoom(room_id, "lobby", 9, False, False, term),)
         evil.publish(b"P", Heartbeat(evil.card(), 0.0, "", hosted, ()))
+        # the same listing in a Hello (which lists hosted rooms too) weighs no more
+        evil.send(alice.peer_id, Hello(evil.card(), 0.0, "", None, hosted))
         await fake.advance(0.05)
-    await fake.advance_until(lambda: alice.stats["dropped_not_lineage"] >= 3, what="counted")
+    await fake.advance_until(lambda: alice.stats["dropped_not_lineage"] >= 6, what="counted")
     await fake.advance(0.5)
     assert [snapshot(n, r) for n, r in zip(nodes, rooms, strict=True)] == before
     assert rooms[0].is_host and rooms[1].host.name == "alice"
