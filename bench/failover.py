@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.agent_ctl import start_agents
@@ -136,6 +137,26 @@ def _burn_cpu(seconds: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
+def watch_soak(agents: Sequence[Worker], t_soak: float, soak_s: float) -> tuple[int, int]:
+    """Watch the agents' events for ``soak_s``: how many host changes, and how many members
+    declared vanished, happened since ``t_soak`` (in a soak where nothing dies, both are
+    false alarms)."""
+    end = time.monotonic() + soak_s
+    changes: set[tuple[object, object]] = set()
+    vanished: set[str] = set()
+    while time.monotonic() < end:
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        for agent in agents:
+            for event in agent.drain():
+                if float(event.get("t", 0)) < t_soak:
+                    continue
+                if event.get("ev") == "host_changed":
+                    changes.add((event.get("term"), event.get("new")))
+                elif event.get("reason") == "vanished":
+                    vanished.add(str(event.get("name")))
+    return len(changes), len(vanished)
+
+
 def big_room(lab: Lab, members: int = 20, soak_s: float = 60.0, senders: int = 4,
              rate: float = 10.0, burners: int = 0) -> BigRoomResult:
     """A room of ``members`` nodes under chat load: the last join, then a soak during which
@@ -155,19 +176,7 @@ def big_room(lab: Lab, members: int = 20, soak_s: float = 60.0, senders: int = 4
         first = last.expect_event("first_message", 10, where=has(room=ROOM))
         t_soak = now()
         hogs = [_burn_cpu(soak_s + 1) for _ in range(burners)]
-        soak_end = time.monotonic() + soak_s
-        changes: set[tuple[object, object]] = set()
-        vanished: set[str] = set()
-        while time.monotonic() < soak_end:
-            time.sleep(min(1.0, max(0.0, soak_end - time.monotonic())))
-            for agent in agents:
-                for event in agent.drain():
-                    if float(event.get("t", 0)) < t_soak:
-                        continue
-                    if event.get("ev") == "host_changed":
-                        changes.add((event.get("term"), event.get("new")))
-                    elif event.get("reason") == "vanished":
-                        vanished.add(str(event.get("name")))
+        false_failovers, vanished = watch_soak(agents, t_soak, soak_s)
         sent = 0
         for j, agent in enumerate(talkers):
             agent.send_cmd("stop_say")
@@ -177,8 +186,8 @@ def big_room(lab: Lab, members: int = 20, soak_s: float = 60.0, senders: int = 4
             join_s=float(first["t"]) - float(joined["t_called"]),
             join_call_s=float(joined["t_done"]) - float(joined["t_called"]),
             soak_s=soak_s,
-            false_failovers=len(changes),
-            vanished=len(vanished),
+            false_failovers=false_failovers,
+            vanished=vanished,
             messages_sent=sent,
             burners=burners,
         )

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from bench.agent_ctl import start_agents
 from bench.common import index_of, now
-from bench.failover import ROOM, _await_agreement, _burn_cpu
+from bench.failover import ROOM, _await_agreement, _burn_cpu, watch_soak
 from bench.lab import BenchError, Lab, Worker, has, spawn_worker, stop_workers
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -232,26 +232,13 @@ def _soak(agents: Sequence[Worker], soak_s: float, burners: int) -> tuple[int, i
     vanished (there should be none: nothing dies)."""
     t_soak = now()
     hogs: list[subprocess.Popen[bytes]] = []
-    changes: set[tuple[object, object]] = set()
-    vanished: set[str] = set()
     try:
         hogs = [_burn_cpu(soak_s + 1) for _ in range(burners)]
-        end = time.monotonic() + soak_s
-        while time.monotonic() < end:
-            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
-            for agent in agents:
-                for event in agent.drain():
-                    if float(event.get("t", 0)) < t_soak:
-                        continue
-                    if event.get("ev") == "host_changed":
-                        changes.add((event.get("term"), event.get("new")))
-                    elif event.get("reason") == "vanished":
-                        vanished.add(str(event.get("name")))
+        return watch_soak(agents, t_soak, soak_s)
     finally:
         for hog in hogs:
             hog.kill()
             hog.wait()
-    return len(changes), len(vanished)
 
 
 def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
