@@ -136,6 +136,10 @@ class Limits:
     joins_per_address_per_s: float = 5.0  # every JoinRequest from one address, any key
     joins_per_address_burst: int = 30
     max_join_challenges: int = 256  # pending password challenges; the oldest goes first
+    # Join answers kept to repeat to a re-sent request (``ReplyCache``): an accept carries up
+    # to half a frame of history, so 1,024 keys joining at once would pin 128 MiB. A repeat
+    # whose answer was evicted is decided afresh, as before the cache.
+    max_join_replies: int = 64
     join_challenge_ttl_s: float = 30.0
     max_admission_entries: int = 4096  # per-address buckets, per-(room, peer) attempt windows
     # The Argon2id cost a joiner accepts from a host: pwhash.argon2id OPSLIMIT/MEMLIMIT_MODERATE

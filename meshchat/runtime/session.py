@@ -89,7 +89,7 @@ class Sessions:
         self._rejoin = rejoin
         self._step_down = step_down
         # The answer to each peer's latest join request, repeated if that request comes again.
-        self._join_replies = ReplyCache(limits.max_peers, timings.join_timeout_s)
+        self._join_replies = ReplyCache(limits.max_join_replies, timings.join_timeout_s)
 
     # ---------------------------------------------------------------- entering and leaving
 

@@ -74,7 +74,7 @@ class ReplyCache:
     request id comes back: the asker sends a request again when its answer is late
     (``Wire.request``), and the repeat must get the same answer, not a second decision (a
     second admission, a fresh challenge nonce). One entry per peer, at most ``max_peers``
-    peers, each kept ``keep_s``."""
+    peers (the oldest goes first), each kept ``keep_s``."""
 
     def __init__(self, max_peers: int, keep_s: float) -> None:
         self._max_peers = max_peers
