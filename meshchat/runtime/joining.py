@@ -256,8 +256,7 @@ class Joining:
                 return
             # Signed over: our members follow that (room, our term, the winner), never a
             # state that merely claims to win.
-            winner.stepped_down = rules.step_down(self._codec, self._me.identity, old_state,
-                                                  winner.state)
+            self._sessions.stepped_down(winner, old_state)
             for pid in members:
                 self._wire.send(pid, Peers((peer.card,)))
                 self._wire.send(pid, self._sessions.state_push(winner))

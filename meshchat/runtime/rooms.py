@@ -57,8 +57,12 @@ class JoinedRoom:
     removed: set[bytes] = field(default_factory=set)  # kicked or banned: never FORMER
     merging: bool = False
     # Our signed ``StepDown``, once we gave this room's hosting up and stayed (a merge, a
-    # handoff): it goes with every state we push, so our former members follow.
+    # handoff): it goes with every state we push, so our former members follow. It names
+    # the host and term in ``step_down_to``; ``hosted_last`` is the last state we hosted, so
+    # it can be signed again for whoever hosts the room now (``Sessions.state_push``).
     stepped_down: bytes = b""
+    step_down_to: tuple[bytes, int] | None = None
+    hosted_last: RoomState | None = None
     dropped_silent: set[bytes] = field(default_factory=set)  # removed as vanished: may rejoin
     told_to_rejoin: dict[bytes, float] = field(default_factory=dict)
     outbox: Outbox | None = None

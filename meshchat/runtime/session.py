@@ -175,8 +175,27 @@ class Sessions:
 
     def state_push(self, jr: JoinedRoom) -> StatePush:
         """Our state of the room, direct, with our step-down if we gave its hosting up."""
-        return StatePush(jr.room_id, jr.core.blob,
-                         b"" if jr.core.is_host else jr.stepped_down)
+        if jr.core.is_host:
+            return StatePush(jr.room_id, jr.core.blob)
+        return StatePush(jr.room_id, jr.core.blob, self._step_down_for(jr))
+
+    def stepped_down(self, jr: JoinedRoom, hosted: RoomState) -> None:
+        """We hosted ``hosted`` and gave the room up (a merge, a handoff) but stayed in it."""
+        jr.hosted_last = hosted
+        jr.step_down_to = None
+
+    def _step_down_for(self, jr: JoinedRoom) -> bytes:
+        """Our step-down, signed over to the room's host *now*. The side we merged into may
+        have merged on into a third (or failed over, or handed off): a member we left behind
+        follows only a record that names the state it is shown, and we are the one host it
+        trusts to sign one."""
+        hosted, state = jr.hosted_last, jr.state
+        if hosted is None:
+            return b""
+        if jr.step_down_to != (state.host, state.term):
+            jr.stepped_down = rules.step_down(jr.core.codec, self._me.identity, hosted, state)
+            jr.step_down_to = (state.host, state.term)
+        return jr.stepped_down
 
     def host_heartbeat(self, peer: bytes, hosted: Iterable[HostedRoom]) -> None:
         """``peer``'s heartbeat lists the rooms it hosts."""
@@ -249,7 +268,7 @@ class Sessions:
                 self._became_host(jr, old)
             elif outcome.stopped_hosting:
                 # A handoff: sign it over, for members that miss the handoff state itself.
-                jr.stepped_down = rules.step_down(jr.core.codec, self._me.identity, old, new)
+                self.stepped_down(jr, old)
                 self._tasks.spawn(self.withdraw(jr))
         if jr.core.is_host:
             self._tasks.spawn(self.announce(jr))

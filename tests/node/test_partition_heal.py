@@ -10,6 +10,7 @@ import pytest
 
 from meshchat import Node
 from meshchat.events import Event, Message
+from meshchat.room import host_priority
 
 from .conftest import Mesh, until
 
@@ -86,3 +87,64 @@ async def test_a_password_room_heals_into_one_room(mesh: Mesh, length: float, lo
     await until(one_room, timeout=5, what="one room with one host")
     assert not any(n.stats["dropped_join_password"] or n.stats["dropped_join_locked"]
                    for n in nodes)
+
+
+
+def _links(mesh: Mesh, pairs: list[tuple[Node, Node]], up: bool) -> None:
+    for a, b in pairs:
+        mesh.network.set_link(a.peer_id, b.peer_id, up)
+
+
+@pytest.mark.parametrize("first", ["loser", "winner"])
+async def test_a_member_left_behind_follows_its_host_through_a_second_merge(
+        mesh: Mesh, first: str) -> None:
+    """Three sides heal in steps: alice (with bob) merges into one side, that side merges
+    into the third, and only then does bob, cut off meanwhile, get through. bob holds only
+    alice's step-down; alice signs it again for whoever hosts the room now, so bob follows
+    to the end of the chain (in the lab he waited for good: the record named the first
+    winner, and the room's host at the same term was another)."""
+    alice = await mesh.add("alice")
+    await alice.host("lobby")
+    nodes = [alice]
+    for name in ("bob", "carol", "dave"):
+        node = await mesh.add(name)
+        await node.join("lobby")
+        nodes.append(node)
+    await until(lambda: all(len(n.joined_rooms()[0].members) == 4 for n in nodes),
+                what="four members everywhere")
+    a, b, c, d = nodes
+    _cut(mesh, [a, b], [c, d], False)
+    _links(mesh, [(c, d)], False)
+    for n in (c, d):
+        await until(lambda n=n: n.joined_rooms()[0].host.peer_id == n.peer_id,  # type: ignore[misc]
+                    what=f"{n.name} hosts its own side")
+    # carol and dave claimed the same term; the heal between them goes to the higher rank.
+    c_state, d_state = (n._rooms.state_of(n.joined_rooms()[0].room_id) for n in (c, d))
+    assert c_state is not None and d_state is not None and c_state.term == d_state.term
+    loser, winner = (c, d) if host_priority(c_state) < host_priority(d_state) else (d, c)
+    # "loser": alice merges into the side that merges on in its turn (two hops for bob).
+    x, y = (loser, winner) if first == "loser" else (winner, loser)
+    # alice heals with x alone; bob stays cut off from everyone but alice, and his attempt
+    # to follow her into x's room runs out.
+    _links(mesh, [(a, x)], True)
+    await until(lambda: a.joined_rooms()[0].host.peer_id == x.peer_id, timeout=8,
+                what="alice's side merges into x's")
+    bob_room = b._rooms[b.joined_rooms()[0].room_id]
+    await until(lambda: bob_room.merging, what="bob follows alice's step-down")
+    await until(lambda: not bob_room.merging, timeout=8, what="bob's follow runs out")
+    assert b.joined_rooms()[0].host.name == "alice"
+    # Then x heals with y, and whichever wins, alice follows; still without bob.
+    _links(mesh, [(a, y), (x, y)], True)
+    await until(lambda: len({n.joined_rooms()[0].host.peer_id for n in (a, c, d)}) == 1
+                and len(c.joined_rooms()[0].members) == 3, timeout=8,
+                what="alice, carol and dave in one room")
+    await until(lambda: not bob_room.merging, timeout=8, what="bob's last follow runs out")
+    _links(mesh, [(b, c), (b, d)], True)
+
+    def one_room() -> bool:
+        rooms = [n.joined_rooms() for n in nodes]
+        return all(r and len(r[0].members) == 4 for r in rooms) and \
+            len({r[0].host.name for r in rooms}) == 1
+
+    await until(one_room, timeout=8, what="one room with bob in it")
+    assert not b.stats["dropped_step_down_unsigned"]
