@@ -93,4 +93,21 @@ def test_gate_table_is_bounded() -> None:
 def test_every_type_has_a_rate_group(cls: type) -> None:
     assert rate_group(cls) in ("presence", "broadcast", "introduction", "ping", "private",
                                "join", "history", "state", "room", "direct", "file_offer",
-                               "file")
+                               "file", "asked")
+
+
+def test_pongs_to_a_run_of_pings_are_not_cut_by_the_direct_budget() -> None:
+    """/ping back to back at several thousand a second: every pong that answers one of our
+    pings gets through (it used to draw on "direct", 500/s with a burst of 2,000, and one
+    pong in about 2,000 was dropped: a 3 s timeout)."""
+    limits = Limits()
+    gate = Gate(limits)
+    peer = bytes(32)
+    n = limits.direct_frames_burst + 1000
+    admitted = sum(gate.admit(peer, Pong(i), "direct", Role.ANYONE | Role.ASKED,
+                              now=i / 5000) is None for i in range(n))
+    assert admitted == n
+    assert rate_group(Pong) == "asked"
+    # Unasked, it is still refused, by the table (not by a bucket).
+    refusal = gate.admit(peer, Pong(1), "direct", Role.ANYONE, now=1.0)
+    assert refusal is not None and refusal.reason == "unsolicited"
