@@ -115,18 +115,26 @@ class Files:
         self._timings = timings
         self._stats = stats
         self._random = random_bytes
-        # Opened in a thread by Node.start (its schema and WAL setup sync to disk: never on
-        # the loop); opened here only when a caller gave none.
+        # Opened in a thread started by Node.start (its schema and WAL setup sync to disk:
+        # never on the loop, and the node announces itself meanwhile); the stored transfers
+        # are loaded on first use (``load``: Node.start ends with it).
         self._store = store or TransferStore(data_dir / "transfers.sqlite")
+        self._loaded = False
         self._jobs: dict[bytes, _Job] = {}
         self._by_number: dict[str, bytes] = {}
         self._number = 0
         self.accept_from: set[str] = set()  # names (lower case) whose offers need no /accept
         self.accept_all = False
         self.default_dir = data_dir / "downloads"
+        wire.also_solicited = self._solicited
+
+    def load(self) -> None:
+        """The transfers stored by earlier runs (once; waits for the store to open)."""
+        if self._loaded:
+            return
+        self._loaded = True
         for rec in self._store.load():
             self._load(rec)
-        wire.also_solicited = self._solicited
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -166,6 +174,7 @@ class Files:
 
     async def run(self) -> None:
         """The timer: lost chunks asked again, stalls noticed, offers expired, rows saved."""
+        self.load()
         now = self._clock.monotonic()
         for job in list(self._jobs.values()):
             if job.pull is not None and not job.final:
@@ -220,9 +229,11 @@ class Files:
     # ---------------------------------------------------------------- public operations
 
     def transfers(self) -> list[Transfer]:
+        self.load()
         return [self._public(j) for j in sorted(self._jobs.values(), key=lambda j: j.rec.number)]
 
     def get(self, tid_or_number: str) -> _Job:
+        self.load()
         tid = self._by_number.get(str(tid_or_number).strip().lstrip("#"))
         job = self._jobs.get(tid) if tid is not None else None
         if job is None:
@@ -230,6 +241,7 @@ class Files:
         return job
 
     def latest_offer(self) -> _Job:
+        self.load()
         offers = [j for j in self._jobs.values()
                   if j.rec.direction == "in" and j.rec.state == "offered"]
         if not offers:
@@ -237,6 +249,7 @@ class Files:
         return max(offers, key=lambda j: j.rec.number)
 
     async def send(self, pid: bytes, path: str | os.PathLike[str]) -> Transfer:
+        self.load()
         source = _expand(path)
         items, paths, skipped = await asyncio.to_thread(_scan, source)
         if sum(s for _, s in items) > self._limits.max_transfer_bytes or \
@@ -336,6 +349,7 @@ class Files:
     # ---------------------------------------------------------------- frames in
 
     def _solicited(self, peer: bytes, m: WireMessage) -> bool:
+        self.load()
         if isinstance(m, FileChunk | FileSums):
             job = self._jobs.get(m.transfer_id)
             return job is not None and job.rec.peer == peer and job.rec.direction == "in" \
@@ -343,6 +357,7 @@ class Files:
         return False
 
     def on_frame(self, peer: bytes, m: WireMessage) -> None:
+        self.load()
         match m:
             case FileChunk():
                 self._on_chunk(peer, m)

@@ -131,11 +131,13 @@ class MessageLog:
 
     _conn: sqlite3.Connection
 
-    def __init__(self, path: Path | str, *, in_background: bool = False) -> None:
+    def __init__(self, path: Path | str, *, in_background: bool = False,
+                 deferred: bool = False) -> None:
         """Open the log at ``path`` now or, with ``in_background``, in a thread started here
-        (``Node.start`` does that while it binds and announces): then ``open()`` waits for
-        it and raises what opening raised, and a log used before ``open()`` waits the same
-        way on first use, so nothing ever reads or writes a log that is not open."""
+        (or, ``deferred``, by ``start_opening``: ``Node.start`` does that once it announced
+        itself): then ``open()`` waits for it and raises what opening raised, and a log used
+        before ``open()`` waits the same way on first use (starting the thread if it was not
+        yet), so nothing ever reads or writes a log that is not open."""
         self.path = path
         self._rooms: dict[bytes, _RoomIndex] = {}
         self._closed = False
@@ -145,9 +147,17 @@ class MessageLog:
         if in_background:
             self._opening = threading.Thread(target=self._open_in_thread,
                                              name="meshchat-log-open", daemon=True)
-            self._opening.start()
+            if not deferred:
+                self._opening.start()
         else:
             self._conn = _connect(path)
+
+    def start_opening(self) -> None:
+        """Start the opening thread of a ``deferred`` log (once)."""
+        with self._open_lock:
+            opening = self._opening
+            if opening is not None and opening.ident is None:
+                opening.start()
 
     def _open_in_thread(self) -> None:
         try:
@@ -163,6 +173,8 @@ class MessageLog:
                 return
             if self._opening is None:
                 raise MeshchatError(f"message log {self.path} is closed")
+            if self._opening.ident is None:
+                self._opening.start()
             self._opening.join()
             opened = self._opened
             if isinstance(opened, BaseException):

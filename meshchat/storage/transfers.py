@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,13 +64,54 @@ class TransferRecord:
 
 
 class TransferStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = NORMAL")
-        self._conn.executescript(_SCHEMA)
+    """``in_background``: the first open (schema, WAL setup: it syncs to disk) runs in a thread
+    started here (``deferred``: by ``start_opening``), so a starting node announces itself
+    first; the first use waits for it (``open``) and raises what opening raised."""
+
+    def __init__(self, path: Path, in_background: bool = False, deferred: bool = False
+                 ) -> None:
+        self.path = path
         self._pending: list[tuple[bytes, int, bytes]] = []
+        self._db: sqlite3.Connection | None = None
+        self._failed: BaseException | None = None
+        self._opening: threading.Thread | None = None
+        if in_background:
+            self._opening = threading.Thread(target=self._open_in_thread,
+                                             name="meshchat-transfers-open", daemon=True)
+            if not deferred:
+                self._opening.start()
+        else:
+            self._db = _connect(path)
+
+    def _open_in_thread(self) -> None:
+        try:
+            self._db = _connect(self.path)
+        except BaseException as exc:  # handed to open(), on the caller's thread
+            self._failed = exc
+
+    def open(self) -> None:
+        """Wait until a store opened in the background is open; raise what opening raised."""
+        if self._db is not None:
+            return
+        if self._opening is not None:
+            self.start_opening()
+            self._opening.join()
+        if self._failed is not None:
+            raise self._failed
+        if self._db is None:
+            raise RuntimeError(f"transfer store {self.path} is closed")
+
+    def start_opening(self) -> None:
+        """Start the opening thread of a ``deferred`` store (once; on the loop's thread)."""
+        if self._opening is not None and self._opening.ident is None:
+            self._opening.start()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        return self._db
 
     def save(self, r: TransferRecord) -> None:
         self._conn.execute(
@@ -120,3 +162,14 @@ class TransferStore:
     def close(self) -> None:
         self.flush()
         self._conn.close()
+        self._db = None
+        self._opening = None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.executescript(_SCHEMA)
+    return conn

@@ -618,6 +618,24 @@ def test_a_log_opened_in_the_background_is_the_same_log(tmp_path: Path) -> None:
     MessageLog(path, in_background=True).close()  # closed before it was ever used
 
 
+def test_a_deferred_log_opens_on_first_use_or_when_told(tmp_path: Path) -> None:
+    """``deferred``: Node.start starts the opening only once it has announced itself; a
+    use before that opens it there and then (never a log that is not open)."""
+    room, author = b"r" * 16, b"a" * 32
+    first = MessageLog(tmp_path / "one.sqlite", in_background=True, deferred=True)
+    assert first.add(room, author, 1, 1.0, "used first", b"blob")
+    first.close()
+    second = MessageLog(tmp_path / "two.sqlite", in_background=True, deferred=True)
+    second.start_opening()
+    second.start_opening()  # once
+    second.open()
+    assert second.add(room, author, 1, 1.0, "told first", b"blob")
+    second.close()
+    MessageLog(tmp_path / "three.sqlite", in_background=True, deferred=True).close()
+    with MessageLog(tmp_path / "one.sqlite") as again:
+        assert [r.text for r in again.all(room)] == ["used first"]
+
+
 def test_a_log_opened_in_the_background_raises_its_error_on_open(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
     path.write_bytes(b"this is not sqlite" * 100)

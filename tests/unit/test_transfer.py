@@ -4,6 +4,7 @@ source or a clear failure, never a wrong file."""
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,25 @@ def test_store_keeps_transfers_and_chunks(tmp_path: Path) -> None:
     assert again.chunks(rec.tid) == {0: b"d" * 16}
     again.delete(rec.tid)
     assert again.load() == [] and again.chunks(rec.tid) == {}
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_a_store_opened_in_the_background_is_the_same_store(tmp_path: Path, deferred: bool
+                                                             ) -> None:
+    rec = TransferRecord(b"t" * 16, "out", b"p" * 32, "bob", "a.bin", [("a.bin", 5)], 4,
+                         "offered", number=1)
+    store = TransferStore(tmp_path / "t.sqlite", in_background=True, deferred=deferred)
+    store.save(rec)  # used before open(): opens (and waits) first
+    store.open()
+    store.close()
+    assert TransferStore(tmp_path / "t.sqlite").load() == [rec]
+
+
+def test_a_store_that_cannot_open_says_so_on_use(tmp_path: Path) -> None:
+    path = tmp_path / "t.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    store = TransferStore(path, in_background=True)
+    with pytest.raises(sqlite3.DatabaseError):
+        store.open()
+    with pytest.raises(sqlite3.DatabaseError):
+        store.load()
