@@ -338,7 +338,7 @@ class Node:
         # stalls the loop and the node announces itself meanwhile (the message log does the
         # same); start() waits for it at the end.
         self._transfer_store = TransferStore(self.data_dir / "transfers.sqlite",
-                                             in_background=True, deferred=True)
+                                             deferred=True)
         self._build(me)
         self._transport.set_link_events(LinkEvents(
             on_handshake_failure=self._peers.handshake_failed, on_refused=self._peers.refused,

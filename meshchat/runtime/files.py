@@ -132,8 +132,9 @@ class Files:
         """The transfers stored by earlier runs (once; waits for the store to open)."""
         if self._loaded:
             return
+        records = self._store.load()  # raises, and is tried again, if the store cannot open
         self._loaded = True
-        for rec in self._store.load():
+        for rec in records:
             self._load(rec)
 
     # ---------------------------------------------------------------- lifecycle

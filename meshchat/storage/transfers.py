@@ -64,54 +64,33 @@ class TransferRecord:
 
 
 class TransferStore:
-    """``in_background``: the first open (schema, WAL setup: it syncs to disk) runs in a thread
-    started here (``deferred``: by ``start_opening``), so a starting node announces itself
-    first; the first use waits for it (``open``) and raises what opening raised."""
+    """``deferred``: the first open (schema, WAL setup: it syncs to disk) waits for ``open``,
+    which ``Node.start`` calls in a thread once the node has announced itself; a use before
+    that opens the store there and then. Either way it is opened once, under a lock, and what
+    opening raised is raised to whoever opens it."""
 
-    def __init__(self, path: Path, in_background: bool = False, deferred: bool = False
-                 ) -> None:
+    def __init__(self, path: Path, deferred: bool = False) -> None:
         self.path = path
         self._pending: list[tuple[bytes, int, bytes]] = []
         self._db: sqlite3.Connection | None = None
-        self._failed: BaseException | None = None
-        self._opening: threading.Thread | None = None
-        if in_background:
-            self._opening = threading.Thread(target=self._open_in_thread,
-                                             name="meshchat-transfers-open", daemon=True)
-            if not deferred:
-                self._opening.start()
-        else:
+        self._lock = threading.Lock()
+        if not deferred:
             self._db = _connect(path)
 
-    def _open_in_thread(self) -> None:
-        try:
-            self._db = _connect(self.path)
-        except BaseException as exc:  # handed to open(), on the caller's thread
-            self._failed = exc
-
     def open(self) -> None:
-        """Wait until a store opened in the background is open; raise what opening raised."""
-        if self._db is not None:
-            return
-        if self._opening is not None:
-            self.start_opening()
-            self._opening.join()
-        if self._failed is not None:
-            raise self._failed
-        if self._db is None:
-            raise RuntimeError(f"transfer store {self.path} is closed")
-
-    def start_opening(self) -> None:
-        """Start the opening thread of a ``deferred`` store (once; on the loop's thread)."""
-        if self._opening is not None and self._opening.ident is None:
-            self._opening.start()
+        """Open the store if it is not open yet (from any thread)."""
+        with self._lock:
+            if self._db is None:
+                self._db = _connect(self.path)
 
     @property
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
+        db = self._db
+        if db is None:
             self.open()
-        assert self._db is not None
-        return self._db
+            db = self._db
+        assert db is not None
+        return db
 
     def save(self, r: TransferRecord) -> None:
         self._conn.execute(
@@ -162,8 +141,6 @@ class TransferStore:
     def close(self) -> None:
         self.flush()
         self._conn.close()
-        self._db = None
-        self._opening = None
 
 
 def _connect(path: Path) -> sqlite3.Connection:

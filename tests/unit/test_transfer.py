@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -359,22 +360,47 @@ def test_store_keeps_transfers_and_chunks(tmp_path: Path) -> None:
     assert again.load() == [] and again.chunks(rec.tid) == {}
 
 
-@pytest.mark.parametrize("deferred", [False, True])
-def test_a_store_opened_in_the_background_is_the_same_store(tmp_path: Path, deferred: bool
-                                                             ) -> None:
+@pytest.mark.parametrize("used_first", [False, True])
+def test_a_deferred_store_is_opened_once_by_whoever_comes_first(tmp_path: Path,
+                                                                used_first: bool) -> None:
     rec = TransferRecord(b"t" * 16, "out", b"p" * 32, "bob", "a.bin", [("a.bin", 5)], 4,
                          "offered", number=1)
-    store = TransferStore(tmp_path / "t.sqlite", in_background=True, deferred=deferred)
-    store.save(rec)  # used before open(): opens (and waits) first
-    store.open()
+    store = TransferStore(tmp_path / "t.sqlite", deferred=True)
+    if not used_first:
+        store.open()
+    store.save(rec)  # used before open(): opens it there and then
+    store.open()  # open already: nothing more
     store.close()
     assert TransferStore(tmp_path / "t.sqlite").load() == [rec]
+
+
+def test_a_deferred_store_opened_from_two_threads_at_once_opens_once(tmp_path: Path) -> None:
+    """Node.start opens it in a thread while a frame that arrives early uses it on the loop:
+    one connection, no error (two unsynchronised opens once broke a start in the lab)."""
+    store = TransferStore(tmp_path / "t.sqlite", deferred=True)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            barrier.wait()
+            store.load()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    store.close()
 
 
 def test_a_store_that_cannot_open_says_so_on_use(tmp_path: Path) -> None:
     path = tmp_path / "t.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
-    store = TransferStore(path, in_background=True)
+    store = TransferStore(path, deferred=True)
     with pytest.raises(sqlite3.DatabaseError):
         store.open()
     with pytest.raises(sqlite3.DatabaseError):
