@@ -4,8 +4,8 @@
 facade over ``meshchat.runtime``; names it imports by ``from ... import`` are wrapped in the
 importing module, since that is the name it calls): interfaces (``meshchat.node``), identity
 (``meshchat.runtime.local``), settings load and save (the save runs in a thread during the
-start), peers file, the SQLite log (opened in a thread started by ``MessageLog.__init__``;
-``start()`` later waits for it in ``MessageLog.open``), admission core, transport bind, card
+start), peers file, the stores (the SQLite log and the transfer store, opened in one thread
+by ``Node._open_stores`` once the node has announced itself), admission core, transport bind, card
 server, making the discovery (``meshchat.runtime.directory.make_discovery``), zeroconf itself,
 the browser, the node's registration (first mDNS announcement queued), the query for peers, the
 first three mDNS packets actually sent, and the first heartbeat (``Ticker.publish_heartbeat``).
@@ -127,13 +127,12 @@ def install(with_mdns_internals: bool = True) -> None:
     _patch("meshchat.node", "resolve_interfaces", "interfaces")
     _patch("meshchat.runtime.local", "load_or_create_identity", "identity")
     _patch("meshchat.storage.settings", "SettingsStore.load", "settings load")
-    # Only when the name or colour changed, in a thread while the node binds and announces.
+    # Only when the name or colour changed, in the stores' thread after the announcement.
     _patch("meshchat.storage.settings", "SettingsStore.save", "settings save (thread)",
            required=False)
     _patch("meshchat.storage.peers", "KnownPeers.__init__", "peers file")
-    _patch("meshchat.storage.log", "MessageLog._open_in_thread", "sqlite log (thread)")
-    _patch("meshchat.storage.log", "MessageLog.open", "  start() waits for the sqlite log",
-           once=True)
+    _patch("meshchat.node", "Node._open_stores", "stores: log, transfers, settings (thread)")
+    _patch("meshchat.storage.log", "MessageLog.open", "  sqlite log opened", once=True)
     _patch("meshchat.admission", "Admission.__init__", "admission core")
     _patch("meshchat.transport.zmq", "ZmqTransport.start", "transport bind", "async")
     _patch("meshchat.discovery.static", "CardServer.start", "card server", "async")

@@ -291,8 +291,7 @@ class Node:
                                        self._requested_color, defer_save=True)
         self.identity: Identity = me.identity
         self.peer_id, self.fingerprint = me.peer_id, me.fingerprint
-        self._log = MessageLog(self.data_dir / "messages.sqlite", in_background=True,
-                               deferred=True)
+        self._log = MessageLog(self.data_dir / "messages.sqlite", deferred=True)
         try:
             await self._bind_and_announce(me)
             opening = asyncio.ensure_future(asyncio.to_thread(self._open_stores, me))

@@ -131,61 +131,33 @@ class MessageLog:
 
     _conn: sqlite3.Connection
 
-    def __init__(self, path: Path | str, *, in_background: bool = False,
-                 deferred: bool = False) -> None:
-        """Open the log at ``path`` now or, with ``in_background``, in a thread started here
-        (or, ``deferred``, by ``start_opening``: ``Node.start`` does that once it announced
-        itself): then ``open()`` waits for it and raises what opening raised, and a log used
-        before ``open()`` waits the same way on first use (starting the thread if it was not
-        yet), so nothing ever reads or writes a log that is not open."""
+    def __init__(self, path: Path | str, *, deferred: bool = False) -> None:
+        """Open the log at ``path`` now or, ``deferred``, on ``open()`` (``Node.start`` calls
+        it in a thread once the node has announced itself: the first open syncs to disk) or
+        on first use, whichever comes first: once, under a lock, from any thread, and what
+        opening raised is raised to whoever opens it. Nothing ever reads or writes a log that
+        is not open."""
         self.path = path
         self._rooms: dict[bytes, _RoomIndex] = {}
         self._closed = False
-        self._opening: threading.Thread | None = None
-        self._opened: sqlite3.Connection | BaseException | None = None
         self._open_lock = threading.Lock()
-        if in_background:
-            self._opening = threading.Thread(target=self._open_in_thread,
-                                             name="meshchat-log-open", daemon=True)
-            if not deferred:
-                self._opening.start()
-        else:
+        if not deferred:
             self._conn = _connect(path)
 
-    def start_opening(self) -> None:
-        """Start the opening thread of a ``deferred`` log (once)."""
-        with self._open_lock:
-            opening = self._opening
-            if opening is not None and opening.ident is None:
-                opening.start()
-
-    def _open_in_thread(self) -> None:
-        try:
-            self._opened = _connect(self.path, check_same_thread=False)
-        except BaseException as exc:  # handed to open(), on the caller's thread
-            self._opened = exc
-
     def open(self) -> None:
-        """Wait until a log opened ``in_background`` is open; raise what opening raised.
-        Does nothing on a log that is open already."""
+        """Open a ``deferred`` log if it is not open yet; raise what opening raised. Does
+        nothing on a log that is open already."""
         with self._open_lock:
             if "_conn" in self.__dict__:
                 return
-            if self._opening is None:
+            if self._closed:
                 raise MeshchatError(f"message log {self.path} is closed")
-            if self._opening.ident is None:
-                self._opening.start()
-            self._opening.join()
-            opened = self._opened
-            if isinstance(opened, BaseException):
-                raise opened
-            assert opened is not None
-            self._conn = opened
+            self._conn = _connect(self.path, check_same_thread=False)
 
     if not TYPE_CHECKING:  # (hidden from mypy, which would take every attribute for Any)
 
         def __getattr__(self, name: str) -> Any:
-            if name == "_conn":  # used before open(): wait for the thread opening it
+            if name == "_conn":  # a deferred log used before open(): open it now
                 self.open()
                 return self._conn
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -201,12 +173,10 @@ class MessageLog:
         """Flush and close; later calls do nothing."""
         if self._closed:
             return
-        self._closed = True
-        if "_conn" not in self.__dict__:  # opening in the background: close what it opens
-            with contextlib.suppress(Exception):
-                self.open()
-            if "_conn" not in self.__dict__:
-                return
+        with self._open_lock:  # an open in another thread finishes first
+            self._closed = True
+        if "_conn" not in self.__dict__:  # a deferred log never opened: nothing to close
+            return
         try:
             self.flush()
         finally:

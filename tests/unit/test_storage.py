@@ -7,6 +7,7 @@ import os
 import random
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -604,42 +605,58 @@ def test_add_many_on_a_reopened_log_counts_each_row_once(tmp_path: Path) -> None
         assert log.next_seq(room, author) == 4
 
 
-def test_a_log_opened_in_the_background_is_the_same_log(tmp_path: Path) -> None:
+def test_a_deferred_log_is_the_same_log_opened_on_first_use_or_by_open(tmp_path: Path
+                                                                        ) -> None:
+    """``deferred``: Node.start opens it in a thread once it has announced itself; a use
+    before that opens it there and then (never a log that is not open)."""
     room, author = b"r" * 16, b"a" * 32
     path = tmp_path / "log.sqlite"
-    log = MessageLog(path, in_background=True)
-    assert log.add(room, author, 1, 1.0, "one", b"blob")  # used before open(): waits for it
+    log = MessageLog(path, deferred=True)
+    assert log.add(room, author, 1, 1.0, "one", b"blob")  # used before open(): opens it
     log.open()
     log.open()  # once open, nothing more
     assert log.add(room, author, 2, 2.0, "two", b"blob")
     log.close()
+    told = MessageLog(tmp_path / "two.sqlite", deferred=True)
+    told.open()
+    assert told.add(room, author, 1, 1.0, "told first", b"blob")
+    told.close()
     with MessageLog(path) as again:
         assert [r.text for r in again.all(room)] == ["one", "two"]
-    MessageLog(path, in_background=True).close()  # closed before it was ever used
+    never = tmp_path / "never.sqlite"
+    MessageLog(never, deferred=True).close()  # closed before it was ever used: not made
+    assert not never.exists()
+    closed = MessageLog(tmp_path / "closed.sqlite", deferred=True)
+    closed.close()
+    with pytest.raises(MeshchatError, match="closed"):
+        closed.open()
 
 
-def test_a_deferred_log_opens_on_first_use_or_when_told(tmp_path: Path) -> None:
-    """``deferred``: Node.start starts the opening only once it has announced itself; a
-    use before that opens it there and then (never a log that is not open)."""
-    room, author = b"r" * 16, b"a" * 32
-    first = MessageLog(tmp_path / "one.sqlite", in_background=True, deferred=True)
-    assert first.add(room, author, 1, 1.0, "used first", b"blob")
-    first.close()
-    second = MessageLog(tmp_path / "two.sqlite", in_background=True, deferred=True)
-    second.start_opening()
-    second.start_opening()  # once
-    second.open()
-    assert second.add(room, author, 1, 1.0, "told first", b"blob")
-    second.close()
-    MessageLog(tmp_path / "three.sqlite", in_background=True, deferred=True).close()
-    with MessageLog(tmp_path / "one.sqlite") as again:
-        assert [r.text for r in again.all(room)] == ["used first"]
+def test_a_deferred_log_opened_from_two_threads_at_once_opens_once(tmp_path: Path) -> None:
+    log = MessageLog(tmp_path / "log.sqlite", deferred=True)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            barrier.wait()
+            log.heads(b"r" * 16)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    log.close()
 
 
-def test_a_log_opened_in_the_background_raises_its_error_on_open(tmp_path: Path) -> None:
+def test_a_deferred_log_raises_its_error_on_open_and_on_use(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    log = MessageLog(path, in_background=True)
+    log = MessageLog(path, deferred=True)
     with pytest.raises(MeshchatError, match=r"log\.db"):
         log.open()
     with pytest.raises(MeshchatError, match=r"log\.db"):
