@@ -21,17 +21,30 @@ def _cut(mesh: Mesh, side_a: list[Node], side_b: list[Node], up: bool) -> None:
             mesh.network.set_link(a.peer_id, b.peer_id, up)
 
 
-@pytest.mark.parametrize("length", [0.6, 1.5])  # below and above peer_expired_s (1 s)
-async def test_lines_said_apart_are_shown_after_the_heal(mesh: Mesh, length: float) -> None:
+async def _four_in_lobby(mesh: Mesh, password: str | None = None) -> list[Node]:
+    """alice hosts lobby; bob, carol and dave join it in that order; all four see all four."""
     alice = await mesh.add("alice")
-    await alice.host("lobby")
+    await alice.host("lobby", password=password)
     nodes = [alice]
     for name in ("bob", "carol", "dave"):
         node = await mesh.add(name)
-        await node.join("lobby")
+        await node.join("lobby", password=password)
         nodes.append(node)
     await until(lambda: all(len(n.joined_rooms()[0].members) == 4 for n in nodes),
                 what="four members everywhere")
+    return nodes
+
+
+def _one_room(nodes: list[Node]) -> bool:
+    """Every node is in the room with all of them, and all name the same host."""
+    rooms = [n.joined_rooms() for n in nodes]
+    return all(r and len(r[0].members) == len(nodes) for r in rooms) and \
+        len({r[0].host.name for r in rooms}) == 1
+
+
+@pytest.mark.parametrize("length", [0.6, 1.5])  # below and above peer_expired_s (1 s)
+async def test_lines_said_apart_are_shown_after_the_heal(mesh: Mesh, length: float) -> None:
+    nodes = await _four_in_lobby(mesh)
     a, b, c, d = nodes
     _cut(mesh, [a, b], [c, d], False)
     await until(lambda: c.joined_rooms()[0].host.name != "alice", what="carol's side elects")
@@ -40,12 +53,7 @@ async def test_lines_said_apart_are_shown_after_the_heal(mesh: Mesh, length: flo
     await asyncio.sleep(length)  # the partition's length is the fault itself
     _cut(mesh, [a, b], [c, d], True)
 
-    def one_room() -> bool:
-        rooms = [n.joined_rooms() for n in nodes]
-        return all(r and len(r[0].members) == 4 for r in rooms) and \
-            len({r[0].host.name for r in rooms}) == 1
-
-    await until(one_room, timeout=5, what="one room with one host")
+    await until(lambda: _one_room(nodes), timeout=5, what="one room with one host")
     for node in nodes:
         rec = mesh.recorders[node.name]
         for text in ("from-bob-while-apart", "from-dave-while-apart"):
@@ -62,37 +70,19 @@ async def test_a_password_room_heals_into_one_room(mesh: Mesh, length: float, lo
                                                    ) -> None:
     """The merge after a heal needs no password: the loser's host and its members come in on
     the signed state of a host the room admitted (issue 6, the honest merge)."""
-    alice = await mesh.add("alice")
-    lobby = await alice.host("lobby", password="hunter22")
-    nodes = [alice]
-    for name in ("bob", "carol", "dave"):
-        node = await mesh.add(name)
-        await node.join("lobby", password="hunter22")
-        nodes.append(node)
+    nodes = await _four_in_lobby(mesh, password="hunter22")
     if locked:
-        await lobby.lock()
-    await until(lambda: all(len(n.joined_rooms()[0].members) == 4 for n in nodes),
-                what="four members everywhere")
+        await nodes[0].joined_rooms()[0].lock()
     a, b, c, d = nodes
     _cut(mesh, [a, b], [c, d], False)
     await until(lambda: c.joined_rooms()[0].host.name != "alice", what="carol's side elects")
     await asyncio.sleep(length)  # the partition's length, below and past peer_expired_s
     _cut(mesh, [a, b], [c, d], True)
 
-    def one_room() -> bool:
-        rooms = [n.joined_rooms() for n in nodes]
-        return all(r and len(r[0].members) == 4 for r in rooms) and \
-            len({r[0].host.name for r in rooms}) == 1
-
-    await until(one_room, timeout=5, what="one room with one host")
+    await until(lambda: _one_room(nodes), timeout=5, what="one room with one host")
     assert not any(n.stats["dropped_join_password"] or n.stats["dropped_join_locked"]
                    for n in nodes)
 
-
-
-def _links(mesh: Mesh, pairs: list[tuple[Node, Node]], up: bool) -> None:
-    for a, b in pairs:
-        mesh.network.set_link(a.peer_id, b.peer_id, up)
 
 
 @pytest.mark.parametrize("first", ["loser", "winner"])
@@ -103,18 +93,10 @@ async def test_a_member_left_behind_follows_its_host_through_a_second_merge(
     alice's step-down; alice signs it again for whoever hosts the room now, so bob follows
     to the end of the chain (in the lab he waited for good: the record named the first
     winner, and the room's host at the same term was another)."""
-    alice = await mesh.add("alice")
-    await alice.host("lobby")
-    nodes = [alice]
-    for name in ("bob", "carol", "dave"):
-        node = await mesh.add(name)
-        await node.join("lobby")
-        nodes.append(node)
-    await until(lambda: all(len(n.joined_rooms()[0].members) == 4 for n in nodes),
-                what="four members everywhere")
+    nodes = await _four_in_lobby(mesh)
     a, b, c, d = nodes
     _cut(mesh, [a, b], [c, d], False)
-    _links(mesh, [(c, d)], False)
+    _cut(mesh, [c], [d], False)
     for n in (c, d):
         await until(lambda n=n: n.joined_rooms()[0].host.peer_id == n.peer_id,  # type: ignore[misc]
                     what=f"{n.name} hosts its own side")
@@ -126,7 +108,7 @@ async def test_a_member_left_behind_follows_its_host_through_a_second_merge(
     x, y = (loser, winner) if first == "loser" else (winner, loser)
     # alice heals with x alone; bob stays cut off from everyone but alice, and his attempt
     # to follow her into x's room runs out.
-    _links(mesh, [(a, x)], True)
+    _cut(mesh, [a], [x], True)
     await until(lambda: a.joined_rooms()[0].host.peer_id == x.peer_id, timeout=8,
                 what="alice's side merges into x's")
     bob_room = b._rooms[b.joined_rooms()[0].room_id]
@@ -134,17 +116,12 @@ async def test_a_member_left_behind_follows_its_host_through_a_second_merge(
     await until(lambda: not bob_room.merging, timeout=8, what="bob's follow runs out")
     assert b.joined_rooms()[0].host.name == "alice"
     # Then x heals with y, and whichever wins, alice follows; still without bob.
-    _links(mesh, [(a, y), (x, y)], True)
+    _cut(mesh, [a, x], [y], True)
     await until(lambda: len({n.joined_rooms()[0].host.peer_id for n in (a, c, d)}) == 1
                 and len(c.joined_rooms()[0].members) == 3, timeout=8,
                 what="alice, carol and dave in one room")
     await until(lambda: not bob_room.merging, timeout=8, what="bob's last follow runs out")
-    _links(mesh, [(b, c), (b, d)], True)
+    _cut(mesh, [b], [c, d], True)
 
-    def one_room() -> bool:
-        rooms = [n.joined_rooms() for n in nodes]
-        return all(r and len(r[0].members) == 4 for r in rooms) and \
-            len({r[0].host.name for r in rooms}) == 1
-
-    await until(one_room, timeout=8, what="one room with bob in it")
+    await until(lambda: _one_room(nodes), timeout=8, what="one room with bob in it")
     assert not b.stats["dropped_step_down_unsigned"]

@@ -7,7 +7,6 @@ import os
 import random
 import sqlite3
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from meshchat.storage import (
     keystore,
     load_or_create_identity,
 )
+
+from ..threads import at_once
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
@@ -634,22 +635,7 @@ def test_a_deferred_log_is_the_same_log_opened_on_first_use_or_by_open(tmp_path:
 
 def test_a_deferred_log_opened_from_two_threads_at_once_opens_once(tmp_path: Path) -> None:
     log = MessageLog(tmp_path / "log.sqlite", deferred=True)
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def use() -> None:
-        try:
-            barrier.wait()
-            log.heads(b"r" * 16)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=use) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert at_once(lambda: log.heads(b"r" * 16)) == []
     log.close()
 
 

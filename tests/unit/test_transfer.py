@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -36,6 +35,8 @@ from meshchat.transfer import (
     Write,
     chunk_digest,
 )
+
+from ..threads import at_once
 
 
 def test_layout_spans_cover_every_byte_once() -> None:
@@ -378,22 +379,7 @@ def test_a_deferred_store_opened_from_two_threads_at_once_opens_once(tmp_path: P
     """Node.start opens it in a thread while a frame that arrives early uses it on the loop:
     one connection, no error (two unsynchronised opens once broke a start in the lab)."""
     store = TransferStore(tmp_path / "t.sqlite", deferred=True)
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def use() -> None:
-        try:
-            barrier.wait()
-            store.load()
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=use) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    assert at_once(lambda: store.load()) == []
     store.close()
 
 
