@@ -148,22 +148,21 @@ def check(message: WireMessage, socket: str, roles: Role) -> Refusal | None:
 
 # ---------------------------------------------------------------- rate limits
 
+ASKED_GROUP = "asked"  # answers to our own open requests: no bucket (``Gate.take``)
+
 _GROUPS: dict[type[WireMessage], str] = {
     Heartbeat: "presence", Bye: "presence", Broadcast: "broadcast",
     Hello: "introduction", Peers: "introduction",
     # A pong is let in only as the answer to a ping of ours still open (the table's ASKED),
     # so our own pinging bounds it: it draws on no budget ("asked"). On "direct" (500/s), a
     # /ping run back to back lost one pong in about 2,000, each a 3 s timeout.
-    Ping: "ping", Pong: "asked", Private: "private", JoinRequest: "join",
+    Ping: "ping", Pong: ASKED_GROUP, Private: "private", JoinRequest: "join",
     HistoryRequest: "history", StateRequest: "state",
     Sealed: "room",
     FileOffer: "file_offer",
     FileState: "file", FileGet: "file", FileChunk: "file", FileSumRequest: "file",
     FileSums: "file",
 }
-
-
-ASKED_GROUP = "asked"
 
 
 def rate_group(cls: type[WireMessage]) -> str:
