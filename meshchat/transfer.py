@@ -5,7 +5,8 @@ A transfer is one or more files laid end to end in chunks of ``chunk_bytes``; ch
 keeps at most ``credit`` chunks asked for and not yet arrived, asks again for any that do not
 come within ``retry_s`` (losses, a cable cut, a sender that restarted), and checks every
 chunk against the digest the sender sent with it. Once every chunk is in, it asks for the
-whole-file SHA-256 of each file and has the runtime hash what it wrote; a file whose hash does
+whole-file SHA-256 of each file and has the runtime hash what it wrote (``RunningSums``: the
+part that passed in order is hashed already, only the rest is read again); a file whose hash does
 not match has each chunk checked again against its stored digest (damage on disk while the
 receiver was down), the bad ones are fetched again, and if none is bad the transfer fails
 ("hash mismatch"): a wrong file is never delivered.
@@ -35,6 +36,7 @@ __all__ = [
     "Pull",
     "Request",
     "Resumed",
+    "RunningSums",
     "Serve",
     "Span",
     "Stalled",
@@ -370,3 +372,47 @@ class Serve:
 
     def expired(self, now: float) -> bool:
         return now - self.offered_at >= self.ttl_s
+
+
+class RunningSums:
+    """Whole-file SHA-256s taken from the chunks as they pass, so that the end of a transfer
+    does not read every file again.
+
+    Each file's hash covers the bytes from offset 0 that passed in order; a chunk out of
+    order (asked again, a resume, a refetch) leaves it where it is. ``resume`` gives a copy
+    of that hash and the offset it has reached: whoever finishes the sum reads only from
+    there to the end of the file (all of it when nothing passed in order, as after a
+    restart). One hash object per file that has begun, whatever the size.
+    """
+
+    __slots__ = ("_by_file",)
+
+    def __init__(self) -> None:
+        self._by_file: dict[int, tuple[hashlib._Hash, int]] = {}
+
+    def feed(self, file: int, offset: int, data: bytes) -> None:
+        entry = self._by_file.get(file)
+        if entry is None:
+            if offset != 0:
+                return
+            entry = (hashlib.sha256(), 0)
+        h, reached = entry
+        if offset != reached:
+            return
+        h.update(data)
+        self._by_file[file] = (h, reached + len(data))
+
+    def reached(self, file: int) -> int:
+        entry = self._by_file.get(file)
+        return 0 if entry is None else entry[1]
+
+    def resume(self, file: int) -> tuple[hashlib._Hash, int]:
+        """A hash to go on with from the returned offset (a copy: feeding goes on)."""
+        entry = self._by_file.get(file)
+        if entry is None:
+            return hashlib.sha256(), 0
+        return entry[0].copy(), entry[1]
+
+    def forget(self, file: int) -> None:
+        """What was hashed of ``file`` no longer stands (its bytes are fetched again)."""
+        self._by_file.pop(file, None)

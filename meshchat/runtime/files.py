@@ -3,10 +3,10 @@
 The decisions are the pure core's (``meshchat.transfer``: ``Pull`` on the receiver, ``Serve``
 on the sender); this part carries out their effects: frames through ``Wire`` over the CURVE
 direct channel, chunks written with ``pwrite`` into ``NAME.part`` beside the destination and
-read with ``pread`` on the sender (one chunk in memory at a time), whole-file hashes in a
-thread, and every transfer's state in SQLite (``storage.transfers``) so both sides resume
-after a restart. Whatever a peer sends that does not fit a transfer with it is dropped and
-counted (``dropped_file_<reason>``).
+read with ``pread`` on the sender (one chunk in memory at a time), whole-file hashes taken
+from the chunks as they pass in order and finished in a thread, and every transfer's state in
+SQLite (``storage.transfers``) so both sides resume after a restart. Whatever a peer sends
+that does not fit a transfer with it is dropped and counted (``dropped_file_<reason>``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ from ..transfer import (
     Pull,
     Request,
     Resumed,
+    RunningSums,
     Serve,
     Stalled,
     Verify,
@@ -75,6 +77,51 @@ _HASH_BLOCK = 1 << 20
 _ANSWERS = {"accepted", "declined", "cancelled", "done", "failed"}
 
 
+class _Summer:
+    """Feeds the whole-file sums (``RunningSums``) on a thread of its own, in order: hashing
+    a chunk costs as much as checking it, and meanwhile the loop serves pings, chat and the
+    next chunk. At most ``backlog`` chunks wait for it, whatever the transfers; past that a
+    chunk is not fed and the sum is finished from disk at the end instead (slower, as right).
+    """
+
+    def __init__(self, backlog: int) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="meshchat-sum")
+        self._backlog = backlog
+        self._submitted = 0  # written by the loop only
+        self._completed = 0  # written by the thread only
+        self._closed = False
+
+    def feed(self, sums: RunningSums, file: int, offset: int, data: bytes) -> None:
+        if not self._closed and self._submitted - self._completed < self._backlog:
+            self._run(sums.feed, file, offset, data)
+
+    def forget(self, sums: RunningSums, file: int) -> None:
+        if not self._closed:
+            self._run(sums.forget, file)
+
+    async def resume(self, sums: RunningSums, files: Sequence[int]
+                     ) -> list[tuple[hashlib._Hash, int]]:
+        """Each file's sum so far, once every chunk fed before has been hashed."""
+        if self._closed:
+            return [RunningSums().resume(f) for f in files]
+        return await asyncio.wrap_future(
+            self._pool.submit(lambda: [sums.resume(f) for f in files]))
+
+    def close(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self, fn: Callable[..., None], *args: object) -> None:
+        self._submitted += 1
+        self._pool.submit(self._counted, fn, *args)
+
+    def _counted(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(*args)
+        finally:
+            self._completed += 1
+
+
 @dataclass(slots=True)
 class _Job:
     """One transfer, either way."""
@@ -88,6 +135,7 @@ class _Job:
     last_progress_at: float = 0.0
     sums: tuple[bytes, ...] | None = None
     hashing: bool = False
+    running: RunningSums = field(default_factory=RunningSums)  # whole-file sums so far
     waiters: list[asyncio.Future[Transfer]] = field(default_factory=list)
     checked_at: float = 0.0  # the sender last checked that its source is unchanged
     pending_rows: int = 0
@@ -121,6 +169,7 @@ class Files:
         self._store = store or TransferStore(data_dir / "transfers.sqlite")
         self._loaded = False
         self._jobs: dict[bytes, _Job] = {}
+        self._summer = _Summer(4 * limits.file_credit_chunks)
         self._by_number: dict[str, bytes] = {}
         self._number = 0
         self.accept_from: set[str] = set()  # names (lower case) whose offers need no /accept
@@ -219,6 +268,7 @@ class Files:
         job.reoffer_at = None
 
     def close(self) -> None:
+        self._summer.close()
         for job in self._jobs.values():
             self._close_fds(job)
             for fut in job.waiters:
@@ -473,6 +523,7 @@ class Files:
                 if len(data) != span.length:
                     self._finish(job, "failed", "source changed", notify=True)
                     return
+                self._summer.feed(job.running, span.file, span.offset, data)
                 self._wire.send(peer, FileChunk(job.rec.tid, span.index, data,
                                                 chunk_digest(data)))
                 self._stats["file_bytes_sent"] += span.length
@@ -494,9 +545,12 @@ class Files:
             self._tasks.spawn(self._hash_source(job), name="meshchat-hash")
 
     async def _hash_source(self, job: _Job) -> None:
+        # What was sent in order is hashed already; the rest is read here.
         try:
+            starts = await self._summer.resume(job.running, range(len(job.layout.sizes)))
             sums = await asyncio.to_thread(
-                lambda: tuple(_sha256_file(p) for p in self._source_paths(job)))
+                lambda: tuple(_finish_sha256(p, h, offset) for p, (h, offset)
+                              in zip(self._source_paths(job), starts, strict=True)))
         except OSError as exc:
             self._finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
             return
@@ -533,12 +587,14 @@ class Files:
                     self._wire.send(rec.peer, FileGet(rec.tid, first, count))
                 case Write(span=span, data=data, digest=digest):
                     try:
-                        os.pwrite(job.fds[span.file], data, span.offset)
+                        if os.pwrite(job.fds[span.file], data, span.offset) != len(data):
+                            raise OSError(28, "short write")
                     except OSError as exc:
                         reason = "no space" if exc.errno == 28 else \
                             f"cannot write: {exc.strerror}"
                         self._finish(job, "failed", reason, notify=True)
                         return
+                    self._summer.feed(job.running, span.file, span.offset, data)
                     self._store.add_chunk(rec.tid, span.index, digest)
                     job.pending_rows += 1
                     if job.pending_rows >= max(1, self._limits.file_credit_chunks // 2):
@@ -573,9 +629,11 @@ class Files:
         part = self._part_paths(job)[file]
         stored = self._store.chunks(job.rec.tid)
         layout = job.layout
+        # What was written in order is hashed already.
+        [(h, offset)] = await self._summer.resume(job.running, [file])
 
         def check() -> tuple[bool, list[int]]:
-            got = _sha256_file(part)
+            got = _finish_sha256(part, h, offset)
             if got == expected:
                 return True, []
             bad = []
@@ -596,6 +654,8 @@ class Files:
             return
         if ok and len(layout.sizes) == 1:
             job.rec.sha256 = expected.hex()
+        if not ok:
+            self._summer.forget(job.running, file)  # its bad chunks come again, out of order
         if bad:
             self._store.drop_chunks(job.rec.tid, bad)
             self._stats["file_chunks_refetched"] += len(bad)
@@ -788,9 +848,10 @@ def _signature(paths: list[Path]) -> int:
     return int.from_bytes(h.digest()[:7], "big")
 
 
-def _sha256_file(path: Path) -> bytes:
-    h = hashlib.sha256()
+def _finish_sha256(path: Path, h: hashlib._Hash, offset: int) -> bytes:
+    """``h`` holds the SHA-256 of ``path``'s first ``offset`` bytes: read on to the end."""
     with open(path, "rb") as fh:
+        fh.seek(offset)
         while block := fh.read(_HASH_BLOCK):
             h.update(block)
     return h.digest()

@@ -297,3 +297,28 @@ async def test_a_lost_offer_is_offered_again_until_the_receiver_has_it(
     got = await bob.accept_file(ev.transfer.id, into=tmp_path / "in")
     done = await bob.wait_transfer(got.id, timeout=10)
     assert done.state == "done" and sha(tmp_path / "in" / "notes.txt") == sha(src)
+
+
+async def test_sums_past_the_backlog_are_finished_from_disk(tmp_path: Path) -> None:
+    """The thread that hashes chunks as they pass holds at most its backlog; a chunk it had no
+    room for is not hashed there, and the sum is finished from the file instead: still the
+    whole file's SHA-256."""
+    import threading
+
+    from meshchat.runtime.files import _finish_sha256, _Summer
+    from meshchat.transfer import RunningSums
+
+    data = os.urandom(64 * 1024)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    summer, sums, gate = _Summer(backlog=2), RunningSums(), threading.Event()
+    summer._pool.submit(gate.wait)  # the thread is busy: what comes next waits in line
+    for offset in range(0, len(data), 8192):
+        summer.feed(sums, 0, offset, data[offset:offset + 8192])
+    gate.set()
+    [(h, offset)] = await summer.resume(sums, [0])
+    assert offset == 2 * 8192  # two chunks had room; the rest went unhashed
+    assert _finish_sha256(path, h, offset) == hashlib.sha256(data).digest()
+    summer.close()
+    [(h, offset)] = await summer.resume(sums, [0])  # closed: from the start of the file
+    assert offset == 0 and _finish_sha256(path, h, offset) == hashlib.sha256(data).digest()

@@ -29,6 +29,7 @@ from meshchat.transfer import (
     Layout,
     Pull,
     Request,
+    RunningSums,
     Serve,
     Stalled,
     Verify,
@@ -59,15 +60,34 @@ def test_serve_refuses_bad_requests() -> None:
 
 
 class Disk:
-    """What the runtime does with the effects, in memory: the receiver's partial files."""
+    """What the runtime does with the effects, in memory: the receiver's partial files, and
+    the whole-file sums taken as the chunks are written (as ``runtime.files`` does)."""
 
     def __init__(self, sizes: list[int]) -> None:
         self.files = [bytearray(s) for s in sizes]
         self.digests: dict[int, bytes] = {}
+        self.running = RunningSums()
+        self.read_again = 0  # bytes read back to finish the sums
 
     def write(self, w: Write) -> None:
         self.files[w.span.file][w.span.offset:w.span.offset + w.span.length] = w.data
         self.digests[w.span.index] = w.digest
+        self.running.feed(w.span.file, w.span.offset, w.data)
+
+    def restart(self) -> None:
+        """The receiver ran again: what it had hashed in memory is gone."""
+        self.running = RunningSums()
+
+    def verify(self, file: int, expected: bytes) -> bool:
+        h, offset = self.running.resume(file)
+        rest = bytes(self.files[file][offset:])
+        self.read_again += len(rest)
+        h.update(rest)
+        ok = h.digest() == expected
+        assert ok == (hashlib.sha256(bytes(self.files[file])).digest() == expected)
+        if not ok:
+            self.running.forget(file)
+        return ok
 
     def bad_chunks(self, layout: Layout, file: int) -> list[int]:
         out = []
@@ -104,7 +124,7 @@ def run(pull: Pull, disk: Disk, src: list[bytes], effects: list, ops: st.DataObj
                 case AskSums():
                     queued.extend(pull.on_sums([hashlib.sha256(b).digest() for b in src], now))
                 case Verify(file=f, sha256=h):
-                    ok = hashlib.sha256(bytes(disk.files[f])).digest() == h
+                    ok = disk.verify(f, h)
                     queued.extend(pull.verified(f, ok, disk.bad_chunks(layout, f), now))
                 case Deliver():
                     return "done", now
@@ -173,11 +193,42 @@ def test_a_crash_at_any_point_resumes_to_the_source(sizes: list[int], chunk: int
         s = layout.span(held[0])
         if s.length:
             disk.files[s.file][s.offset] ^= 0xFF
+    disk.restart()
     again = Pull(layout, credit, held, retry_s=1.0)
     assert again.received == len(held)
     result, _ = run(again, disk, src, again.start(5.0), ops, 5.0)
     assert result == "done"
     assert [bytes(f) for f in disk.files] == src
+
+
+def test_a_transfer_in_order_is_not_read_again_to_be_verified() -> None:
+    sizes = [1000, 0, 333]
+    src = source(sizes, 3)
+    layout = Layout(sizes, 64)
+    pull = Pull(layout, 4, retry_s=1.0)
+    disk = Disk(sizes)
+    assert run(pull, disk, src, pull.start(0.0), None, 0.0)[0] == "done"
+    assert disk.read_again == 0
+    assert [bytes(f) for f in disk.files] == src
+
+
+def test_running_sums_go_on_only_in_order() -> None:
+    data = bytes(range(256)) * 40
+    sums = RunningSums()
+    sums.feed(0, 100, data[100:200])  # before offset 0: nothing to go on from
+    assert sums.reached(0) == 0
+    sums.feed(0, 0, data[:100])
+    sums.feed(0, 200, data[200:300])  # a gap: left where it is
+    sums.feed(0, 100, data[100:200])
+    sums.feed(0, 0, data[:100])  # again: ignored
+    assert sums.reached(0) == 200
+    h, offset = sums.resume(0)
+    h.update(data[offset:])
+    assert h.digest() == hashlib.sha256(data).digest()
+    sums.feed(0, 200, data[200:])  # resume gave a copy: feeding goes on unchanged
+    assert sums.resume(0)[0].digest() == hashlib.sha256(data).digest()
+    sums.forget(0)
+    assert sums.reached(0) == 0 and sums.resume(0)[0].digest() == hashlib.sha256().digest()
 
 
 def test_a_source_that_changed_is_a_clear_failure() -> None:
