@@ -23,6 +23,7 @@ from pathlib import Path
 from bench.common import percentile
 from bench.fanout import curve_keys
 from bench.lab import BenchError, Lab, Unavailable, Worker, has, spawn_worker, stop_workers
+from bench.scale import _threads_cpu_s
 
 PORT = 5610
 PING_RATE = 50.0
@@ -146,6 +147,8 @@ class MeshResult:
     refetched: int | None = None
     resume_note: str = ""
     notes: list[str] = field(default_factory=list)
+    # CPU seconds during the transfer, by process and thread name (all threads of a name)
+    cpu_s: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -200,6 +203,7 @@ def meshchat(lab: Lab, source: Path, sha: str, size: int, resume: bool = True) -
             tid = offer["transfer"]
             receiver.expect_event("file_accepted", 30, where=has(transfer=tid))
             t_accept = time.time()
+            cpu_before = {k: _threads_cpu_s(p) for k, p in pids.items()}
             sender.send_cmd("ping_bg", id="ping-busy", peer="receiver", rate=PING_RATE)
             prefix = "busy-"
             receiver.send_cmd("count", id="count-busy", room="bench", prefix=prefix,
@@ -210,6 +214,7 @@ def meshchat(lab: Lab, source: Path, sha: str, size: int, resume: bool = True) -
             done = receiver.expect_event("transfer_done", 120 + size / (5 * MIB),
                                          where=has(transfer=tid))
             seconds = float(done["t"]) - t_accept
+            cpu_after = {k: _threads_cpu_s(p) for k, p in pids.items()}
             sender.call("stop_say", 10)
             said = sender.expect_event("done", 30, where=has(id="say-busy"))
             sender.call("stop_ping", 10)
@@ -226,6 +231,8 @@ def meshchat(lab: Lab, source: Path, sha: str, size: int, resume: bool = True) -
         result = MeshResult(seconds, size, idle_rss, peak, idle_ping, pings["rtts_us"],
                             int(pings["failures"]), idle_chat, busy_chat,
                             int(said["sent"]) - len(got_times))
+        result.cpu_s = {k: {name: spent - cpu_before[k].get(name, 0.0)
+                            for name, spent in cpu_after[k].items()} for k in pids}
         Path(done["path"]).unlink(missing_ok=True)
         if resume:
             _resume(lab, result, sender, receiver, source, sha, size, recv_dir, inbox)

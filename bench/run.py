@@ -460,6 +460,10 @@ def section_files(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[
                  + f"; chunk {chunk // 1024} KiB, window {window} chunks; "
                  f"{len(mesh.busy_ping_us)} pings and {len(mesh.busy_chat_ms)} chat lines "
                  f"during the transfer")
+    for who, threads in mesh.cpu_s.items():
+        busy = sorted(((t, name) for name, t in threads.items() if t >= 0.01), reverse=True)
+        notes.append(f"files: CPU of the {who} during the transfer: {sum(threads.values()):.2f} s"
+                     " (" + ", ".join(f"{name} {t:.2f}" for t, name in busy) + ")")
     return rows
 
 
