@@ -111,7 +111,9 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """Write ``data`` (chunk ``span.index``, checked) and record its digest."""
+    """Write ``data`` (chunk ``span.index``, checked) and record its digest; then tell
+    ``Pull.written``. Until then the chunk holds its place in the credit window, so data
+    never waits in memory for a disk slower than the network."""
 
     span: Span
     data: bytes
@@ -186,6 +188,7 @@ class Pull:
             if 0 <= index < layout.chunks and not self.has(index):
                 self._mark(index)
         self._asked: dict[int, float] = {}  # index -> when it was (last) asked for
+        self._writing: set[int] = set()  # arrived, checked, not yet written: still credit
         self._cursor = 0  # every chunk below it is held or asked for
         self._sums: tuple[bytes, ...] | None = None
         self._sums_asked_at: float | None = None
@@ -205,7 +208,8 @@ class Pull:
 
     @property
     def in_flight(self) -> int:
-        return len(self._asked)
+        """Chunks holding credit: asked for, or arrived and not yet written."""
+        return len(self._asked) + len(self._writing)
 
     def held(self) -> list[int]:
         return [i for i in range(self.layout.chunks) if self.has(i)]
@@ -230,6 +234,7 @@ class Pull:
             del self._asked[index]  # asked again at once
             return [Drop("bad_chunk"), *self._ask([index], now)]
         del self._asked[index]
+        self._writing.add(index)
         self._mark(index)
         self._last_progress = now
         effects: list[Effect] = []
@@ -239,6 +244,15 @@ class Pull:
         effects.append(Write(span, data, digest))
         effects.extend(self._fill(now))
         return effects
+
+    def written(self, index: int, now: float) -> list[Effect]:
+        """The runtime wrote chunk ``index`` (a ``Write``): its credit comes back."""
+        if index not in self._writing:
+            return []
+        self._writing.discard(index)
+        if self.finished:
+            return []
+        return self._fill(now)
 
     def on_sums(self, sums: Sequence[bytes], now: float) -> list[Effect]:
         """The sender's whole-file hashes, one per file."""
@@ -295,6 +309,7 @@ class Pull:
     def cancel(self) -> None:
         self.finished = True
         self._asked.clear()
+        self._writing.clear()
 
     # ------------------------------------------------ inside
 
@@ -311,13 +326,14 @@ class Pull:
 
     def _fill(self, now: float) -> list[Effect]:
         if self.complete:
-            if self._sums is None and self._sums_asked_at is None and not self._asked:
+            if self._sums is None and self._sums_asked_at is None and not self._asked \
+                    and not self._writing:
                 self._sums_asked_at = now
                 return [AskSums()]
             return []
-        room = self.credit - len(self._asked)
+        room = self.credit - len(self._asked) - len(self._writing)
         # Ask in batches of half the window: one request frame per several chunks.
-        if room < max(1, self.credit // 2) and self._asked:
+        if room < max(1, self.credit // 2) and (self._asked or self._writing):
             return []
         wanted: list[int] = []
         chosen: set[int] = set()

@@ -155,11 +155,14 @@ async def test_resume_after_the_sender_restarts(mesh: Mesh, tmp_path: Path) -> N
     had = bob.transfers()[0].done_bytes
     alice2 = await add(mesh, "alice2", data_dir=mesh.tmp / "alice")
     (t,) = alice2.transfers()
-    assert (t.id, t.direction, t.state) == (out.id, "out", "interrupted")
+    # Interrupted until bob asks again; he may have already (a chunk written after alice
+    # went gives its credit back, and the pull asks on at once).
+    assert (t.id, t.direction) == (out.id, "out") and t.state in ("interrupted", "active")
     done = await bob.wait_transfer(tid, timeout=15)
     assert done.state == "done" and done.path is not None and sha(done.path) == sha(src)
     assert (await alice2.wait_transfer(out.id, timeout=5)).state == "done"
-    assert alice2.stats["file_reoffers"] >= 1  # bob answered "accepted" and pulled on
+    # Whichever came first, alice2's offer again (bob answers "accepted") or bob's next
+    # request, the pull went on with what bob held.
     assert alice2.stats["file_bytes_sent"] <= \
         2_000_000 - had + 2 * LIMITS.file_credit_chunks * LIMITS.file_chunk_bytes
 
@@ -305,13 +308,13 @@ async def test_sums_past_the_backlog_are_finished_from_disk(tmp_path: Path) -> N
     whole file's SHA-256."""
     import threading
 
-    from meshchat.runtime.files import _finish_sha256, _Summer
+    from meshchat.runtime.files import _DiskThread, _finish_sha256
     from meshchat.transfer import RunningSums
 
     data = os.urandom(64 * 1024)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    summer, sums, gate = _Summer(backlog=2), RunningSums(), threading.Event()
+    summer, sums, gate = _DiskThread(backlog=2), RunningSums(), threading.Event()
     summer._pool.submit(gate.wait)  # the thread is busy: what comes next waits in line
     for offset in range(0, len(data), 8192):
         summer.feed(sums, 0, offset, data[offset:offset + 8192])

@@ -121,6 +121,7 @@ def run(pull: Pull, disk: Disk, src: list[bytes], effects: list, ops: st.DataObj
                         queue.append((i, data, chunk_digest(data)))
                 case Write() as w:
                     disk.write(w)
+                    queued.extend(pull.written(w.span.index, now))
                 case AskSums():
                     queued.extend(pull.on_sums([hashlib.sha256(b).digest() for b in src], now))
                 case Verify(file=f, sha256=h):
@@ -246,11 +247,32 @@ def test_a_source_that_changed_is_a_clear_failure() -> None:
             for w in pull.on_chunk(i, data, chunk_digest(data), 0.0):
                 if isinstance(w, Write):
                     disk.write(w)
-                elif isinstance(w, AskSums):
-                    (v,) = pull.on_sums(other, 0.0)
-                    assert isinstance(v, Verify)
-                    assert pull.verified(0, False, [], 0.0) == [Fail("hash mismatch")]
+                    if AskSums() in pull.written(w.span.index, 0.0):
+                        (v,) = pull.on_sums(other, 0.0)
+                        assert isinstance(v, Verify)
+                        assert pull.verified(0, False, [], 0.0) == [Fail("hash mismatch")]
     assert pull.finished
+
+
+def test_a_chunk_holds_its_credit_until_it_is_written() -> None:
+    """A disk slower than the network: chunks that arrived and wait to be written still
+    count against the window, so no more is asked for than fits it."""
+    src = source([100], 4)
+    layout = Layout([100], 10)
+    pull = Pull(layout, 4)
+    (first,) = pull.start(0.0)
+    assert first == Request(0, 4)
+    writes = []
+    for i in range(4):
+        data = src[0][i * 10:(i + 1) * 10]
+        effects = pull.on_chunk(i, data, chunk_digest(data), 0.0)
+        assert not [e for e in effects if isinstance(e, Request)]  # nothing written yet
+        writes += [e for e in effects if isinstance(e, Write)]
+    assert pull.in_flight == 4 and pull.received == 4
+    assert pull.written(0, 0.0) == []  # one back: less than half the window, no request
+    assert pull.written(1, 0.0) == [Request(4, 2)]
+    assert pull.written(1, 0.0) == []  # twice: nothing more
+    assert pull.in_flight == 4
 
 
 def test_hostile_chunks_are_dropped() -> None:
