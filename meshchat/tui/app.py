@@ -216,6 +216,9 @@ class ChatApp:
             output=output,
             erase_when_done=True,
         )
+        # A key's redraw runs at the loop's next turn. prompt_toolkit's default postpones it
+        # while other callbacks are ready, up to 10 ms: in a burst of lines, always.
+        self.session.app.max_render_postpone_time = None
         self.output = self.session.output
 
     # ------------------------------------------------------------------ the screen
