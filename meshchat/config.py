@@ -158,6 +158,10 @@ class Limits:
     max_ever_members: int = 4096
     max_rooms_per_peer: int = 16
     max_listings: int = 1024
+    # mDNS (meshchat.discovery.mdns): service names we track, of each type, and the records
+    # we are asking for at once. Anyone on the LAN can announce any number of names.
+    max_mdns_names: int = 2048
+    max_mdns_resolving: int = 32
     # History sync and the keyring: what one member can make us track, fetch, hold or send.
     max_seq_ahead: int = 1 << 20  # numbers past the highest an author has shown: dropped
     max_held_runs: int = 1024  # disjoint runs held per author above its head
@@ -173,10 +177,16 @@ class Limits:
     pending_sealed_s: float = 10.0  # how long one may wait
     # Introductions (meshchat.peertable): a card someone else hands us is a candidate, not a
     # peer, until the peer itself answers. What one introducer can make us do is bounded.
-    max_candidates: int = 256
+    max_candidates: int = 512
     max_candidates_per_introducer: int = 32
+    # Each source keeps a share of the table free of the other: fake mDNS records (anyone on
+    # the LAN can send them) never crowd out the cards admitted peers introduce, nor the reverse.
+    max_discovered_candidates: int = 384  # cards from our own discovery (mDNS, --peer)
+    max_introduced_candidates: int = 384  # cards from all introducers together
     max_probes: int = 16  # candidates with a socket open (one DEALER each) at once
     max_probes_per_introducer: int = 4
+    max_discovered_probes: int = 12
+    max_introduced_probes: int = 12
     introduced_cards_per_s: float = 8.0  # new cards taken from one introducer
     introduced_cards_burst: int = 64
     probe_timeout_s: float = 2.0  # a candidate that has not answered by then is dropped

@@ -9,8 +9,12 @@ can make, with any id and any address, as many as they like.
 So a card from an introduction or from discovery makes a **candidate**, not a peer:
 
 - candidates are bounded (``Limits.max_candidates``, ``max_candidates_per_introducer``; our
-  own discovery, which finds a whole LAN at once and never offers a card twice, may fill the
-  table and probe ``max_probes`` at once), and
+  own discovery, which finds a whole LAN at once and never offers a card twice, may fill its
+  share of the table, ``max_discovered_candidates``, and probe ``max_discovered_probes`` at
+  once). Discovery and introductions each have a share (``max_introduced_candidates``,
+  ``max_introduced_probes`` for all introducers together) that leaves room for the other:
+  anyone on the LAN can send mDNS records, and a flood of them never crowds out the cards
+  that admitted peers introduce, nor the reverse;
   an introducer hands us at most ``introduced_cards_burst`` new cards at once, refilled at
   ``introduced_cards_per_s`` (the rest are ignored unread: even checking that a card's id is
   an Ed25519 key costs 100 µs);
@@ -107,6 +111,7 @@ class PeerTable:
         self._introducers: dict[bytes, _Introducer] = {}
         self._buckets: TokenBuckets[bytes] = TokenBuckets(limits.max_rate_entries)
         self._probing = 0
+        self._probing_introduced = 0
         self.bans = BanList(me)
 
     # ------------------------------------------------------------ queries
@@ -118,8 +123,15 @@ class PeerTable:
     def probing(self) -> int:
         return self._probing
 
-    def candidates(self) -> int:
-        return len(self._candidates)
+    def candidates(self, discovered: bool | None = None) -> int:
+        """Candidates waiting or probed: all, or only those from our discovery (True) or
+        from introducers (False)."""
+        return len(self._candidates) if discovered is None else self._waiting(discovered)
+
+    def probing_from(self, discovered: bool) -> int:
+        """Probes open to cards from our discovery (True) or from introducers (False)."""
+        return self._probing - self._probing_introduced if discovered \
+            else self._probing_introduced
 
     def is_candidate(self, peer_id: bytes) -> bool:
         canon = self._canon_of.get(peer_id)
@@ -223,8 +235,11 @@ class PeerTable:
                 continue
             who = self._introducers.setdefault(introducer, _Introducer())
             if (len(self._candidates) >= limits.max_candidates
-                    or who.waiting >= self._per_introducer(introducer)):
+                    or who.waiting >= self._per_introducer(introducer)
+                    or self._waiting(introducer == DISCOVERY) >= self._share(introducer)):
                 self.stats["dropped_too_many_candidates"] += 1
+                if who.waiting == 0:
+                    del self._introducers[introducer]
                 continue
             who.waiting += 1
             self._candidates[canon] = _Candidate(card, canon, introducer, now)
@@ -273,25 +288,41 @@ class PeerTable:
             if candidate.probing_since is not None or candidate.retry_at > now:
                 continue
             who = self._introducers[candidate.introducer]
+            discovered = candidate.introducer == DISCOVERY
             if who.probing >= self._probes_per_introducer(candidate.introducer):
+                continue
+            if not discovered and self._probing_introduced >= limits.max_introduced_probes:
                 continue
             candidate.probing_since = now
             who.probing += 1
             self._probing += 1
+            if not discovered:
+                self._probing_introduced += 1
             effects.append(Probe(candidate.card))
         return effects
 
     def _per_introducer(self, introducer: bytes) -> int:
         """Candidates one introducer may have waiting. Our own discovery is the LAN itself:
         at a start every peer on it is found at once, and a card it drops is not offered
-        again, so it may fill the whole table (``max_candidates``)."""
+        again, so it may fill its whole share (``max_discovered_candidates``)."""
         if introducer == DISCOVERY:
-            return self._limits.max_candidates
+            return self._limits.max_discovered_candidates
         return self._limits.max_candidates_per_introducer
+
+    def _share(self, introducer: bytes) -> int:
+        """Candidates all sources of this kind (discovery, or introducers) may have waiting."""
+        if introducer == DISCOVERY:
+            return self._limits.max_discovered_candidates
+        return self._limits.max_introduced_candidates
+
+    def _waiting(self, discovered: bool) -> int:
+        found = self._introducers.get(DISCOVERY)
+        waiting = found.waiting if found is not None else 0
+        return waiting if discovered else len(self._candidates) - waiting
 
     def _probes_per_introducer(self, introducer: bytes) -> int:
         if introducer == DISCOVERY:
-            return self._limits.max_probes
+            return self._limits.max_discovered_probes
         return self._limits.max_probes_per_introducer
 
     def _stop_probe(self, candidate: _Candidate) -> list[PeerEffect]:
@@ -301,6 +332,8 @@ class PeerTable:
         candidate.probing_since = None
         self._introducers[candidate.introducer].probing -= 1
         self._probing -= 1
+        if candidate.introducer != DISCOVERY:
+            self._probing_introduced -= 1
         return [Unprobe(candidate.card.peer_id)]
 
     def _forget_candidate(self, candidate: _Candidate, close: bool) -> list[PeerEffect]:

@@ -20,7 +20,9 @@ right away. Browser events are resolved from the cache, which the announcement h
 filled. The ``s`` sequence makes every TXT update a new record, so each one fires an update.
 
 Bad records from the network are dropped and counted in ``dropped``; nothing here raises
-into the node, and nothing the node's handlers raise reaches zeroconf.
+into the node, and nothing the node's handlers raise reaches zeroconf. Anyone on the LAN can
+announce any number of names: the names tracked (``Limits.max_mdns_names`` of each type) and
+the lookups in flight (``max_mdns_resolving``) are bounded, the rest dropped and counted.
 """
 
 from __future__ import annotations
@@ -246,10 +248,15 @@ class _Seen(Generic[_K, _V]):
     the new name before the old one says goodbye.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_names: int) -> None:
+        self.max_names = max_names
         self._key_of: dict[str, _K] = {}
         self._last: dict[str, _V] = {}
         self._names: dict[_K, set[str]] = {}
+
+    def full(self, name: str) -> bool:
+        """Whether ``name`` is new and no more names fit."""
+        return name not in self._key_of and len(self._key_of) >= self.max_names
 
     def see(self, name: str, key: _K, value: _V) -> tuple[bool, _K | None]:
         """Record ``value`` under ``name``: (is it news?, a key left without any name)."""
@@ -307,8 +314,9 @@ class MdnsDiscovery:
         self._lock = asyncio.Lock()
         self._sending: dict[str, asyncio.Future[Any]] = {}
         self._resolving: dict[str, asyncio.Task[None]] = {}
-        self._peers: _Seen[bytes, PeerCard] = _Seen()
-        self._seen_rooms: _Seen[tuple[bytes, bytes], RoomAnnouncement] = _Seen()
+        names = self._limits.max_mdns_names
+        self._peers: _Seen[bytes, PeerCard] = _Seen(names)
+        self._seen_rooms: _Seen[tuple[bytes, bytes], RoomAnnouncement] = _Seen(names)
         self._closed = False
         self.dropped: collections.Counter[str] = collections.Counter()
 
@@ -485,6 +493,9 @@ class MdnsDiscovery:
         if info.load_from_cache(zeroconf):
             self._service_resolved(service_type, name, info)
         elif name not in self._resolving:
+            if len(self._resolving) >= self._limits.max_mdns_resolving:
+                self.dropped["resolving_busy"] += 1  # it is asked for again when announced
+                return
             task = asyncio.create_task(self._resolve(zeroconf, service_type, name, info))
             self._resolving[name] = task
 
@@ -527,6 +538,9 @@ class MdnsDiscovery:
 
     def _peer_seen(self, name: str, card: PeerCard) -> None:
         assert self._handlers is not None
+        if self._peers.full(name):
+            self.dropped["too_many_names"] += 1
+            return
         news, gone = self._peers.see(name, card.peer_id, card)
         if gone is not None:
             _call(self._handlers.on_peer_removed, gone)
@@ -535,6 +549,9 @@ class MdnsDiscovery:
 
     def _room_seen(self, name: str, room: RoomAnnouncement) -> None:
         assert self._handlers is not None
+        if self._seen_rooms.full(name):
+            self.dropped["too_many_names"] += 1
+            return
         news, gone = self._seen_rooms.see(name, (room.room_id, room.host.peer_id), room)
         if gone is not None:
             _call(self._handlers.on_room_removed, *gone)

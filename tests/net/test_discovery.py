@@ -391,6 +391,40 @@ async def test_services_without_addresses_are_counted_unresolved() -> None:
     assert b.seen.of("peer") == []
 
 
+async def test_a_flood_of_names_fills_bounded_tables(nodes: list[MdnsNode]) -> None:
+    """One rogue announces 12 valid nodes and 6 that need a lookup (no address records):
+    bob tracks at most ``max_mdns_names`` names and asks for at most ``max_mdns_resolving``
+    records at once; the rest are dropped and counted, and the node hears of 5 peers only."""
+    b = mdns_node("bob", "127.0.0.2")
+    b.discovery = MdnsDiscovery(["127.0.0.2"], resolve_timeout_s=5.0,
+                                limits=Limits(max_mdns_names=5, max_mdns_resolving=2))
+    nodes.append(await b.start())
+    rogue = AsyncZeroconf(interfaces=["127.0.0.9"], ip_version=IPVersion.V4Only)
+    try:
+        for i in range(12):
+            card = card_for(Identity.generate(), f"fake{i}", "127.0.0.9", 4000 + i)
+            await rogue.async_register_service(
+                AsyncServiceInfo(NODE_SERVICE_TYPE, node_instance_name(card), port=4000 + i,
+                                 properties=node_txt(card, 0), server=f"fake{i}.local.",
+                                 parsed_addresses=["127.0.0.9"]),
+                cooperating_responders=True)
+        for i in range(6):
+            card = card_for(Identity.generate(), f"ghost{i}", "127.0.0.9", 5000 + i)
+            await rogue.async_register_service(
+                AsyncServiceInfo(NODE_SERVICE_TYPE, node_instance_name(card), port=5000 + i,
+                                 properties=node_txt(card, 0), server=f"ghost{i}.local."),
+                cooperating_responders=True)
+        deadline = time.monotonic() + DEADLINE_S
+        while not (b.discovery.dropped["too_many_names"] >= 7
+                   and b.discovery.dropped["resolving_busy"] >= 1):
+            assert time.monotonic() < deadline, b.discovery.dropped
+            await asyncio.sleep(0.01)
+        assert len(b.discovery._resolving) <= 2
+    finally:
+        await rogue.async_close()
+    assert len({c.peer_id for c in b.seen.of("peer")}) == 5  # type: ignore[attr-defined]
+
+
 async def test_handler_errors_do_not_break_discovery(nodes: list[MdnsNode]) -> None:
     a = await mdns_node("alice", "127.0.0.1").start()
     nodes.append(a)

@@ -154,6 +154,34 @@ def test_candidates_are_bounded_per_introducer_and_in_total() -> None:
     assert t.candidates() == 12 and t.stats["dropped_too_many_candidates"] == 20 - 8 + 20 - 4
 
 
+SHARES = Limits(max_candidates=20, max_candidates_per_introducer=8, max_probes=4,
+                max_probes_per_introducer=2, introduced_cards_burst=100,
+                max_discovered_candidates=15, max_introduced_candidates=15,
+                max_discovered_probes=3, max_introduced_probes=3)
+
+
+def test_a_flood_of_fake_mdns_cards_leaves_room_for_introduced_ones() -> None:
+    """Anyone on the LAN can send mDNS records: a thousand fake cards fill discovery's share
+    and its probes, and the cards an admitted peer introduces still get in and are probed."""
+    t = table(SHARES)
+    fakes = probed(t.offer([card(os.urandom(32)) for _ in range(1000)], DISCOVERY, 0.0))
+    assert t.candidates(discovered=True) == 15 and len(fakes) == 3
+    real = card()
+    assert probed(t.offer([real], ALICE, 0.1)) == [real.peer_id]
+    assert t.admit(real.peer_id, 0.2).refusal is None
+    assert t.probing_from(discovered=True) == 3 and t.probing_from(discovered=False) == 0
+
+
+def test_introductions_from_many_peers_leave_room_for_discovered_cards() -> None:
+    t = table(SHARES)
+    for who in (ALICE, BOB, b"C" * 32):
+        t.offer([card() for _ in range(8)], who, 0.0)
+    assert t.candidates(discovered=False) == 15 and t.probing_from(discovered=False) == 3
+    lan = card()
+    assert probed(t.offer([lan], DISCOVERY, 0.1)) == [lan.peer_id]
+    assert t.candidates() == 16
+
+
 def test_peers_are_bounded_by_max_peers() -> None:
     t = table()
     for _ in range(LIMITS.max_peers):
@@ -224,7 +252,9 @@ def test_ban_list_denies_the_union_of_the_rooms_bans() -> None:
                           st.integers(0, 40), st.integers(0, 2)), max_size=80))
 def test_bounds_hold_whatever_happens(steps: list[tuple[str, int, int]]) -> None:
     limits = Limits(max_candidates=10, max_candidates_per_introducer=6, max_probes=3,
-                    max_probes_per_introducer=2, introduced_cards_burst=8, max_peers=5)
+                    max_probes_per_introducer=2, introduced_cards_burst=8, max_peers=5,
+                    max_discovered_candidates=7, max_introduced_candidates=8,
+                    max_discovered_probes=2, max_introduced_probes=2)
     t = table(limits)
     pool = [Identity(bytes([n]) * 32).peer_id for n in range(41)]
     introducers = [ALICE, BOB, DISCOVERY]
@@ -252,6 +282,10 @@ def test_bounds_hold_whatever_happens(steps: list[tuple[str, int, int]]) -> None
                 open_probes.discard(e.peer_id)
         assert len(open_probes) == t.probing <= limits.max_probes
         assert t.candidates() <= limits.max_candidates and len(t) <= limits.max_peers
+        assert t.candidates(discovered=True) <= limits.max_discovered_candidates
+        assert t.candidates(discovered=False) <= limits.max_introduced_candidates
+        assert t.probing_from(discovered=True) <= limits.max_discovered_probes
+        assert t.probing_from(discovered=False) <= limits.max_introduced_probes
 
 
 def test_a_room_ban_covers_the_twin_id_but_membership_does_not() -> None:
