@@ -124,6 +124,15 @@ class Limits:
     history_requests_burst: int = 30
     state_requests_per_s: float = 5.0
     state_requests_burst: int = 20
+    # Chat lines a member takes live from one author (any role), each batch counted as its
+    # lines plus ``chat_batch_cost`` (a frame of one line costs a receiver nearly as much
+    # work as one of 256); the rest are dropped and
+    # counted (``dropped_line_rate``), and fetched later, at the history budget's pace, if
+    # the author's heads show them. Our own ``say()`` paces itself at half of both, so an
+    # honest sender is never over them on the receiving side, whatever the jitter.
+    chat_lines_per_s: float = 200.0
+    chat_lines_burst: int = 8000
+    chat_batch_cost: int = 8  # a batch costs this many lines more than it holds (per frame work)
     room_frames_per_s: float = 2000.0
     room_frames_burst: int = 4000
     direct_frames_per_s: float = 500.0

@@ -13,7 +13,11 @@ The rules that keep one member from freezing or flooding the others (issue 6, ca
 - ``void`` (an author never used some numbers) only from that author, clipped to what we
   asked it, and stored as intervals;
 - one request is answered by at most one frame (``history_reply_bytes``/``_batches``); a
-  requester that got new lines asks again for the rest.
+  requester that got new lines asks again for the rest;
+- live lines from one author are taken at ``chat_lines_per_s`` (burst ``chat_lines_burst``;
+  a batch costs its lines plus ``chat_batch_cost``): a batch over it is dropped unrecorded,
+  so the author's later lines or heads show the gap and it is fetched at the history
+  budget's pace, never lost and never faster.
 
 Late joiners (case 11): the host's JoinAccept heads say, per author, where the backlog starts
 (``first``) and the host's head (``last``). The joiner settles what is older than the backlog,
@@ -30,6 +34,7 @@ from enum import Enum
 from .config import Limits, Timings
 from .history import SeqTracker
 from .protocol.messages import SeqRange
+from .ratelimit import TokenBuckets
 
 __all__ = ["Ask", "HistorySync", "ReplyBudget", "Source", "Taken", "newest_that_fit",
            "unused_ranges"]
@@ -72,6 +77,7 @@ class HistorySync:
     def __init__(self, limits: Limits, timings: Timings) -> None:
         self.tracker = SeqTracker(limits.max_held_runs)
         self._limits = limits
+        self._lines: TokenBuckets[bytes] = TokenBuckets(limits.max_rate_entries)  # by author
         self._reask_s = timings.gap_fill_interval_s * 2
         self._window_s = timings.request_timeout_s
         # peer -> author -> ranges asked of it (newest last); at most max_history_asked in all
@@ -107,6 +113,10 @@ class HistorySync:
         if source is not Source.JOIN and last > self.tracker.top(author) + \
                 self._limits.max_seq_ahead:
             return Taken(drop="seq_ahead")
+        if source is Source.LIVE and not self._lines.take(
+                author, self._limits.chat_lines_per_s, self._limits.chat_lines_burst, now,
+                count + self._limits.chat_batch_cost):
+            return Taken(drop="line_rate")
         head_before = self.tracker.head(author)
         fresh = self.tracker.add_range(author, first, last)
         if fresh is None:

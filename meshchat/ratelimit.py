@@ -42,5 +42,16 @@ class TokenBuckets(Generic[K]):
         bucket[0] -= cost
         return True
 
+    def wait_s(self, key: K, rate_per_s: float, burst: float, now: float, cost: float = 1.0
+               ) -> float:
+        """Seconds from ``now`` until ``key``'s bucket holds ``cost`` tokens (0: it does);
+        draws nothing. ``cost`` above ``burst`` is never there: it waits for the burst."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(float(burst), bucket[0] + max(0.0, now - bucket[1]) * rate_per_s)
+        need = min(float(cost), float(burst)) - tokens
+        return 0.0 if need <= 0 or rate_per_s <= 0 else need / rate_per_s
+
     def __len__(self) -> int:
         return len(self._buckets)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from .. import room as rules
 from ..clock import Clock
 from ..config import Limits, Timings
-from ..errors import MeshchatError, ProtocolError
+from ..errors import MeshchatError, NotInRoom, ProtocolError
 from ..events import Event, Message, PeerInfo
 from ..historysync import Ask, ReplyBudget, Source, unused_ranges
 from ..protocol.codec import Codec
@@ -29,6 +29,7 @@ from ..protocol.messages import (
     HistoryRequest,
     SeqRange,
 )
+from ..ratelimit import TokenBuckets
 from ..session import Outbox
 from ..storage.log import LogRow, MessageLog
 from .local import LocalPeer
@@ -92,6 +93,7 @@ class RoomChat:
         self._limits = limits
         self._timings = timings
         self._stats = stats
+        self._pace_buckets: TokenBuckets[bytes] = TokenBuckets(limits.max_rate_entries)
 
     # ---------------------------------------------------------------- what we say
 
@@ -100,6 +102,7 @@ class RoomChat:
         shown = text
         if action:
             text = check_text(as_action(text), self._limits)
+        await self._pace(jr)
         me = self._me.peer_id
         seq = max(jr.own_seq, jr.tracker.head(me)) + 1
         jr.own_seq = seq
@@ -119,6 +122,27 @@ class RoomChat:
         self._emit(Message(jr.state.name, self._me.info, shown, False, now, seq, action=action))
         if box.full(BATCH_LINES, BATCH_TEXT_CHARS):
             self.flush(jr)
+
+    async def _pace(self, jr: JoinedRoom) -> None:
+        """Wait, if need be, until this room's pace lets one more line out: half of what
+        members take live from one author (``Limits.chat_lines_per_s``/``_burst``). A paste
+        of thousands of lines goes out at once; a runaway loop is slowed, never dropped."""
+        limits = self._limits
+        rate = limits.chat_lines_per_s / 2
+        burst = max(1, limits.chat_lines_burst // 2)
+        clock, pace = self._clock, self._pace_buckets
+        while True:
+            # Counted as receivers count it: a line, and a batch's cost for a line that
+            # starts a new batch (frame).
+            cost = min(burst, 1 if jr.outbox is not None else 1 + limits.chat_batch_cost)
+            if pace.take(jr.room_id, rate, burst, clock.monotonic(), cost):
+                return
+            self.flush(jr)  # what is said so far goes out before we wait
+            self._stats["said_paced"] += 1
+            await clock.sleep(max(0.001, pace.wait_s(jr.room_id, rate, burst,
+                                                     clock.monotonic(), cost)))
+            if self._rooms.get(jr.room_id) is not jr:
+                raise NotInRoom("the room was left while this line waited to go out")
 
     def flush(self, jr: JoinedRoom) -> None:
         """Sign the lines said since the last turn of the loop once, log and publish them."""

@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
+from meshchat import Limits
+
 from .conftest import LabFactory
 from .helpers import (
     ROOM,
@@ -463,6 +465,34 @@ def test_case_5_void_ranges_and_unknown_epochs_do_not_grow_the_node(
     chat_flows(alice, bob, "after the growth attempt")
     assert_fast(fast_pings_ms(bob, "alice"))
     assert alice.stats().get("dropped_no_key", 0) >= 1
+    all_trouble_free(alice, bob, evil)
+
+
+def test_a_member_flooding_chat_lines_is_taken_at_the_line_rate_and_the_room_stays_fast(
+    lab_factory: LabFactory,
+) -> None:
+    """Rate limits: a member's frames were limited, not its lines, and a frame holds 256 of
+    them. The hostile member publishes 48 full batches (12,288 lines) as fast as it can:
+    alice takes at most ``chat_lines_burst`` plus ``chat_lines_per_s`` a second of them,
+    counts the rest, and still chats and answers pings at once."""
+    limits = Limits()
+    lab = lab_factory(3)
+    alice, bob, room_id, evil, _, _, epoch = mallory_in_the_room(lab)
+    until_subscribed(evil, agent_shows(alice), "alice hears mallory")
+    started = time.monotonic()
+    for k in range(48):
+        evil.publish_sealed(room_id, epoch, type="Chat", fields={"batch": batch(
+            room_id, evil.peer_id, 1 + 256 * k, *(f"flood {256 * k + i}" for i in range(256)))})
+    evil.publish("Broadcast", {"text": "after the flood"})  # same PUB: read after the flood
+    alice.wait_event(type="BroadcastReceived", text="after the flood", timeout=30)
+    took_s = time.monotonic() - started
+
+    held = [m for m in alice.call("history", timeout=30) if m["sender"]["name"] == "mallory"]
+    assert len(held) <= limits.chat_lines_burst + limits.chat_lines_per_s * took_s + 256, \
+        (len(held), took_s)
+    assert alice.stats().get("dropped_line_rate", 0) >= 1
+    chat_flows(alice, bob, "after the line flood")
+    assert_fast(fast_pings_ms(bob, "alice"))
     all_trouble_free(alice, bob, evil)
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from meshchat import (
     AmbiguousName,
+    Limits,
     Message,
+    NotInRoom,
     PeerGone,
     PeerJoined,
     PeerLeft,
@@ -204,3 +209,36 @@ async def test_an_action_line_reaches_members_and_late_joiners_as_an_action(mesh
     await until(lambda: len(room_c.history()) == 2, what="carol got the backlog")
     assert [(m.text, m.action) for m in room_c.history()] == [
         ("waves", True), ("\x01ACTION is not an action unless the line is complete", False)]
+
+
+async def test_a_runaway_say_loop_is_paced_by_its_own_node_and_nothing_is_lost(
+        mesh: Mesh) -> None:
+    """``say()`` waits once the room's pace is spent (half of what members take live from
+    one author), so a bot's loop is slowed, not dropped: every line arrives, in order, and
+    no member drops any as over the line rate."""
+    limits = Limits(chat_lines_per_s=100.0, chat_lines_burst=40)  # say() paces: 50/s, 20
+    alice = await mesh.add("alice", limits=limits)
+    bob = await mesh.add("bob", limits=limits)
+    lobby = await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    started = time.monotonic()
+    for i in range(60):
+        await lobby.say(f"line {i}")
+    took = time.monotonic() - started
+    assert took >= (60 - 20) / 50 * 0.9, took  # 20 at once, then 50 a second
+    await until(lambda: len(room_b.history()) == 60, what="bob holds every line")
+    assert [m.text for m in room_b.history()] == [f"line {i}" for i in range(60)]
+    assert alice.stats["said_paced"] >= 1
+    assert bob.stats["dropped_line_rate"] == 0
+
+
+async def test_leaving_while_a_line_waits_for_its_pace_raises_not_in_room(mesh: Mesh) -> None:
+    limits = Limits(chat_lines_per_s=2.0, chat_lines_burst=2)  # say() paces: 1/s, burst 1
+    alice = await mesh.add("alice", limits=limits)
+    lobby = await alice.host("lobby")
+    await lobby.say("the one that fits")
+    waiting = asyncio.create_task(lobby.say("the one that waits"))
+    await until(lambda: alice.stats["said_paced"] >= 1, what="the line waits")
+    await lobby.leave()
+    with pytest.raises(NotInRoom):
+        await waiting

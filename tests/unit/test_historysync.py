@@ -108,6 +108,33 @@ def test_live_batch_far_ahead_is_dropped_not_tracked() -> None:
     assert taken.ask.ranges == (SeqRange(A, 2, 499),)
 
 
+def test_live_lines_are_taken_at_the_line_rate_and_the_gap_is_fetched_later() -> None:
+    """A batch over an author's line budget is dropped unrecorded; the next one that fits
+    shows the gap and asks the author for it; replies and the join backlog are not paced."""
+    s = sync(chat_lines_burst=100, chat_lines_per_s=10, chat_batch_cost=0)  # type: ignore[arg-type]
+    assert s.take(A, 1, 80, 0.0, Source.LIVE).fresh == ((1, 80),)
+    assert s.take(A, 81, 40, 0.0, Source.LIVE).drop == "line_rate"  # 20 left: all or none
+    assert s.tracker.head(A) == 80
+    assert s.take(B, 1, 100, 0.0, Source.LIVE).fresh == ((1, 100),)  # a bucket per author
+    assert s.take(A, 121, 10, 0.5, Source.LIVE).fresh == ((121, 130),)  # 20 + 5 left
+    taken = s.take(A, 131, 1, 0.5, Source.LIVE)
+    assert taken.fresh == ((131, 131),)
+    late = s.ask(A, [(A, 130)], 10.0)
+    assert late is not None and late.ranges == (SeqRange(A, 81, 120),)
+    assert s.take(A, 81, 40, 10.1, Source.REPLY, peer=A).fresh == ((81, 120),)
+    j = sync(chat_lines_burst=10)
+    assert j.take(A, 1, 500, 0.0, Source.JOIN).fresh == ((1, 500),)
+
+
+def test_a_batch_costs_more_than_its_lines() -> None:
+    """Each frame costs a receiver its own work: a flood of one-line batches spends the
+    burst ``1 + chat_batch_cost`` at a time."""
+    s = sync(chat_lines_burst=100, chat_lines_per_s=10, chat_batch_cost=9)
+    taken = [s.take(A, n, 1, 0.0, Source.LIVE).drop for n in range(1, 21)]
+    assert taken == [""] * 10 + ["line_rate"] * 10
+    assert s.take(B, 1, 91, 0.0, Source.LIVE).fresh == ((1, 91),)
+
+
 def test_a_gap_is_asked_for_once_per_interval_and_in_bounded_pieces() -> None:
     s = sync(max_gap_fetch=100)
     s.take(A, 1, 1, 0.0, Source.LIVE)

@@ -31,3 +31,15 @@ def test_the_least_recently_used_bucket_goes_first() -> None:
     assert len(buckets) == 3
     assert buckets.take(1, 0.0, 1, 0.0)  # 1 was forgotten: a full burst again
     assert not buckets.take(0, 0.0, 1, 0.0)  # 0 was kept, still empty
+
+
+def test_wait_s_says_when_a_take_would_succeed_and_draws_nothing() -> None:
+    b: TokenBuckets[str] = TokenBuckets(8)
+    assert b.wait_s("a", 10.0, 5, 0.0) == 0.0  # an unknown key holds a full burst
+    assert all(b.take("a", 10.0, 5, 0.0) for _ in range(5))
+    assert b.wait_s("a", 10.0, 5, 0.0) == 0.1
+    assert b.wait_s("a", 10.0, 5, 0.0, cost=3) == 0.3
+    assert abs(b.wait_s("a", 10.0, 5, 0.05) - 0.05) < 1e-9
+    assert b.wait_s("a", 10.0, 5, 0.0, cost=50) == 0.5  # above the burst: waits for the burst
+    assert not b.take("a", 10.0, 5, 0.0)
+    assert b.wait_s("a", 10.0, 5, 0.1) == 0.0 and b.take("a", 10.0, 5, 0.1)
