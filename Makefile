@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -q
+# The suite runs on 3 workers, a test file each at a time (the net tests mostly wait on
+# timers; the loopback mDNS tests of one file must not hear another's). Serial: PYTEST_PARALLEL=
+PYTEST_PARALLEL ?= -n 3 --dist loadfile
 BENCH_ARGS ?=
 ARGS ?=
 LINT_PATHS := $(wildcard meshchat tests bench examples)
@@ -44,7 +47,7 @@ run: install
 
 # The whole suite runs in a fresh network namespace: nothing can leak onto the real network.
 test: install
-	sh scripts/in-netns.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	sh scripts/in-netns.sh $(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # Both linters run even when the first fails.
 lint: install
