@@ -109,6 +109,16 @@ class SeqTracker:
     def heads(self) -> tuple[SeqRange, ...]:
         return tuple(SeqRange(author, 0, a.head) for author, a in self._authors.items())
 
+    def holed(self, limit: int) -> list[tuple[bytes, int]]:
+        """At most ``limit`` authors with a hole below what we hold of them: (author, top)."""
+        out: list[tuple[bytes, int]] = []
+        for author, a in self._authors.items():
+            if a.runs:
+                out.append((author, a.runs[-1][1]))
+                if len(out) >= limit:
+                    break
+        return out
+
     def __len__(self) -> int:
         return len(self._authors)
 

@@ -68,6 +68,7 @@ class Taken:
 
 
 _Asked = tuple[int, int, float]  # first, last, when
+OVERDUE_MAX_S = 60.0  # the longest wait between asks for one unanswered hole
 MAX_SEQ = 2**63 - 1  # the log's integers are SQLite's: no number above this is ever stored
 
 
@@ -78,6 +79,8 @@ class HistorySync:
         self.tracker = SeqTracker(limits.max_held_runs)
         self._limits = limits
         self._lines: TokenBuckets[bytes] = TokenBuckets(limits.max_rate_entries)  # by author
+        # author -> ((head, top) of its hole, next ask at, the wait before it)
+        self._overdue: dict[bytes, tuple[tuple[int, int], float, float]] = {}
         self._reask_s = timings.gap_fill_interval_s * 2
         self._window_s = timings.request_timeout_s
         # peer -> author -> ranges asked of it (newest last); at most max_history_asked in all
@@ -163,6 +166,36 @@ class HistorySync:
             else:
                 wants.append((r.sender, r.last))
         return self.ask(peer, wants, now), drops
+
+    def overdue(self, now: float, ask_whom: Callable[[bytes], bytes | None],
+                limit: int = 8) -> list[Ask]:
+        """Holes we know of (numbers missing below what an author has shown) that nobody was
+        asked for lately: one Ask each, of ``ask_whom(author)`` (None: nobody to ask).
+
+        A gap is asked for when a later line or a member's heads show it; if every answer
+        was lost or late (a host's failover on loaded machines), this asks again each
+        ``2 * gap_fill_interval_s`` instead of waiting for the next heads refresh (which
+        stretches to half a minute on a LAN of 64). At most ``limit`` authors a call."""
+        asks: list[Ask] = []
+        if len(self._overdue) > self._limits.max_collection_items:
+            self._overdue.clear()  # bounded; forgetting only makes the next ask come sooner
+        for author, top in self.tracker.holed(limit):
+            hole = (self.tracker.head(author), top)
+            seen = self._overdue.get(author)
+            if seen is not None and seen[0] == hole and now < seen[1]:
+                continue
+            # The same hole unanswered: asked again ever later (a line nobody holds any
+            # more must not cost a request a second for good); a new hole: soon.
+            wait = self._reask_s if seen is None or seen[0] != hole else \
+                min(seen[2] * 2, OVERDUE_MAX_S)
+            self._overdue[author] = (hole, now + wait, wait)
+            peer = ask_whom(author)
+            if peer is None:
+                continue
+            ask = self.ask(peer, [(author, top)], now)
+            if ask is not None:
+                asks.append(ask)
+        return asks
 
     def ask(self, peer: bytes, wants: Iterable[tuple[bytes, int]], now: float,
             force: bool = False) -> Ask | None:

@@ -251,6 +251,20 @@ class RoomChat:
             self._wire.send(ask.peer, HistoryRequest(jr.room_id, ask.ranges))
             self._stats["history_requests"] += 1
 
+    def ask_overdue(self, jr: JoinedRoom, alive: Callable[[bytes], bool]) -> None:
+        """Ask again for the holes nobody answered: of the author while it is alive, else
+        of the room's host."""
+        me = self._me.peer_id
+
+        def whom(author: bytes) -> bytes | None:
+            if author != me and alive(author):
+                return author
+            host = jr.state.host
+            return host if host != me and alive(host) else None
+
+        for ask in jr.sync.overdue(self._clock.monotonic(), whom):
+            self.ask(jr, ask)
+
     def on_heads(self, jr: JoinedRoom, peer: bytes, heads: Heads) -> None:
         ask, drops = jr.sync.on_heads(peer, heads.heads, self._clock.monotonic(),
                                       jr.knows_author)

@@ -98,4 +98,5 @@ class Ticker:
         for jr in rooms:
             if jr.room_id in beat.heads:
                 self._chat.publish_heads(jr, full=jr.room_id in beat.full)
+            self._chat.ask_overdue(jr, self._peers.is_alive)
             self._sessions.watch_host(jr, now)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,9 @@ from meshchat import (
     PeerLeft,
     PeerNotFound,
     RoomNotFound,
+    Timings,
 )
+from meshchat.protocol.messages import HistoryReply
 
 from .conftest import Mesh, until
 
@@ -242,3 +246,48 @@ async def test_leaving_while_a_line_waits_for_its_pace_raises_not_in_room(mesh: 
     await lobby.leave()
     with pytest.raises(NotInRoom):
         await waiting
+
+
+async def test_a_gap_whose_answers_were_lost_is_asked_for_again_with_nothing_new_said(
+        mesh: Mesh) -> None:
+    """carol misses one of bob's live lines, and the answers to her asks for it are lost
+    (the first, and all for a second: a failover on loaded machines). Nobody says anything
+    more, and no heads refresh comes for a minute: she asks again by herself."""
+    t = dataclasses.replace(Timings.fast(), heads_refresh_s=60.0, presence_refresh_s=60.0)
+    alice = await mesh.add("alice", timings=t)
+    bob = await mesh.add("bob", timings=t)
+    carol = await mesh.add("carol", timings=t)
+    await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    room_c = await carol.join("lobby")
+    await room_b.say("first")
+    await until(lambda: [m.text for m in room_c.history()] == ["first"], what="carol: first")
+
+    chat = carol._chat
+    take, real = chat.take_batch, chat.on_history_reply
+    missed: list[bytes] = []
+
+    def deaf(jr: Any, blob: bytes, verify: bool, live: bool, **kw: Any) -> int:
+        if live and b"lost on the way" in blob and not missed:
+            missed.append(blob)  # this live batch never reached carol
+            return 0
+        return take(jr, blob, verify, live, **kw)
+
+    lost: list[object] = []
+    lossy_until = time.monotonic() + 60.0  # set once the line is said
+
+    def lossy(peer: bytes, m: HistoryReply) -> None:
+        if not lost or time.monotonic() < lossy_until:  # the first, and all for a second
+            lost.append(m)
+            return
+        real(peer, m)
+
+    chat.take_batch = deaf  # type: ignore[method-assign]
+    chat.on_history_reply = lossy  # type: ignore[method-assign]
+    await room_b.say("lost on the way")
+    await until(lambda: bool(missed), what="carol missed the line")
+    lossy_until = time.monotonic() + 1.0
+    await room_b.say("after the cut")
+    await until(lambda: [m.text for m in room_c.history()] == [
+        "first", "lost on the way", "after the cut"], timeout=10.0, what="carol has all three")
+    assert lost, "no answer was lost: the test proves nothing"

@@ -126,6 +126,24 @@ def test_live_lines_are_taken_at_the_line_rate_and_the_gap_is_fetched_later() ->
     assert j.take(A, 1, 500, 0.0, Source.JOIN).fresh == ((1, 500),)
 
 
+def test_a_hole_nobody_answered_is_asked_again_later_and_ever_later() -> None:
+    s = sync()  # Timings.fast(): asked again after 2 x 0.1 s at the soonest
+    s.take(A, 1, 1, 0.0, Source.LIVE)
+    first = s.take(A, 5, 1, 0.0, Source.LIVE).ask  # asks A for 2..4 at once
+    assert first is not None and first.ranges == (SeqRange(A, 2, 4),)
+    who = {A: A}.get
+    assert s.overdue(0.05, who) == []  # just asked
+    again = s.overdue(0.25, who)
+    assert [a.ranges for a in again] == [(SeqRange(A, 2, 4),)] and again[0].peer == A
+    assert s.overdue(0.3, who) == []
+    assert s.overdue(0.5, who) == []  # the same hole: 0.4 s later this time
+    assert len(s.overdue(0.7, who)) == 1
+    assert s.overdue(50.0, lambda author: None) == []  # nobody to ask
+    assert len(s.overdue(60.0, who)) == 1
+    assert s.take(A, 2, 3, 60.1, Source.REPLY, peer=A).fresh == ((2, 4),)
+    assert s.tracker.holed(8) == [] and s.overdue(100.0, who) == []
+
+
 def test_a_batch_costs_more_than_its_lines() -> None:
     """Each frame costs a receiver its own work: a flood of one-line batches spends the
     burst ``1 + chat_batch_cost`` at a time."""
