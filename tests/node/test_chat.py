@@ -220,18 +220,20 @@ async def test_a_runaway_say_loop_is_paced_by_its_own_node_and_nothing_is_lost(
     """``say()`` waits once the room's pace is spent (half of what members take live from
     one author), so a bot's loop is slowed, not dropped: every line arrives, in order, and
     no member drops any as over the line rate."""
-    limits = Limits(chat_lines_per_s=100.0, chat_lines_burst=40)  # say() paces: 50/s, 20
+    # say() paces at 50 tokens a second, bursts of 20; a line costs 1, one that starts a
+    # batch 1 + 4: 16 lines go at once (one batch), then each waits for its own batch.
+    limits = Limits(chat_lines_per_s=100.0, chat_lines_burst=40, chat_batch_cost=4)
     alice = await mesh.add("alice", limits=limits)
     bob = await mesh.add("bob", limits=limits)
     lobby = await alice.host("lobby")
     room_b = await bob.join("lobby")
     started = time.monotonic()
-    for i in range(60):
+    for i in range(30):
         await lobby.say(f"line {i}")
     took = time.monotonic() - started
-    assert took >= (60 - 20) / 50 * 0.9, took  # 20 at once, then 50 a second
-    await until(lambda: len(room_b.history()) == 60, what="bob holds every line")
-    assert [m.text for m in room_b.history()] == [f"line {i}" for i in range(60)]
+    assert took >= (30 - 16) * 5 / 50 * 0.9, took
+    await until(lambda: len(room_b.history()) == 30, what="bob holds every line")
+    assert [m.text for m in room_b.history()] == [f"line {i}" for i in range(30)]
     assert alice.stats["said_paced"] >= 1
     assert bob.stats["dropped_line_rate"] == 0
 
