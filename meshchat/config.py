@@ -126,10 +126,10 @@ class Limits:
     state_requests_burst: int = 20
     # Chat lines a member takes live from one author (any role), each batch counted as its
     # lines plus ``chat_batch_cost`` (a frame of one line costs a receiver nearly as much
-    # work as one of 256); the rest are dropped and
-    # counted (``dropped_line_rate``), and fetched later, at the history budget's pace, if
-    # the author's heads show them. Our own ``say()`` paces itself at half of both, so an
-    # honest sender is never over them on the receiving side, whatever the jitter.
+    # work as one of 256); the rest are dropped and counted (``dropped_line_rate``), and
+    # fetched later, at the history budget's pace. Our own ``say()`` paces itself at half
+    # of both, so an honest sender is never over them on the receiving side, whatever the
+    # jitter.
     chat_lines_per_s: float = 200.0
     chat_lines_burst: int = 8000
     chat_batch_cost: int = 8  # a batch costs this many lines more than it holds (per frame work)

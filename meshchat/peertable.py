@@ -111,7 +111,6 @@ class PeerTable:
         self._introducers: dict[bytes, _Introducer] = {}
         self._buckets: TokenBuckets[bytes] = TokenBuckets(limits.max_rate_entries)
         self._probing = 0
-        self._probing_introduced = 0
         self.bans = BanList(me)
 
     # ------------------------------------------------------------ queries
@@ -130,8 +129,9 @@ class PeerTable:
 
     def probing_from(self, discovered: bool) -> int:
         """Probes open to cards from our discovery (True) or from introducers (False)."""
-        return self._probing - self._probing_introduced if discovered \
-            else self._probing_introduced
+        found = self._introducers.get(DISCOVERY)
+        probing = found.probing if found is not None else 0
+        return probing if discovered else self._probing - probing
 
     def is_candidate(self, peer_id: bytes) -> bool:
         canon = self._canon_of.get(peer_id)
@@ -291,13 +291,11 @@ class PeerTable:
             discovered = candidate.introducer == DISCOVERY
             if who.probing >= self._probes_per_introducer(candidate.introducer):
                 continue
-            if not discovered and self._probing_introduced >= limits.max_introduced_probes:
+            if not discovered and self.probing_from(False) >= limits.max_introduced_probes:
                 continue
             candidate.probing_since = now
             who.probing += 1
             self._probing += 1
-            if not discovered:
-                self._probing_introduced += 1
             effects.append(Probe(candidate.card))
         return effects
 
@@ -332,8 +330,6 @@ class PeerTable:
         candidate.probing_since = None
         self._introducers[candidate.introducer].probing -= 1
         self._probing -= 1
-        if candidate.introducer != DISCOVERY:
-            self._probing_introduced -= 1
         return [Unprobe(candidate.card.peer_id)]
 
     def _forget_candidate(self, candidate: _Candidate, close: bool) -> list[PeerEffect]:
