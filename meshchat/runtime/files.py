@@ -7,6 +7,8 @@ read with ``pread`` on the sender (one chunk in memory at a time), whole-file ha
 from the chunks as they pass in order and finished in a thread, and every transfer's state in
 SQLite (``storage.transfers``) so both sides resume after a restart. Whatever a peer sends
 that does not fit a transfer with it is dropped and counted (``dropped_file_<reason>``).
+What touches the file system is in ``runtime.filedisk``; the bounded table of jobs is
+``runtime.filejobs``.
 """
 
 from __future__ import annotations
@@ -15,14 +17,11 @@ import asyncio
 import contextlib
 import errno
 import functools
-import hashlib
 import logging
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from ..clock import Clock
@@ -37,7 +36,7 @@ from ..events import (
     TransferFailed,
     TransferProgress,
 )
-from ..filenames import REFUSALS, clean_name, free_path, inside, plan_offer
+from ..filenames import REFUSALS, clean_name, free_path, plan_offer
 from ..protocol.messages import (
     FileChunk,
     FileGet,
@@ -50,7 +49,6 @@ from ..protocol.messages import (
 )
 from ..storage.transfers import TransferRecord, TransferStore
 from ..transfer import (
-    FINAL_STATES,
     AskSums,
     Deliver,
     Drop,
@@ -60,7 +58,6 @@ from ..transfer import (
     Pull,
     Request,
     Resumed,
-    RunningSums,
     Serve,
     Span,
     Stalled,
@@ -68,6 +65,8 @@ from ..transfer import (
     Write,
     chunk_digest,
 )
+from . import filedisk as disk
+from .filejobs import Job, JobTable
 from .peers import PeerBook
 from .tasks import Tasks
 from .wire import Wire
@@ -76,114 +75,7 @@ __all__ = ["Files"]
 
 log = logging.getLogger("meshchat.files")
 
-_HASH_BLOCK = 1 << 20
 _ANSWERS = {"accepted", "declined", "cancelled", "done", "failed"}
-
-
-class _DiskThread:
-    """The receiver's writes and both sides' running sums (``RunningSums``), on one thread of
-    their own, in order. A 128 KiB ``pwrite`` costs the loop 0.2-2 ms on a VM and hashing a
-    chunk as much as checking it; meanwhile the loop serves pings, chat and the next chunk.
-
-    A write is never skipped: the credit window bounds how many wait (``Pull.written`` gives
-    a chunk's credit back only once it is written). A sum fed without a write (the sender's)
-    waits only if fewer than ``backlog`` tasks do; past that it is not fed and the sum is
-    finished from disk at the end instead (slower, as right). A file is closed here too, after
-    the writes queued for it.
-    """
-
-    def __init__(self, backlog: int) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="meshchat-disk")
-        self._backlog = backlog
-        self._submitted = 0  # written by the loop only
-        self._completed = 0  # written by the thread only
-        self._closed = False
-
-    def feed(self, sums: RunningSums, file: int, offset: int, data: bytes) -> None:
-        if not self._closed and self._submitted - self._completed < self._backlog:
-            self._submit(sums.feed, file, offset, data)
-
-    def write(self, fd: int, offset: int, data: bytes, sums: RunningSums, file: int
-              ) -> asyncio.Future[None]:
-        """``data`` written at ``offset`` of ``fd`` (raises ``OSError``), then fed to the sum."""
-        if self._closed:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_exception(OSError(errno.ESHUTDOWN, "the node is stopping"))
-            return done
-        return asyncio.wrap_future(self._submit(_write_chunk, fd, offset, data, sums, file))
-
-    def forget(self, sums: RunningSums, file: int) -> None:
-        if not self._closed:
-            self._submit(sums.forget, file)
-
-    def close_fds(self, fds: list[int]) -> None:
-        if self._closed:
-            _close_all(fds)
-        else:
-            self._submit(_close_all, fds)
-
-    async def resume(self, sums: RunningSums, files: Sequence[int]
-                     ) -> list[tuple[hashlib._Hash, int]]:
-        """Each file's sum so far, once every chunk fed before has been hashed."""
-        if self._closed:
-            return [RunningSums().resume(f) for f in files]
-        return await asyncio.wrap_future(
-            self._pool.submit(lambda: [sums.resume(f) for f in files]))
-
-    def close(self) -> None:
-        """Writes not begun are dropped (not recorded: fetched again on resume); the one
-        under way ends first, so no file it writes is closed under it."""
-        self._closed = True
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def _submit(self, fn: Callable[..., None], *args: object) -> Future[None]:
-        self._submitted += 1
-        return self._pool.submit(self._counted, fn, *args)
-
-    def _counted(self, fn: Callable[..., None], *args: object) -> None:
-        try:
-            fn(*args)
-        finally:
-            self._completed += 1
-
-
-def _write_chunk(fd: int, offset: int, data: bytes, sums: RunningSums, file: int) -> None:
-    if os.pwrite(fd, data, offset) != len(data):
-        raise OSError(errno.ENOSPC, "short write")
-    sums.feed(file, offset, data)
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-@dataclass(slots=True)
-class _Job:
-    """One transfer, either way."""
-
-    rec: TransferRecord
-    layout: Layout
-    pull: Pull | None = None  # incoming, once accepted
-    serve: Serve | None = None  # outgoing
-    fds: dict[int, int] = field(default_factory=dict)
-    done_bytes: int = 0
-    last_progress_at: float = 0.0
-    sums: tuple[bytes, ...] | None = None
-    hashing: bool = False
-    running: RunningSums = field(default_factory=RunningSums)  # whole-file sums so far
-    writing: int = 0  # chunks handed to the disk thread, not yet written
-    waiters: list[asyncio.Future[Transfer]] = field(default_factory=list)
-    checked_at: float = 0.0  # the sender last checked that its source is unchanged
-    pending_rows: int = 0
-    # outgoing: when to offer again, until the receiver answers (None: it has)
-    reoffer_at: float | None = None
-    reoffers: int = 0
-
-    @property
-    def final(self) -> bool:
-        return self.rec.state in FINAL_STATES
 
 
 class Files:
@@ -206,10 +98,8 @@ class Files:
         # are loaded on first use (``load``: Node.start ends with it).
         self._store = store or TransferStore(data_dir / "transfers.sqlite")
         self._loaded = False
-        self._jobs: dict[bytes, _Job] = {}
-        self._disk = _DiskThread(4 * limits.file_credit_chunks)
-        self._by_number: dict[str, bytes] = {}
-        self._number = 0
+        self._jobs = JobTable(self._store, limits, stats)
+        self._disk = disk.DiskThread(4 * limits.file_credit_chunks)
         self.accept_from: set[str] = set()  # names (lower case) whose offers need no /accept
         self.accept_all = False
         self.default_dir = data_dir / "downloads"
@@ -231,10 +121,8 @@ class Files:
             layout = Layout([s for _, s in rec.files], rec.chunk_bytes)
         except ValueError:
             return
-        job = _Job(rec, layout)
-        self._number = max(self._number, rec.number)
-        self._jobs[rec.tid] = job
-        self._by_number[str(rec.number)] = rec.tid
+        job = Job(rec, layout)
+        self._jobs.add(job)
         if rec.direction == "out":
             job.serve = Serve(layout, self._limits.file_credit_chunks, rec.created,
                               self._timings.file_offer_ttl_s)
@@ -250,7 +138,7 @@ class Files:
             job.done_bytes = job.pull.received_bytes
             rec.state = "interrupted"
             try:
-                self._open_parts(job)
+                job.fds = disk.open_parts(job.rec)
             except OSError as exc:
                 self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
                 return
@@ -264,7 +152,7 @@ class Files:
         """The timer: lost chunks asked again, stalls noticed, offers expired, rows saved."""
         self.load()
         now = self._clock.monotonic()
-        for job in list(self._jobs.values()):
+        for job in self._jobs:
             if job.pull is not None and not job.final:
                 self._apply(job, job.pull.start(now))
         while not self._tasks.closed:
@@ -274,7 +162,7 @@ class Files:
     def tick(self) -> None:
         now = self._clock.monotonic()
         wall = self._clock.time()
-        for job in list(self._jobs.values()):
+        for job in self._jobs:
             if job.final:
                 continue
             if job.pull is not None:
@@ -286,7 +174,7 @@ class Files:
                 self._reoffer(job, now)
         self._store.flush()
 
-    def _reoffer(self, job: _Job, now: float) -> None:
+    def _reoffer(self, job: Job, now: float) -> None:
         """Offer again (a fresh offer that may have been lost, or any open one after our
         restart) while the receiver is heard and has not answered; the first time it is
         heard again, at once."""
@@ -302,12 +190,12 @@ class Files:
         self._stats["file_reoffers"] += 1
         self._wire.send(job.rec.peer, self._offer(job.rec))
 
-    def _answered(self, job: _Job) -> None:
+    def _answered(self, job: Job) -> None:
         job.reoffer_at = None
 
     def close(self) -> None:
         self._disk.close()
-        for job in self._jobs.values():
+        for job in self._jobs:
             self._close_fds(job)
             for fut in job.waiters:
                 if not fut.done():
@@ -319,57 +207,47 @@ class Files:
 
     def transfers(self) -> list[Transfer]:
         self.load()
-        return [self._public(j) for j in sorted(self._jobs.values(), key=lambda j: j.rec.number)]
+        return [self._public(j) for j in self._jobs]
 
-    def get(self, tid_or_number: str) -> _Job:
+    def get(self, tid_or_number: str) -> Job:
         self.load()
-        tid = self._by_number.get(str(tid_or_number).strip().lstrip("#"))
-        job = self._jobs.get(tid) if tid is not None else None
-        if job is None:
-            raise TransferNotFound(f"no transfer {tid_or_number!r}")
-        return job
+        return self._jobs.find(tid_or_number)
 
-    def latest_offer(self) -> _Job:
+    def latest_offer(self) -> Job:
         self.load()
-        offers = [j for j in self._jobs.values()
-                  if j.rec.direction == "in" and j.rec.state == "offered"]
-        if not offers:
-            raise TransferNotFound("no open offer")
-        return max(offers, key=lambda j: j.rec.number)
+        return self._jobs.latest_offer()
 
     async def send(self, pid: bytes, path: str | os.PathLike[str]) -> Transfer:
         self.load()
-        source = _expand(path)
-        items, paths, skipped = await asyncio.to_thread(_scan, source)
+        source = disk.expand(path)
+        items, paths, skipped = await asyncio.to_thread(disk.scan, source)
         if sum(s for _, s in items) > self._limits.max_transfer_bytes or \
                 len(items) > self._limits.max_offer_files:
             raise FileError(f"{source} is too large to offer")
-        if sum(1 for j in self._jobs.values() if j.rec.direction == "out" and not j.final) \
-                >= self._limits.max_open_outgoing:
+        if self._jobs.open_outgoing() >= self._limits.max_open_outgoing:
             raise FileError(f"{self._limits.max_open_outgoing} transfers are open already: "
                             "cancel one or wait")
         for name in skipped:
             self._emit(Notice(f"{name}: a symlink, not sent", "warning"))
         tid = self._random(16)
-        self._number += 1
         rec = TransferRecord(
             tid, "out", pid, self._peers.info(pid).name, source.name or str(source), items,
             self._limits.file_chunk_bytes, "offered", source=str(source),
-            mtime_ns=_signature(paths), created=self._clock.time(), number=self._number)
+            mtime_ns=disk.signature(paths), created=self._clock.time(),
+            number=self._jobs.next_number())
         layout = Layout([s for _, s in items], rec.chunk_bytes)
-        job = _Job(rec, layout, serve=Serve(layout, self._limits.file_credit_chunks,
+        job = Job(rec, layout, serve=Serve(layout, self._limits.file_credit_chunks,
                                             rec.created, self._timings.file_offer_ttl_s))
         if not self._wire.send(pid, self._offer(rec)):
             raise PeerNotFound(f"{self._peers.info(pid).label} cannot be reached")
         self._peers.pin(pid)
-        self._jobs[tid] = job
+        self._jobs.add(job)
         # Until the receiver says it has the offer (its "offered" receipt), offer again: a
         # frame written into a connection that dies is lost with it.
         job.reoffer_at = self._clock.monotonic() + self._timings.file_reoffer_s
         job.reoffers = 1
-        self._by_number[str(rec.number)] = tid
         self._save(job)
-        self._bound()
+        self._jobs.bound()
         return self._public(job)
 
     @staticmethod
@@ -383,7 +261,7 @@ class Files:
         rec = job.rec
         if rec.direction != "in" or rec.state != "offered":
             raise FileError(f"transfer {rec.number} is not an open offer ({rec.state})")
-        folder = _expand(into) if into is not None else self.default_dir
+        folder = disk.expand(into) if into is not None else self.default_dir
         try:
             folder.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(folder).free
@@ -391,12 +269,12 @@ class Files:
             raise FileError(f"cannot write into {folder}: {exc.strerror}") from exc
         if free < job.layout.size:
             self._finish(job, "failed", "no space", notify=True)
-            raise FileError(f"no space in {folder}: {_size(job.layout.size)} needed, "
-                            f"{_size(free)} free")
+            raise FileError(f"no space in {folder}: {disk.size_text(job.layout.size)} needed, "
+                            f"{disk.size_text(free)} free")
         dest = free_path(folder, clean_name(rec.name))
         rec.path = str(dest)
         try:
-            self._open_parts(job)
+            job.fds = disk.open_parts(job.rec)
         except OSError as exc:
             self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
             raise FileError(f"cannot write into {folder}: {exc.strerror}") from exc
@@ -440,7 +318,7 @@ class Files:
     def _solicited(self, peer: bytes, m: WireMessage) -> bool:
         self.load()
         if isinstance(m, FileChunk | FileSums):
-            job = self._jobs.get(m.transfer_id)
+            job = self._jobs.by_id(m.transfer_id)
             return job is not None and job.rec.peer == peer and job.rec.direction == "in" \
                 and job.pull is not None
         return False
@@ -461,16 +339,16 @@ class Files:
             case FileSums():
                 self._on_sums(peer, m)
 
-    def _mine(self, peer: bytes, tid: bytes, direction: str) -> _Job | None:
-        job = self._jobs.get(tid)
+    def _mine(self, peer: bytes, tid: bytes, direction: str) -> Job | None:
+        job = self._jobs.by_id(tid)
         if job is None or job.rec.peer != peer or job.rec.direction != direction:
             self._stats["dropped_file_unknown"] += 1
             return None
         return job
 
     def _on_offer(self, peer: bytes, m: FileOffer) -> None:
-        if m.transfer_id in self._jobs:
-            job = self._jobs[m.transfer_id]
+        job = self._jobs.by_id(m.transfer_id)
+        if job is not None:
             if job.rec.peer == peer and job.rec.direction == "in":
                 # the sender restarted and offers again: say where we are ("offered": we
                 # have it, not answered yet)
@@ -494,15 +372,13 @@ class Files:
                                             f"refused: {REFUSALS[plan]}"))
             return
         items = list(zip(plan.paths, sizes, strict=True))
-        self._number += 1
         rec = TransferRecord(m.transfer_id, "in", peer, self._peers.info(peer).name,
                              plan.name, items, m.chunk_bytes, "offered",
-                             created=self._clock.time(), number=self._number)
-        job = _Job(rec, Layout(sizes, m.chunk_bytes))
-        self._jobs[rec.tid] = job
-        self._by_number[str(rec.number)] = rec.tid
+                             created=self._clock.time(), number=self._jobs.next_number())
+        job = Job(rec, Layout(sizes, m.chunk_bytes))
+        self._jobs.add(job)
         self._save(job)
-        self._bound()
+        self._jobs.bound()
         self._wire.send(peer, FileState(m.transfer_id, "offered", ""))  # a receipt: we have it
         self._emit(FileOffered(self._public(job)))
         name = self._peers.info(peer).name.lower()
@@ -514,7 +390,7 @@ class Files:
             await self.accept(number, None)
 
     def _on_state(self, peer: bytes, m: FileState) -> None:
-        job = self._jobs.get(m.transfer_id)
+        job = self._jobs.by_id(m.transfer_id)
         offered = m.state == "offered" and job is not None and job.rec.direction == "out"
         if job is None or job.rec.peer != peer or not (m.state in _ANSWERS or offered):
             self._stats["dropped_file_unknown"] += 1
@@ -548,7 +424,7 @@ class Files:
         now = self._clock.monotonic()
         if now - job.checked_at >= 1.0:
             job.checked_at = now
-            if not self._source_unchanged(job):
+            if not disk.source_unchanged(job.rec):
                 self._finish(job, "failed", "source changed", notify=True)
                 return
         if job.rec.state != "active":
@@ -582,19 +458,19 @@ class Files:
             job.hashing = True
             self._tasks.spawn(self._hash_source(job), name="meshchat-hash")
 
-    async def _hash_source(self, job: _Job) -> None:
+    async def _hash_source(self, job: Job) -> None:
         # What was sent in order is hashed already; the rest is read here.
         try:
             starts = await self._disk.resume(job.running, range(len(job.layout.sizes)))
             sums = await asyncio.to_thread(
-                lambda: tuple(_finish_sha256(p, h, offset) for p, (h, offset)
-                              in zip(self._source_paths(job), starts, strict=True)))
+                lambda: tuple(disk.finish_sha256(p, h, offset) for p, (h, offset)
+                              in zip(disk.source_paths(job.rec), starts, strict=True)))
         except OSError as exc:
             self._finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
             return
         finally:
             job.hashing = False
-        if not self._source_unchanged(job):
+        if not disk.source_unchanged(job.rec):
             self._finish(job, "failed", "source changed", notify=True)
             return
         job.sums = sums
@@ -617,7 +493,7 @@ class Files:
 
     # ---------------------------------------------------------------- effects (receiver)
 
-    def _apply(self, job: _Job, effects: list[Effect]) -> None:
+    def _apply(self, job: Job, effects: list[Effect]) -> None:
         rec = job.rec
         for e in effects:
             match e:
@@ -648,7 +524,7 @@ class Files:
                 case Drop(reason=reason):
                     self._stats["dropped_file_" + reason] += 1
 
-    def _written(self, job: _Job, span: Span, digest: bytes, fut: asyncio.Future[None]
+    def _written(self, job: Job, span: Span, digest: bytes, fut: asyncio.Future[None]
                  ) -> None:
         """A chunk's write ended (on the disk thread): record it, give its credit back."""
         job.writing -= 1
@@ -674,28 +550,16 @@ class Files:
         self._progress(job, now)
         self._apply(job, job.pull.written(span.index, now))
 
-    async def _verify(self, job: _Job, file: int, expected: bytes) -> None:
-        part = self._part_paths(job)[file]
+    async def _verify(self, job: Job, file: int, expected: bytes) -> None:
+        part = disk.part_paths(job.rec)[file]
         stored = self._store.chunks(job.rec.tid)
         layout = job.layout
         # What was written in order is hashed already.
         [(h, offset)] = await self._disk.resume(job.running, [file])
 
-        def check() -> tuple[bool, list[int]]:
-            got = _finish_sha256(part, h, offset)
-            if got == expected:
-                return True, []
-            bad = []
-            with open(part, "rb") as fh:
-                for i in layout.chunks_of(file):
-                    s = layout.span(i)
-                    fh.seek(s.offset)
-                    if chunk_digest(fh.read(s.length)) != stored.get(i):
-                        bad.append(i)
-            return False, bad
-
         try:
-            ok, bad = await asyncio.to_thread(check)
+            ok, bad = await asyncio.to_thread(disk.check_file, part, h, offset, expected,
+                                              layout, file, stored)
         except OSError as exc:
             self._finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
             return
@@ -710,23 +574,11 @@ class Files:
             self._stats["file_chunks_refetched"] += len(bad)
         self._apply(job, job.pull.verified(file, ok, bad, self._clock.monotonic()))
 
-    def _deliver(self, job: _Job) -> None:
+    def _deliver(self, job: Job) -> None:
         self._close_fds(job)
         rec = job.rec
-        dest = Path(rec.path)
         try:
-            final = dest if not os.path.lexists(dest) else free_path(dest.parent, dest.name)
-            if not _is_tree(rec):
-                os.replace(self._part_paths(job)[0], final)
-            else:
-                for part, (rel, _) in zip(self._part_paths(job), rec.files, strict=True):
-                    target = final.joinpath(*_below(rel))
-                    if not inside(final.parent, target):
-                        raise OSError(1, "outside the folder")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(part, target)
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(dest.parent / (dest.name + ".part"))
+            final = disk.place(rec)
         except OSError as exc:
             self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
             return
@@ -736,7 +588,7 @@ class Files:
 
     # ---------------------------------------------------------------- helpers
 
-    def _finish(self, job: _Job, state: str, reason: str, *, notify: bool) -> None:
+    def _finish(self, job: Job, state: str, reason: str, *, notify: bool) -> None:
         rec = job.rec
         if job.final:
             return
@@ -748,12 +600,7 @@ class Files:
         if notify:
             self._wire.send(rec.peer, FileState(rec.tid, state, rec.error))
         if rec.direction == "in" and state != "done" and rec.path:
-            for part in self._part_paths(job):
-                with contextlib.suppress(OSError):
-                    part.unlink()
-            if _is_tree(rec):
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(Path(rec.path + ".part"))
+            disk.remove_parts(rec)
         if rec.direction == "in":
             self._store.drop_chunks(rec.tid)
         self._save(job)
@@ -763,159 +610,33 @@ class Files:
             if not fut.done():
                 fut.set_result(t)
 
-    def _progress(self, job: _Job, now: float) -> None:
+    def _progress(self, job: Job, now: float) -> None:
         if now - job.last_progress_at >= 0.25:
             job.last_progress_at = now
             self._emit(TransferProgress(self._public(job)))
 
-    def _public(self, job: _Job) -> Transfer:
+    def _public(self, job: Job) -> Transfer:
         rec = job.rec
         return Transfer(str(rec.number), rec.direction, self._peers.info(rec.peer, rec.peer_name),
                         rec.name, job.layout.size, len(rec.files), job.done_bytes, rec.state,
                         rec.sha256, Path(rec.path) if rec.path else None, rec.error)
 
-    def _save(self, job: _Job) -> None:
+    def _save(self, job: Job) -> None:
         try:
             self._store.save(job.rec)
         except Exception as exc:  # a full disk must not stop the node
             log.warning("cannot save transfer %s: %s", job.rec.number, exc)
 
-    def _bound(self) -> None:
-        offers = [j for j in self._jobs.values()
-                  if j.rec.direction == "in" and j.rec.state == "offered"]
-        for job in sorted(offers, key=lambda j: j.rec.number)[:-self._limits.max_file_offers]:
-            self._forget(job)
-            self._stats["dropped_file_offer_evicted"] += 1
-        if len(self._jobs) > self._limits.max_transfers:
-            finished = sorted((j for j in self._jobs.values() if j.final),
-                              key=lambda j: j.rec.number)
-            for job in finished[:len(self._jobs) - self._limits.max_transfers]:
-                self._forget(job)
-
-    def _forget(self, job: _Job) -> None:
-        self._jobs.pop(job.rec.tid, None)
-        self._by_number.pop(str(job.rec.number), None)
-        with contextlib.suppress(Exception):
-            self._store.delete(job.rec.tid)
-
-    def _part_paths(self, job: _Job) -> list[Path]:
-        rec = job.rec
-        dest = Path(rec.path)
-        if not _is_tree(rec):
-            return [dest.parent / (dest.name + ".part")]
-        root = dest.parent / (dest.name + ".part")
-        return [root.joinpath(*_below(rel)) for rel, _ in rec.files]
-
-    def _open_parts(self, job: _Job) -> None:
-        dest = Path(job.rec.path)
-        for i, part in enumerate(self._part_paths(job)):
-            if not inside(dest.parent, part):
-                raise OSError(1, "outside the folder")
-            part.parent.mkdir(parents=True, exist_ok=True)
-            job.fds[i] = os.open(part, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
-                                 0o600)
-
-    def _close_fds(self, job: _Job) -> None:
+    def _close_fds(self, job: Job) -> None:
         fds = list(job.fds.values())
         job.fds.clear()
         if job.writing:
             self._disk.close_fds(fds)  # after the writes queued for them
         else:
-            _close_all(fds)
+            disk.close_all(fds)
 
-    def _source_paths(self, job: _Job) -> list[Path]:
-        src = Path(job.rec.source)
-        if not _is_tree(job.rec):
-            return [src]
-        return [src.joinpath(*_below(rel)) for rel, _ in job.rec.files]
-
-    def _source_fd(self, job: _Job, file: int) -> int:
+    def _source_fd(self, job: Job, file: int) -> int:
         fd = job.fds.get(file)
         if fd is None:
-            fd = job.fds[file] = os.open(self._source_paths(job)[file], os.O_RDONLY)
+            fd = job.fds[file] = os.open(disk.source_paths(job.rec)[file], os.O_RDONLY)
         return fd
-
-    def _source_unchanged(self, job: _Job) -> bool:
-        try:
-            paths = self._source_paths(job)
-            sizes = [p.stat().st_size for p in paths]
-            return sizes == [s for _, s in job.rec.files] and \
-                _signature(paths) == job.rec.mtime_ns
-        except OSError:
-            return False
-
-
-def _is_tree(rec: TransferRecord) -> bool:
-    """A folder: its files' paths start with the folder's name (a file's has no "/")."""
-    return "/" in rec.files[0][0]
-
-
-def _below(rel: str) -> list[str]:
-    """A tree file's path below the folder (its first part is the folder's name)."""
-    return rel.split("/")[1:]
-
-
-def _scan(source: Path) -> tuple[list[tuple[str, int]], list[Path], list[str]]:
-    """A file, or a folder as a tree: (relative path, size) each, the paths, and the
-    symlinks left out."""
-    try:
-        st = source.lstat()
-    except OSError as exc:
-        raise FileError(f"{source}: {exc.strerror or 'cannot read'}") from exc
-    if source.is_symlink():
-        raise FileError(f"{source} is a symlink: not followed")
-    if source.is_file():
-        if not os.access(source, os.R_OK):
-            raise FileError(f"{source}: permission denied")
-        return [(source.name, st.st_size)], [source], []
-    if not source.is_dir():
-        raise FileError(f"{source} is not a file or a folder")
-    items: list[tuple[str, int]] = []
-    paths: list[Path] = []
-    skipped: list[str] = []
-    for root, dirs, files in os.walk(source, followlinks=False):
-        dirs.sort()
-        for name in [*sorted(files), *[d for d in dirs if Path(root, d).is_symlink()]]:
-            p = Path(root, name)
-            rel = f"{source.name}/{p.relative_to(source).as_posix()}"
-            if p.is_symlink():
-                skipped.append(rel)
-                continue
-            if not p.is_file() or not os.access(p, os.R_OK):
-                skipped.append(rel)
-                continue
-            items.append((rel, p.stat().st_size))
-            paths.append(p)
-    if not items:
-        raise FileError(f"{source} has no file to send")
-    return items, paths, skipped
-
-
-def _signature(paths: list[Path]) -> int:
-    h = hashlib.sha256()
-    for p in paths:
-        st = p.stat()
-        h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
-    return int.from_bytes(h.digest()[:7], "big")
-
-
-def _finish_sha256(path: Path, h: hashlib._Hash, offset: int) -> bytes:
-    """``h`` holds the SHA-256 of ``path``'s first ``offset`` bytes: read on to the end."""
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        while block := fh.read(_HASH_BLOCK):
-            h.update(block)
-    return h.digest()
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def _expand(path: str | os.PathLike[str]) -> Path:
-    return Path(os.fspath(path)).expanduser()

@@ -119,7 +119,7 @@ class World:
         jr = self.bob._rooms[self.room_id]
         return (jr.core.blob, tuple(sorted(jr.keys)), len(self.bob._chat.history(
             self.room_id, "")), tuple(sorted(p.fingerprint for p in self.bob.peers())),
-            tuple(sorted(self.bob._files._jobs)), jr.state.host)
+            tuple(sorted(j.rec.tid for j in self.bob._files._jobs)), jr.state.host)
 
     def drops(self) -> int:
         node = sum(v for k, v in self.bob.stats.items()

@@ -293,7 +293,7 @@ async def test_a_lost_offer_is_offered_again_until_the_receiver_has_it(
     assert isinstance(ev, FileOffered) and ev.transfer.name == "notes.txt"
     files = alice._files
     assert files is not None
-    job = files._jobs[files._by_number[out.id]]
+    job = files.get(out.id)
     await until(lambda: job.reoffer_at is None, what="the receipt came")
     assert alice.stats["file_reoffers"] == 1
     assert len(bob.transfers()) == 1  # one offer, however often it came
@@ -308,20 +308,20 @@ async def test_sums_past_the_backlog_are_finished_from_disk(tmp_path: Path) -> N
     whole file's SHA-256."""
     import threading
 
-    from meshchat.runtime.files import _DiskThread, _finish_sha256
+    from meshchat.runtime.filedisk import DiskThread, finish_sha256
     from meshchat.transfer import RunningSums
 
     data = os.urandom(64 * 1024)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    summer, sums, gate = _DiskThread(backlog=2), RunningSums(), threading.Event()
+    summer, sums, gate = DiskThread(backlog=2), RunningSums(), threading.Event()
     summer._pool.submit(gate.wait)  # the thread is busy: what comes next waits in line
     for offset in range(0, len(data), 8192):
         summer.feed(sums, 0, offset, data[offset:offset + 8192])
     gate.set()
     [(h, offset)] = await summer.resume(sums, [0])
     assert offset == 2 * 8192  # two chunks had room; the rest went unhashed
-    assert _finish_sha256(path, h, offset) == hashlib.sha256(data).digest()
+    assert finish_sha256(path, h, offset) == hashlib.sha256(data).digest()
     summer.close()
     [(h, offset)] = await summer.resume(sums, [0])  # closed: from the start of the file
-    assert offset == 0 and _finish_sha256(path, h, offset) == hashlib.sha256(data).digest()
+    assert offset == 0 and finish_sha256(path, h, offset) == hashlib.sha256(data).digest()
