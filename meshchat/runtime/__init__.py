@@ -22,6 +22,10 @@ up (a peer is gone, a state says "rejoin") are callbacks passed in the same way.
 ``chat``                saying, the message log, history sync and the join backlog
 ``joining``             host, join (password, moved rooms), leave, rejoin, merge
 ``hostops``             host-only operations (kick, ban, lock, handoff, ...)
+``files``               file transfer: offers, the pull and the serve (``transfer``'s cores),
+                        frames in and out; ``filedisk``: the disk thread, part files, the
+                        whole-file check and the move into place; ``filejobs``: the bounded
+                        table of transfers
 ``ticker``              the heartbeat timer
 ``local``               this node as a peer: identity, name, colour, away text, addresses, ports
 ``away``                ``/away``: the away text and the automatic private reply (once per

@@ -31,7 +31,7 @@ from ..protocol.messages import (
 from ..session import Outbox
 
 if TYPE_CHECKING:
-    from ..node import Room
+    from ..handles import Room
 
 __all__ = ["JoinedRoom", "Rooms"]
 
