@@ -4,12 +4,12 @@ A transfer is one or more files laid end to end in chunks of ``chunk_bytes``; ch
 (global index) belongs to one file at one offset (``Layout``). The receiver *pulls*: it
 keeps at most ``credit`` chunks asked for and not yet arrived, asks again for any that do not
 come within ``retry_s`` (losses, a cable cut, a sender that restarted), and checks every
-chunk against the digest the sender sent with it. Once every chunk is in, it asks for the
-whole-file SHA-256 of each file and has the runtime hash what it wrote (``RunningSums``: the
-part that passed in order is hashed already, only the rest is read again); a file whose hash does
-not match has each chunk checked again against its stored digest (damage on disk while the
-receiver was down), the bad ones are fetched again, and if none is bad the transfer fails
-("hash mismatch"): a wrong file is never delivered.
+chunk against the digest (CRC-32, ``chunk_digest``) the sender sent with it. Once every
+chunk is in, it asks for the whole-file SHA-256 of each file and has the runtime hash what
+it wrote (``RunningSums``: the part that passed in order is hashed already, only the rest
+is read again); a file whose hash does not match has each chunk checked again against its
+stored digest (damage on disk while the receiver was down), the bad ones are fetched again,
+and if none is bad the transfer fails ("hash mismatch"): a wrong file is never delivered.
 
 ``Pull`` is the receiver's machine and ``Serve`` the sender's check of what it is asked for;
 both take ``now`` and return effects (frozen dataclasses) that the runtime carries out
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -43,17 +44,42 @@ __all__ = [
     "Verify",
     "Write",
     "chunk_digest",
+    "chunk_matches",
 ]
 
-DIGEST_BYTES = 16
+DIGEST_BYTES = 4  # CRC-32
+LEGACY_DIGEST_BYTES = 16  # the first 16 bytes of SHA-256, as sent before
 STATES = ("offered", "accepted", "active", "interrupted", "done", "failed", "declined",
           "cancelled")
 FINAL_STATES = frozenset({"done", "failed", "declined", "cancelled"})
 
 
 def chunk_digest(data: bytes) -> bytes:
-    """The per-chunk check sent with every chunk and stored beside the partial file."""
-    return hashlib.sha256(data).digest()[:DIGEST_BYTES]
+    """The per-chunk check sent with every chunk and stored beside the partial file: its
+    CRC-32 (big-endian).
+
+    A checksum, not a cryptographic hash, on purpose. The chunk comes over the CURVE channel,
+    whose Poly1305 tag already refuses anything damaged or forged in transit, and the sender
+    is the source anyway; what the per-chunk check is for is a fault between the sender's
+    read and the receiver's write, and finding the chunks damaged on disk while the receiver
+    was down. The guarantee that a wrong file is never delivered is the whole-file SHA-256.
+    CRC-32 runs at 6.8 GB/s here against SHA-256's 1.9: one pass fewer of SHA-256 on each
+    side (bench ``files``: 182 -> 216-223 MiB/s, the receiver's CPU 6.0 -> 4.7 s per GiB).
+    """
+    return zlib.crc32(data).to_bytes(DIGEST_BYTES, "big")
+
+
+def chunk_matches(data: bytes, digest: bytes | None) -> bool:
+    """``data`` has ``digest``: a CRC-32 (``chunk_digest``), or the 16-byte truncated
+    SHA-256 that senders before the CRC sent (still taken, so a transfer resumes across an
+    upgrade of either side)."""
+    if digest is None:
+        return False
+    if len(digest) == DIGEST_BYTES:
+        return chunk_digest(data) == digest
+    if len(digest) == LEGACY_DIGEST_BYTES:
+        return hashlib.sha256(data).digest()[:LEGACY_DIGEST_BYTES] == digest
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +255,7 @@ class Pull:
         if index not in self._asked:
             return [Drop("duplicate" if self.has(index) else "unasked")]
         span = self.layout.span(index)
-        if len(data) != span.length or len(digest) != DIGEST_BYTES or \
-                chunk_digest(data) != digest:
+        if len(data) != span.length or not chunk_matches(data, digest):
             del self._asked[index]  # asked again at once
             return [Drop("bad_chunk"), *self._ask([index], now)]
         del self._asked[index]

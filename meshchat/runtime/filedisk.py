@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import FileError
 from ..filenames import free_path, inside
 from ..storage.transfers import TransferRecord
-from ..transfer import Layout, RunningSums, chunk_digest
+from ..transfer import Layout, RunningSums, chunk_matches
 
 __all__ = [
     "DiskThread",
@@ -205,7 +205,7 @@ def check_file(part: Path, h: hashlib._Hash, offset: int, expected: bytes, layou
         for i in layout.chunks_of(file):
             s = layout.span(i)
             fh.seek(s.offset)
-            if chunk_digest(fh.read(s.length)) != stored.get(i):
+            if not chunk_matches(fh.read(s.length), stored.get(i)):
                 bad.append(i)
     return False, bad
 

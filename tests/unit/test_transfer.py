@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ from meshchat.transfer import (
     Verify,
     Write,
     chunk_digest,
+    chunk_matches,
 )
 
 from ..threads import at_once
@@ -285,6 +287,28 @@ def test_hostile_chunks_are_dropped() -> None:
     assert bad[0] == Drop("bad_chunk") and bad[1] == Request(0, 1)
     assert pull.on_chunk(0, b"x" * 9, chunk_digest(b"x" * 9), 0.0)[0] == Drop("bad_chunk")
     assert pull.on_sums([b"\0" * 32], 0.0) == [Drop("unasked_sums")]
+
+
+def test_a_chunk_is_checked_by_its_crc_or_by_the_legacy_truncated_sha256() -> None:
+    """Senders send the CRC-32; the 16-byte truncated SHA-256 of earlier senders is still
+    taken, so a transfer resumes across an upgrade. Any other length, or a wrong value of
+    either kind, is a bad chunk and is asked for again."""
+    data = bytes(range(256)) * 40
+    assert chunk_digest(data) == zlib.crc32(data).to_bytes(4, "big")
+    legacy = hashlib.sha256(data).digest()[:16]
+    assert chunk_matches(data, chunk_digest(data)) and chunk_matches(data, legacy)
+    damaged = data[:-1] + b"\x01"
+    for digest in (chunk_digest(damaged), hashlib.sha256(damaged).digest()[:16],
+                   hashlib.sha256(data).digest(), b"", None):
+        assert not chunk_matches(data, digest)
+    layout = Layout([len(data)], len(data))
+    pull = Pull(layout, 1)
+    pull.start(0.0)
+    effects = pull.on_chunk(0, data, legacy, 0.0)
+    assert any(isinstance(e, Write) and e.digest == legacy for e in effects)
+    pull = Pull(layout, 1)
+    pull.start(0.0)
+    assert pull.on_chunk(0, damaged, chunk_digest(data), 0.0)[0] == Drop("bad_chunk")
 
 
 def test_a_stall_is_noticed_and_asked_again() -> None:
