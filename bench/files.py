@@ -8,6 +8,8 @@ after the whole file is verified). During that transfer the sender pings the rec
 a second and says 20 lines a second, and both processes' resident memory is sampled every
 50 ms. Then the resume figure: the receiver is killed (``kill -9``) at half the file, started
 again on the same data dir, and the bytes the sender served in all are compared with the size.
+Each of the three runs starts after ``sync``, so no run pays for the writeback of the one
+before; both end with the file on disk (raw: ``fsync``; meshchat: its fsync before delivery).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def raw(lab: Lab, source: Path, sha: str, size: int) -> RawResult:
     keys = curve_keys()
     server, client = lab.hosts[0], lab.hosts[1]
     dest = lab.workdir / "raw-received.bin"
+    os.sync()  # no writeback left from the run before: each run starts on a quiet disk
     try:
         serve = spawn_worker(server, "rawfile-serve", "w_rawfile", "serve", json.dumps(
             {"bind": f"tcp://{server.addr}:{PORT}", "path": str(source), "curve": keys}))
@@ -186,6 +189,7 @@ def meshchat(lab: Lab, source: Path, sha: str, size: int, resume: bool = True) -
     inbox = lab.workdir / "inbox"
     inbox.mkdir(exist_ok=True)
     recv_dir = str(lab.workdir / "data" / "files-receiver")
+    os.sync()  # as before the raw runs
     try:
         sender = _start(lab, "sender", 0)
         receiver = _start(lab, "receiver", 1, data_dir=recv_dir, accept_files_into=str(inbox))

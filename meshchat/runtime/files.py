@@ -502,15 +502,15 @@ class Files:
                 case Write(span=span, data=data, digest=digest):
                     job.writing += 1
                     self._disk.write(job.fds[span.file], span.offset, data, job.running,
-                                     span.file).add_done_callback(
-                        functools.partial(self._written, job, span, digest))
+                                     span.file, functools.partial(self._written, job, span,
+                                                                  digest))
                 case AskSums():
                     self._store.flush()
                     self._wire.send(rec.peer, FileSumRequest(rec.tid))
                 case Verify(file=f, sha256=expected):
                     self._tasks.spawn(self._verify(job, f, expected), name="meshchat-verify")
                 case Deliver():
-                    self._deliver(job)
+                    self._tasks.spawn(self._deliver(job), name="meshchat-deliver")
                 case Fail(reason=reason):
                     self._finish(job, "failed", reason, notify=True)
                     return
@@ -524,13 +524,12 @@ class Files:
                 case Drop(reason=reason):
                     self._stats["dropped_file_" + reason] += 1
 
-    def _written(self, job: Job, span: Span, digest: bytes, fut: asyncio.Future[None]
+    def _written(self, job: Job, span: Span, digest: bytes, exc: BaseException | None
                  ) -> None:
         """A chunk's write ended (on the disk thread): record it, give its credit back."""
         job.writing -= 1
-        if fut.cancelled() or job.final or job.pull is None:
+        if job.final or job.pull is None:
             return
-        exc = fut.exception()
         if exc is not None:
             reason = "no space" if isinstance(exc, OSError) and exc.errno == errno.ENOSPC \
                 else f"cannot write: {getattr(exc, 'strerror', None) or exc}"
@@ -574,16 +573,21 @@ class Files:
             self._stats["file_chunks_refetched"] += len(bad)
         self._apply(job, job.pull.verified(file, ok, bad, self._clock.monotonic()))
 
-    def _deliver(self, job: Job) -> None:
+    async def _deliver(self, job: Job) -> None:
+        """The checked files moved into place (in a thread: the renames and the folder's
+        fsync), then "done" to both sides."""
         self._close_fds(job)
         rec = job.rec
         try:
-            final = disk.place(rec)
+            final = await asyncio.to_thread(disk.place, rec)
         except OSError as exc:
             self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
             return
         rec.path = str(final)
         job.done_bytes = job.layout.size
+        if job.final:  # cancelled while it moved: it is in place all the same
+            self._save(job)
+            return
         self._finish(job, "done", "", notify=True)
 
     # ---------------------------------------------------------------- helpers

@@ -325,3 +325,49 @@ async def test_sums_past_the_backlog_are_finished_from_disk(tmp_path: Path) -> N
     summer.close()
     [(h, offset)] = await summer.resume(sums, [0])  # closed: from the start of the file
     assert offset == 0 and finish_sha256(path, h, offset) == hashlib.sha256(data).digest()
+
+
+async def test_writes_that_end_together_are_handed_back_together(tmp_path: Path) -> None:
+    """The disk thread writes each chunk at its offset and hands the ends back to the loop,
+    many per wake-up; a write that fails hands back its error, not a traceback."""
+    import asyncio
+    import threading
+    from collections.abc import Callable
+
+    from meshchat.runtime.filedisk import DiskThread
+    from meshchat.transfer import RunningSums
+
+    writer, sums, gate = DiskThread(backlog=8), RunningSums(), threading.Event()
+    path = tmp_path / "f.part"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    ended: list[tuple[int, BaseException | None]] = []
+    wakeups = 0
+    hand_back = writer._hand_back
+
+    def counted() -> None:
+        nonlocal wakeups
+        wakeups += 1
+        hand_back()
+
+    writer._hand_back = counted  # type: ignore[method-assign]
+    writer._pool.submit(gate.wait)  # the thread is busy: the writes wait in line
+    chunks = [os.urandom(4096) for _ in range(6)]
+
+    def record(i: int) -> Callable[[BaseException | None], None]:
+        return lambda error: ended.append((i, error))
+
+    for i in reversed(range(6)):  # any order: each lands at its offset
+        writer.write(fd, i * 4096, chunks[i], sums, 0, record(i))
+    writer.write(-1, 0, b"x", sums, 1, lambda error: ended.append((-1, error)))
+    gate.set()
+    await until(lambda: len(ended) == 7, what="every write handed back")
+    assert sorted(i for i, e in ended if e is None) == list(range(6))
+    assert [type(e) for i, e in ended if i == -1] == [OSError]
+    assert wakeups < 7
+    os.close(fd)
+    assert path.read_bytes() == b"".join(chunks)
+    writer.close()
+    closed: list[BaseException | None] = []
+    writer.write(fd, 0, b"x", sums, 0, closed.append)  # after close: refused, on the loop
+    await asyncio.sleep(0)
+    assert len(closed) == 1 and isinstance(closed[0], OSError)
