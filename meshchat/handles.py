@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .errors import NotInRoom
-from .events import Message, PeerInfo, Transfer
+from .errors import NotInRoom, PeerNotFound
+from .events import Message, Notice, PeerInfo, Transfer
 from .identity import fingerprint_of
 from .protocol.messages import RoomState
 
@@ -166,11 +166,22 @@ class Room:
         await self._node._hostops.run(self._joined(), "password", password or "")
 
     async def send_file(self, path: str | os.PathLike[str]) -> list[Transfer]:
-        """Offer a file (or folder) to every other member; each accepts on its own."""
-        out = []
+        """Offer a file (or folder) to every other member; each accepts on its own. A member
+        that cannot be reached is left out with a warning; ``PeerNotFound`` if none can."""
+        out: list[Transfer] = []
+        missed: list[PeerNotFound] = []
         for m in self._state.members:
-            if m.peer_id != self._node.peer_id:
-                out.append(await self._node._files.send(m.peer_id, path))
+            if m.peer_id == self._node.peer_id:
+                continue
+            try:
+                out.append(await self._node._files.send(m.peer_id, path,
+                                                        warn=not out and not missed))
+            except PeerNotFound as exc:
+                missed.append(exc)
+        if missed and not out:
+            raise missed[0]
+        for miss in missed:
+            self._node._events.emit(Notice(f"{miss}: not offered", "warning"))
         return out
 
     def __repr__(self) -> str:

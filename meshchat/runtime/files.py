@@ -217,7 +217,10 @@ class Files:
         self.load()
         return self._jobs.latest_offer()
 
-    async def send(self, pid: bytes, path: str | os.PathLike[str]) -> Transfer:
+    async def send(self, pid: bytes, path: str | os.PathLike[str], *, warn: bool = True
+                   ) -> Transfer:
+        """Offer ``path`` to ``pid``; ``warn``: tell the user of the symlinks left out (a
+        room send tells it once, not once per member)."""
         self.load()
         source = disk.expand(path)
         items, paths, skipped = await asyncio.to_thread(disk.scan, source)
@@ -227,7 +230,7 @@ class Files:
         if self._jobs.open_outgoing() >= self._limits.max_open_outgoing:
             raise FileError(f"{self._limits.max_open_outgoing} transfers are open already: "
                             "cancel one or wait")
-        for name in skipped:
+        for name in skipped if warn else ():
             self._emit(Notice(f"{name}: a symlink, not sent", "warning"))
         tid = self._random(16)
         rec = TransferRecord(

@@ -117,6 +117,45 @@ async def test_folder_with_a_symlink(mesh: Mesh, tmp_path: Path) -> None:
     assert not (done.path / "link").exists()
 
 
+async def test_a_room_send_warns_once_and_leaves_out_a_member_it_cannot_reach(
+        mesh: Mesh, tmp_path: Path) -> None:
+    """``room.send_file`` to two members: the symlink left out is told once, not once per
+    member, and a member the offer cannot reach is left out with a warning while the other
+    still gets it."""
+    from typing import Any
+
+    from meshchat import Notice, PeerNotFound
+
+    alice, bob = await pair(mesh)
+    carol = await add(mesh, "carol")
+    room = await alice.host("lobby")
+    await bob.join("lobby")
+    await carol.join("lobby")
+    await until(lambda: len(room.members) == 3, what="three members")
+    tree = tmp_path / "docs"
+    tree.mkdir()
+    (tree / "a.txt").write_text("alpha")
+    (tree / "link").symlink_to("/etc/passwd")
+    wire = alice._wire
+    real = wire.send
+
+    def send(pid: bytes, m: Any) -> bool:  # carol's offer cannot leave
+        return False if pid == carol.peer_id and isinstance(m, FileOffer) else real(pid, m)
+
+    wire.send = send  # type: ignore[method-assign,assignment]
+    sent = await room.send_file(tree)
+    assert [t.peer.name for t in sent] == ["bob"]
+    await mesh.recorders["alice"].wait(
+        lambda e: isinstance(e, Notice) and "not offered" in e.text)
+    notes = [e.text for e in mesh.recorders["alice"].events if isinstance(e, Notice)]
+    assert sum("symlink" in n for n in notes) == 1
+    assert sum("carol" in n and "not offered" in n for n in notes) == 1
+    await mesh.recorders["bob"].wait(lambda e: isinstance(e, FileOffered))
+    wire.send = lambda pid, m: False if isinstance(m, FileOffer) else real(pid, m)  # type: ignore[method-assign,assignment]
+    with pytest.raises(PeerNotFound):  # no member can be reached: an error, not []
+        await room.send_file(tree)
+
+
 async def test_resume_after_the_receiver_restarts(mesh: Mesh, tmp_path: Path) -> None:
     alice, bob = await pair(mesh)
     src = tmp_path / "big.bin"
