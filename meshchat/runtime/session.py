@@ -356,8 +356,11 @@ class Sessions:
             if not rules.is_member(jr.state, peer):
                 continue
             if jr.core.is_host:
-                change = rules.LEFT if reason == "quit" else rules.VANISHED
-                self.host_remove(jr, peer, change, "")
+                # A member's Bye can come before its Leave (the PUB and the DEALER are two
+                # connections): it quit all the same.
+                quit_ = reason == "quit"
+                self.host_remove(jr, peer, rules.LEFT if quit_ else rules.VANISHED,
+                                 "quit" if quit_ else "")
             elif peer == jr.state.host:
                 self.run_watch(jr, hw.HostGone(self._clock.monotonic(), jr.state,
                                                self._peers.is_alive))

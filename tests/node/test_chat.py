@@ -104,6 +104,29 @@ async def test_same_names_are_told_apart_by_fingerprint(mesh: Mesh) -> None:
     assert bob1.fingerprint != bob2.fingerprint
 
 
+async def test_a_member_whose_bye_comes_before_its_leave_is_shown_as_quit(mesh: Mesh) -> None:
+    """The Bye goes on the PUB and the Leave on the DEALER: two connections, so the host may
+    hear the Bye first. The member quit all the same, and everyone is told so."""
+    from meshchat.protocol.messages import Leave
+
+    from .conftest import lose_first
+
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    carol = await mesh.add("carol")
+    await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    await carol.join("lobby")
+    await until(lambda: len(room_b.members) == 3)
+    lost = lose_first(bob, Leave)  # the Leave is late: only the Bye arrives
+    await bob.close()
+    assert lost
+    for name in ("alice", "carol"):
+        ev = await mesh.recorders[name].wait(
+            lambda e: isinstance(e, PeerLeft) and e.peer.name == "bob")
+        assert isinstance(ev, PeerLeft) and ev.reason == "quit", name
+
+
 async def test_leave_and_vanish_are_shown(mesh: Mesh) -> None:
     alice = await mesh.add("alice")
     bob = await mesh.add("bob")
