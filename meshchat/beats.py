@@ -14,6 +14,11 @@ Idle traffic must not grow with the LAN (issue 9). So each beat (``heartbeat_int
   room's members, and it is what failover needs: members time the host out on it.
 - **a member** publishes its heads when they changed (at most every ``gap_fill_interval_s``)
   or when the slow refresh is due (``heads_refresh_s``).
+- **a subscriber back**: when a member's subscription to us comes up again (``heads_soon``),
+  what we published while it was down never reached it, and PUB/SUB does not say so. Our
+  heads go out in full ``SETTLE_S`` later (the subscription follows the handshake) and once
+  more ``NUDGE_AGAIN_S`` after that: with them it asks for what it missed at once, instead
+  of at our next slow refresh.
 
 The refreshes stretch with the crowd, as RTCP's reports do: a node refreshes its presence no
 more often than every ``peers / refresh_budget_per_s`` seconds, and its heads in a room no
@@ -33,9 +38,10 @@ from dataclasses import dataclass, field
 
 from .config import Timings
 
-__all__ = ["NUDGE_AGAIN_S", "Beat", "BeatPlan", "refresh_interval"]
+__all__ = ["NUDGE_AGAIN_S", "SETTLE_S", "Beat", "BeatPlan", "refresh_interval"]
 
 NUDGE_AGAIN_S = 1.0
+SETTLE_S = 0.1  # from a subscriber's admission to its subscription being in place
 
 
 def refresh_interval(base_s: float, senders: int, budget_per_s: float) -> float:
@@ -60,6 +66,7 @@ class Beat:
 class _Room:
     heads: Hashable = None
     sent_at: float = float("-inf")  # when its heads list last went out in full
+    soon: list[float] = field(default_factory=list)  # full heads wanted at these times
 
 
 @dataclass(slots=True)
@@ -80,6 +87,13 @@ class BeatPlan:
         a connection back): many nudges in a row still cost two frames."""
         self._nudged = True
         self._again_at = now + NUDGE_AGAIN_S
+
+    def heads_soon(self, room_id: bytes, now: float) -> None:
+        """A member's subscription to us came up (again): our heads in ``room_id`` in full,
+        ``SETTLE_S`` from now and ``NUDGE_AGAIN_S`` after that. Many in a row (a whole room
+        back after a heal, or a peer that redials on purpose) still cost two frames."""
+        entry = self._rooms.setdefault(room_id, _Room())
+        entry.soon = [now + SETTLE_S, now + SETTLE_S + NUDGE_AGAIN_S]
 
     def sent(self, now: float, presence: Hashable) -> None:
         """Presence went out outside the schedule (``Ticker.publish_heartbeat``)."""
@@ -117,7 +131,10 @@ class BeatPlan:
             entry = self._rooms.setdefault(room_id, _Room())
             since = now - entry.sent_at
             changed = mine != entry.heads and since >= t.gap_fill_interval_s
-            due = changed or since >= refresh_interval(
+            soon = bool(entry.soon) and now >= entry.soon[0]
+            if soon:
+                entry.soon = [at for at in entry.soon if at > now]
+            due = changed or soon or since >= refresh_interval(
                 t.heads_refresh_s, members, t.refresh_budget_per_s)
             if due:
                 entry.heads, entry.sent_at = mine, now

@@ -191,7 +191,8 @@ class Node:
         self._build(me)
         self._transport.set_link_events(LinkEvents(
             on_handshake_failure=self._peers.handshake_failed, on_refused=self._peers.refused,
-            on_disconnect=self._connection_dropped, on_reconnect=self._peers.reconnected))
+            on_disconnect=self._connection_dropped, on_reconnect=self._peers.reconnected,
+            on_subscriber=self._ticker.subscriber_back))
         ports = await self._transport.start(self.identity, bind, self._inbound.on_incoming)
         me.router_port, me.pub_port = ports.router_port, ports.pub_port
         for topic in (TOPIC_PRESENCE, TOPIC_BROADCAST):

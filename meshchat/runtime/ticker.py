@@ -57,6 +57,15 @@ class Ticker:
         if self._rooms.announced():
             self.plan.nudge(self._clock.monotonic())
 
+    def subscriber_back(self, pid: bytes) -> None:
+        """``pid``'s subscription to our PUB came up (again): in each room it is in, our
+        heads go out in full soon, so it can ask for what it missed while it was down."""
+        now = self._clock.monotonic()
+        for jr in self._rooms.values():
+            if any(m.peer_id == pid for m in jr.state.members):
+                self.plan.heads_soon(jr.room_id, now)
+                self._stats["heads_for_subscriber"] += 1
+
     async def run(self) -> None:
         interval = self._timings.heartbeat_interval_s
         last_flush = last_tick = self._clock.monotonic()

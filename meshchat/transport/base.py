@@ -82,12 +82,19 @@ class LinkEvents:
     """Where a transport reports trouble with the link to a peer (each optional):
     a handshake that failed because the peer does not hold its key (``on_handshake_failure``),
     one its ZAP refused because it denies our key (``on_refused``), a connection that closed
-    or timed out (``on_disconnect``), and one that came back after that (``on_reconnect``)."""
+    or timed out (``on_disconnect``), and one that came back after that (``on_reconnect``).
+
+    ``on_subscriber``: a peer's subscription to our PUB was (re)admitted, a new connection or
+    one back after a drop. What we published before it was up did not reach that peer, and
+    PUB/SUB never tells it so: the node answers with its heads, so the peer can ask for what
+    it missed. (Our link *to* a peer coming back says nothing about the peer's link to us:
+    each side redials on its own clock, up to ``reconnect_ivl_max`` apart.)"""
 
     on_handshake_failure: PeerHandler | None = None
     on_refused: PeerHandler | None = None
     on_disconnect: PeerHandler | None = None
     on_reconnect: PeerHandler | None = None
+    on_subscriber: PeerHandler | None = None
 
 
 class Transport(Protocol):

@@ -52,6 +52,7 @@ class MemoryNetwork:
         self._ports = itertools.count(first_port)
         self._by_port: dict[int, MemoryTransport] = {}
         self._down: set[frozenset[bytes]] = set()
+        self._subs_down: set[tuple[bytes, bytes]] = set()  # (subscriber, publisher)
 
     def set_link(self, peer_a: bytes, peer_b: bytes, up: bool) -> None:
         """Cut (``up=False``) or restore the link between two peers, both directions.
@@ -66,6 +67,26 @@ class MemoryNetwork:
                         transport._rehandshake(other)
         else:
             self._down.add(pair)
+
+    def set_subscription(self, subscriber: bytes, publisher: bytes, up: bool) -> None:
+        """Cut or restore only ``subscriber``'s SUB to ``publisher``'s PUB, while the direct
+        links stay up: each side of a real link redials on its own clock, so after a heal one
+        peer's subscription may come back a second after everything else. Restoring it is
+        reported to the publisher (``LinkEvents.on_subscriber``)."""
+        pair = (subscriber, publisher)
+        if up:
+            if pair in self._subs_down:
+                self._subs_down.discard(pair)
+                for transport in self._alive(subscriber):
+                    link = transport._links.get(publisher)
+                    if link is not None and link.ok and link.sub and link.target is not None:
+                        link.target._subscriber_up(subscriber)
+        else:
+            self._subs_down.add(pair)
+
+    def is_subscribed(self, subscriber: bytes, publisher: bytes) -> bool:
+        return (self.is_linked(subscriber, publisher)
+                and (subscriber, publisher) not in self._subs_down)
 
     def kill(self, peer_id: bytes) -> None:
         """The peer's transport vanishes without a goodbye; frames to it are lost."""
@@ -127,6 +148,7 @@ class MemoryTransport:
                                  limits.max_peers * 4, time.monotonic)
         self._on_handshake_failure = on_handshake_failure
         self._on_refused = on_refused
+        self._on_subscriber: Callable[[bytes], None] | None = None
         self._identity: Identity | None = None
         self._receiver: Receiver | None = None
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
@@ -206,6 +228,8 @@ class MemoryTransport:
             if subscribe and not old.sub:
                 old.sub = True
                 self.peak_links = max(self.peak_links, self.open_links)
+                if old.ok and old.target is not None:
+                    old.target._subscriber_up(self.peer_id)
             return
         link = _Link(peer_id, address, router_port, pub_port, sub=subscribe)
         self._links[peer_id] = link
@@ -240,6 +264,22 @@ class MemoryTransport:
     def set_link_events(self, events: LinkEvents) -> None:
         self._on_handshake_failure = self._on_handshake_failure or events.on_handshake_failure
         self._on_refused = self._on_refused or events.on_refused
+        self._on_subscriber = self._on_subscriber or events.on_subscriber
+
+    def _subscriber_up(self, subscriber: bytes) -> None:
+        """``subscriber``'s SUB to us is (back) up: as ZAP reports an admission to our PUB,
+        for peers we are connected to, soon after (the subscription follows the handshake)."""
+        if self._loop is None or self._on_subscriber is None or subscriber not in self._links:
+            return
+        self._count("subscribers_admitted")
+        self._loop.call_soon(self._report_subscriber, subscriber)
+
+    def _report_subscriber(self, subscriber: bytes) -> None:
+        if self._on_subscriber is not None and self._alive_:
+            try:
+                self._on_subscriber(subscriber)
+            except Exception:
+                log.exception("on_subscriber raised")
 
     def allow(self, peer_id: bytes) -> None:
         self._denied.discard(canonical_id(peer_id))
@@ -265,6 +305,8 @@ class MemoryTransport:
                 self._loop.call_soon(self._report_failure, link.peer_id, refused)
             return
         link.target, link.ok = target, True
+        if link.sub:
+            target._subscriber_up(self.peer_id)
 
     def _rehandshake(self, peer_id: bytes) -> None:
         link = self._links.get(peer_id)
@@ -303,7 +345,7 @@ class MemoryTransport:
                 and link.ok
                 and link.sub
                 and link.target is self
-                and self.network.is_linked(me, other.peer_id)
+                and self.network.is_subscribed(other.peer_id, me)
                 and any(topic.startswith(t) for t in other._topics)
             ):
                 other._arrive(Incoming("pub", me, payload, topic, link.address))

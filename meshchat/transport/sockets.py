@@ -84,11 +84,12 @@ class Sockets:
         sock.setsockopt(zmq.CURVE_SECRETKEY, self._identity.curve_secret)
         return sock
 
-    def server(self, kind: int, ipv6: bool) -> zmq.Socket[Any]:
-        """A CURVE server socket that our ZAP handler must admit every client of."""
+    def server(self, kind: int, ipv6: bool, domain: bytes = ZAP_DOMAIN) -> zmq.Socket[Any]:
+        """A CURVE server socket that our ZAP handler must admit every client of (in
+        ``domain``: the PUB has its own, so its admissions can be told apart)."""
         sock = self.make(kind)
         sock.setsockopt(zmq.CURVE_SERVER, 1)
-        sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+        sock.setsockopt(zmq.ZAP_DOMAIN, domain)
         sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no ZAP handler => refuse, never admit
         if ipv6:
             sock.setsockopt(zmq.IPV6, 1)

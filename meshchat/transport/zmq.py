@@ -4,7 +4,9 @@ Sockets of one node::
 
     ZAP     ROUTER  inproc://zeromq.zap.01   bound before anything else; admits every CURVE
                                              key not denied, User-Id = hex of that key
-    PUB     CURVE server, bound              [topic, payload] to every peer's SUB
+    PUB     CURVE server, bound              [topic, payload] to every peer's SUB; its own
+                                             ZAP domain, so an admission there is reported
+                                             (``LinkEvents.on_subscriber``)
     ROUTER  CURVE server, bound              [routing id, payload] in; replies by routing id
     SUB     CURVE client, one per peer       pinned to the peer's key; frames are Incoming 'pub'
     DEALER  CURVE client, one per peer       pinned; no routing id of ours; Incoming 'direct'
@@ -43,7 +45,8 @@ What libzmq does not let us do, and what covers it:
   reconnects. The monitor spots that and reopens the link. We never send oversize frames.
 
 ``stats.extra`` counts: ``dropped_malformed`` (wrong number of parts), ``dropped_denied``,
-``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``peers_given_up``. ``open_links`` is
+``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``peers_given_up``,
+``subscribers_admitted``. ``open_links`` is
 the number of SUB and DEALER sockets open now, ``peak_links`` the most there ever were.
 
 This module holds the PUB and ROUTER, attributes ROUTER frames and sends; beside it are the
@@ -63,12 +66,20 @@ import zmq.asyncio
 
 from ..config import Limits
 from ..identity import Identity, curve_public_of, is_valid_peer_id
-from .base import FloodGuard, Incoming, LinkEvents, LocalPorts, Receiver, TransportStats
+from .base import (
+    FloodGuard,
+    Incoming,
+    LinkEvents,
+    LocalPorts,
+    PeerHandler,
+    Receiver,
+    TransportStats,
+)
 from .links import HandshakeFailureHandler, Links
 from .pump import Pump, count, router_reader
 from .pump import Reader as Reader  # importable from here, as before the split
 from .sockets import Sockets, ZmqTuning, bind_all
-from .zap import ZAP_ENDPOINT, Zap
+from .zap import ZAP_ENDPOINT, ZAP_PUB_DOMAIN, Zap
 
 __all__ = ["ZAP_ENDPOINT", "ZmqTransport", "ZmqTuning"]
 
@@ -106,6 +117,8 @@ class ZmqTransport:
         self._identity: Identity | None = None
         self._sockets: Sockets | None = None
         self._zap = Zap(self.stats)
+        self._zap.on_subscriber = self._subscriber_admitted
+        self._on_subscriber: PeerHandler | None = None
         self._guard = FloodGuard(limits.peer_frames_per_s, limits.peer_frames_burst,
                                  limits.max_peers * 4, time.monotonic)
         self._links = Links(self.stats, tuning, on_handshake_failure=on_handshake_failure,
@@ -148,7 +161,7 @@ class ZmqTransport:
             self._zap.start(ctx, loop)
 
             ipv6 = any(":" in address for address in bind_addresses)
-            pub = self._pub = sockets.server(zmq.PUB, ipv6)
+            pub = self._pub = sockets.server(zmq.PUB, ipv6, ZAP_PUB_DOMAIN)
             router = self._router = sockets.server(zmq.ROUTER, ipv6)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             ports = LocalPorts(
@@ -245,6 +258,17 @@ class ZmqTransport:
         links.on_refused = links.on_refused or events.on_refused
         links.on_disconnect = links.on_disconnect or events.on_disconnect
         links.on_reconnect = links.on_reconnect or events.on_reconnect
+        if events.on_subscriber is not None:
+            self._on_subscriber = events.on_subscriber
+
+    def _subscriber_admitted(self, curve_key: bytes) -> None:
+        """ZAP admitted ``curve_key`` to our PUB: tell the node which peer that is (a key we
+        are not connected to is nobody we share a room with yet)."""
+        peer_id = self._peer_of_curve.get(curve_key.hex())
+        handler = self._on_subscriber
+        if peer_id is not None and handler is not None:
+            count(self.stats, "subscribers_admitted")
+            handler(peer_id)
 
     def allow(self, peer_id: bytes) -> None:
         """Undo ``deny``; connections are not reopened here (call ``connect_peer``)."""

@@ -18,7 +18,7 @@ from zmq.utils import z85
 
 from meshchat.config import Limits
 from meshchat.identity import Identity
-from meshchat.transport.base import Incoming, LocalPorts
+from meshchat.transport.base import Incoming, LinkEvents, LocalPorts
 from meshchat.transport.zmq import ZmqTransport, ZmqTuning
 
 from ..twins import twin_identity, twin_of
@@ -478,3 +478,22 @@ async def test_deny_by_a_twin_id_refuses_the_key(make: Factory) -> None:
     b.connect(a)
     await until(lambda: a.transport.stats.zap_denied >= 2, "ZAP refusing SUB and DEALER")
     assert all(i.payload != b"dropped" for i in _drain(a.inbox))
+
+
+async def test_a_subscriber_admitted_to_our_pub_is_reported_by_peer_id(make: Factory) -> None:
+    """ZAP's admissions on the PUB (its own domain) are reported, for peers we know; the
+    ROUTER's are not, and nor is a subscriber we are not connected to."""
+    a, b, stranger = await make(), await make(), await make()
+    admitted: list[bytes] = []
+    a.transport.set_link_events(LinkEvents(on_subscriber=admitted.append))
+    a.connect(b)  # a knows b's key: b's subscription is reported
+    b.connect(a)
+    await until(lambda: admitted == [b.id], "b's subscription reported")
+    # b's DEALER to a's ROUTER passed ZAP too, in the ROUTER's domain: not a subscription.
+    await b.expect(payload_is(b"reply"), lambda: (
+        b.transport.send(a.id, b"ask"), a.transport.send(b.id, b"reply")))
+    stranger.connect(a)
+    await a.expect(lambda i: i.payload == b"from stranger",
+                   lambda: stranger.transport.send(a.id, b"from stranger"))
+    assert admitted == [b.id]
+    assert a.transport.stats.extra["subscribers_admitted"] == 1

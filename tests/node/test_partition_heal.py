@@ -4,11 +4,12 @@ each side said while apart reaches every member as a ``Message`` event, not only
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import pytest
 
-from meshchat import Node
+from meshchat import Node, Timings
 from meshchat.events import Event, Message
 from meshchat.room import host_priority
 
@@ -125,3 +126,39 @@ async def test_a_member_left_behind_follows_its_host_through_a_second_merge(
 
     await until(lambda: _one_room(nodes), timeout=8, what="one room with bob in it")
     assert not b.stats["dropped_step_down_unsigned"]
+
+
+@pytest.mark.parametrize("author", ["host", "member"])
+async def test_a_line_published_while_a_subscription_was_still_down_arrives_when_it_is_back(
+        mesh: Mesh, author: str) -> None:
+    """After a heal each side redials on its own clock: the direct links may be up while one
+    member's subscription to a publisher is not, yet. A line published then never reaches that
+    member, and PUB/SUB does not say so; nor do the heads that follow it. When the
+    subscription comes back, the publisher's heads go out in full at once, and the member asks
+    for the line: it arrives long before the publisher's next slow refresh (30 s here)."""
+    slow = dataclasses.replace(Timings.fast(), heads_refresh_s=30.0)
+    alice = await mesh.add("alice", timings=slow)
+    await alice.host("lobby")
+    bob = await mesh.add("bob", timings=slow)
+    await bob.join("lobby")
+    carol = await mesh.add("carol", timings=slow)
+    await carol.join("lobby")
+    nodes = [alice, bob, carol]
+    await until(lambda: all(len(n.joined_rooms()[0].members) == 3 for n in nodes),
+                what="three members everywhere")
+    speaker = alice if author == "host" else bob
+    # Carol hears nobody: any member's heads would tell her of the line (they change when
+    # the line reaches that member), and those are lost now too.
+    for publisher in (alice, bob):
+        mesh.network.set_subscription(carol.peer_id, publisher.peer_id, False)
+    await speaker.joined_rooms()[0].say("said while carol could not hear")
+    await mesh.recorders["bob" if author == "host" else "alice"].wait(
+        _message("said while carol could not hear"))
+    # The cut's length: the heads of the change go out meanwhile, and are lost too.
+    await asyncio.sleep(3 * slow.gap_fill_interval_s)
+    assert not any(_message("said while carol could not hear")(e)
+                   for e in mesh.recorders["carol"].events)
+    for publisher in (alice, bob):
+        mesh.network.set_subscription(carol.peer_id, publisher.peer_id, True)
+    await mesh.recorders["carol"].wait(_message("said while carol could not hear"), timeout=3)
+    assert speaker.stats["heads_for_subscriber"] >= 1
