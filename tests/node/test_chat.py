@@ -13,11 +13,13 @@ from meshchat import (
     AmbiguousName,
     Limits,
     Message,
+    Node,
     NotInRoom,
     PeerGone,
     PeerJoined,
     PeerLeft,
     PeerNotFound,
+    Room,
     RoomNotFound,
     Timings,
 )
@@ -104,13 +106,8 @@ async def test_same_names_are_told_apart_by_fingerprint(mesh: Mesh) -> None:
     assert bob1.fingerprint != bob2.fingerprint
 
 
-async def test_a_member_whose_bye_comes_before_its_leave_is_shown_as_quit(mesh: Mesh) -> None:
-    """The Bye goes on the PUB and the Leave on the DEALER: two connections, so the host may
-    hear the Bye first. The member quit all the same, and everyone is told so."""
-    from meshchat.protocol.messages import Leave
-
-    from .conftest import lose_first
-
+async def _three_in_lobby(mesh: Mesh) -> tuple[Node, Room, Node]:
+    """alice hosts lobby; bob (his room handle returned) and carol join; all see three."""
     alice = await mesh.add("alice")
     bob = await mesh.add("bob")
     carol = await mesh.add("carol")
@@ -118,6 +115,17 @@ async def test_a_member_whose_bye_comes_before_its_leave_is_shown_as_quit(mesh: 
     room_b = await bob.join("lobby")
     await carol.join("lobby")
     await until(lambda: len(room_b.members) == 3)
+    return bob, room_b, carol
+
+
+async def test_a_member_whose_bye_comes_before_its_leave_is_shown_as_quit(mesh: Mesh) -> None:
+    """The Bye goes on the PUB and the Leave on the DEALER: two connections, so the host may
+    hear the Bye first. The member quit all the same, and everyone is told so."""
+    from meshchat.protocol.messages import Leave
+
+    from .conftest import lose_first
+
+    bob, _room_b, _carol = await _three_in_lobby(mesh)
     lost = lose_first(bob, Leave)  # the Leave is late: only the Bye arrives
     await bob.close()
     assert lost
@@ -128,13 +136,7 @@ async def test_a_member_whose_bye_comes_before_its_leave_is_shown_as_quit(mesh: 
 
 
 async def test_leave_and_vanish_are_shown(mesh: Mesh) -> None:
-    alice = await mesh.add("alice")
-    bob = await mesh.add("bob")
-    carol = await mesh.add("carol")
-    await alice.host("lobby")
-    room_b = await bob.join("lobby")
-    await carol.join("lobby")
-    await until(lambda: len(room_b.members) == 3)
+    _bob, room_b, carol = await _three_in_lobby(mesh)
 
     await room_b.leave()
     ev = await mesh.recorders["carol"].wait(lambda e: isinstance(e, PeerLeft))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -91,12 +90,15 @@ async def lobby(mesh: Mesh) -> AsyncIterator[Lobby]:
         await evil.close()
 
 
-async def answers_ping(evil: HostilePeer, node: Node, within: float = 0.1) -> None:
+# Deadlines against a walk of 2^64 numbers (hours), not speed targets (those are in bench/):
+# generous, so a slowed machine never fails them.
+HANG_S = 10.0
+
+
+async def answers_ping(evil: HostilePeer, node: Node, within: float = HANG_S) -> None:
     nonce = random.getrandbits(60)
-    started = time.monotonic()
     evil.send(node.peer_id, Ping(nonce))
     await evil.wait_for(Pong, lambda m: m.nonce == nonce, timeout=within)
-    assert time.monotonic() - started < within
 
 
 async def still_fine(lobby: Lobby, before: dict[str, list[tuple[bytes, int, str]]]) -> None:
@@ -159,10 +161,8 @@ async def test_heads_near_2_64_from_a_member_are_dropped(lobby: Lobby) -> None:
     tracked = {n.name: lobby.tracked(n) for n in lobby.honest}
     heads = tuple(SeqRange(p, 0, HUGE) for p in (lobby.alice.peer_id, lobby.bob.peer_id,
                                                 lobby.evil.peer_id))
-    started = time.monotonic()
     lobby.seal(Heads(heads, 0, 0))
     await counted(lobby, "dropped_seq_ahead", counts, at_least=3)
-    assert time.monotonic() - started < 0.5
     for node in lobby.honest:
         assert lobby.tracked(node) == tracked[node.name]
         assert lobby.evil.peer_id not in node._rooms[lobby.room_id].sync.asked_from
@@ -186,11 +186,10 @@ async def test_a_history_request_with_huge_ranges_gets_one_bounded_reply(lobby: 
     ranges = (SeqRange(a, 1, HUGE), SeqRange(a, HUGE, HUGE), SeqRange(b, 5, 1),
               *(SeqRange(b if n % 2 else a, n, HUGE) for n in range(1, 998)))
     for node in lobby.honest:
-        started = time.monotonic()
         lobby.evil.send(node.peer_id, HistoryRequest(lobby.room_id, ranges))
-        await answers_ping(lobby.evil, node, within=0.5)  # served before this answer
-        # Bounded work: a walk of the ranges (2^64 numbers) would take hours, not this.
-        assert time.monotonic() - started < 0.5
+        # Served before this answer. Bounded work: a walk of the ranges (2^64 numbers)
+        # would take hours.
+        await answers_ping(lobby.evil, node)
     await counted(lobby, "dropped_history_ranges", counts, at_least=900)
     limits = lobby.alice.limits
     replies = lobby.evil.messages(HistoryReply)
@@ -283,7 +282,6 @@ async def test_sealed_frames_under_10000_random_epochs_stay_bounded(lobby: Lobby
     before = snapshot(lobby)
     rng = random.Random(6)
     epochs = [e for e in (rng.getrandbits(32) for _ in range(10_000)) if e != lobby.epoch]
-    started = time.monotonic()
     for epoch in epochs:
         lobby.evil.publish_sealed(lobby.room_id, epoch, os.urandom(32), Heads((), 0, 0))
 
@@ -291,16 +289,15 @@ async def test_sealed_frames_under_10000_random_epochs_stay_bounded(lobby: Lobby
         jr = node._rooms[lobby.room_id]
         return node.stats["dropped_rate"] + node.stats["dropped_no_key"] + jr.keys.pending
 
+    # A deadline against a hang only: how fast this goes is no test's business (bench/).
     await until(lambda: all(accounted(n) >= len(epochs) for n in lobby.honest),
-                what="every frame parked or dropped")
-    elapsed = time.monotonic() - started
+                timeout=60.0, what="every frame parked or dropped")
     for node in lobby.honest:
         jr = node._rooms[lobby.room_id]
         assert jr.keys.pending == node.limits.max_pending_sealed
         assert node.stats["dropped_no_key"] > 0
         assert lobby.epoch in jr.keys
     await still_fine(lobby, before)
-    assert elapsed < 5.0
 
 
 # ---------------------------------------------------------------- any values, by Hypothesis
