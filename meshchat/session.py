@@ -8,7 +8,7 @@ No I/O: the node runs what these return.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -48,10 +48,12 @@ class StateOutcome:
 _LEFT_REASONS = {rules.LEFT: "left", rules.HANDOFF: "left"}
 
 
-def state_change(old: RoomState, new: RoomState, me: bytes, info: PeerInfoOf
-                 ) -> StateOutcome:
+def state_change(old: RoomState, new: RoomState, me: bytes, info: PeerInfoOf,
+                 following: Set[bytes] = frozenset()) -> StateOutcome:
     """The meaning of ``old`` → ``new`` for the member ``me``. ``info(peer, name)`` names a
-    peer for an event."""
+    peer for an event. ``following``: members of our side of a healed partition, on their
+    way into the room we merged into. Their absence from ``new`` is no leave, nor their
+    arrival later a join: the merge notice said it for all of them."""
     name = new.name
     if new.closed and not old.closed:
         return StateOutcome((RoomClosed(name),), StateAction.DROP)
@@ -78,10 +80,10 @@ def state_change(old: RoomState, new: RoomState, me: bytes, info: PeerInfoOf
     old_ids = set(rules.member_ids(old))
     new_ids = set(rules.member_ids(new))
     for m in new.members:
-        if m.peer_id not in old_ids and m.peer_id != me:
+        if m.peer_id not in old_ids and m.peer_id != me and m.peer_id not in following:
             events.append(PeerJoined(name, info(m.peer_id, m.name)))
     for m in old.members:
-        if m.peer_id in new_ids or m.peer_id == me:
+        if m.peer_id in new_ids or m.peer_id == me or m.peer_id in following:
             continue
         peer = info(m.peer_id, m.name)
         if new.change in (rules.KICKED, rules.BANNED) and new.change_peer == m.peer_id:

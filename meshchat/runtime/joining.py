@@ -207,6 +207,13 @@ class Joining:
         if old is None and not merge:
             jr.sync.settle_join(reply.heads)
         if previous is not None:
+            if merge:
+                # Our side's members follow us over (our state push, their own merge): not
+                # gone, and not new when they arrive; the merge notice tells it once.
+                me = self._me.peer_id
+                jr.following = frozenset(
+                    rules.member_ids(previous)) - set(rules.member_ids(state)) - {me}
+                jr.following_until = self._clock.monotonic() + self._timings.join_timeout_s
             self._sessions.after_state_change(jr, previous, state)
         self._chat.publish_heads(jr)
         return jr

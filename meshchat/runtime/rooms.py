@@ -56,6 +56,10 @@ class JoinedRoom:
     state_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
     removed: set[bytes] = field(default_factory=set)  # kicked or banned: never FORMER
     merging: bool = False
+    # Members of our side of a healed partition, on their way into the room we merged into
+    # (``session.state_change``), until ``following_until`` (monotonic).
+    following: frozenset[bytes] = frozenset()
+    following_until: float = 0.0
     # Our signed ``StepDown``, once we gave this room's hosting up and stayed (a merge, a
     # handoff): it goes with every state we push, so our former members follow. It names
     # the host and term in ``step_down_to``; ``hosted_last`` is the last state we hosted, so

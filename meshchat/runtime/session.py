@@ -243,7 +243,12 @@ class Sessions:
         self._log.save_room(new.room_id, new.name, jr.core.blob)
         if new.bans != old.bans or new.members != old.members:
             self._peers.sync_rooms()
-        outcome = state_change(old, new, self._me.peer_id, self._peers.info)
+        following = jr.following
+        if following and self._clock.monotonic() > jr.following_until:
+            following = jr.following = frozenset()  # whoever did not come has left
+        outcome = state_change(old, new, self._me.peer_id, self._peers.info, following)
+        if following:
+            jr.following = following - set(rules.member_ids(new))
         for event in outcome.events:
             self._emit(event)
         if outcome.action is StateAction.DROP:

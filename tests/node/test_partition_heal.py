@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from meshchat import Node, Timings
-from meshchat.events import Event, Message
+from meshchat.events import Event, Message, PeerLeft
 from meshchat.room import host_priority
 
 from .conftest import Mesh, until
@@ -52,6 +52,7 @@ async def test_lines_said_apart_are_shown_after_the_heal(mesh: Mesh, length: flo
     await b.joined_rooms()[0].say("from-bob-while-apart")
     await d.joined_rooms()[0].say("from-dave-while-apart")
     await asyncio.sleep(length)  # the partition's length is the fault itself
+    healed = {n.name: len(mesh.recorders[n.name].events) for n in nodes}
     _cut(mesh, [a, b], [c, d], True)
 
     await until(lambda: _one_room(nodes), timeout=5, what="one room with one host")
@@ -59,6 +60,13 @@ async def test_lines_said_apart_are_shown_after_the_heal(mesh: Mesh, length: flo
         rec = mesh.recorders[node.name]
         for text in ("from-bob-while-apart", "from-dave-while-apart"):
             await rec.wait(_message(text), timeout=5)
+    # The side that merged over is told so once: nobody of its own side left meanwhile.
+    sides = [{"alice", "bob"}, {"carol", "dave"}]
+    for node in nodes:
+        mine = next(side for side in sides if node.name in side)
+        left = [e for e in mesh.recorders[node.name].events[healed[node.name]:]
+                if isinstance(e, PeerLeft) and e.peer.name in mine]
+        assert not left, (node.name, left)
 
 
 def _message(text: str) -> Callable[[Event], bool]:

@@ -52,6 +52,26 @@ def test_join_and_leave_become_events_for_others_not_for_me() -> None:
     assert isinstance(left, PeerLeft) and left.reason == "left"
 
 
+def test_members_following_a_merge_neither_leave_nor_join() -> None:
+    """We merged into another room; our side's members are on their way: their absence
+    from the winner's state and their arrival later are no events. Others' still are."""
+    a, b, c, d = (Identity.generate() for _ in range(4))
+    core = _room(a, b, c)
+    old = core.state
+    core.remove_member(b.peer_id, "vanished")
+    core.remove_member(c.peer_id, "vanished")
+    core.add_member(d.peer_id, "dave", 6.0)
+    following = frozenset({b.peer_id})
+    out = state_change(old, core.state, a.peer_id, info, following)
+    assert [(type(e), e.peer.peer_id) for e in out.events] == [
+        (PeerJoined, d.peer_id), (PeerLeft, c.peer_id)]
+    old = core.state
+    core.add_member(b.peer_id, "bob", 7.0)
+    assert state_change(old, core.state, a.peer_id, info, following).events == ()
+    assert [type(e) for e in state_change(old, core.state, a.peer_id, info).events] == [
+        PeerJoined]
+
+
 def test_kick_of_me_drops_the_room_and_says_by_whom() -> None:
     a, b = Identity.generate(), Identity.generate()
     core = _room(a, b)
