@@ -96,7 +96,8 @@ class TransferLines:
 def listing(transfers: list[Transfer]) -> list[str]:
     if not transfers:
         return ["no file transfers"]
-    return [f"{t.id:>3} {'out' if t.direction == 'out' else 'in '} {t.peer.name:<12} "
+    header = f"{'id':>3} dir {'peer':<12} name size state done"
+    return [header] + [f"{t.id:>3} {'out' if t.direction == 'out' else 'in '} {t.peer.name:<12} "
             f"{t.name} {human_size(t.size)} {t.state} {_pct(t)}%"
             + (f" ({t.error})" if t.error else "") for t in transfers]
 

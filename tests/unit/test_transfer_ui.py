@@ -39,3 +39,13 @@ def test_offer_line_and_a_progress_line_every_ten_percent() -> None:
     done = lines.line(TransferDone(t(size, "done")))
     assert done is not None and "done" in done
     assert human_size(1023) == "1023 B" and human_size(1536) == "1.5 KiB"
+
+
+def test_files_lists_under_a_header() -> None:
+    from meshchat.tui.transfers import listing
+
+    assert listing([]) == ["no file transfers"]
+    header, row = listing([t(1024 * 1024, size=2 * 1024 * 1024)])
+    assert header.split() == ["id", "dir", "peer", "name", "size", "state", "done"]
+    assert row.split()[:4] == ["3", "in", "alice", "talk.pdf"]
+    assert row.endswith("50%")
