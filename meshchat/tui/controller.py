@@ -19,7 +19,8 @@ join is under way are held and shown after that backlog, and none that the backl
 shown twice (by sender fingerprint and sequence number).
 
 What the reporting commands print is in ``reports``; what a typed name or address refers to,
-and what Tab offers, in ``lookup``.
+and what Tab offers, in ``lookup``; ``/info``, ``/whoami``, ``/ping`` and ``/save chat`` run
+in ``queries``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import logging
 import platform
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import cast
 
 import meshchat
@@ -47,22 +47,18 @@ from meshchat import (
     NotHost,
     NotInRoom,
     PeerInfo,
-    PeerNotFound,
     RoomClosed,
     RoomInfo,
 )
 from meshchat import commands as c
-from meshchat.tui import lookup, render, reports, transfers
+from meshchat.tui import lookup, queries, render, reports, transfers
 from meshchat.tui.api import NodeAPI, RoomAPI
 from meshchat.tui.gate import EventGate
+from meshchat.tui.queries import Refused as _Refused
 from meshchat.tui.render import Line
 
 log = logging.getLogger("meshchat.tui")
 _MAX_TALKED = 1024  # private partners whose away changes are shown
-
-
-class _Refused(Exception):
-    """A command that cannot run in the current situation; the text is shown as an error."""
 
 
 class Controller:
@@ -394,15 +390,15 @@ class Controller:
                 await node.rename(new_name)
                 self.say(f"you are now known as {new_name}")
             case c.Info(target=target):
-                await self._info(target)
+                await queries.info(self, target)
             case c.SendFile() | c.Accept() | c.Decline() | c.Cancel() | c.Files():
                 await transfers.run(cast(transfers.FilesNode, node),
                                     cast(transfers.FilesRoom | None, self.room), command,
                                     self.say)
             case c.SaveChat(path=path):
-                await self._save_chat(path)
+                await queries.save_chat(self, path)
             case c.Ping(target=target):
-                await self._ping(target)
+                await queries.ping(self, target)
             case c.Version():
                 self.say(f"meshchat {meshchat.__version__} (protocol {PROTOCOL_VERSION},"
                          f" Python {platform.python_version()})")
@@ -452,7 +448,7 @@ class Controller:
                 self.room = None
                 self.say(f"you closed {name}")
             case c.Whoami():
-                self._whoami()
+                queries.whoami(self)
             case c.Bell(on=on):
                 if on is not None:
                     self.bell = on
@@ -559,73 +555,3 @@ class Controller:
         infos = await self._list_rooms(self._rooms_timeout_s)
         self.say(render.rooms_line(infos))
         return infos
-
-    def _whoami(self) -> None:
-        for text in reports.whoami(self.node, self.room):
-            self.say(text)
-
-    async def _info(self, target: str | None) -> None:
-        room = self.room
-        if target is None or (room is not None and target == room.name):
-            if room is None:
-                self._whoami()
-                return
-            for text in reports.room_info(room, self.view()):
-                self.say(text)
-            return
-        ref = self._ref(target)
-        try:
-            details = self.node.peer_details(ref)
-        except PeerNotFound:
-            found = render.matching_rooms(await self._list_rooms(self._rooms_timeout_s), target)
-            if not found:
-                raise PeerNotFound(f"no peer or room called {target!r}") from None
-            clash = len(found) > 1
-            for info in render.sorted_rooms(found):
-                self.say("room " + render.room_summary(info, clash))
-            return
-        for text in reports.peer_info(details, self.view(), room):
-            self.say(text)
-
-    async def _save_chat(self, path: str | None) -> None:
-        room = self._need_room()
-        name = room.name
-        if path is None:
-            path = reports.chat_file_name(name, self._now())
-        view = render.View(self.node.fingerprint, name, self.names_clash)
-        history = room.history()
-        text = reports.chat_text(name, history, view, self._now())
-        target = await asyncio.to_thread(_write_text, path, text)
-        self.say(f"saved {len(history)} message{'' if len(history) == 1 else 's'}"
-                 f" of {name} to {target}")
-
-    async def _ping(self, target: str | None) -> None:
-        room = self.room
-        if target is None:
-            if room is None:
-                raise _Refused("usage: /ping NAME|ROOM (outside a room, name whom)")
-            target = room.name
-        label = target
-        ref = self._ref(target)
-        if room is not None and target == room.name:
-            host = room.host
-            if host.fingerprint == self.node.fingerprint:
-                raise _Refused(f"you host {room.name} yourself (/ping NAME pings a peer)")
-            ref, label = host.fingerprint, f"{target} (host {render.shown_name(host, self.view())})"
-        elif target in self._room_names and not lookup.is_peer(self.node, ref):
-            found = render.matching_rooms(await self._list_rooms(self._rooms_timeout_s), target)
-            if len(found) > 1:
-                refs = ", ".join(render.room_ref(i, True) for i in render.sorted_rooms(found))
-                raise _Refused(f"{len(found)} rooms are called {target}: /ping one of {refs}")
-            for info in found:
-                ref = info.host_fingerprint or info.host
-                label = f"{target} (host {info.host})"
-        rtt = await self.node.ping(ref)
-        self.say(f"ping {label}: {rtt * 1000:.2f} ms")
-
-
-
-def _write_text(path: str, text: str) -> Path:
-    target = Path(path).expanduser()
-    target.write_text(text, encoding="utf-8")
-    return target
