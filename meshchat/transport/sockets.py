@@ -27,7 +27,7 @@ class ZmqTuning:
     # nothing for heartbeat_timeout_ms is dropped and redialled, which the DEALER's monitor
     # reports as a hint that the peer may be gone (``Timings.peer_suspect_s``). TTL: the peer
     # drops its side of the connection too when we fall silent that long.
-    heartbeat_ivl_ms: int = 1000
+    heartbeat_ivl_ms: int = 2000
     heartbeat_timeout_ms: int = 3000
     heartbeat_ttl_ms: int = 3000
     tcp_keepalive_idle_s: int = 10

@@ -22,6 +22,7 @@ from .helpers import (
     open_room,
     split_members,
 )
+from .netlab import scaled
 
 
 def _seconds_of_day(clock: str) -> int:
@@ -60,7 +61,8 @@ def test_three_hosts_find_the_room_join_chat_and_leave(lab_factory: LabFactory) 
     carol = Chat.start(h2, "carol", "--room", ROOM, discovery_timeout=2.0, wait=False)
     bob.started()
     bob.expect(rf"^\* rooms: {ROOM} \(alice, [12] members?\)$", 10)
-    assert time.monotonic() - started < 2.0 + 3.0  # the 2 s look plus interpreter start-up
+    # The 2 s look plus interpreter start-up; generous, as a loaded machine starts slowly.
+    assert time.monotonic() - started < scaled(2.0 + 8.0)
     bob.send(f"/join {ROOM}")
     bob.expect(rf"^\* joined {ROOM} \(host alice; members: alice, .*bob")
     carol.started()

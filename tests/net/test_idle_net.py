@@ -17,7 +17,7 @@ from .conftest import LabFactory
 from .helpers import ROOM, all_trouble_free, chat_re, open_room, wait_same
 
 KILLED_WITHIN_S = 4.0  # TCP closes at once: the suspect's ping goes unanswered for 1 s
-SILENT_WITHIN_S = 9.0  # ZMTP timeout 3 s + suspect 1 s, on two loaded shared cores
+SILENT_WITHIN_S = 9.0  # a ZMTP PING 2 s + its timeout 3 s + suspect 1 s, on two loaded cores
 HEAL_S = 2.0 + 1.5  # issue 10's 2 s, a redial (at most 1 s apart), and the /info probes
 
 

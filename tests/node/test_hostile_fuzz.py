@@ -25,7 +25,9 @@ from ..hostile import HostilePeer
 from ..strategies import of
 from .conftest import Mesh, until
 
-PING_BUDGET_S = 0.1
+# A stall is what this guards against (a frame that walks a huge range: seconds to hours),
+# not speed (bench/ measures /ping under a flood): generous, so a loaded machine passes.
+PING_BUDGET_S = 1.0
 
 
 def frames(pools: dict[str, list[Any]]) -> st.SearchStrategy[tuple[str, m.WireMessage]]:
