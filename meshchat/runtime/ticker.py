@@ -13,6 +13,7 @@ from collections import Counter
 from ..beats import BeatPlan
 from ..clock import Clock
 from ..config import Timings
+from ..room import is_member
 from ..storage.log import MessageLog
 from .chat import RoomChat
 from .peers import PeerBook
@@ -62,7 +63,7 @@ class Ticker:
         heads go out in full soon, so it can ask for what it missed while it was down."""
         now = self._clock.monotonic()
         for jr in self._rooms.values():
-            if any(m.peer_id == pid for m in jr.state.members):
+            if is_member(jr.state, pid):
                 self.plan.heads_soon(jr.room_id, now)
                 self._stats["heads_for_subscriber"] += 1
 

@@ -258,8 +258,7 @@ class ZmqTransport:
         links.on_refused = links.on_refused or events.on_refused
         links.on_disconnect = links.on_disconnect or events.on_disconnect
         links.on_reconnect = links.on_reconnect or events.on_reconnect
-        if events.on_subscriber is not None:
-            self._on_subscriber = events.on_subscriber
+        self._on_subscriber = self._on_subscriber or events.on_subscriber
 
     def _subscriber_admitted(self, curve_key: bytes) -> None:
         """ZAP admitted ``curve_key`` to our PUB: tell the node which peer that is (a key we
