@@ -8,15 +8,13 @@ from the chunks as they pass in order and finished in a thread, and every transf
 SQLite (``storage.transfers``) so both sides resume after a restart. Whatever a peer sends
 that does not fit a transfer with it is dropped and counted (``dropped_file_<reason>``).
 What touches the file system is in ``runtime.filedisk``; the bounded table of jobs is
-``runtime.filejobs``.
+``runtime.filejobs``; the receiver's effects and a job's end are ``runtime.filepull``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import functools
 import logging
 import os
 import shutil
@@ -32,8 +30,6 @@ from ..events import (
     FileOffered,
     Notice,
     Transfer,
-    TransferDone,
-    TransferFailed,
     TransferProgress,
 )
 from ..filenames import REFUSALS, clean_name, free_path, plan_offer
@@ -49,24 +45,15 @@ from ..protocol.messages import (
 )
 from ..storage.transfers import TransferRecord, TransferStore
 from ..transfer import (
-    AskSums,
-    Deliver,
     Drop,
-    Effect,
-    Fail,
     Layout,
     Pull,
-    Request,
-    Resumed,
     Serve,
-    Span,
-    Stalled,
-    Verify,
-    Write,
     chunk_digest,
 )
 from . import filedisk as disk
 from .filejobs import Job, JobTable
+from .filepull import JobRunner
 from .peers import PeerBook
 from .tasks import Tasks
 from .wire import Wire
@@ -100,6 +87,8 @@ class Files:
         self._loaded = False
         self._jobs = JobTable(self._store, limits, stats)
         self._disk = disk.DiskThread(4 * limits.file_credit_chunks)
+        self._run = JobRunner(wire, peers, emit, tasks, clock, limits, stats, self._store,
+                              self._disk)
         self.accept_from: set[str] = set()  # names (lower case) whose offers need no /accept
         self.accept_all = False
         self.default_dir = data_dir / "downloads"
@@ -140,7 +129,7 @@ class Files:
             try:
                 job.fds = disk.open_parts(job.rec)
             except OSError as exc:
-                self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
+                self._run.finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
                 return
             job.last_progress_at = 0.0
 
@@ -154,7 +143,7 @@ class Files:
         now = self._clock.monotonic()
         for job in self._jobs:
             if job.pull is not None and not job.final:
-                self._apply(job, job.pull.start(now))
+                self._run.apply(job, job.pull.start(now))
         while not self._tasks.closed:
             await self._clock.sleep(self._timings.file_tick_s)
             self.tick()
@@ -166,10 +155,10 @@ class Files:
             if job.final:
                 continue
             if job.pull is not None:
-                self._apply(job, job.pull.tick(now))
+                self._run.apply(job, job.pull.tick(now))
             elif job.serve is not None and job.rec.state == "offered" and \
                     job.serve.expired(wall):
-                self._finish(job, "failed", "expired", notify=True)
+                self._run.finish(job, "failed", "expired", notify=True)
             elif job.reoffer_at is not None:
                 self._reoffer(job, now)
         self._store.flush()
@@ -196,7 +185,7 @@ class Files:
     def close(self) -> None:
         self._disk.close()
         for job in self._jobs:
-            self._close_fds(job)
+            self._run.close_fds(job)
             for fut in job.waiters:
                 if not fut.done():
                     fut.cancel()
@@ -207,7 +196,7 @@ class Files:
 
     def transfers(self) -> list[Transfer]:
         self.load()
-        return [self._public(j) for j in self._jobs]
+        return [self._run.public(j) for j in self._jobs]
 
     def get(self, tid_or_number: str) -> Job:
         self.load()
@@ -249,9 +238,9 @@ class Files:
         # frame written into a connection that dies is lost with it.
         job.reoffer_at = self._clock.monotonic() + self._timings.file_reoffer_s
         job.reoffers = 1
-        self._save(job)
+        self._run.save(job)
         self._jobs.bound()
-        return self._public(job)
+        return self._run.public(job)
 
     @staticmethod
     def _offer(rec: TransferRecord) -> FileOffer:
@@ -271,7 +260,7 @@ class Files:
         except OSError as exc:
             raise FileError(f"cannot write into {folder}: {exc.strerror}") from exc
         if free < job.layout.size:
-            self._finish(job, "failed", "no space", notify=True)
+            self._run.finish(job, "failed", "no space", notify=True)
             raise FileError(f"no space in {folder}: {disk.size_text(job.layout.size)} needed, "
                             f"{disk.size_text(free)} free")
         dest = free_path(folder, clean_name(rec.name))
@@ -279,32 +268,32 @@ class Files:
         try:
             job.fds = disk.open_parts(job.rec)
         except OSError as exc:
-            self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
+            self._run.finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
             raise FileError(f"cannot write into {folder}: {exc.strerror}") from exc
         rec.state = "accepted"
         job.pull = self._new_pull(job.layout, [])
-        self._save(job)
+        self._run.save(job)
         self._wire.send(rec.peer, FileState(rec.tid, "accepted", ""))
-        self._apply(job, job.pull.start(self._clock.monotonic()))
-        return self._public(job)
+        self._run.apply(job, job.pull.start(self._clock.monotonic()))
+        return self._run.public(job)
 
     async def decline(self, number: str | None) -> Transfer:
         job = self.latest_offer() if number is None else self.get(number)
         if job.rec.direction != "in" or job.rec.state != "offered":
             raise FileError(f"transfer {job.rec.number} is not an open offer")
-        self._finish(job, "declined", "declined", notify=True)
-        return self._public(job)
+        self._run.finish(job, "declined", "declined", notify=True)
+        return self._run.public(job)
 
     async def cancel(self, number: str) -> Transfer:
         job = self.get(number)
         if not job.final:
-            self._finish(job, "cancelled", "cancelled", notify=True)
-        return self._public(job)
+            self._run.finish(job, "cancelled", "cancelled", notify=True)
+        return self._run.public(job)
 
     async def wait(self, number: str, timeout: float | None) -> Transfer:
         job = self.get(number)
         if job.final:
-            return self._public(job)
+            return self._run.public(job)
         fut: asyncio.Future[Transfer] = asyncio.get_running_loop().create_future()
         job.waiters.append(fut)
         try:
@@ -380,10 +369,10 @@ class Files:
                              created=self._clock.time(), number=self._jobs.next_number())
         job = Job(rec, Layout(sizes, m.chunk_bytes))
         self._jobs.add(job)
-        self._save(job)
+        self._run.save(job)
         self._jobs.bound()
         self._wire.send(peer, FileState(m.transfer_id, "offered", ""))  # a receipt: we have it
-        self._emit(FileOffered(self._public(job)))
+        self._emit(FileOffered(self._run.public(job)))
         name = self._peers.info(peer).name.lower()
         if self.accept_all or name in self.accept_from:
             self._tasks.spawn(self._auto_accept(str(rec.number)), name="meshchat-accept")
@@ -405,12 +394,12 @@ class Files:
         if m.state == "accepted":
             if job.rec.direction == "out" and job.rec.state == "offered":
                 job.rec.state = "accepted"
-                self._save(job)
-                self._emit(TransferProgress(self._public(job)))
+                self._run.save(job)
+                self._emit(TransferProgress(self._run.public(job)))
             return
         reason = m.state if m.state in ("declined", "cancelled") else \
             (m.reason[:200] or m.state)
-        self._finish(job, m.state, "" if m.state == "done" else reason, notify=False)
+        self._run.finish(job, m.state, "" if m.state == "done" else reason, notify=False)
 
     def _on_get(self, peer: bytes, m: FileGet) -> None:
         job = self._mine(peer, m.transfer_id, "out")
@@ -428,17 +417,17 @@ class Files:
         if now - job.checked_at >= 1.0:
             job.checked_at = now
             if not disk.source_unchanged(job.rec):
-                self._finish(job, "failed", "source changed", notify=True)
+                self._run.finish(job, "failed", "source changed", notify=True)
                 return
         if job.rec.state != "active":
             job.rec.state = "active"
-            self._save(job)
+            self._run.save(job)
         try:
             for span in spans:
-                fd = self._source_fd(job, span.file)
+                fd = self._run.source_fd(job, span.file)
                 data = os.pread(fd, span.length, span.offset)
                 if len(data) != span.length:
-                    self._finish(job, "failed", "source changed", notify=True)
+                    self._run.finish(job, "failed", "source changed", notify=True)
                     return
                 self._disk.feed(job.running, span.file, span.offset, data)
                 self._wire.send(peer, FileChunk(job.rec.tid, span.index, data,
@@ -446,9 +435,9 @@ class Files:
                 self._stats["file_bytes_sent"] += span.length
                 job.done_bytes = min(job.layout.size, job.done_bytes + span.length)
         except OSError as exc:
-            self._finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
+            self._run.finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
             return
-        self._progress(job, now)
+        self._run.progress(job, now)
 
     def _on_sum_request(self, peer: bytes, m: FileSumRequest) -> None:
         job = self._mine(peer, m.transfer_id, "out")
@@ -469,12 +458,12 @@ class Files:
                 lambda: tuple(disk.finish_sha256(p, h, offset) for p, (h, offset)
                               in zip(disk.source_paths(job.rec), starts, strict=True)))
         except OSError as exc:
-            self._finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
+            self._run.finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
             return
         finally:
             job.hashing = False
         if not disk.source_unchanged(job.rec):
-            self._finish(job, "failed", "source changed", notify=True)
+            self._run.finish(job, "failed", "source changed", notify=True)
             return
         job.sums = sums
         job.rec.sha256 = sums[0].hex() if len(sums) == 1 else ""
@@ -485,165 +474,11 @@ class Files:
         job = self._mine(peer, m.transfer_id, "in")
         if job is None or job.pull is None or job.final:
             return
-        self._apply(job, job.pull.on_chunk(m.index, m.data, m.digest,
+        self._run.apply(job, job.pull.on_chunk(m.index, m.data, m.digest,
                                            self._clock.monotonic()))
 
     def _on_sums(self, peer: bytes, m: FileSums) -> None:
         job = self._mine(peer, m.transfer_id, "in")
         if job is None or job.pull is None or job.final:
             return
-        self._apply(job, job.pull.on_sums(m.sums, self._clock.monotonic()))
-
-    # ---------------------------------------------------------------- effects (receiver)
-
-    def _apply(self, job: Job, effects: list[Effect]) -> None:
-        rec = job.rec
-        for e in effects:
-            match e:
-                case Request(first=first, count=count):
-                    self._wire.send(rec.peer, FileGet(rec.tid, first, count))
-                case Write(span=span, data=data, digest=digest):
-                    job.writing += 1
-                    self._disk.write(job.fds[span.file], span.offset, data, job.running,
-                                     span.file, functools.partial(self._written, job, span,
-                                                                  digest))
-                case AskSums():
-                    self._store.flush()
-                    self._wire.send(rec.peer, FileSumRequest(rec.tid))
-                case Verify(file=f, sha256=expected):
-                    self._tasks.spawn(self._verify(job, f, expected), name="meshchat-verify")
-                case Deliver():
-                    self._tasks.spawn(self._deliver(job), name="meshchat-deliver")
-                case Fail(reason=reason):
-                    self._finish(job, "failed", reason, notify=True)
-                    return
-                case Stalled():
-                    rec.state = "interrupted"
-                    self._save(job)
-                    self._emit(TransferProgress(self._public(job)))
-                case Resumed():
-                    rec.state = "active"
-                    self._save(job)
-                case Drop(reason=reason):
-                    self._stats["dropped_file_" + reason] += 1
-
-    def _written(self, job: Job, span: Span, digest: bytes, exc: BaseException | None
-                 ) -> None:
-        """A chunk's write ended (on the disk thread): record it, give its credit back."""
-        job.writing -= 1
-        if job.final or job.pull is None:
-            return
-        if exc is not None:
-            reason = "no space" if isinstance(exc, OSError) and exc.errno == errno.ENOSPC \
-                else f"cannot write: {getattr(exc, 'strerror', None) or exc}"
-            self._finish(job, "failed", reason, notify=True)
-            return
-        rec = job.rec
-        self._store.add_chunk(rec.tid, span.index, digest)
-        job.pending_rows += 1
-        if job.pending_rows >= max(1, self._limits.file_credit_chunks // 2):
-            job.pending_rows = 0
-            self._store.flush()
-        if rec.state != "active":
-            rec.state = "active"
-            self._save(job)
-        job.done_bytes = job.pull.received_bytes
-        now = self._clock.monotonic()
-        self._progress(job, now)
-        self._apply(job, job.pull.written(span.index, now))
-
-    async def _verify(self, job: Job, file: int, expected: bytes) -> None:
-        part = disk.part_paths(job.rec)[file]
-        stored = self._store.chunks(job.rec.tid)
-        layout = job.layout
-        # What was written in order is hashed already.
-        [(h, offset)] = await self._disk.resume(job.running, [file])
-
-        try:
-            ok, bad = await asyncio.to_thread(disk.check_file, part, h, offset, expected,
-                                              layout, file, stored)
-        except OSError as exc:
-            self._finish(job, "failed", f"cannot read: {exc.strerror}", notify=True)
-            return
-        if job.final or job.pull is None:
-            return
-        if ok and len(layout.sizes) == 1:
-            job.rec.sha256 = expected.hex()
-        if not ok:
-            self._disk.forget(job.running, file)  # its bad chunks come again, out of order
-        if bad:
-            self._store.drop_chunks(job.rec.tid, bad)
-            self._stats["file_chunks_refetched"] += len(bad)
-        self._apply(job, job.pull.verified(file, ok, bad, self._clock.monotonic()))
-
-    async def _deliver(self, job: Job) -> None:
-        """The checked files moved into place (in a thread: the renames and the folder's
-        fsync), then "done" to both sides."""
-        self._close_fds(job)
-        rec = job.rec
-        try:
-            final = await asyncio.to_thread(disk.place, rec)
-        except OSError as exc:
-            self._finish(job, "failed", f"cannot write: {exc.strerror}", notify=True)
-            return
-        rec.path = str(final)
-        job.done_bytes = job.layout.size
-        if job.final:  # cancelled while it moved: it is in place all the same
-            self._save(job)
-            return
-        self._finish(job, "done", "", notify=True)
-
-    # ---------------------------------------------------------------- helpers
-
-    def _finish(self, job: Job, state: str, reason: str, *, notify: bool) -> None:
-        rec = job.rec
-        if job.final:
-            return
-        rec.state = state
-        rec.error = "" if state == "done" else reason
-        if job.pull is not None:
-            job.pull.cancel()
-        self._close_fds(job)
-        if notify:
-            self._wire.send(rec.peer, FileState(rec.tid, state, rec.error))
-        if rec.direction == "in" and state != "done" and rec.path:
-            disk.remove_parts(rec)
-        if rec.direction == "in":
-            self._store.drop_chunks(rec.tid)
-        self._save(job)
-        t = self._public(job)
-        self._emit(TransferDone(t) if state == "done" else TransferFailed(t, rec.error))
-        for fut in job.waiters:
-            if not fut.done():
-                fut.set_result(t)
-
-    def _progress(self, job: Job, now: float) -> None:
-        if now - job.last_progress_at >= 0.25:
-            job.last_progress_at = now
-            self._emit(TransferProgress(self._public(job)))
-
-    def _public(self, job: Job) -> Transfer:
-        rec = job.rec
-        return Transfer(str(rec.number), rec.direction, self._peers.info(rec.peer, rec.peer_name),
-                        rec.name, job.layout.size, len(rec.files), job.done_bytes, rec.state,
-                        rec.sha256, Path(rec.path) if rec.path else None, rec.error)
-
-    def _save(self, job: Job) -> None:
-        try:
-            self._store.save(job.rec)
-        except Exception as exc:  # a full disk must not stop the node
-            log.warning("cannot save transfer %s: %s", job.rec.number, exc)
-
-    def _close_fds(self, job: Job) -> None:
-        fds = list(job.fds.values())
-        job.fds.clear()
-        if job.writing:
-            self._disk.close_fds(fds)  # after the writes queued for them
-        else:
-            disk.close_all(fds)
-
-    def _source_fd(self, job: Job, file: int) -> int:
-        fd = job.fds.get(file)
-        if fd is None:
-            fd = job.fds[file] = os.open(disk.source_paths(job.rec)[file], os.O_RDONLY)
-        return fd
+        self._run.apply(job, job.pull.on_sums(m.sums, self._clock.monotonic()))
