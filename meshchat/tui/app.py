@@ -202,7 +202,7 @@ class ChatApp:
         self._paste: str | None = None
         self.controller = Controller(node, self._print_plain, styled_out=self._print,
                                      on_event=self._observe, alert=self._alert,
-                                     clear=self._clear)
+                                     clear=self._clear, keep_rooms=True)
         completer = MeshCompleter(self.controller.completion_names)
         history: History = InMemoryHistory() if history_file is None else \
             InputHistory(history_file)
@@ -308,7 +308,8 @@ class ChatApp:
                 members=len(room.members), locked=room.locked, password=room.has_password,
                 you_host=host.fingerprint == self.node.fingerprint,
                 unread=self.tracker.unread_in(joined, room.name),
-                private_unread=self.tracker.private_unread, transfers=self.tracker.transfers)
+                private_unread=self.tracker.private_unread, transfers=self.tracker.transfers,
+                others=tuple(name for name in joined if name != room.name))
         except MeshchatError:  # the room went away under us: the next event says so
             return status.Snapshot(transfers=self.tracker.transfers)
 
@@ -343,6 +344,14 @@ class ChatApp:
                 self._paste = data
                 return
             event.current_buffer.insert_text(data)
+
+        @bindings.add("escape", "left", filter=~asking)  # Alt+←, as in irssi and weechat
+        def _previous_room(event: KeyPressEvent) -> None:
+            self.controller.step_room(-1)
+
+        @bindings.add("escape", "right", filter=~asking)  # Alt+→
+        def _next_room(event: KeyPressEvent) -> None:
+            self.controller.step_room(1)
 
         @bindings.add(Keys.Any, filter=asking)
         def _ignored(event: KeyPressEvent) -> None:

@@ -1,7 +1,9 @@
 """Carries out parsed commands against the node's public API and shows what happens.
 
-One ``Controller`` per interface session. It keeps the *current room* (one at a time: joining
-or hosting another room leaves the previous one), turns every error into one ``* error: ...``
+One ``Controller`` per interface session. It keeps the *current room*: in line mode one at a
+time (joining or hosting another room leaves the previous one); with ``keep_rooms`` (the
+terminal interface) the rooms joined before stay joined, and ``/join`` of one of them, or
+``step_room``, makes it current again (``rooms``). It turns every error into one ``* error: ...``
 line, and renders the node's events (``render``). Lines go to ``out`` as plain text, or to
 ``styled_out`` as prompt_toolkit fragments when the terminal interface wants colours.
 
@@ -51,7 +53,7 @@ from meshchat import (
     RoomInfo,
 )
 from meshchat import commands as c
-from meshchat.tui import lookup, queries, render, reports, transfers
+from meshchat.tui import lookup, queries, render, reports, rooms, transfers
 from meshchat.tui.api import NodeAPI, RoomAPI
 from meshchat.tui.gate import EventGate
 from meshchat.tui.queries import Refused as _Refused
@@ -76,6 +78,7 @@ class Controller:
         on_event: Callable[[Event], None] | None = None,
         alert: Callable[[], None] | None = None,
         clear: Callable[[], None] | None = None,
+        keep_rooms: bool = False,
     ) -> None:
         self.node = node
         self.room: RoomAPI | None = None
@@ -101,6 +104,9 @@ class Controller:
         self._clear = clear
         self.bell = True
         """Whether a mention of my name or a private message calls ``alert`` (``/bell``)."""
+        self.keep_rooms = keep_rooms
+        self._rooms = rooms.Rooms()
+        self._ended: RoomAPI | None = None  # the current room, just ended by an event
 
     # ------------------------------------------------------------------ output
 
@@ -185,6 +191,7 @@ class Controller:
             if self._on_event is not None:
                 self._on_event(ev)
             self.show_event(ev)
+            self._fall_back()
         except Exception:
             self._render_failed(f"a {type(ev).__name__} event")
 
@@ -249,11 +256,11 @@ class Controller:
         current = self._room_name()
         match ev:
             case RoomClosed(room=room) if room == current:
-                self.room = None
+                self._ended, self.room = self.room, None
             case MemberRemoved(room=room, peer=peer) if (
                 room == current and peer.fingerprint == self.node.fingerprint
             ):
-                self.room = None
+                self._ended, self.room = self.room, None
 
     # ------------------------------------------------------------------ commands
 
@@ -275,8 +282,9 @@ class Controller:
             self.error(str(exc))
         except MeshchatError as exc:
             if isinstance(exc, NotInRoom) and self.room is not None:
-                self.room = None
+                self._ended, self.room = self.room, None
             self.error(reports.describe_error(exc, command, self._listings))
+            self._fall_back()
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             self.error(f"{exc.strerror or exc}{where}")
@@ -327,6 +335,9 @@ class Controller:
             case c.Join(room=name, password=password):
                 if lookup.is_current(name, self.room, self._room_name()):
                     raise _Refused(f"you are already in {name}")
+                if self.keep_rooms and (joined := rooms.find_joined(node, name)) is not None:
+                    self._switch(joined)
+                    return
                 self.say(f"joining {name}…")
                 self._gate.joining(render.split_room_ref(name)[0])
                 try:
@@ -343,8 +354,9 @@ class Controller:
                 room = self._need_room()
                 name = room.name
                 await room.leave()
-                self.room = None
+                self._ended, self.room = room, None
                 self.say(f"you left {name}")
+                self._fall_back()
             case c.List():
                 if self.room is None:
                     await self._show_rooms()
@@ -445,8 +457,9 @@ class Controller:
                     raise _Refused(f"you can only close the room you are in ({name})")
                 with self._gate.own_change(("closed", name)):
                     await room.close()
-                self.room = None
+                self._ended, self.room = room, None
                 self.say(f"you closed {name}")
+                self._fall_back()
             case c.Whoami():
                 queries.whoami(self)
             case c.Bell(on=on):
@@ -499,15 +512,42 @@ class Controller:
     # ------------------------------------------------------------------ helpers
 
     def _enter(self, room: RoomAPI) -> None:
-        """Make ``room`` current; the previous room is left in the background."""
+        """Make a room just joined or opened current; the previous room is left in the
+        background (it stays joined with ``keep_rooms``)."""
         previous = self.room
         self.room = room
+        self._rooms.entered(self.node, room)
         self._gate.backlog_shown(())
         self._room_names.add(room.name)
-        if previous is not None and previous is not room:
+        if previous is not None and previous is not room and not self.keep_rooms:
             task = asyncio.create_task(self._leave_quietly(previous))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def step_room(self, by: int) -> None:
+        """Go to the joined room ``by`` places on (Alt+→ is 1, Alt+← is -1)."""
+        try:
+            target = rooms.Rooms.step(self.node, self.room, by)
+            if target is None:
+                self.say(rooms.NO_OTHER if self.room is not None else rooms.NO_ROOM)
+            else:
+                self._switch(target)
+        except MeshchatError as exc:
+            self.error(str(exc))
+
+    def _switch(self, room: RoomAPI) -> None:
+        line = rooms.now_in(room, self.view())
+        self.room = room
+        self._rooms.entered(self.node, room)
+        self.say(line)
+
+    def _fall_back(self) -> None:
+        """The current room ended: with ``keep_rooms``, the one used before it is current."""
+        ended, self._ended = self._ended, None
+        if ended is not None and self.keep_rooms and self.room is None \
+                and (target := self._rooms.fallback(self.node, ended)) is not None:
+            with contextlib.suppress(MeshchatError):
+                self._switch(target)
 
     async def _leave_quietly(self, room: RoomAPI) -> None:
         try:

@@ -2,11 +2,12 @@
 
 ::
 
-     lobby │ host alice │ 3 members │ locked │ you host │ dev:2 pm:1 │ a.iso ← [###   ] 45%
+     lobby │ host alice │ 3 members │ locked │ you host │ dev:2 ops pm:1 │ a.iso ← [###   ] 45%
 
 Room, host, member count and marks come from the room as it is at each redraw (so a ``/new
 host`` handoff or a failover shows at once); unread counts and active transfers from the events
-(``Tracker``). A room's count is of its messages while it was not the current room, a private
+(``Tracker``). The other rooms the session is in follow, each with its count if it has one
+(``dev:2 ops``). A room's count is of its messages while it was not the current room, a private
 count of private messages; Enter resets the count of the view the line was typed into: the
 private one for a ``/msg``, else the current room's (``typed_into``). An away peer's automatic
 reply is not unread.
@@ -52,6 +53,8 @@ class Snapshot:
     you_host: bool = False
     unread: tuple[tuple[str, int], ...] = ()
     private_unread: int = 0
+    others: tuple[str, ...] = ()
+    """The other rooms the session is in, in the node's order (with or without unread)."""
     transfers: tuple[Transfer, ...] = ()
 
 
@@ -149,7 +152,10 @@ def _parts(s: Snapshot, full: bool) -> list[tuple[int, str]]:
         if marks:
             parts.append((3, SEPARATOR.join(m for m, _ in marks) if full
                           else " ".join(short_mark for _, short_mark in marks)))
-    unread = [f"{short(room, 16)}:{n}" for room, n in s.unread]
+    counts = dict(s.unread)
+    unread = [f"{short(room, 16)}:{counts[room]}" if counts.get(room) else short(room, 16)
+              for room in s.others]
+    unread += [f"{short(room, 16)}:{n}" for room, n in s.unread if room not in s.others]
     if s.private_unread:
         unread.append(f"pm:{s.private_unread}")
     if unread:

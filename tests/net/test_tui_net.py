@@ -435,3 +435,43 @@ def test_a_file_sent_from_the_terminal_shows_its_percent_in_the_bar_then_done(
     screen = bob.wait(r"slides\.bin \(6\.0 MiB\) done$", timeout=10.0)
     bob.wait(rf"^ {ROOM} │ host alice │ 2 members\s*$")  # the bar no longer shows it
     all_trouble_free(alice)
+
+
+def test_the_terminal_stays_in_every_room_it_joins_and_alt_arrows_switch(
+    lab_factory: LabFactory, terminals: list[Terminal], tmp_path: Path,
+) -> None:
+    """bob joins two rooms in a terminal: both stay joined, the other room's lines show with
+    its name and count as unread in the bar, Alt+← makes it current, and a typed line goes to
+    the current room only."""
+    lab = lab_factory(3)
+    alice, bob = _alice_hosts_and_bob_joins_in_a_terminal(lab, terminals, tmp_path)
+    carol = Chat.start(lab.hosts[2], "carol", "--host", "dev")
+    carol.expect(r"^\* hosting room dev$")
+    bob.type("/join dev")
+    bob.wait(r"^ dev │ host carol │ 2 members │ lobby\s*$")
+    alice.wait_line(r"^\* bob joined lobby$")
+
+    alice.say("news in the lobby")
+    bob.wait(rf"\[{ROOM}\] <alice> news in the lobby")
+    bob.wait(rf"^ dev │ host carol │ 2 members │ {ROOM}:1\s*$")
+    bob.type("to dev only")
+    carol.wait_line(chat_re("bob", "to dev only"))
+
+    bob.keys("M-Left")
+    bob.wait(rf"you are in {ROOM} now \(host alice; 2 members\)")
+    bob.wait(rf"^ {ROOM} │ host alice │ 2 members │ dev\s*$")
+    bob.type("to the lobby only")
+    alice.wait_line(chat_re("bob", "to the lobby only"))
+    bob.keys("M-Right")
+    bob.wait(r"^ dev │ host carol │ 2 members │ lobby\s*$")
+    bob.type(f"/join {ROOM}")  # a joined room: /join switches to it
+    bob.wait(rf"^ {ROOM} │ host alice │ 2 members │ dev\s*$")
+    before_leave = alice.mark()
+    assert not any("bob left" in line for line in alice.lines[:before_leave])  # lobby stayed
+    bob.type("/leave")
+    bob.wait(r"you are in dev now \(host carol; 2 members\)")
+    bob.wait(r"^ dev │ host carol │ 2 members\s*$")
+    alice.wait_line(r"^\* bob left lobby", since=before_leave)
+    assert "to the lobby only" not in carol.texts()
+    assert "to dev only" not in alice.texts()
+    assert "Traceback" not in bob.screen()
