@@ -200,6 +200,8 @@ class ChatApp:
         self._ring = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self._paste: str | None = None
+        self._seen = 0  # events observed: the status bar may differ after each
+        self._made: tuple[tuple[int, int], FormattedText] | None = None
         self.controller = Controller(node, self._print_plain, styled_out=self._print,
                                      on_event=self._observe, alert=self._alert,
                                      clear=self._clear, keep_rooms=True)
@@ -291,6 +293,7 @@ class ChatApp:
         except MeshchatError:
             current, joined = None, []
         self.tracker.observe(ev, current, joined)
+        self._seen += 1
         self._schedule()
 
     def snapshot(self) -> status.Snapshot:
@@ -320,7 +323,20 @@ class ChatApp:
             return 80
 
     def _message(self) -> FormattedText:
-        """The status bar and, under it, the prompt (or the question about a long paste)."""
+        """The status bar and, under it, the prompt (or the question about a long paste).
+
+        prompt_toolkit asks for it about ten times in one redraw (heights, line prefixes):
+        it is made once per redraw and per event seen (``_seen``), not each time."""
+        app = get_app_or_none()
+        key = (app.render_counter, self._seen) if app is not None else None
+        if key is not None and self._made is not None and self._made[0] == key:
+            return self._made[1]
+        made = self._make_message()
+        if key is not None:
+            self._made = (key, made)
+        return made
+
+    def _make_message(self) -> FormattedText:
         width = max(1, self._columns() - 1)
         line = status.line(self.snapshot(), width)
         line.append(("", "\n"))
