@@ -471,14 +471,15 @@ def section_tui(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Ro
     res = attempt(partial(tui.tui_burst, lab, args.tui_lines), "tui burst", notes)
     shown = f"terminal UI: a {args.tui_lines:,}-line burst from another member, start → " \
             "last line on the screen"
-    echo = "terminal UI: keys typed during that burst → on the input line, the slowest"
+    echo = "terminal UI: keys typed during that burst → on tmux's screen, the slowest"
     if not isinstance(res, tui.TuiResult):
         return [Row(shown, res.cell, target="≤ 1 s"), Row(echo, res.cell, target="≤ 50 ms")]
     notes.append(f"tui: the sender echoed its last line after {res.sent_s:.2f} s; line mode "
                  f"(--no-tui) printed the last line after {res.linemode_s:.2f} s; the tmux "
                  f"pane showed it after {res.tui_s:.2f} s; {res.echo_samples} keys typed during "
-                 f"the burst; key echo on an idle screen "
-                 f"{res.idle_echo_ms:.1f} ms (the cost of the method: send-keys + captures)")
+                 f"the burst; key echo on an idle screen {res.idle_echo_ms:.1f} ms by tmux's "
+                 f"control stream (send-keys → %output), {res.idle_capture_ms:.1f} ms by "
+                 "polling capture-pane (the method before 2026-12-06)")
     return [
         Row(shown, f"{res.tui_s:.2f} s", f"line mode --no-tui {res.linemode_s:.2f} s",
             f"{res.tui_s / res.linemode_s:.2f}× line mode" if res.linemode_s else "—",

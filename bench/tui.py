@@ -7,19 +7,25 @@ baseline). Both receivers join, then the sender gets ``--tui-lines`` chat lines 
 one write. From that moment (t0), the bench polls both: line mode's stdout for the last line,
 the tmux pane (``capture-pane``, straight on tmux's socket) for the last line on the screen.
 From when the pane shows the first line of the burst until the last, keys are typed one after
-another (``send-keys``); the figure is the slowest one's echo: the time until the input line
-shows it. The median of five keys typed on an idle screen before the burst is the baseline of
-that method (a capture costs a few ms of its own).
+another (``send-keys``); the figure is the slowest one's echo: the time until tmux gets it from
+the interface and puts it on its screen. That moment is read from a tmux control client
+(``tmux -C``: tmux writes each piece of the pane's output to it as ``%output``, as it takes
+it), not by polling ``capture-pane``: a capture is a process of its own, and during the burst
+each one costs more than the echo being measured. The median of five keys typed on an idle
+screen before the burst is the baseline, by the same method and by capture polling.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import shutil
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from bench.lab import BenchError, Lab, Unavailable
 from tests.net.helpers import Chat
@@ -28,6 +34,7 @@ from tests.net.netlab import meshchat_argv
 ROOM = "tui"
 WIDTH, HEIGHT = 110, 30
 POLL_S = 0.002
+KEYS = "QX"  # typed in turn: in neither the burst's lines nor the status bar
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +44,9 @@ class TuiResult:
     linemode_s: float  # t0 → the last line on line mode's stdout
     sent_s: float  # t0 → the sender's own echo of its last line
     echo_ms: float  # the slowest of the keys typed during the burst → on the screen
-    idle_echo_ms: float  # the median of five on an idle screen
+    idle_echo_ms: float  # the median of five on an idle screen, by the same method
     echo_samples: int = 0
+    idle_capture_ms: float = 0.0  # the same five, seen by polling capture-pane
 
 
 class _Pane:
@@ -92,6 +100,79 @@ class _Pane:
                        check=False)
 
 
+_OCTAL = re.compile(rb"\\([0-7]{3})")
+
+
+class _Control:
+    """A tmux control client on the pane's session: types keys and sees when the interface
+    writes them (``%output`` lines, which tmux sends as it reads the pane's output)."""
+
+    def __init__(self, pane: _Pane) -> None:
+        self.proc = subprocess.Popen(
+            ["tmux", "-S", pane.socket, "-C", "attach-session", "-t", "b"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._stdin: IO[bytes] = self.proc.stdin
+        self._cond = threading.Condition()
+        self._want: bytes | None = None
+        self._seen_at: float | None = None
+        self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,),
+                                        daemon=True)
+        self._attached = threading.Event()
+        self._typed = ""
+        self._reader.start()
+        if not self._attached.wait(10):
+            raise BenchError("the tmux control client did not attach")
+        self._command(f"refresh-client -C {WIDTH}x{HEIGHT}")  # keep the pane's size
+
+    def _command(self, line: str) -> None:
+        self._stdin.write(line.encode() + b"\n")
+        self._stdin.flush()
+
+    def _read(self, out: IO[bytes]) -> None:
+        for raw in out:
+            if raw.startswith(b"%session-changed"):
+                self._attached.set()
+            if not raw.startswith(b"%output "):
+                continue
+            data = _OCTAL.sub(lambda m: bytes([int(m.group(1), 8)]), raw.split(b" ", 2)[-1])
+            with self._cond:
+                if self._want is not None and self._seen_at is None and self._want in data:
+                    self._seen_at = time.monotonic()
+                    self._cond.notify_all()
+
+    def echo_ms(self, timeout_s: float = 10.0) -> float:
+        """Erase the key typed before and type the next of ``KEYS``; ms until the interface
+        has written it to the terminal.
+
+        The keys take turns: a redraw writes only the cells that changed, so the same key
+        typed again right after its erase, both read before one redraw, would change none
+        and never be seen."""
+        key = KEYS[0] if self._typed != KEYS[0] else KEYS[1]
+        with self._cond:
+            self._want, self._seen_at = key.encode(), None
+            started = time.monotonic()
+            if self._typed:
+                self._command("send-keys -t b BSpace")
+            self._command(f"send-keys -t b -l {key}")
+            self._typed = key
+            self._cond.wait_for(lambda: self._seen_at is not None, timeout_s)
+            seen, self._want = self._seen_at, None
+        if seen is None:
+            raise BenchError(f"the key {key!r} never came out of the interface")
+        return (seen - started) * 1000
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self._command("detach-client")
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def burst_text(i: int) -> str:
     return f"burst line {i:05d} of the tui benchmark, some words to fill it"
 
@@ -107,12 +188,15 @@ def tui_burst(lab: Lab, lines: int = 3000) -> TuiResult:
     pane = _Pane(lab, 1, lab.workdir / "tui-bench.tmux", meshchat_argv(
         "start", "--name", "viewer", "--interface", lab.hosts[1].ifname, "--fast-timings",
         "--discovery-timeout", "0", "--data-dir", str(lab.workdir / "tui-viewer")))
+    control: _Control | None = None
     try:
         pane.wait("you are viewer", 15)
         pane.tmux("send-keys", "-t", "b", "-l", f"/join {ROOM}")
         pane.tmux("send-keys", "-t", "b", "Enter")
         pane.wait(f"joined {ROOM} ", 15)
-        idle = sorted(pane.echo_ms(k) for k in "abcde")[2]
+        idle_capture = sorted(pane.echo_ms(k) for k in "abcde")[2]
+        control = _Control(pane)
+        idle = sorted(control.echo_ms() for _ in range(5))[2]
 
         last = burst_text(lines)
         mark = plain.mark()
@@ -141,7 +225,7 @@ def tui_burst(lab: Lab, lines: int = 3000) -> TuiResult:
             if last in screen:
                 tui_at = time.monotonic()
             elif "burst line" in screen:  # the burst is coming in: type, again and again
-                echoes.append(pane.echo_ms("z"))
+                echoes.append(control.echo_ms())
             else:
                 time.sleep(POLL_S)
         for w in watchers:
@@ -151,8 +235,10 @@ def tui_burst(lab: Lab, lines: int = 3000) -> TuiResult:
         if not echoes:
             raise BenchError("the burst was on the screen too briefly to type during it")
         return TuiResult(lines, tui_at - t0, seen["plain"] - t0, seen["sender"] - t0,
-                         max(echoes), idle, len(echoes))
+                         max(echoes), idle, len(echoes), idle_capture)
     finally:
+        if control is not None:
+            control.close()
         pane.kill()
         for chat in (sender, plain):
             chat.kill()
