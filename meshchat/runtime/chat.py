@@ -102,7 +102,7 @@ class RoomChat:
         shown = text
         if action:
             text = check_text(as_action(text), self._limits)
-        await self._pace(jr)
+        await self._room_in_outbox(jr)
         me = self._me.peer_id
         seq = max(jr.own_seq, jr.tracker.head(me)) + 1
         jr.own_seq = seq
@@ -116,42 +116,91 @@ class RoomChat:
         if box is None or not box.follows(seq):
             self.flush(jr)
             box = jr.outbox = Outbox(seq)
-            asyncio.get_running_loop().call_soon(self.flush, jr)
+            asyncio.get_running_loop().call_soon(self._due, jr)
         box.add(ChatLine(now, text))
-        jr.tracker.add(me, seq)
         self._emit(Message(jr.state.name, self._me.info, shown, False, now, seq, action=action))
-        if box.full(BATCH_LINES, BATCH_TEXT_CHARS):
-            self.flush(jr)
+        if self._full(box):
+            self._due(jr)
 
-    async def _pace(self, jr: JoinedRoom) -> None:
-        """Wait, if need be, until this room's pace lets one more line out: half of what
-        members take live from one author (``Limits.chat_lines_per_s``/``_burst``). A paste
-        of thousands of lines goes out at once; a runaway loop is slowed, never dropped."""
+    # The pace: half of what members take live from one author (``Limits.chat_lines_per_s``
+    # and ``_burst``), each batch counted as receivers count it, its lines plus
+    # ``chat_batch_cost``. A batch waits in the outbox until the pace lets it out whole, and
+    # lines said meanwhile join it: a bot saying a line at a time at any rate up to the pace
+    # gets them out in fewer, fuller batches, late by at most what the pace asks. A paste of
+    # thousands of lines goes out at once, in full batches; once the outbox is full, say()
+    # waits: a runaway loop is slowed, never dropped.
+
+    def _pace(self) -> tuple[float, float]:
         limits = self._limits
-        rate = limits.chat_lines_per_s / 2
-        burst = max(1, limits.chat_lines_burst // 2)
-        clock, pace = self._clock, self._pace_buckets
-        while True:
-            # Counted as receivers count it: a line, and a batch's cost for a line that
-            # starts a new batch (frame).
-            cost = min(burst, 1 if jr.outbox is not None else 1 + limits.chat_batch_cost)
-            if pace.take(jr.room_id, rate, burst, clock.monotonic(), cost):
-                return
-            self.flush(jr)  # what is said so far goes out before we wait
+        return limits.chat_lines_per_s / 2, float(max(1, limits.chat_lines_burst // 2))
+
+    def _cost(self, box: Outbox) -> float:
+        return min(self._pace()[1], len(box.lines) + self._limits.chat_batch_cost)
+
+    def _full(self, box: Outbox) -> bool:
+        """A batch never costs more than the pace's burst, so it can always go out."""
+        most = max(1, min(BATCH_LINES, int(self._pace()[1]) - self._limits.chat_batch_cost))
+        return box.full(most, BATCH_TEXT_CHARS)
+
+    def _due(self, jr: JoinedRoom) -> None:
+        """The outbox goes out if the pace lets it; else this is tried again when it will."""
+        box = jr.outbox
+        if box is None or not box.lines or self._rooms.get(jr.room_id) is not jr:
+            return
+        rate, burst = self._pace()
+        now = self._clock.monotonic()
+        if self._pace_buckets.take(jr.room_id, rate, burst, now, self._cost(box)):
+            self._send(jr)
+            return
+        if jr.pace_timer is None:
             self._stats["said_paced"] += 1
-            await clock.sleep(max(0.001, pace.wait_s(jr.room_id, rate, burst,
-                                                     clock.monotonic(), cost)))
+            wait = self._pace_buckets.wait_s(jr.room_id, rate, burst, now, self._cost(box))
+            jr.pace_timer = asyncio.get_running_loop().call_later(
+                max(0.001, wait), self._paced_due, jr)
+
+    def _paced_due(self, jr: JoinedRoom) -> None:
+        jr.pace_timer = None
+        self._due(jr)
+
+    async def _room_in_outbox(self, jr: JoinedRoom) -> None:
+        """Wait while the outbox is full and the pace holds it back."""
+        while (box := jr.outbox) is not None and self._full(box):
+            self._due(jr)
+            if jr.outbox is not box:
+                return
+            rate, burst = self._pace()
+            await self._clock.sleep(max(0.001, self._pace_buckets.wait_s(
+                jr.room_id, rate, burst, self._clock.monotonic(), self._cost(box))))
             if self._rooms.get(jr.room_id) is not jr:
                 raise NotInRoom("the room was left while this line waited to go out")
 
     def flush(self, jr: JoinedRoom) -> None:
-        """Sign the lines said since the last turn of the loop once, log and publish them."""
-        box, jr.outbox = jr.outbox, None
+        """What waits in the outbox goes out now, paced or not (the room is left, a joiner
+        is admitted, a batch that does not follow on): it is drawn from the pace if it can be."""
+        box = jr.outbox
         if box is None or not box.lines:
             return
-        batch = ChatBatch(jr.room_id, self._me.peer_id, box.first, tuple(box.lines))
+        rate, burst = self._pace()
+        self._pace_buckets.take(jr.room_id, rate, burst, self._clock.monotonic(),
+                                self._cost(box))
+        self._send(jr)
+
+    def _send(self, jr: JoinedRoom) -> None:
+        """Sign the outbox's lines once as a batch, log, count and publish them."""
+        box, jr.outbox = jr.outbox, None
+        if jr.pace_timer is not None:
+            jr.pace_timer.cancel()
+            jr.pace_timer = None
+        if box is None or not box.lines:
+            return
+        me = self._me.peer_id
+        batch = ChatBatch(jr.room_id, me, box.first, tuple(box.lines))
         blob = self._codec.sign_record(self._me.identity, batch)
         self._store(batch, blob)
+        # Only now are these numbers ours on the wire: heads, and "unused" in a history
+        # reply, must not speak of lines still waiting in the outbox.
+        jr.tracker.add_range(me, box.first, box.first + len(box.lines) - 1)
+        self._stats["said_batches"] += 1
         if jr.room_id in self._rooms and not self._tasks.closed:
             self._wire.publish_sealed(jr.room_id, *jr.seal_key(), Chat(blob), box.first)
 
@@ -203,11 +252,15 @@ class RoomChat:
 
     def history(self, room_id: bytes, name: str) -> list[Message]:
         """Every message held for the room, in the canonical order (``name``: the room's)."""
-        jr = self._rooms.get(room_id)
-        if jr is not None:
-            self.flush(jr)
-        return [_message(name, self._info(row.sender, "?"), row.text, row.sent_at, row.seq)
+        held = [_message(name, self._info(row.sender, "?"), row.text, row.sent_at, row.seq)
                 for row in self._log.all(room_id)]
+        jr = self._rooms.get(room_id)
+        box = jr.outbox if jr is not None else None
+        if box is not None:  # said, shown, and waiting for the pace: ours all the same
+            me = self._info(self._me.peer_id, "?")
+            held += [_message(name, me, line.text, line.sent_at, box.first + i)
+                     for i, line in enumerate(box.lines)]
+        return held
 
     # ---------------------------------------------------------------- what arrives
 
@@ -295,7 +348,8 @@ class RoomChat:
                     break
                 records.append(blob)
             if r.sender == self._me.peer_id:
-                upto = rows[-1].seq if len(rows) >= rows_per_range else min(r.last, jr.own_seq)
+                sent = jr.outbox.first - 1 if jr.outbox is not None else jr.own_seq
+                upto = rows[-1].seq if len(rows) >= rows_per_range else min(r.last, sent)
                 void.extend(unused_ranges(r.sender, r.first, upto, [row.seq for row in rows]))
         # Always an answer, even an empty one: the asker learns there is nothing more here.
         self._wire.send(peer, HistoryReply(jr.room_id, tuple(records),

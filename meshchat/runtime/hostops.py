@@ -47,6 +47,7 @@ class HostOps:
         op = await self._op(jr, request, args)
         old = jr.state
         sessions = self._sessions
+        sessions.flush_chat(jr)  # what was said before the change goes out before it
         if mod.removes_member(op, old):
             assert isinstance(op, mod.KickPeer | mod.BanPeer)
             sessions.host_remove(jr, op.target, rules.KICKED if isinstance(op, mod.KickPeer)

@@ -223,6 +223,9 @@ class Joining:
         if jr is None:
             raise NotInRoom("you are not in this room")
         sessions = self._sessions
+        # Lines that wait for the pace go out under the state they were said in: before a
+        # handoff or a Leave makes them a non-member's.
+        self._chat.flush(jr)
         if jr.core.is_host:
             others = [m.peer_id for m in jr.state.members if m.peer_id != self._me.peer_id]
             succ = rules.successor(jr.state, self._peers.is_alive) or (

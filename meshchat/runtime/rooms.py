@@ -70,6 +70,7 @@ class JoinedRoom:
     dropped_silent: set[bytes] = field(default_factory=set)  # removed as vanished: may rejoin
     told_to_rejoin: dict[bytes, float] = field(default_factory=dict)
     outbox: Outbox | None = None
+    pace_timer: asyncio.TimerHandle | None = None  # the outbox goes out when the pace lets it
     own_seq: int = 0  # the last number this node gave one of its messages here
     reserved_seq: int = 0  # numbers up to this are reserved in the log (crash safety)
 

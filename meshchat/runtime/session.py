@@ -105,6 +105,9 @@ class Sessions:
         self._transport.subscribe(room_topic(jr.room_id))
         self._log.save_room(jr.room_id, jr.state.name, jr.core.blob)
 
+    def flush_chat(self, jr: JoinedRoom) -> None:
+        self._chat.flush(jr)
+
     def drop(self, jr: JoinedRoom) -> None:
         self._chat.flush(jr)
         if not self._rooms.remove(jr):

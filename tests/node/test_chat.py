@@ -242,37 +242,73 @@ async def test_an_action_line_reaches_members_and_late_joiners_as_an_action(mesh
 
 async def test_a_runaway_say_loop_is_paced_by_its_own_node_and_nothing_is_lost(
         mesh: Mesh) -> None:
-    """``say()`` waits once the room's pace is spent (half of what members take live from
-    one author), so a bot's loop is slowed, not dropped: every line arrives, in order, and
-    no member drops any as over the line rate."""
-    # say() paces at 50 tokens a second, bursts of 20; a line costs 1, one that starts a
-    # batch 1 + 4: 16 lines go at once (one batch), then each waits for its own batch.
+    """``say()`` waits once the outbox is full and the room's pace (half of what members
+    take live from one author) holds it back, so a bot's loop is slowed, not dropped: every
+    line arrives, in order, and no member drops any as over the line rate."""
+    # The pace: 50 tokens a second, bursts of 20; a batch costs its lines + 4, so a batch
+    # holds at most 16 lines. 60 lines: 16 go at once, then 16, 16 and 12, each batch
+    # waiting 0.4 s for its tokens; say() waits for the 2nd and 3rd (the 4th waits alone).
     limits = Limits(chat_lines_per_s=100.0, chat_lines_burst=40, chat_batch_cost=4)
     alice = await mesh.add("alice", limits=limits)
     bob = await mesh.add("bob", limits=limits)
     lobby = await alice.host("lobby")
     room_b = await bob.join("lobby")
+    batches = alice.stats["said_batches"]
     started = time.monotonic()
-    for i in range(30):
+    for i in range(60):
         await lobby.say(f"line {i}")
     took = time.monotonic() - started
-    assert took >= (30 - 16) * 5 / 50 * 0.9, took
-    await until(lambda: len(room_b.history()) == 30, what="bob holds every line")
-    assert [m.text for m in room_b.history()] == [f"line {i}" for i in range(30)]
+    assert took >= 2 * 20 / 50 * 0.9, took
+    await until(lambda: len(room_b.history()) == 60, what="bob holds every line")
+    assert [m.text for m in room_b.history()] == [f"line {i}" for i in range(60)]
+    assert alice.stats["said_batches"] - batches == 4
     assert alice.stats["said_paced"] >= 1
     assert bob.stats["dropped_line_rate"] == 0
 
 
+async def test_lines_said_one_at_a_time_while_the_pace_holds_join_one_batch(
+        mesh: Mesh) -> None:
+    """A bot that says a line every few milliseconds, faster than a batch each could go:
+    the lines that wait for the pace go out together, so they all arrive, none dropped as
+    over the rate, in far fewer batches than lines, and said() never waited."""
+    limits = Limits(chat_lines_per_s=100.0, chat_lines_burst=40, chat_batch_cost=4)
+    alice = await mesh.add("alice", limits=limits)
+    bob = await mesh.add("bob", limits=limits)
+    lobby = await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    batches = alice.stats["said_batches"]
+    for i in range(40):
+        await lobby.say(f"tick {i}")
+        await asyncio.sleep(0.003)
+    # Alone, each line would be a batch costing 5: 200 tokens, 4 s of pace.
+    assert [m.text for m in lobby.history()] == [f"tick {i}" for i in range(40)]
+    await until(lambda: len(room_b.history()) == 40, what="bob holds every line")
+    assert [m.text for m in room_b.history()] == [f"tick {i}" for i in range(40)]
+    sent = alice.stats["said_batches"] - batches
+    assert 2 <= sent <= 12, sent
+    assert bob.stats["dropped_line_rate"] == 0
+
+
 async def test_leaving_while_a_line_waits_for_its_pace_raises_not_in_room(mesh: Mesh) -> None:
+    """The second line waits in the outbox for the pace, and the third in say(): leaving
+    sends what waits in the outbox and ends the waiting say() with NotInRoom."""
     limits = Limits(chat_lines_per_s=2.0, chat_lines_burst=2)  # say() paces: 1/s, burst 1
     alice = await mesh.add("alice", limits=limits)
+    bob = await mesh.add("bob")  # takes what alice's pace lets out
     lobby = await alice.host("lobby")
+    room_b = await bob.join("lobby")
     await lobby.say("the one that fits")
-    waiting = asyncio.create_task(lobby.say("the one that waits"))
+    await lobby.say("the one that waits in the outbox")
+    waiting = asyncio.create_task(lobby.say("the one that waits in say"))
     await until(lambda: alice.stats["said_paced"] >= 1, what="the line waits")
+    await asyncio.sleep(0)
+    assert not waiting.done()
     await lobby.leave()
     with pytest.raises(NotInRoom):
         await waiting
+    await until(lambda: len(room_b.history()) == 2, what="bob holds the two said lines")
+    assert [m.text for m in room_b.history()] == ["the one that fits",
+                                                  "the one that waits in the outbox"]
 
 
 async def test_a_gap_whose_answers_were_lost_is_asked_for_again_with_nothing_new_said(
