@@ -1,8 +1,8 @@
 """The process's file-descriptor limit, raised once for a node with many peers (issue 9).
 
-Each peer costs sockets (a DEALER to it, its SUB subscription, the ROUTER's accepted
-connection), and libzmq uses a few more per socket; the common default soft limit of 1024
-caps a node near 150 peers. At start a node raises its soft ``RLIMIT_NOFILE`` to the hard
+Each peer costs fds: a SUB to it with its monitor, a connection of our one dialer, and the
+connections it opens to our PUB and ROUTER; the common default soft limit of 1024 caps a node
+near 140 peers. At start a node raises its soft ``RLIMIT_NOFILE`` to the hard
 limit and logs a warning when even that is too low for ``Limits.max_peers``.
 """
 
@@ -14,7 +14,7 @@ __all__ = ["FDS_PER_PEER", "FDS_RESERVED", "needed_fds", "raise_fd_limit"]
 
 log = logging.getLogger(__name__)
 
-FDS_PER_PEER = 9  # measured with 200 peers (tests/net/test_many_peers_net.py); issue 9 aims at 3
+FDS_PER_PEER = 7  # 6 measured with 200 peers that do not subscribe (test_many_peers_net.py)
 FDS_RESERVED = 64  # the node's own sockets, the message log, mDNS, files being sent
 
 

@@ -8,9 +8,10 @@ Every frame holds one **envelope**, a msgpack array (details and field rules: do
 and stream; ``sent_at`` is the sender's Unix time. Nested records are arrays, ``X | None`` is
 nil or X. Extra trailing values are ignored (newer peers may add fields); missing ones drop the
 frame, except fields added later with a default (``away``, ``auto``), which take it. PUB
-frames are two ZeroMQ parts, ``[topic, envelope]``; direct frames go DEALER → ROUTER (the
-ROUTER sees ``[routing id, envelope]``; the routing id is libzmq's, the frame is
-attributed by the CURVE key that authenticated its connection).
+frames are two ZeroMQ parts, ``[topic, envelope]``; direct frames go from the sender's dialer
+(one ROUTER for all its peers; "DEALER" in the table below, as the wire is the same) to our
+ROUTER, which sees ``[routing id, envelope]``; the routing id is libzmq's, the frame is
+attributed by the CURVE key that authenticated its connection.
 
 Topics: ``P`` presence, ``B`` broadcast, ``b"R" + room_id`` room traffic.
 

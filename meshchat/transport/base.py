@@ -19,7 +19,7 @@ from ..ratelimit import TokenBuckets
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """One frame from a peer. ``kind`` 'pub' came on that peer's PUB (``topic`` set);
-    'direct' came over the ROUTER/DEALER channel. A direct frame from a CURVE key the transport
+    'direct' came over the direct (ROUTER) channel. A direct frame from a CURVE key the transport
     cannot name yet has an empty ``peer_id`` and that key in ``curve_key``: the receiver must
     check that the envelope's sender owns it (``identity.curve_public_of``)."""
 
@@ -115,15 +115,16 @@ class Transport(Protocol):
 
     def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int,
                      *, subscribe: bool = True) -> None:
-        """Open (or re-point) the SUB and DEALER to a peer, pinning its CURVE key from its id.
+        """Open (or re-point) the SUB and the direct link to a peer, pinning its CURVE key
+        from its id.
 
-        ``subscribe=False`` opens only the DEALER (a peer not proven yet); a later call with
+        ``subscribe=False`` opens only the direct link (a peer not proven yet); a later call with
         ``subscribe=True`` to the same place adds the SUB. The twin id of a connected peer
         (``identity.canonical_id``) is refused: one CURVE key, one peer id at a time."""
         ...
 
     def disconnect_peer(self, peer_id: bytes) -> None:
-        """Close the SUB and DEALER to a peer (no error if unknown)."""
+        """Close the SUB and the direct link to a peer (no error if unknown)."""
         ...
 
     def is_connected(self, peer_id: bytes) -> bool: ...

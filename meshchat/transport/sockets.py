@@ -24,7 +24,7 @@ class ZmqTuning:
     connect_timeout_ms: int = 2000
     handshake_ivl_ms: int = 5000
     # ZMTP heartbeats (libzmq's I/O thread, no Python work): a connection that carries
-    # nothing for heartbeat_timeout_ms is dropped and redialled, which the DEALER's monitor
+    # nothing for heartbeat_timeout_ms is dropped and redialled, which the dialer's monitor
     # reports as a hint that the peer may be gone (``Timings.peer_suspect_s``). TTL: the peer
     # drops its side of the connection too when we fall silent that long.
     heartbeat_ivl_ms: int = 2000
@@ -41,7 +41,7 @@ class ZmqTuning:
     # behind a whole batch of them.
     recv_budget_s: float = 0.004
     max_handshake_failures: int = 5
-    sockets_per_peer: int = 6  # SUB, DEALER, 2 monitor PAIRs and libzmq's 2 monitor ends
+    sockets_per_peer: int = 3  # its SUB, the SUB's monitor PAIR and libzmq's monitor end
 
 
 def endpoint(host: str, port: int | str) -> str:
@@ -95,17 +95,19 @@ class Sockets:
             sock.setsockopt(zmq.IPV6, 1)
         return sock
 
-    def client(self, kind: int, server_key: bytes, ipv6: bool) -> zmq.Socket[Any]:
-        """A CURVE client socket pinned to ``server_key``, reconnecting as ``ZmqTuning`` says."""
+    def client(self, kind: int, server_key: bytes | None, ipv6: bool) -> zmq.Socket[Any]:
+        """A CURVE client socket pinned to ``server_key`` (None: the caller sets one before
+        each connect), reconnecting as ``ZmqTuning`` says."""
         sock = self.make(kind)
         tuning = self._tuning
         # The server key must be set before connect: it applies only to later connects.
-        sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+        if server_key is not None:
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
         sock.setsockopt(zmq.RECONNECT_IVL, tuning.reconnect_ivl_ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, tuning.reconnect_ivl_max_ms)
         sock.setsockopt(zmq.CONNECT_TIMEOUT, tuning.connect_timeout_ms)
         # Only the dialling side pings: its TTL tells our peer's PUB or ROUTER to drop the
-        # connection when we fall silent, so one PING a second watches each connection.
+        # connection when we fall silent, so one PING per interval watches each connection.
         sock.setsockopt(zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, tuning.heartbeat_timeout_ms)
         sock.setsockopt(zmq.HEARTBEAT_TTL, tuning.heartbeat_ttl_ms)

@@ -9,18 +9,21 @@ Sockets of one node::
                                              (``LinkEvents.on_subscriber``)
     ROUTER  CURVE server, bound              [routing id, payload] in; replies by routing id
     SUB     CURVE client, one per peer       pinned to the peer's key; frames are Incoming 'pub'
-    DEALER  CURVE client, one per peer       pinned; no routing id of ours; Incoming 'direct'
+    dialer  ROUTER, CURVE client, one        a connection to every peer's ROUTER, each pinned
+                                             to that peer's key, under a routing id of ours
+                                             made for it; Incoming 'direct' (``dialer``)
 
-Who a frame is from: a SUB or DEALER only completes a handshake with the server key it pinned
-(``curve_public_of(peer_id)``), so everything it receives is that peer's. A ROUTER frame is
-attributed by the CURVE key our ZAP handler authenticated for its connection (``User-Id``),
-never by its routing id (libzmq made that up).
+Who a frame is from: a SUB, or a connection of the dialer, only completes a handshake with the
+server key it pinned (``curve_public_of(peer_id)``), so everything it receives is that peer's.
+A ROUTER frame is attributed by the CURVE key our ZAP handler authenticated for its connection
+(``User-Id``), never by its routing id (libzmq made that up).
 
 Each CURVE key is bound to one peer id at a time (the one ``connect_peer`` was given), because a
 peer id and its twin share a key (``identity.canonical_id``): ``connect_peer`` for a twin of a
 connected peer is refused and counted (``dropped_twin``), and ``send`` to a twin goes nowhere.
-``connect_peer(..., subscribe=False)`` opens only the DEALER: a peer that has not proven itself
-yet costs one socket, not two; a later ``connect_peer`` with ``subscribe=True`` adds the SUB.
+``connect_peer(..., subscribe=False)`` opens only the dialer's connection: a peer that has not
+proven itself yet costs no socket of its own; a later ``connect_peer`` with ``subscribe=True``
+adds the SUB.
 
 What libzmq does not let us do, and what covers it:
 
@@ -29,8 +32,9 @@ What libzmq does not let us do, and what covers it:
   the next handshake. What the PUB carries to it is presence (public anyway) and room traffic
   sealed with room keys, which the host rotates on a ban and never sends it again. Its live
   connection to our ROUTER stays open too, but every frame on it is dropped at the edge
-  (``dropped_denied``) and no reply goes back; our SUB/DEALER to it are closed at once.
-- ROUTER routing ids are not identities: our DEALERs set none, so libzmq gives every connection
+  (``dropped_denied``) and no reply goes back; our SUB and dialled connection to it are
+  closed at once.
+- ROUTER routing ids are not identities: our dialer presents none, so libzmq gives every connection
   a fresh one, and nobody can claim (or steal, with ROUTER_HANDOVER) another peer's. A ROUTER
   frame is attributed only by the CURVE key ZAP authenticated (``User-Id``): to the peer id we
   know for that key, or — for a key we do not know yet — ``Incoming.peer_id`` is empty and
@@ -40,18 +44,20 @@ What libzmq does not let us do, and what covers it:
   whoever holds one holds both; deny and the User-Id check work on the CURVE key, so they cover
   both ids.
 - A frame over ``ZMQ_MAXMSGSIZE`` makes libzmq drop the whole connection, so it cannot be
-  counted per frame. A peer connected in to us simply reconnects. Our own SUB/DEALER is
+  counted per frame. A peer connected in to us simply reconnects. Our own SUB or dialled
+  connection is
   abandoned by libzmq after such a protocol error (and after a ZAP refusal): no more
   reconnects. The monitor spots that and reopens the link. We never send oversize frames.
 
 ``stats.extra`` counts: ``dropped_malformed`` (wrong number of parts), ``dropped_denied``,
 ``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``peers_given_up``,
-``subscribers_admitted``. ``open_links`` is
-the number of SUB and DEALER sockets open now, ``peak_links`` the most there ever were.
+``subscribers_admitted``, ``endpoint_waiting`` (a peer claimed the address of a connected
+one: it waits until that one is dropped), ``dropped_closed_link``. ``open_links`` is the
+number of SUBs and dialled connections open now, ``peak_links`` the most there ever were.
 
 This module holds the PUB and ROUTER, attributes ROUTER frames and sends; beside it are the
 ZAP handler and its deny list (``zap``), socket settings and creation (``sockets``), the SUB
-and DEALER to each peer with their monitors (``links``) and receiving (``pump``).
+to each peer with its monitor (``links``), the dialer (``dialer``) and receiving (``pump``).
 """
 
 from __future__ import annotations
@@ -89,11 +95,11 @@ log = logging.getLogger(__name__)
 class ZmqTransport:
     """The real transport (see the module docstring); implements ``base.Transport``.
 
-    ``on_disconnect(peer_id)`` is called when the TCP connection of our DEALER to a peer
+    ``on_disconnect(peer_id)`` is called when our dialled TCP connection to a peer's ROUTER
     closes, or its ZMTP heartbeat times out (libzmq reconnects by itself);
-    ``on_reconnect(peer_id)`` when that DEALER's handshake succeeds again afterwards.
+    ``on_reconnect(peer_id)`` when its handshake succeeds again afterwards.
 
-    ``on_handshake_failure(peer_id)`` is called when a handshake of our SUB or DEALER to that
+    ``on_handshake_failure(peer_id)`` is called when a handshake of our SUB or dialer to that
     peer fails (the key at that address is not the peer's — an impostor, a reused port — or
     the peer refused us): once per streak of failures, not on every retry. Every failure is
     counted in ``stats.handshake_failures``; after ``tuning.max_handshake_failures`` in a row
@@ -138,7 +144,7 @@ class ZmqTransport:
 
     @property
     def peak_links(self) -> int:
-        """The most SUB and DEALER sockets ever open at once."""
+        """The most links (SUBs and dialled connections) ever open at once."""
         return self._links.peak
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -189,9 +195,7 @@ class ZmqTransport:
         loop = self._loop
         assert loop is not None
         linger_ms = max(0, round(linger_s * 1000))
-        tasks: list[asyncio.Task[None]] = []
-        for peer in list(self._peers.values()):
-            tasks += self._links.drop(peer, linger_ms)
+        tasks = self._links.close(linger_ms)
         if self._router_pump is not None:
             self._router_pump.stop(loop)
         for sock in (self._pub, self._router):
@@ -211,8 +215,8 @@ class ZmqTransport:
 
     def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int,
                      *, subscribe: bool = True) -> None:
-        """Open (or re-point) the SUB and DEALER to a peer (only the DEALER if not
-        ``subscribe``); a denied peer, or the twin of a connected one, is ignored."""
+        """Open (or re-point) the SUB and the dialled connection to a peer (only the latter if
+        not ``subscribe``); a denied peer, or the twin of a connected one, is ignored."""
         if self._closed:
             return
         if not self._running:
@@ -228,12 +232,13 @@ class ZmqTransport:
         self._links.connect(peer_id, curve_key, address, router_port, pub_port, subscribe)
 
     def disconnect_peer(self, peer_id: bytes) -> None:
+        self._links.forget(peer_id)
         peer = self._peers.get(peer_id)
         if peer is not None:
             self._links.drop(peer, self._tuning.disconnect_linger_ms)
 
     def is_connected(self, peer_id: bytes) -> bool:
-        """True while we hold a DEALER (and SUB) to the peer (they reconnect by themselves)."""
+        """True while we hold links to the peer (they reconnect by themselves)."""
         return peer_id in self._peers
 
     @property
@@ -241,11 +246,12 @@ class ZmqTransport:
         return self._links.open_count
 
     def deny(self, peer_id: bytes) -> None:
-        """Refuse the peer's CURVE key at ZAP from now on, close our SUB/DEALER to it and drop
+        """Refuse the peer's CURVE key at ZAP from now on, close our links to it and drop
         its ROUTER frames. Its live connection to our PUB stays until it breaks (libzmq cannot
         cut one pipe); room-key rotation keeps room traffic from it."""
         curve_key = curve_public_of(peer_id)
         self._zap.deny(curve_key)
+        self._links.forget(curve_key=curve_key)
         for peer in [p for p in self._peers.values() if p.curve_key == curve_key]:
             # A short linger: the last word queued for it (the state that removes it, say)
             # still leaves; nothing can be queued after this.
@@ -297,27 +303,22 @@ class ZmqTransport:
         self.stats.sent += 1
 
     def send(self, peer_id: bytes, payload: bytes) -> bool:
-        """Over our DEALER to the peer if its handshake is done; else back over our ROUTER if
-        the peer connected in to us (and its latest frame there was authentic) — an answer to
-        a peer whose card is stale must not queue on a DEALER to an old address —; else
-        queued on the DEALER until it connects. False if there is no way at all."""
+        """Over our dialled connection to the peer if its handshake is done; else back over our
+        ROUTER if the peer connected in to us (and its latest frame there was authentic) — an
+        answer to a peer whose card is stale must not queue for an old address —; else queued
+        on the dialled connection until it connects. False if there is no way at all."""
         if not self._running:
             return False
         if len(payload) > self._limits.max_frame_bytes:
             self.stats.send_failures += 1
             return False
         peer = self._peers.get(peer_id)
-        if peer is not None:
-            link = peer.links[zmq.DEALER]
+        link = peer.direct if peer is not None else None
+        if link is not None:
             if not link.up and self._send_back(peer_id, payload):
                 return True
-            try:
-                link.sock.send(payload, zmq.NOBLOCK)
-            except zmq.Again:
-                self.stats.send_failures += 1
+            if not self._links.dialer.send(link, payload):
                 return False
-            finally:
-                link.pump.kick()
             self.stats.sent += 1
             return True
         return self._send_back(peer_id, payload)

@@ -156,7 +156,7 @@ async def test_direct_both_ways_in_order(make: Factory) -> None:
 
 async def test_reply_goes_back_over_the_router(make: Factory) -> None:
     a, b, stranger = await make(), await make(), await make()
-    a.connect(b)  # b has no DEALER to a
+    a.connect(b)  # b has no direct link to a
     assert not b.transport.send(a.id, b"nobody asked")
     assert a.transport.send(b.id, b"request")
     await b.expect(payload_is(b"request"))
@@ -353,7 +353,7 @@ async def test_deny_refuses_the_peer_and_allow_lets_it_back(make: Factory) -> No
 
     b.transport.deny(a.id)
     assert not b.transport.is_connected(a.id)
-    assert not b.transport.send(a.id, b"no")  # no DEALER, and the ROUTER route is dropped
+    assert not b.transport.send(a.id, b"no")  # no direct link, and the ROUTER route is dropped
     assert a.transport.send(b.id, b"dropped")
     await until(lambda: b.transport.stats.extra.get("dropped_denied", 0) >= 1, "a denied frame")
 
@@ -361,7 +361,7 @@ async def test_deny_refuses_the_peer_and_allow_lets_it_back(make: Factory) -> No
     a.transport.disconnect_peer(b.id)
     a.connect(b)
     await asyncio.wait_for(a.failures.get(), DEADLINE_S)
-    await until(lambda: a.transport.stats.handshake_failures >= 2, "SUB and DEALER refused")
+    await until(lambda: a.transport.stats.handshake_failures >= 2, "SUB and direct link refused")
     assert b.transport.stats.zap_denied >= 2
     assert all(i.payload != b"dropped" for i in _drain(b.inbox))
 
@@ -419,12 +419,12 @@ async def test_a_dealer_only_link_costs_one_socket_and_gets_no_publications(
                              subscribe=False)
     assert a.transport.is_connected(b.id) and a.transport.open_links == 1
     await b.expect(payload_is(b"probe"), lambda: a.transport.send(b.id, b"probe"))
-    assert b.transport.send(a.id, b"answer")  # back over b's ROUTER to a's DEALER
+    assert b.transport.send(a.id, b"answer")  # back over b's ROUTER to a's dialer
     got = await a.expect(payload_is(b"answer"))
     assert got.peer_id == b.id
     b.transport.publish(b"x", b"not for a")
 
-    a.connect(b)  # the same place with subscribe: the SUB is added, the DEALER kept
+    a.connect(b)  # the same place with subscribe: the SUB is added, the direct link kept
     assert a.transport.open_links == 2
     await a.expect(payload_is(b"for a"), lambda: b.transport.publish(b"x", b"for a"))
     assert all(i.payload != b"not for a" for i in _drain(a.inbox))
@@ -447,18 +447,18 @@ async def test_a_twin_id_cannot_take_over_a_connected_peer(make: Factory) -> Non
     got = await a.expect(payload_is(b"as twin"), lambda: impostor.transport.send(a.id, b"as twin"))
     assert got.peer_id == b.id
     assert not a.transport.send(twin, b"for the twin")
-    # Until a's own DEALER to b has shaken hands, a answers b's key over the ROUTER, where
+    # Until a's own direct link to b has shaken hands, a answers b's key over the ROUTER, where
     # the key holder's latest frame came from (the impostor's socket: it holds b's key, so
-    # that is no leak). Once the DEALER is up, frames for b go to b alone.
-    await until(lambda: _dealer_up(a, b.id), "a's DEALER to b shaking hands")
+    # that is no leak). Once it is up, frames for b go to b alone.
+    await until(lambda: _direct_up(a, b.id), "a's direct link to b shaking hands")
     _drain(impostor.inbox)
     await b.expect(payload_is(b"for b"), lambda: a.transport.send(b.id, b"for b"))
     assert all(i.payload != b"for b" for i in _drain(impostor.inbox))
 
 
-def _dealer_up(peer: Peer, other_id: bytes) -> bool:
+def _direct_up(peer: Peer, other_id: bytes) -> bool:
     link = peer.transport._peers.get(other_id)
-    return link is not None and link.links[zmq.DEALER].up
+    return link is not None and link.direct is not None and link.direct.up
 
 
 async def test_deny_by_a_twin_id_refuses_the_key(make: Factory) -> None:
@@ -476,7 +476,7 @@ async def test_deny_by_a_twin_id_refuses_the_key(make: Factory) -> None:
     # A new connection from the key, under either id, is refused by ZAP.
     b.transport.disconnect_peer(a.id)
     b.connect(a)
-    await until(lambda: a.transport.stats.zap_denied >= 2, "ZAP refusing SUB and DEALER")
+    await until(lambda: a.transport.stats.zap_denied >= 2, "ZAP refusing SUB and direct link")
     assert all(i.payload != b"dropped" for i in _drain(a.inbox))
 
 
@@ -489,7 +489,7 @@ async def test_a_subscriber_admitted_to_our_pub_is_reported_by_peer_id(make: Fac
     a.connect(b)  # a knows b's key: b's subscription is reported
     b.connect(a)
     await until(lambda: admitted == [b.id], "b's subscription reported")
-    # b's DEALER to a's ROUTER passed ZAP too, in the ROUTER's domain: not a subscription.
+    # b's direct link to a's ROUTER passed ZAP too, in the ROUTER's domain: not a subscription.
     await b.expect(payload_is(b"reply"), lambda: (
         b.transport.send(a.id, b"ask"), a.transport.send(b.id, b"reply")))
     stranger.connect(a)
@@ -497,3 +497,72 @@ async def test_a_subscriber_admitted_to_our_pub_is_reported_by_peer_id(make: Fac
                    lambda: stranger.transport.send(a.id, b"from stranger"))
     assert admitted == [b.id]
     assert a.transport.stats.extra["subscribers_admitted"] == 1
+
+
+async def test_one_dialer_reaches_many_peers_and_names_each_reply(make: Factory) -> None:
+    """Direct links share one dialling socket: each connection carries its own routing id, so
+    every reply is named by the peer it came from, and a direct link costs no socket."""
+    a = await make()
+    others = [await make() for _ in range(3)]
+    sockets = a.transport._sockets
+    assert sockets is not None
+    before = len(sockets._open)
+    for other in others:
+        a.transport.connect_peer(other.id, HOST, other.ports.router_port, other.ports.pub_port,
+                                 subscribe=False)
+    assert len(sockets._open) == before and a.transport.open_links == 3
+    for i, other in enumerate(others):
+        assert a.transport.send(other.id, b"ask %d" % i)
+    for i, other in enumerate(others):
+        got = await other.expect(payload_is(b"ask %d" % i))
+        assert got.curve_key == a.identity.curve_public
+        assert other.transport.send(a.id, b"reply %d" % i)  # back over its ROUTER
+    replies = {}
+    for _ in others:
+        got = await a.expect(lambda i: i.payload.startswith(b"reply "))
+        replies[got.payload] = got.peer_id
+    assert replies == {b"reply %d" % i: other.id for i, other in enumerate(others)}
+    for other in others:
+        await until(lambda o=other: _direct_up(a, o.id), "every direct link up")
+    # Over the dialer itself once it is up (not the ROUTER fallback): still named right.
+    b = others[1]
+    b.connect(a)
+    assert b.transport.send(a.id, b"from b")
+    got = await a.expect(payload_is(b"from b"))
+    assert got.peer_id == b.id
+    a.transport.disconnect_peer(others[0].id)
+    assert not a.transport.is_connected(others[0].id)
+    await others[2].expect(payload_is(b"still"), lambda: a.transport.send(others[2].id, b"still"))
+
+
+async def test_a_second_peer_at_a_held_address_waits_until_the_holder_is_given_up(
+        make: Factory) -> None:
+    """One peer per address on the dialer: a card naming a connected peer's address for
+    another id waits (counted); once the holder's handshakes fail there and it is given up,
+    the first in line is connected there, by itself."""
+    b, c, d = await make(), await make(), await make()
+    spy = await make()
+    spy.connect(b, as_id=c.id)  # b's address, c's key pinned: every handshake fails
+    spy.connect(b, as_id=d.id)  # another false claim, then the true one, then d withdrawn
+    spy.connect(b)
+    spy.transport.disconnect_peer(d.id)
+    assert not spy.transport.is_connected(b.id) and not spy.transport.is_connected(d.id)
+    assert spy.transport.stats.extra["endpoint_waiting"] == 2
+    await until(lambda: not spy.transport.is_connected(c.id), "the wrong pin given up")
+    assert spy.transport.is_connected(b.id)
+    await b.expect(payload_is(b"now"), lambda: spy.transport.send(b.id, b"now"))
+    assert not spy.transport.is_connected(d.id)
+
+
+async def test_an_impostor_claiming_a_connected_peers_address_changes_nothing(
+        make: Factory) -> None:
+    b, c = await make(), await make()
+    a = await make()
+    a.connect(b)
+    await until(lambda: _direct_up(a, b.id), "a's direct link to b up")
+    a.connect(b, as_id=c.id)  # c's id at b's address: it waits, b keeps its link
+    assert not a.transport.is_connected(c.id)
+    await b.expect(payload_is(b"still b"), lambda: a.transport.send(b.id, b"still b"))
+    a.transport.disconnect_peer(b.id)  # b is gone: c's claim is tried, and fails
+    await until(lambda: not a.transport.is_connected(c.id), "the false claim given up")
+    assert a.transport.stats.extra["peers_given_up"] == 1

@@ -1,0 +1,252 @@
+"""Our one dialling socket: a ROUTER that connects out to every peer's ROUTER, watched by one
+monitor, instead of a DEALER (and a monitor, and their mailboxes: 3 fds) per peer.
+
+Each connection is pinned to its peer's CURVE key (``CURVE_SERVERKEY`` is copied into each
+connect as it is made), and gets a routing id of ours (``CONNECT_ROUTING_ID``), fresh for every
+connect: a frame that arrives with that routing id is from that peer, and only from it; a
+routing id is never reused, so a connection still lingering after a disconnect never collides
+with its successor (libzmq asserts on a duplicate).
+
+The monitor names the endpoint of every event; each endpoint is held by one peer at a time
+(``Dialer.holder``), so an event is that peer's. A second peer at a held endpoint is refused by
+``Links.connect`` (a stale card, or someone claiming another's address): once the holder's
+handshakes fail there (it moved) it is given up, and the endpoint is free again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from .base import FloodGuard, Incoming, Receiver, TransportStats
+from .pump import Pump, Reader, count, malformed
+from .sockets import Sockets, ZmqTuning
+
+__all__ = ["MONITORED_EVENTS", "Dialer", "DirectLink", "endpoint_key"]
+
+log = logging.getLogger("meshchat.transport.zmq")
+
+HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+MONITORED_EVENTS = (
+    HANDSHAKE_FAILED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_DELAYED
+)
+_monitor_ids = itertools.count()
+
+
+def endpoint_key(endpoint: str) -> tuple[str, str]:
+    """``tcp://host:port`` as libzmq may spell it back in a monitor event: the IP in its
+    compressed form, without brackets or zone."""
+    address = endpoint.removeprefix("tcp://")
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]").split("%", 1)[0]
+    with contextlib.suppress(ValueError):
+        host = ipaddress.ip_address(host).compressed
+    return host, port
+
+
+class DirectLink:
+    """Our connection to one peer's ROUTER, on the dialer."""
+
+    __slots__ = ("address", "dropped", "endpoint", "failures", "key", "peer_id", "routing_id",
+                 "timer", "up")
+
+    def __init__(self, peer_id: bytes, address: str, endpoint: str, routing_id: bytes) -> None:
+        self.peer_id = peer_id
+        self.address = address
+        self.endpoint = endpoint
+        self.key = endpoint_key(endpoint)
+        self.routing_id = routing_id
+        self.failures = 0  # failed handshakes in a row, carried over when it is reopened
+        self.up = False  # a handshake succeeded and the connection has not closed since
+        self.dropped = False  # it was up once and then closed: the next handshake is a return
+        self.timer: asyncio.TimerHandle | None = None  # disconnected, no retry seen yet
+
+
+EventHandler = Callable[[DirectLink, int], None]
+
+
+class Dialer:
+    """The dialling ROUTER, its pump and its monitor; ``on_event(link, event)`` gets each
+    monitor event of a link that is open, ``on_abandoned(link)`` a link libzmq gave up on (a
+    DISCONNECTED that no retry followed within ``tuning.dead_link_grace_ms``: after a protocol
+    error or a ZAP refusal libzmq never reconnects)."""
+
+    def __init__(self, stats: TransportStats, tuning: ZmqTuning) -> None:
+        self.stats = stats
+        self.tuning = tuning
+        self.on_event: EventHandler | None = None
+        self.on_abandoned: Callable[[DirectLink], None] | None = None
+        self.by_routing_id: dict[bytes, DirectLink] = {}
+        self.holder: dict[tuple[str, str], DirectLink] = {}  # endpoint -> the link there
+        self._ids = itertools.count(1)
+        self._sock: zmq.Socket[Any] | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.pump: Pump | None = None
+
+    def start(self, sockets: Sockets, loop: asyncio.AbstractEventLoop, receiver: Receiver,
+              guard: FloodGuard | None) -> None:
+        self._loop = loop
+        sock = self._sock = sockets.client(zmq.ROUTER, None, True)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        address = f"inproc://meshchat-dialer-{id(self):x}-{next(_monitor_ids)}"
+        sock.monitor(address, MONITORED_EVENTS)
+        monitor = self._monitor = sockets.ctx.socket(zmq.PAIR)
+        monitor.setsockopt(zmq.LINGER, 0)
+        monitor.connect(address)
+        pump = self.pump = Pump(sock, self._reader(sock), receiver, self.stats,
+                                self.tuning.recv_batch, guard, self.tuning.recv_budget_s)
+        pump.start(loop)
+        self._task = loop.create_task(self._watch(monitor), name="meshchat-dialer-monitor")
+
+    def close(self, linger_ms: int, sockets: Sockets) -> list[asyncio.Task[None]]:
+        """Close the socket and its monitor; returns the monitor's task, cancelled."""
+        for link in list(self.by_routing_id.values()):
+            self._forget(link)
+        tasks: list[asyncio.Task[None]] = []
+        if self.pump is not None and self._loop is not None:
+            self.pump.stop(self._loop)
+        if self._task is not None:
+            self._task.cancel()
+            tasks.append(self._task)
+        sock, monitor = self._sock, self._monitor
+        if sock is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
+            sock.close(linger=linger_ms)
+            sockets.closed(sock)
+        if monitor is not None:
+            monitor.close(linger=0)
+        return tasks
+
+    # -- links ------------------------------------------------------------------------------
+
+    def open(self, peer_id: bytes, curve_key: bytes, address: str, endpoint: str) -> DirectLink:
+        """Connect to a peer's ROUTER, pinned to its key; frames may be sent at once (they
+        wait in the connection's queue until its handshake is done)."""
+        sock = self._sock
+        assert sock is not None
+        routing_id = b"\x01" + next(self._ids).to_bytes(8, "big")  # never 0-led: libzmq's own
+        link = DirectLink(peer_id, address, endpoint, routing_id)
+        sock.setsockopt(zmq.CURVE_SERVERKEY, curve_key)
+        sock.setsockopt(zmq.CONNECT_ROUTING_ID, routing_id)
+        sock.connect(endpoint)
+        self.by_routing_id[routing_id] = link
+        self.holder[link.key] = link
+        return link
+
+    def close_link(self, link: DirectLink, linger_ms: int) -> None:
+        """Disconnect; what is queued for the peer still leaves for ``linger_ms``."""
+        if self.by_routing_id.get(link.routing_id) is not link:
+            return
+        self._forget(link)
+        sock = self._sock
+        if sock is None or sock.closed:
+            return
+        sock.setsockopt(zmq.LINGER, linger_ms)
+        with contextlib.suppress(zmq.ZMQError):  # ENOENT: libzmq already dropped it
+            sock.disconnect(link.endpoint)
+
+    def _forget(self, link: DirectLink) -> None:
+        self.by_routing_id.pop(link.routing_id, None)
+        if self.holder.get(link.key) is link:
+            del self.holder[link.key]
+        if link.timer is not None:
+            link.timer.cancel()
+            link.timer = None
+
+    def send(self, link: DirectLink, payload: bytes) -> bool:
+        sock, pump = self._sock, self.pump
+        if sock is None or pump is None:
+            return False
+        try:
+            sock.send(link.routing_id, zmq.NOBLOCK | zmq.SNDMORE)
+            sock.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.send_failures += 1
+            return False
+        except zmq.ZMQError as error:  # EHOSTUNREACH: libzmq dropped the connection
+            log.debug("direct send to %s failed: %s", link.peer_id.hex(), error)
+            self.stats.send_failures += 1
+            return False
+        finally:
+            pump.kick()
+        return True
+
+    # -- receiving and watching -------------------------------------------------------------
+
+    def _reader(self, sock: zmq.Socket[Any]) -> Reader:
+        """[routing id, payload]: Incoming 'direct' from the peer that routing id was made for."""
+        recv = sock.recv
+        links = self.by_routing_id
+        stats = self.stats
+
+        def read() -> Incoming | None:
+            head: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
+            if not head.more:
+                count(stats, "dropped_malformed")
+                return None
+            frame: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
+            if frame.more:
+                malformed(recv, frame, stats)
+                return None
+            link = links.get(head.bytes)
+            if link is None:  # a link we closed, its last frames still queued
+                count(stats, "dropped_closed_link")
+                return None
+            return Incoming("direct", link.peer_id, frame.bytes, b"", link.address)
+
+        return read
+
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        while True:
+            message = await monitor.recv_multipart()
+            if len(message) != 2 or len(message[0]) != 6:
+                continue
+            event, _value = struct.unpack("=HI", message[0])
+            link = self.holder.get(endpoint_key(message[1].decode("utf-8", "replace")))
+            if link is None:
+                continue
+            if link.timer is not None:
+                link.timer.cancel()
+                link.timer = None
+            if event == zmq.EVENT_DISCONNECTED and self._loop is not None:
+                link.timer = self._loop.call_later(
+                    self.tuning.dead_link_grace_ms / 1000, self._grace_over, link)
+            handler = self.on_event
+            if handler is not None:
+                try:
+                    handler(link, event)
+                except Exception:
+                    log.exception("dialer event handler raised")
+
+    def _grace_over(self, link: DirectLink) -> None:
+        link.timer = None
+        monitor = self._monitor
+        if monitor is not None and int(monitor.get(zmq.EVENTS)) & zmq.POLLIN and \
+                self._loop is not None:
+            # The loop was slow, not libzmq: read the events first, then judge again.
+            link.timer = self._loop.call_later(self.tuning.dead_link_grace_ms / 1000,
+                                               self._grace_over, link)
+            return
+        if self.by_routing_id.get(link.routing_id) is link and self.on_abandoned is not None:
+            self.on_abandoned(link)
