@@ -149,12 +149,13 @@ class RoomChat:
             return
         rate, burst = self._pace()
         now = self._clock.monotonic()
-        if self._pace_buckets.take(jr.room_id, rate, burst, now, self._cost(box)):
+        cost = self._cost(box)
+        if self._pace_buckets.take(jr.room_id, rate, burst, now, cost):
             self._send(jr)
             return
         if jr.pace_timer is None:
             self._stats["said_paced"] += 1
-            wait = self._pace_buckets.wait_s(jr.room_id, rate, burst, now, self._cost(box))
+            wait = self._pace_buckets.wait_s(jr.room_id, rate, burst, now, cost)
             jr.pace_timer = asyncio.get_running_loop().call_later(
                 max(0.001, wait), self._paced_due, jr)
 

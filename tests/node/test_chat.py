@@ -240,6 +240,16 @@ async def test_an_action_line_reaches_members_and_late_joiners_as_an_action(mesh
         ("waves", True), ("\x01ACTION is not an action unless the line is complete", False)]
 
 
+async def _paced_room(mesh: Mesh) -> tuple[Node, Node, Room, Room]:
+    """alice hosts lobby and bob is in it, both on a pace of 50 tokens a second, bursts of
+    20, and 4 tokens a batch: (alice, bob, alice's room, bob's room)."""
+    limits = Limits(chat_lines_per_s=100.0, chat_lines_burst=40, chat_batch_cost=4)
+    alice = await mesh.add("alice", limits=limits)
+    bob = await mesh.add("bob", limits=limits)
+    lobby = await alice.host("lobby")
+    return alice, bob, lobby, await bob.join("lobby")
+
+
 async def test_a_runaway_say_loop_is_paced_by_its_own_node_and_nothing_is_lost(
         mesh: Mesh) -> None:
     """``say()`` waits once the outbox is full and the room's pace (half of what members
@@ -248,11 +258,7 @@ async def test_a_runaway_say_loop_is_paced_by_its_own_node_and_nothing_is_lost(
     # The pace: 50 tokens a second, bursts of 20; a batch costs its lines + 4, so a batch
     # holds at most 16 lines. 60 lines: 16 go at once, then 16, 16 and 12, each batch
     # waiting 0.4 s for its tokens; say() waits for the 2nd and 3rd (the 4th waits alone).
-    limits = Limits(chat_lines_per_s=100.0, chat_lines_burst=40, chat_batch_cost=4)
-    alice = await mesh.add("alice", limits=limits)
-    bob = await mesh.add("bob", limits=limits)
-    lobby = await alice.host("lobby")
-    room_b = await bob.join("lobby")
+    alice, bob, lobby, room_b = await _paced_room(mesh)
     batches = alice.stats["said_batches"]
     started = time.monotonic()
     for i in range(60):
@@ -271,11 +277,7 @@ async def test_lines_said_one_at_a_time_while_the_pace_holds_join_one_batch(
     """A bot that says a line every few milliseconds, faster than a batch each could go:
     the lines that wait for the pace go out together, so they all arrive, none dropped as
     over the rate, in far fewer batches than lines, and said() never waited."""
-    limits = Limits(chat_lines_per_s=100.0, chat_lines_burst=40, chat_batch_cost=4)
-    alice = await mesh.add("alice", limits=limits)
-    bob = await mesh.add("bob", limits=limits)
-    lobby = await alice.host("lobby")
-    room_b = await bob.join("lobby")
+    alice, bob, lobby, room_b = await _paced_room(mesh)
     batches = alice.stats["said_batches"]
     for i in range(40):
         await lobby.say(f"tick {i}")
