@@ -78,6 +78,7 @@ class ScaleResult:
     new_host: str
     lost: int
     sent: int
+    lost_detail: str = ""  # who lacked which lines when the failover's check gave up
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +243,10 @@ def _soak(agents: Sequence[Worker], soak_s: float, burners: int) -> tuple[int, i
 
 
 def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
-               ) -> tuple[float, str, int, int]:
+               ) -> tuple[float, str, int, int, str]:
     """``kill -9`` of agents[0] while agents[1] and agents[2] chat at ``rate``: time until all
-    survivors agree on one new host; messages some survivor lacks; messages sent."""
+    survivors agree on one new host; messages some survivor lacks; messages sent; who lacked
+    which (empty when none did)."""
     senders = agents[1:3]
     for j, agent in enumerate(senders):
         agent.send_cmd("say_many", id=f"fo{j}", room=ROOM, prefix=f"fo{j}-",
@@ -263,15 +265,21 @@ def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
     deadline = time.monotonic() + 10.0
     while True:
         missing = 0
+        lacking: list[str] = []
         for agent in survivors:
             texts = agent.call("history", 30, room=ROOM, prefix="fo")["texts"]
             for prefix, indices in sent.items():
                 have = {i for t in texts if (i := index_of(t, prefix)) is not None}
-                missing = max(missing, len(indices - have))
+                lacks = sorted(indices - have)
+                missing = max(missing, len(lacks))
+                if lacks:
+                    lacking.append(f"{agent.name} lacks {prefix}{lacks[0]}..{lacks[-1]} "
+                                   f"({len(lacks)})")
         if missing == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    return t_agreed - t_kill, new_host, missing, sum(len(s) for s in sent.values())
+    detail = "; ".join(lacking[:6]) + (f"; {len(lacking) - 6} more" if len(lacking) > 6 else "")
+    return t_agreed - t_kill, new_host, missing, sum(len(s) for s in sent.values()), detail
 
 
 def scale(lab: Lab, nodes: int, settle_s: float = 15.0, window_s: float = 20.0,
@@ -302,7 +310,7 @@ def scale(lab: Lab, nodes: int, settle_s: float = 15.0, window_s: float = 20.0,
         idle = measure_idle(agents, window_s)
         reach_s, reached = _reach(agents, agents[nodes // 2], timeout_s=20.0)
         false_failovers, vanished = _soak(agents, soak_s, burners)
-        failover_s, new_host, lost, sent = _kill_host(agents, failover_rate,
+        failover_s, new_host, lost, sent, lost_detail = _kill_host(agents, failover_rate,
                                                       timeout_s=30.0)
         return ScaleResult(
             nodes=nodes,
@@ -320,6 +328,7 @@ def scale(lab: Lab, nodes: int, settle_s: float = 15.0, window_s: float = 20.0,
             failover_s=failover_s,
             new_host=new_host,
             lost=lost,
+            lost_detail=lost_detail,
             sent=sent,
         )
     finally:

@@ -199,7 +199,8 @@ class Links:
         """Create, start and connect the SUB of a peer."""
         sockets, loop, receiver = self._sockets, self._loop, self._receiver
         assert sockets is not None and loop is not None and receiver is not None
-        sock = sockets.client(kind, peer.curve_key, ":" in peer.address)
+        sock = sockets.client(kind, peer.curve_key, ":" in peer.address,
+                              self._tuning.sub_heartbeats)
         for topic in self.topics:
             sock.setsockopt(zmq.SUBSCRIBE, topic)
         read = sub_reader(sock, peer.peer_id, peer.address, self.stats)
