@@ -380,7 +380,7 @@ def read_commands(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[dict[str
 async def run(config: dict[str, Any]) -> None:
     try:
         import meshchat
-        from meshchat import Node, Timings
+        from meshchat import Limits, Node, Timings
         from meshchat import events as api
     except Exception as exc:  # the product is not there yet: say so, never fake a figure
         emit("unavailable", why=f"meshchat.Node not importable: {exc!r}")
@@ -403,7 +403,8 @@ async def run(config: dict[str, Any]) -> None:
         try:
             node = await stack.enter_async_context(Node(
                 name=config["name"], interfaces=[config.get("interface", "eth0")],
-                data_dir=data_dir, timings=timings))
+                data_dir=data_dir, timings=timings,
+                limits=Limits(**config.get("limits", {}))))
         except (ImportError, NotImplementedError) as exc:  # a part of the product is missing
             emit("unavailable", why=f"Node cannot start: {exc!r}")
             return

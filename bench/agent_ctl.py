@@ -36,14 +36,17 @@ def spawn_agent(host: Host, name: str, timings: str = "default", tag: str = "",
 
 def start_agents(lab: Lab, names: Sequence[str], timings: str = "default", tag: str = "",
                  first_host: int = 0, watch_peers: bool = False,
-                 profile_dir: str | None = None) -> list[Worker]:
+                 profile_dir: str | None = None,
+                 limits: dict[str, float] | None = None) -> list[Worker]:
     """One node per name in hosts first_host, first_host+1, ...; waits until all have started.
-    With ``profile_dir`` each runs under cProfile, dumped to ``<profile_dir>/<tag>-<name>.prof``."""
+    With ``profile_dir`` each runs under cProfile, dumped to ``<profile_dir>/<tag>-<name>.prof``;
+    ``limits``: ``Limits`` fields that differ from the defaults."""
     missing = meshchat_missing()
     if missing:
         raise Unavailable(missing)
     agents = [spawn_agent(lab.hosts[first_host + i], name, timings, tag, watch_peers,
-                          profile=f"{profile_dir}/{tag}-{name}.prof" if profile_dir else None)
+                          profile=f"{profile_dir}/{tag}-{name}.prof" if profile_dir else None,
+                          **({"limits": limits} if limits else {}))
               for i, name in enumerate(names)]
     for agent in agents:
         agent.expect_event("started", 30 + 2 * len(agents))

@@ -118,7 +118,8 @@ def section_fanout(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list
                 ratios.append(f"{mesh.rate / pyre.rate:.2f}× Pyre")
                 checks.append(mesh.rate >= 2 * pyre.rate)
             lossless = mesh.lost == 0
-            notes.append(f"fan-out k={k} meshchat: the sender's say() loop ran at "
+            notes.append(f"fan-out k={k} meshchat (the per-author line pace lifted: "
+                         f"{fanout.CAPACITY_LIMITS}): the sender's say() loop ran at "
                          f"{_n(mesh.sender_rate)} msg/s; per receiver: "
                          + ", ".join(_n(r) for r in mesh.rates))
             if not lossless:
