@@ -8,7 +8,10 @@ routing id is never reused, so a connection still lingering after a disconnect n
 with its successor (libzmq asserts on a duplicate).
 
 The monitor names the endpoint of every event; each endpoint is held by one peer at a time
-(``Dialer.holder``), so an event is that peer's. A second peer at a held endpoint is refused by
+(``Dialer.holder``), so an event is that peer's. Events are read in a callback on the
+monitor's FD, and once more, to the end, before each connect: what an earlier connection to
+the same endpoint reported (a refusal while it was banned, say) is never charged to the new
+one, however late the loop got round to reading it. A second peer at a held endpoint is refused by
 ``Links.connect`` (a stale card, or someone claiming another's address): once the holder's
 handshakes fail there (it moved) it is given up, and the endpoint is free again.
 """
@@ -65,8 +68,8 @@ def endpoint_key(endpoint: str) -> tuple[str, str]:
 class DirectLink:
     """Our connection to one peer's ROUTER, on the dialer."""
 
-    __slots__ = ("address", "dropped", "endpoint", "failures", "key", "peer_id", "routing_id",
-                 "timer", "up")
+    __slots__ = ("address", "dropped", "endpoint", "events", "failures", "key", "peer_id",
+                 "routing_id", "timer", "up")
 
     def __init__(self, peer_id: bytes, address: str, endpoint: str, routing_id: bytes) -> None:
         self.peer_id = peer_id
@@ -78,6 +81,7 @@ class DirectLink:
         self.up = False  # a handshake succeeded and the connection has not closed since
         self.dropped = False  # it was up once and then closed: the next handshake is a return
         self.timer: asyncio.TimerHandle | None = None  # disconnected, no retry seen yet
+        self.events = 0  # monitor events read for it
 
 
 EventHandler = Callable[[DirectLink, int], None]
@@ -98,8 +102,8 @@ class Dialer:
         self.holder: dict[tuple[str, str], DirectLink] = {}  # endpoint -> the link there
         self._ids = itertools.count(1)
         self._sock: zmq.Socket[Any] | None = None
-        self._monitor: zmq.asyncio.Socket | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._monitor: zmq.Socket[Any] | None = None
+        self._monitor_fd = -1
         self._loop: asyncio.AbstractEventLoop | None = None
         self.pump: Pump | None = None
 
@@ -110,24 +114,28 @@ class Dialer:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         address = f"inproc://meshchat-dialer-{id(self):x}-{next(_monitor_ids)}"
         sock.monitor(address, MONITORED_EVENTS)
-        monitor = self._monitor = sockets.ctx.socket(zmq.PAIR)
+        monitor: zmq.Socket[Any] = zmq.Socket(sockets.ctx, zmq.PAIR)
+        self._monitor = monitor
         monitor.setsockopt(zmq.LINGER, 0)
         monitor.connect(address)
         pump = self.pump = Pump(sock, self._reader(sock), receiver, self.stats,
                                 self.tuning.recv_batch, guard, self.tuning.recv_budget_s)
         pump.start(loop)
-        self._task = loop.create_task(self._watch(monitor), name="meshchat-dialer-monitor")
+        # Edge-triggered, as every ZMQ_FD: each wake-up reads to EAGAIN (``_read_events``).
+        self._monitor_fd = int(monitor.get(zmq.FD))
+        loop.add_reader(self._monitor_fd, self._read_events)
+        loop.call_soon(self._read_events)
 
     def close(self, linger_ms: int, sockets: Sockets) -> list[asyncio.Task[None]]:
-        """Close the socket and its monitor; returns the monitor's task, cancelled."""
+        """Close the socket and its monitor; returns the tasks cancelled (none now)."""
         for link in list(self.by_routing_id.values()):
             self._forget(link)
         tasks: list[asyncio.Task[None]] = []
         if self.pump is not None and self._loop is not None:
             self.pump.stop(self._loop)
-        if self._task is not None:
-            self._task.cancel()
-            tasks.append(self._task)
+        if self._monitor_fd >= 0 and self._loop is not None:
+            self._loop.remove_reader(self._monitor_fd)
+            self._monitor_fd = -1
         sock, monitor = self._sock, self._monitor
         if sock is not None:
             with contextlib.suppress(zmq.ZMQError):
@@ -145,6 +153,7 @@ class Dialer:
         wait in the connection's queue until its handshake is done)."""
         sock = self._sock
         assert sock is not None
+        self._read_events()  # the last word of earlier connections goes to them, or nobody
         routing_id = b"\x01" + next(self._ids).to_bytes(8, "big")  # never 0-led: libzmq's own
         link = DirectLink(peer_id, address, endpoint, routing_id)
         sock.setsockopt(zmq.CURVE_SERVERKEY, curve_key)
@@ -217,15 +226,25 @@ class Dialer:
 
         return read
 
-    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+    def _read_events(self) -> None:
+        """Hand every monitor event queued now to its link (the endpoint's holder)."""
+        monitor = self._monitor
+        if monitor is None or monitor.closed:
+            return
         while True:
-            message = await monitor.recv_multipart()
+            try:
+                message = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:  # closed under us
+                return
             if len(message) != 2 or len(message[0]) != 6:
                 continue
             event, _value = struct.unpack("=HI", message[0])
             link = self.holder.get(endpoint_key(message[1].decode("utf-8", "replace")))
             if link is None:
                 continue
+            link.events += 1
             if link.timer is not None:
                 link.timer.cancel()
                 link.timer = None
@@ -241,12 +260,9 @@ class Dialer:
 
     def _grace_over(self, link: DirectLink) -> None:
         link.timer = None
-        monitor = self._monitor
-        if monitor is not None and int(monitor.get(zmq.EVENTS)) & zmq.POLLIN and \
-                self._loop is not None:
-            # The loop was slow, not libzmq: read the events first, then judge again.
-            link.timer = self._loop.call_later(self.tuning.dead_link_grace_ms / 1000,
-                                               self._grace_over, link)
+        seen = link.events
+        self._read_events()  # the loop was slow, not libzmq: a retry may be waiting there
+        if link.events != seen:
             return
         if self.by_routing_id.get(link.routing_id) is link and self.on_abandoned is not None:
             self.on_abandoned(link)

@@ -566,3 +566,29 @@ async def test_an_impostor_claiming_a_connected_peers_address_changes_nothing(
     a.transport.disconnect_peer(b.id)  # b is gone: c's claim is tried, and fails
     await until(lambda: not a.transport.is_connected(c.id), "the false claim given up")
     assert a.transport.stats.extra["peers_given_up"] == 1
+
+
+async def test_what_an_earlier_connection_reported_is_not_charged_to_the_next(
+        make: Factory) -> None:
+    """A connection to b's address pinned to the wrong key fails its handshakes while the loop
+    is busy (the failures wait, unread, in the monitor); it is dropped and b is dialled at
+    the same address: those old failures are not b's, so b is neither reported nor given up."""
+    b, c = await make(), await make()
+    a = await make()
+    a.connect(b, as_id=c.id)
+    time.sleep(0.4)  # noqa: ASYNC251 - the fault: a busy loop while libzmq reports failures
+    a.transport.disconnect_peer(c.id)
+    a.connect(b)
+    await b.expect(payload_is(b"to b"), lambda: a.transport.send(b.id, b"to b"))
+    await until(lambda: _direct_up(a, b.id), "a's direct link to b up")
+    assert a.transport.is_connected(b.id)
+    reported = _drain_queue(a.failures)
+    assert b.id not in reported, reported
+    assert "peers_given_up" not in a.transport.stats.extra
+
+
+def _drain_queue(queue: asyncio.Queue[bytes]) -> list[bytes]:
+    out = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out
