@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from .base import FloodGuard, Incoming, Receiver, TransportStats
 from .pump import Pump, Reader, count, malformed
