@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 
 from .base import FloodGuard, Incoming, Receiver, TransportStats
-from .pump import Pump, Reader, count, malformed
+from .pump import Pump, Reader, count, router_reader
 from .sockets import Sockets, ZmqTuning
 
 __all__ = ["MONITORED_EVENTS", "Dialer", "DirectLink", "endpoint_key"]
@@ -204,26 +204,16 @@ class Dialer:
 
     def _reader(self, sock: zmq.Socket[Any]) -> Reader:
         """[routing id, payload]: Incoming 'direct' from the peer that routing id was made for."""
-        recv = sock.recv
-        links = self.by_routing_id
-        stats = self.stats
+        links, stats = self.by_routing_id, self.stats
 
-        def read() -> Incoming | None:
-            head: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
-            if not head.more:
-                count(stats, "dropped_malformed")
-                return None
-            frame: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
-            if frame.more:
-                malformed(recv, frame, stats)
-                return None
-            link = links.get(head.bytes)
+        def attribute(routing_id: bytes, frame: zmq.Frame) -> Incoming | None:
+            link = links.get(routing_id)
             if link is None:  # a link we closed, its last frames still queued
                 count(stats, "dropped_closed_link")
                 return None
             return Incoming("direct", link.peer_id, frame.bytes, b"", link.address)
 
-        return read
+        return router_reader(sock, stats, attribute)
 
     def _read_events(self) -> None:
         """Hand every monitor event queued now to its link (the endpoint's holder)."""

@@ -12,7 +12,7 @@ import zmq
 
 from .base import FloodGuard, Incoming, Receiver, TransportStats
 
-__all__ = ["Pump", "Reader", "count", "malformed", "router_reader", "sub_reader"]
+__all__ = ["Pump", "Reader", "count", "router_reader", "sub_reader"]
 
 log = logging.getLogger("meshchat.transport.zmq")
 
@@ -143,7 +143,7 @@ class Pump:
 # an enum twice per message.
 
 
-def malformed(recv: Callable[..., Any], last: zmq.Frame, stats: TransportStats) -> None:
+def _malformed(recv: Callable[..., Any], last: zmq.Frame, stats: TransportStats) -> None:
     while last.more:
         last = recv(zmq.NOBLOCK, copy=False)
     count(stats, "dropped_malformed")
@@ -161,7 +161,7 @@ def sub_reader(sock: zmq.Socket[Any], peer_id: bytes, address: str,
             return None
         payload: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
         if payload.more:
-            malformed(recv, payload, stats)
+            _malformed(recv, payload, stats)
             return None
         return Incoming("pub", peer_id, payload.bytes, topic.bytes, address)
 
@@ -180,7 +180,7 @@ def router_reader(sock: zmq.Socket[Any], stats: TransportStats,
             return None
         frame: zmq.Frame = recv(zmq.NOBLOCK, copy=False)
         if frame.more:
-            malformed(recv, frame, stats)
+            _malformed(recv, frame, stats)
             return None
         return attribute(head.bytes, frame)
 
