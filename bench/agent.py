@@ -404,7 +404,7 @@ async def run(config: dict[str, Any]) -> None:
             node = await stack.enter_async_context(Node(
                 name=config["name"], interfaces=[config.get("interface", "eth0")],
                 data_dir=data_dir, timings=timings,
-                limits=Limits(**config.get("limits", {}))))
+                limits=Limits(**(config.get("limits") or {}))))
         except (ImportError, NotImplementedError) as exc:  # a part of the product is missing
             emit("unavailable", why=f"Node cannot start: {exc!r}")
             return

@@ -46,7 +46,7 @@ def start_agents(lab: Lab, names: Sequence[str], timings: str = "default", tag: 
         raise Unavailable(missing)
     agents = [spawn_agent(lab.hosts[first_host + i], name, timings, tag, watch_peers,
                           profile=f"{profile_dir}/{tag}-{name}.prof" if profile_dir else None,
-                          **({"limits": limits} if limits else {}))
+                          limits=limits or {})
               for i, name in enumerate(names)]
     for agent in agents:
         agent.expect_event("started", 30 + 2 * len(agents))

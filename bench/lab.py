@@ -23,6 +23,7 @@ __all__ = [
     "REPO",
     "BenchError",
     "Event",
+    "Host",
     "Lab",
     "Unavailable",
     "Worker",
