@@ -398,14 +398,23 @@ async def test_writes_that_end_together_are_handed_back_together(tmp_path: Path)
     for i in reversed(range(6)):  # any order: each lands at its offset
         writer.write(fd, i * 4096, chunks[i], sums, 0, record(i))
     writer.write(-1, 0, b"x", sums, 1, lambda error: ended.append((-1, error)))
-    gate.set()
-    await until(lambda: len(ended) == 7, what="every write handed back")
-    assert sorted(i for i, e in ended if e is None) == list(range(6))
-    assert [type(e) for i, e in ended if i == -1] == [OSError]
-    assert wakeups < 7
-    os.close(fd)
-    assert path.read_bytes() == b"".join(chunks)
-    writer.close()
+    all_written = threading.Event()
+    writer._pool.submit(all_written.set)  # runs after the 7 writes, on the same thread
+    try:
+        gate.set()
+        # The loop is held (a blocking wait, not an await) until the thread has ended all
+        # 7, so the hand-backs are certain to meet in one wake-up: a loop left free to run
+        # between two writes may take each alone, which is right but proves nothing here.
+        assert all_written.wait(10), "the disk thread did not get through the writes"
+        await until(lambda: len(ended) == 7, what="every write handed back")
+        assert sorted(i for i, e in ended if e is None) == list(range(6))
+        assert [type(e) for i, e in ended if i == -1] == [OSError]
+        assert wakeups == 1
+        os.close(fd)
+        assert path.read_bytes() == b"".join(chunks)
+    finally:
+        gate.set()
+        writer.close()
     closed: list[BaseException | None] = []
     writer.write(fd, 0, b"x", sums, 0, closed.append)  # after close: refused, on the loop
     await asyncio.sleep(0)
