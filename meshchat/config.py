@@ -43,6 +43,8 @@ class Timings:
     request_resend_s: float = 1.0
     discovery_wait_s: float = 2.0
     gap_fill_interval_s: float = 0.5
+    # A batch waits at most this long for the lines it follows to be shown (meshchat.causal).
+    causal_hold_s: float = 1.0
     rename_interval_s: float = 7 * 24 * 3600.0
     linger_s: float = 0.3
     # A peer whose ZAP refused our key is alive, not vanished: it stays listed (with its
@@ -180,6 +182,10 @@ class Limits:
     history_reply_bytes: int = 128 * 1024  # one reply frame per request: its batch bytes
     history_reply_batches: int = 500  # ... and its batches
     max_void_ranges: int = 64  # void ranges taken from one reply
+    # Causal order on screen (meshchat.causal): batches that wait, per room, for lines they
+    # follow, and the names of one batch that are looked at (and that we send).
+    max_causal_held: int = 64
+    max_causal_deps: int = 16
     max_room_keys: int = 64  # the key ring, by epoch
     max_pending_sealed: int = 256  # sealed frames waiting for their key, per room
     max_pending_sealed_bytes: int = 4 * 1024 * 1024  # ... and their bytes

@@ -77,7 +77,7 @@ record             fields — role
 PeerCard           peer_id, name, addresses, router_port, pub_port, card_port — how to reach
 HostedRoom         room_id, name, members, locked, has_password, term — a heartbeat's room line
 SeqRange           sender, first, last — one author's messages first..last
-ChatBatch          room_id, sender, first, lines (sent_at, text) — signed by ``sender``
+ChatBatch          room_id, sender, first, lines (sent_at, text), after — signed by ``sender``
 ChatLine           sent_at, text
 Member             peer_id, name, joined_at
 Ban                peer_id, name, reason

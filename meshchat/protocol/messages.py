@@ -386,12 +386,18 @@ class ChatBatch:
     """Consecutive chat lines of one author in one room, signed once by the author: line ``i``
     has the number ``first + i``. Interactive chat sends batches of one; a burst of lines said
     in one turn of the event loop goes out as one batch (one signature, one frame). Relayed
-    history is whole batches, so what anybody said cannot be forged or altered by a relay."""
+    history is whole batches, so what anybody said cannot be forged or altered by a relay.
+
+    ``after``: what the author had been shown when it sent the batch, per other author the
+    highest number (``SeqRange.last``; ``first`` unused) shown to it since its previous batch.
+    A receiver shows the batch after those lines (``meshchat.causal``): a reply never shows
+    above what it answers. Added later: an older peer's batch has none."""
 
     room_id: bytes
     sender: bytes
     first: int
     lines: tuple[ChatLine, ...]
+    after: tuple[SeqRange, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from .. import room as rules
+from ..causal import CausalOrder
 from ..clock import Clock
 from ..config import Limits, Timings
 from ..errors import MeshchatError, NotInRoom, ProtocolError
@@ -195,7 +196,10 @@ class RoomChat:
         if box is None or not box.lines:
             return
         me = self._me.peer_id
-        batch = ChatBatch(jr.room_id, me, box.first, tuple(box.lines))
+        # What was shown here since our last batch: receivers show this one after it.
+        after = tuple(SeqRange(author, 0, seq) for author, seq in jr.shown_since_said.items())
+        jr.shown_since_said.clear()
+        batch = ChatBatch(jr.room_id, me, box.first, tuple(box.lines), after)
         blob = self._codec.sign_record(self._me.identity, batch)
         self._store(batch, blob)
         # Only now are these numbers ours on the wire: heads, and "unused" in a history
@@ -294,11 +298,60 @@ class RoomChat:
         if emit:
             room = jr.state.name
             info = self._info(sender, "?")
-            for i, line in enumerate(batch.lines):
-                if batch.first + i in taken:
-                    self._emit(_message(room, info, line.text, line.sent_at, batch.first + i))
+            shown = [_message(room, info, line.text, line.sent_at, batch.first + i)
+                     for i, line in enumerate(batch.lines) if batch.first + i in taken]
+            self._show(jr, sender, taken.fresh[0][0], batch.after, shown, peer or sender)
         self.ask(jr, taken.ask)
         return len(batch.lines) - taken.duplicates
+
+    # ---------------------------------------------------------------- causal order
+
+    def _show(self, jr: JoinedRoom, sender: bytes, first: int, after: tuple[SeqRange, ...],
+              messages: list[Message], peer: bytes) -> None:
+        """Show a batch's new lines once what it follows is shown (``meshchat.causal``); if
+        it must wait, ask ``peer`` (who sent it, so holds them) for the lines it lacks."""
+        order = jr.order
+        if order is None:
+            order = jr.order = CausalOrder(self._me.peer_id, self._limits.max_causal_held,
+                                           self._limits.max_causal_deps,
+                                           self._timings.causal_hold_s)
+        now = self._clock.monotonic()
+        before = order.timed_out
+        deps = [(r.sender, r.last) for r in after[: self._limits.max_causal_deps]]
+        item = (sender, messages)
+        out = order.offer(sender, first, deps, now, jr.tracker.holds, item)
+        self._stats["causal_timed_out"] += order.timed_out - before
+        if all(o is not item for o in out):  # it waits
+            self._stats["causal_held"] += 1
+            lacking = [SeqRange(a, 0, s) for a, s in deps if not jr.tracker.holds(a, s)]
+            if lacking:
+                ask, drops = jr.sync.on_heads(peer, lacking, now, jr.knows_author)
+                for reason, n in drops.items():
+                    self._stats["dropped_" + reason] += n
+                self.ask(jr, ask)
+        self._emit_shown(jr, out)
+
+    def show_due(self, jr: JoinedRoom) -> None:
+        """Show the batches that waited long enough for lines that did not come."""
+        order = jr.order
+        if order is None or not len(order):
+            return
+        before = order.timed_out
+        out = order.due(self._clock.monotonic(), jr.tracker.holds)
+        self._stats["causal_timed_out"] += order.timed_out - before
+        self._emit_shown(jr, out)
+
+    def _emit_shown(self, jr: JoinedRoom, batches: list[tuple[bytes, list[Message]]]) -> None:
+        seen = jr.shown_since_said
+        most = self._limits.max_causal_deps
+        for author, messages in batches:
+            for m in messages:
+                self._emit(m)
+            if messages:
+                seen.pop(author, None)  # the most recent authors are kept
+                seen[author] = messages[-1].seq
+                while len(seen) > most:
+                    del seen[next(iter(seen))]
 
     def ask(self, jr: JoinedRoom, ask: Ask | None) -> None:
         if ask is not None and ask.peer != self._me.peer_id:

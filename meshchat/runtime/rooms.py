@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from .. import hostwatch as hw
 from .. import room as rules
 from ..authority import Role
+from ..causal import CausalOrder
+from ..events import Message
 from ..history import SeqTracker
 from ..historysync import HistorySync
 from ..keyring import Keyring
@@ -72,6 +74,11 @@ class JoinedRoom:
     outbox: Outbox | None = None
     pace_timer: asyncio.TimerHandle | None = None  # the outbox goes out when the pace lets it
     own_seq: int = 0  # the last number this node gave one of its messages here
+    # Causal order on screen (meshchat.causal): batches waiting for the lines they follow
+    # (made on first use), and per author the highest number shown here since our last batch
+    # (what our next batch says it follows; at most Limits.max_causal_deps authors).
+    order: CausalOrder[tuple[bytes, list[Message]]] | None = None
+    shown_since_said: dict[bytes, int] = field(default_factory=dict)
     reserved_seq: int = 0  # numbers up to this are reserved in the log (crash safety)
 
     @property

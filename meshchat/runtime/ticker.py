@@ -109,4 +109,5 @@ class Ticker:
             if jr.room_id in beat.heads:
                 self._chat.publish_heads(jr, full=jr.room_id in beat.full)
             self._chat.ask_overdue(jr, self._peers.is_alive)
+            self._chat.show_due(jr)
             self._sessions.watch_host(jr, now)

@@ -356,3 +356,112 @@ async def test_a_gap_whose_answers_were_lost_is_asked_for_again_with_nothing_new
     await until(lambda: [m.text for m in room_c.history()] == [
         "first", "lost on the way", "after the cut"], timeout=10.0, what="carol has all three")
     assert lost, "no answer was lost: the test proves nothing"
+
+
+def _texts(events: list[Any]) -> list[str]:
+    return [e.text for e in events if isinstance(e, Message) and not e.private]
+
+
+async def test_a_reply_that_overtakes_its_question_is_shown_after_it(mesh: Mesh) -> None:
+    """alice asks, bob answers; carol gets bob's answer first (two authors, two connections:
+    either can come first). She shows the question above the answer all the same."""
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    carol = await mesh.add("carol")
+    lobby = await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    room_c = await carol.join("lobby")
+    await until(lambda: len(room_c.members) == 3, what="carol sees all three")
+
+    chat = carol._chat
+    take = chat.take_batch
+    late: list[tuple[Any, bytes, bool, bool, dict[str, Any]]] = []
+
+    def slow_question(jr: Any, blob: bytes, verify: bool, live: bool, **kw: Any) -> int:
+        if live and b"who is there" in blob and not late:
+            late.append((jr, blob, verify, live, kw))  # held on the way
+            return 0
+        got = take(jr, blob, verify, live, **kw)
+        if live and b"bob is" in blob and late:  # the answer is in: the question follows
+            held = late.pop()
+            take(held[0], held[1], held[2], held[3], **held[4])
+        return got
+
+    chat.take_batch = slow_question  # type: ignore[method-assign]
+    recorder = mesh.recorders["carol"]
+    mark = len(recorder.events)
+    await lobby.say("who is there?")
+    await mesh.recorders["bob"].wait(lambda e: isinstance(e, Message) and e.text == "who is there?")
+    await room_b.say("bob is")
+    await recorder.wait(lambda e: isinstance(e, Message) and e.text == "bob is")
+    await until(lambda: "who is there?" in _texts(recorder.events[mark:]), what="the question")
+    assert _texts(recorder.events[mark:]) == ["who is there?", "bob is"]
+    assert carol.stats["causal_held"] == 1 and carol.stats["causal_timed_out"] == 0
+    assert [m.text for m in room_c.history()] == ["who is there?", "bob is"]
+
+
+async def test_a_reply_whose_question_was_lost_fetches_it_from_the_replier(mesh: Mesh) -> None:
+    """carol never gets alice's question live: bob's answer says it follows it, so carol asks
+    bob for it at once and shows both in order, well before the wait would give up."""
+    t = dataclasses.replace(Timings.fast(), causal_hold_s=30.0, heads_refresh_s=60.0)
+    alice = await mesh.add("alice", timings=t)
+    bob = await mesh.add("bob", timings=t)
+    carol = await mesh.add("carol", timings=t)
+    lobby = await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    room_c = await carol.join("lobby")
+    await until(lambda: len(room_c.members) == 3, what="carol sees all three")
+
+    chat = carol._chat
+    take = chat.take_batch
+    lost: list[bytes] = []
+
+    def deaf(jr: Any, blob: bytes, verify: bool, live: bool, **kw: Any) -> int:
+        if live and b"anyone?" in blob:
+            lost.append(blob)
+            return 0
+        return take(jr, blob, verify, live, **kw)
+
+    chat.take_batch = deaf  # type: ignore[method-assign]
+    recorder = mesh.recorders["carol"]
+    mark = len(recorder.events)
+    await lobby.say("anyone?")
+    await mesh.recorders["bob"].wait(lambda e: isinstance(e, Message) and e.text == "anyone?")
+    started = time.monotonic()
+    await room_b.say("me")
+    await until(lambda: len(_texts(recorder.events[mark:])) == 2, timeout=10.0,
+                what="carol shows both")
+    assert lost, "the question reached carol live: the test proves nothing"
+    assert _texts(recorder.events[mark:]) == ["anyone?", "me"]
+    assert time.monotonic() - started < 5.0  # asked for, not waited out (30 s)
+    assert carol.stats["causal_held"] == 1 and carol.stats["causal_timed_out"] == 0
+
+
+async def test_a_batch_that_names_lines_nobody_said_waits_only_its_hold(mesh: Mesh) -> None:
+    """A member's batch that claims to follow a line that does not exist (a number near
+    2^64 of another member) is shown after causal_hold_s, counted; the room goes on meanwhile."""
+    t = dataclasses.replace(Timings.fast(), causal_hold_s=0.5)
+    alice = await mesh.add("alice", timings=t)
+    bob = await mesh.add("bob", timings=t)
+    carol = await mesh.add("carol", timings=t)
+    lobby = await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    await carol.join("lobby")
+    recorder = mesh.recorders["carol"]
+    await until(lambda: len(room_b.members) == 3, what="bob sees all three")
+    real_send = bob._chat._send
+
+    def lying(jr: Any) -> None:
+        jr.shown_since_said[alice.peer_id] = 2**64 - 1
+        real_send(jr)
+
+    bob._chat._send = lying  # type: ignore[method-assign]
+    mark = len(recorder.events)
+    started = time.monotonic()
+    await room_b.say("I follow nothing real")
+    await lobby.say("meanwhile")
+    await until(lambda: len(_texts(recorder.events[mark:])) == 2, timeout=5.0,
+                what="carol shows both")
+    assert _texts(recorder.events[mark:]) == ["meanwhile", "I follow nothing real"]
+    assert time.monotonic() - started >= 0.5
+    assert carol.stats["causal_timed_out"] == 1
