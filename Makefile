@@ -53,6 +53,7 @@ test: install
 lint: install
 	@status=0; \
 	echo "mypy --strict meshchat"; $(BIN)/mypy --strict meshchat || status=1; \
+	echo "mypy --strict bench"; $(BIN)/mypy --strict bench || status=1; \
 	echo "ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || status=1; \
 	exit $$status
 

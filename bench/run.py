@@ -340,7 +340,10 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
         + f"); the line reached {res.reached} "
         f"members; new host after the kill: {res.new_host}; members declared vanished in the "
         f"soak: {res.vanished}" + (f"; lost at the failover: {res.lost_detail}"
-                                   if res.lost_detail else ""))
+                                   if res.lost_detail else "")
+        + (f"; {res.two_hosts_at_forming} join(s) while the room was forming found it listed by "
+           "two hosts (a host stalled by the starts was replaced) and tried again"
+           if res.two_hosts_at_forming else ""))
     notes.append(f"scale {n} meshchat: the window's CPU by thread, all nodes, share of one core: "
                  + ", ".join(f"{name} {_pct(cpu / mu.window_s)}"
                              for name, cpu in mu.threads_cpu_s.items() if cpu > 0))

@@ -79,6 +79,7 @@ class ScaleResult:
     lost: int
     sent: int
     lost_detail: str = ""  # who lacked which lines when the failover's check gave up
+    two_hosts_at_forming: int = 0  # joins that found the room listed by two hosts (retried)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,25 +167,33 @@ def measure_idle(procs: Sequence[Worker], window_s: float) -> Usage:
                  tuple(rss), tuple(fds), kinds, threads)
 
 
-def _form_room(agents: Sequence[Worker], timeout_s: float) -> None:
+def _form_room(agents: Sequence[Worker], timeout_s: float) -> int:
     """agents[0] hosts, the others join one after another; a joiner that does not know of the
-    room yet (the mesh is still forming: N starts at once load the machine) tries again."""
+    room yet (the mesh is still forming: N starts at once load the machine) tries again. So
+    does one that finds two hosts listing the room: the first members replaced a host that
+    the starts stalled, and the old one's listing had not gone yet. How often that happened
+    is returned (and reported: it is a failover nobody caused)."""
     deadline = time.monotonic() + timeout_s
     agents[0].call("host", 30, room=ROOM)
+    two_hosts = 0
     for agent in agents[1:]:
         while True:
             try:
                 agent.call("join", 30, room=ROOM)
                 break
             except BenchError as exc:
-                if "RoomNotFound" not in str(exc) or time.monotonic() > deadline:
+                ambiguous = "AmbiguousName" in str(exc)
+                if not (ambiguous or "RoomNotFound" in str(exc)) or \
+                        time.monotonic() > deadline:
                     raise
+                two_hosts += ambiguous
                 time.sleep(0.5)
     for agent in agents:
         while len(agent.call("state", 30, room=ROOM)["members"]) < len(agents):
             if time.monotonic() > deadline:
                 raise BenchError(f"{agent.name} never saw all {len(agents)} members")
             time.sleep(0.1)
+    return two_hosts
 
 
 def _seen_by_all(others: Sequence[Worker], name: str, since: float, timeout_s: float) -> float:
@@ -279,6 +288,17 @@ def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
             break
         time.sleep(0.5)
     detail = "; ".join(lacking[:6]) + (f"; {len(lacking) - 6} more" if len(lacking) > 6 else "")
+    if lacking:  # what one that lacks lines dropped or held, against one that lacks none
+        short = {line.split()[0] for line in lacking}
+        whole = [a for a in survivors if a.name not in short]
+        looked = [("lacking", next(a for a in survivors if a.name in short))]
+        looked += [("whole", whole[0])] if whole else []
+        for label, agent in looked:
+            counters = agent.call("stats", 30)["stats"]
+            shown = {k: v for k, v in sorted(counters.items()) if v and any(
+                w in k for w in ("drop", "pending", "causal", "sealed", "key", "history",
+                                 "void", "stale", "state"))}
+            detail += f"; stats of {agent.name} ({label}): {shown}"
     return t_agreed - t_kill, new_host, missing, sum(len(s) for s in sent.values()), detail
 
 
@@ -293,7 +313,7 @@ def scale(lab: Lab, nodes: int, settle_s: float = 15.0, window_s: float = 20.0,
         started = time.monotonic()
         names = [f"s{j:02d}" for j in range(nodes)]
         agents = start_agents(lab, names, tag=f"scale{nodes}")
-        _form_room(agents[:-1], timeout_s=60.0 + 2.0 * nodes)
+        two_hosts = _form_room(agents[:-1], timeout_s=60.0 + 2.0 * nodes)
         form_s = time.monotonic() - started
         last = agents[-1]
         # A member chats while the last one joins, so that its first Message is a live line.
@@ -328,6 +348,7 @@ def scale(lab: Lab, nodes: int, settle_s: float = 15.0, window_s: float = 20.0,
             failover_s=failover_s,
             new_host=new_host,
             lost=lost,
+            two_hosts_at_forming=two_hosts,
             lost_detail=lost_detail,
             sent=sent,
         )
