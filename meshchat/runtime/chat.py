@@ -207,6 +207,15 @@ class RoomChat:
         jr.tracker.add_range(me, box.first, box.first + len(box.lines) - 1)
         self._stats["said_batches"] += 1
         if jr.room_id in self._rooms and not self._tasks.closed:
+            if jr.state.key_epoch not in jr.keys:
+                # The state names a key we do not hold yet (its KeyUpdate is late, or came
+                # while we counted another as host). An older key could be read by whoever
+                # the new one shuts out, and a newer one of ours only by some: the lines
+                # stay in our log, and members fetch them once the key is here and our heads
+                # go out (``Sessions.install_key``; the ticker asks the host for it).
+                jr.unsent_for_key = True
+                self._stats["chat_unsent_no_key"] += 1
+                return
             self._wire.publish_sealed(jr.room_id, *jr.seal_key(), Chat(blob), box.first)
 
     def publish_heads(self, jr: JoinedRoom, full: bool = True) -> None:

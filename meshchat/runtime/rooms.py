@@ -78,6 +78,10 @@ class JoinedRoom:
     # (made on first use), and per author the highest number shown here since our last batch
     # (what our next batch says it follows; at most Limits.max_causal_deps authors).
     order: CausalOrder[tuple[bytes, list[Message]]] | None = None
+    # Lines were kept back while the state's key was missing (``RoomChat._send``): once it
+    # is here, our heads go out so members fetch them.
+    unsent_for_key: bool = False
+    key_missing_since: float | None = None  # monotonic: when we saw the state's key missing
     shown_since_said: dict[bytes, int] = field(default_factory=dict)
     reserved_seq: int = 0  # numbers up to this are reserved in the log (crash safety)
 

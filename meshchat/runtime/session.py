@@ -158,11 +158,15 @@ class Sessions:
                 peer, self._clock.monotonic(), self._timings.gap_fill_interval_s):
             self._wire.send(peer, StatePush(jr.room_id, jr.core.blob))
 
-    def ask_state(self, jr: JoinedRoom, peer: bytes) -> None:
+    def ask_state(self, jr: JoinedRoom, peer: bytes) -> bool:
+        """Ask ``peer`` for the room's state (and, if it hosts, our key); False if we asked
+        it too lately to ask again."""
         if peer != self._me.peer_id and jr.state_ask_due(peer, self._clock.monotonic(),
                                                          self._timings.gap_fill_interval_s,
                                                          self._limits.max_peers):
             self._wire.send(peer, StateRequest(jr.room_id))
+            return True
+        return False
 
     def on_state_request(self, peer: bytes, m: StateRequest) -> None:
         asked = self._rooms.get(m.room_id)
@@ -320,6 +324,24 @@ class Sessions:
         """Keep a room key and open what arrived sealed with it before it did."""
         for parked in jr.keys.install(epoch, key):
             self.open_sealed(jr, parked.sender, parked.sealed)
+        if epoch == jr.state.key_epoch:
+            jr.key_missing_since = None
+            if jr.unsent_for_key:  # lines kept back for this key: members fetch them now
+                jr.unsent_for_key = False
+                self._chat.publish_heads(jr)
+
+    def want_key(self, jr: JoinedRoom, now: float) -> None:
+        """Each beat: a member whose state names a key it does not hold asks the host for
+        it, once the KeyUpdate that follows a state is overdue (one that came while we
+        counted another peer as host was refused: rival claims in a failover)."""
+        if jr.core.is_host or jr.state.key_epoch in jr.keys:
+            jr.key_missing_since = None
+            return
+        if jr.key_missing_since is None:
+            jr.key_missing_since = now
+        elif (now - jr.key_missing_since >= 2 * self._timings.gap_fill_interval_s
+              and self.ask_state(jr, jr.state.host)):
+            self._stats["key_asked"] += 1
 
     def distribute_key(self, jr: JoinedRoom, epoch: int, to: Iterable[bytes] | None = None
                        ) -> None:

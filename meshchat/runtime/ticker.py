@@ -111,3 +111,4 @@ class Ticker:
             self._chat.ask_overdue(jr, self._peers.is_alive)
             self._chat.show_due(jr)
             self._sessions.watch_host(jr, now)
+            self._sessions.want_key(jr, now)

@@ -465,3 +465,58 @@ async def test_a_batch_that_names_lines_nobody_said_waits_only_its_hold(mesh: Me
     assert _texts(recorder.events[mark:]) == ["meanwhile", "I follow nothing real"]
     assert time.monotonic() - started >= 0.5
     assert carol.stats["causal_timed_out"] == 1
+
+
+async def test_a_member_without_the_new_key_keeps_its_lines_back_until_the_host_sends_it(
+        mesh: Mesh) -> None:
+    """dave is kicked, and the new key's KeyUpdate to bob is lost. bob's next line is never
+    sealed with the old key (dave holds that one): it waits in bob's log. bob asks the host
+    for the key, gets it, and his heads bring the line to carol."""
+    from meshchat.protocol.messages import Chat, KeyUpdate
+
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    carol = await mesh.add("carol")
+    dave = await mesh.add("dave")
+    lobby = await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    room_c = await carol.join("lobby")
+    await dave.join("lobby")
+    await until(lambda: len(room_b.members) == 4 and len(room_c.members) == 4,
+                what="all see four")
+
+    sessions = bob._sessions
+    take_key = sessions.on_key_update
+    lost: list[KeyUpdate] = []
+    said = False
+
+    def late_key(peer: bytes, m: KeyUpdate) -> None:
+        if not said:
+            lost.append(m)  # every KeyUpdate until bob has said his line is lost
+            return
+        take_key(peer, m)
+
+    sealed_with: list[int] = []
+    publish = bob._wire.publish_sealed
+
+    def watched(room_id: bytes, epoch: int, key: bytes, message: Any, seq: Any = None) -> None:
+        if isinstance(message, Chat):
+            sealed_with.append(epoch)
+        publish(room_id, epoch, key, message, seq)
+
+    before = bob._rooms.get(room_b.room_id)
+    assert before is not None
+    old_epoch = before.state.key_epoch
+    sessions.on_key_update = late_key  # type: ignore[method-assign]
+    bob._wire.publish_sealed = watched  # type: ignore[method-assign]
+    await lobby.kick("dave")
+    await until(lambda: len(room_b.members) == 3 and bool(lost), what="bob: dave is out")
+    jr = bob._rooms.get(room_b.room_id)
+    assert jr is not None and jr.state.key_epoch != old_epoch
+    await room_b.say("after the kick")
+    await until(lambda: bob.stats["chat_unsent_no_key"] == 1, what="bob kept the line back")
+    said = True
+    await until(lambda: "after the kick" in [m.text for m in room_c.history()], timeout=10.0,
+                what="carol has bob's line")
+    assert old_epoch not in sealed_with
+    assert bob.stats["chat_unsent_no_key"] == 1
