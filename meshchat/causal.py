@@ -79,21 +79,6 @@ class CausalOrder(Generic[T]):
             out += self._release(shown)
         return out
 
-    def missing(self, shown: Shown) -> list[tuple[bytes, int]]:
-        """(author, seq) that waiting batches follow and this node does not hold at all."""
-        seen: dict[bytes, int] = {}
-        for w in self._waiting:
-            for a, s in w.after:
-                if not shown(a, s) and s > seen.get(a, 0):
-                    seen[a] = s
-        return list(seen.items())
-
-    def clear(self) -> list[T]:
-        """Everything waiting, in order (the room is left: nothing waits any more)."""
-        out = [w.item for w in self._waiting]
-        self._waiting.clear()
-        return out
-
     # ------------------------------------------------------------------ inside
 
     def _lowest(self) -> dict[bytes, int]:

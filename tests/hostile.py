@@ -55,6 +55,7 @@ from meshchat.protocol.messages import (
     JoinRequest,
     PeerCard,
     Sealed,
+    SeqRange,
     WireMessage,
 )
 from meshchat.room import unseal_key
@@ -245,8 +246,9 @@ class HostilePeer:
         self.publish(TOPIC_PRESENCE, Heartbeat(self.card(), time.time(), "", (), ()))
 
     def batch(self, room_id: bytes, first: int, texts: list[str],
-              author: Identity | None = None) -> bytes:
-        """A chat batch signed by ``author`` (default: us), numbered from ``first``."""
+              author: Identity | None = None, after: tuple[SeqRange, ...] = ()) -> bytes:
+        """A chat batch signed by ``author`` (default: us), numbered from ``first``, that
+        claims to follow ``after``."""
         who = author or self.identity
         lines = tuple(ChatLine(time.time(), t) for t in texts)
-        return self.codec.sign_record(who, ChatBatch(room_id, who.peer_id, first, lines))
+        return self.codec.sign_record(who, ChatBatch(room_id, who.peer_id, first, lines, after))

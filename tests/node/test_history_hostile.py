@@ -345,3 +345,37 @@ async def test_any_history_values_from_a_member_change_nothing_honest(
     await until(lambda: any(t == marker for _, _, t in lobby.view(lobby.bob)))
     await until(lambda: lobby.view(lobby.alice) == lobby.view(lobby.bob), timeout=3,
                 what="the honest members agree")
+
+
+# ---------------------------------------------------------------- causal order (ChatBatch.after)
+
+
+async def test_a_batch_that_names_a_thousand_lines_near_2_64_waits_only_its_hold(
+        lobby: Lobby, mesh: Mesh) -> None:
+    """mallory's batch claims to follow 1,000 lines (a list at the cap): of the host at
+    2^64-1, and of strangers. Only the first Limits.max_causal_deps are read, nothing near
+    2^64 is asked for, the line is shown once the hold is over, and the room goes on."""
+    from meshchat import Message
+
+    stranger_ids = [os.urandom(32) for _ in range(500)]
+    names = tuple(SeqRange(stranger_ids[i // 2] if i % 2 else lobby.alice.peer_id, 0, HUGE)
+                  for i in range(1000))
+    counts = stats(lobby, "causal_timed_out")
+    mark = len(mesh.recorders["alice"].events)
+    lobby.seal(Chat(lobby.evil.batch(lobby.room_id, 1, ["I follow everything"], after=names)))
+    for node in lobby.honest:
+        await answers_ping(lobby.evil, node)  # the loop was never stuck on the names
+    room_b = next(r for r in lobby.bob.joined_rooms() if r.room_id == lobby.room_id)
+    await room_b.say("meanwhile")
+    await counted(lobby, "causal_timed_out", counts)  # shown once the hold was over
+    shown = [e.text for e in mesh.recorders["alice"].events[mark:]
+             if isinstance(e, Message) and not e.private]
+    assert shown == ["meanwhile", "I follow everything"]
+    for node in lobby.honest:
+        assert "I follow everything" in [m.text for m in node._chat.history(lobby.room_id,
+                                                                              "lobby")]
+        within_limits(node, lobby.room_id)
+        order = node._rooms[lobby.room_id].order
+        assert order is not None and len(order) == 0
+    for request in lobby.evil.messages(HistoryRequest):
+        assert all(r.last < HUGE for r in request.ranges)  # no gap of 2^64 asked for
