@@ -117,6 +117,9 @@ class Joining:
         if listing.room_id in self._rooms and not (merge_token or rejoin):
             return self._rooms[listing.room_id]
         self._peers.learn(listing.host, "introduction")
+        # Someone waits for this answer: a link to the host that is down (it refused us until
+        # an unban a moment ago, say) is dialled again now, not after libzmq's backoff.
+        self._peers.redial(host_id)
         timeout, resend = self._timings.join_timeout_s, self._timings.request_resend_s
         rid = self._wire.next_request_id()
         request = JoinRequest(listing.room_id, self._me.name, rid, b"", b"", merge_token)

@@ -405,6 +405,11 @@ class PeerBook:
             self._transport.connect_peer(pid, target[0], target[1], target[2])
             peer.connected_to = target
 
+    def redial(self, pid: bytes) -> None:
+        """Dial ``pid`` afresh if our link to it is not up (``Transport.redial``)."""
+        if pid in self._peers and self._transport.redial(pid):
+            self._stats["peers_redialled"] += 1
+
     def _pick_address(self, addresses: Sequence[str]) -> str:
         mine = [a.rsplit(".", 1)[0] for a in self._me.addresses]
         for a in addresses:

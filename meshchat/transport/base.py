@@ -129,6 +129,11 @@ class Transport(Protocol):
 
     def is_connected(self, peer_id: bytes) -> bool: ...
 
+    def redial(self, peer_id: bytes) -> bool:
+        """Dial a connected peer afresh if our direct link to it is not up now: someone waits
+        for it (a join), so no backoff and no handshake that has hung. True if it redialled."""
+        ...
+
     def subscribe(self, topic: bytes) -> None:
         """Receive ``topic`` (prefix match) from every peer, present and future."""
         ...

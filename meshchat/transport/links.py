@@ -175,6 +175,14 @@ class Links:
         link.failures = failures
         self.peak = max(self.peak, self.open_count)
 
+    def redial(self, peer: Peer) -> None:
+        """A new dialled connection to the peer in place of the one it has (failures reset)."""
+        old = peer.direct
+        if old is None:
+            return
+        self.dialer.close_link(old, 0)
+        self.open_direct(peer, old.endpoint)
+
     def subscribe(self, topic: bytes) -> None:
         if topic in self.topics:
             return

@@ -244,6 +244,9 @@ class MemoryTransport:
     def is_connected(self, peer_id: bytes) -> bool:
         return peer_id in self._links
 
+    def redial(self, peer_id: bytes) -> bool:
+        return False  # a memory link is up from the start: nothing to dial again
+
     @property
     def open_links(self) -> int:
         return sum(1 + link.sub for link in self._links.values())

@@ -50,10 +50,11 @@ What libzmq does not let us do, and what covers it:
   reconnects. The monitor spots that and reopens the link. We never send oversize frames.
 
 ``stats.extra`` counts: ``dropped_malformed`` (wrong number of parts), ``dropped_denied``,
-``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``peers_given_up``,
-``subscribers_admitted``, ``endpoint_waiting`` (a peer claimed the address of a connected
-one: it waits until that one is dropped), ``dropped_closed_link``. ``open_links`` is the
-number of SUBs and dialled connections open now, ``peak_links`` the most there ever were.
+``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``links_redialled`` (``redial``),
+``peers_given_up``, ``subscribers_admitted``, ``endpoint_waiting`` (a peer claimed the
+address of a connected one: it waits until that one is dropped), ``dropped_closed_link``.
+``open_links`` is the number of SUBs and dialled connections open now, ``peak_links`` the
+most there ever were.
 
 This module holds the PUB and ROUTER, attributes ROUTER frames and sends; beside it are the
 ZAP handler and its deny list (``zap``), socket settings and creation (``sockets``), the SUB
@@ -240,6 +241,18 @@ class ZmqTransport:
     def is_connected(self, peer_id: bytes) -> bool:
         """True while we hold links to the peer (they reconnect by themselves)."""
         return peer_id in self._peers
+
+    def redial(self, peer_id: bytes) -> bool:
+        """Replace our dialled connection to the peer with a new one if its handshake is not
+        done. libzmq retries a refused or broken connection only after a backoff, and a
+        handshake whose answer never comes holds the link until ``handshake_ivl_ms``: a join
+        to a host that has just unbanned us must not wait for either."""
+        peer = self._peers.get(peer_id)
+        if peer is None or peer.direct is None or peer.direct.up or self._closed:
+            return False
+        count(self.stats, "links_redialled")
+        self._links.redial(peer)
+        return True
 
     @property
     def open_links(self) -> int:

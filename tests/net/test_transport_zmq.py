@@ -592,3 +592,36 @@ def _drain_queue(queue: asyncio.Queue[bytes]) -> list[bytes]:
     while not queue.empty():
         out.append(queue.get_nowait())
     return out
+
+
+async def test_redial_replaces_a_hung_handshake_and_leaves_an_up_link_alone(
+        make: Factory) -> None:
+    """A listener that accepts and never answers holds our handshake until HANDSHAKE_IVL;
+    ``redial`` (a join waiting on that peer) closes that connection and dials a new one."""
+    a, b = await make(), await make()
+    accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(reader)
+
+    server = await asyncio.start_server(silent, HOST, 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        mute = Identity.generate()
+        a.transport.connect_peer(mute.peer_id, HOST, port, port, subscribe=False)
+        first = await asyncio.wait_for(accepted.get(), DEADLINE_S)
+        assert a.transport.redial(mute.peer_id)
+        second = await asyncio.wait_for(accepted.get(), DEADLINE_S)
+        await asyncio.wait_for(first.read(), DEADLINE_S)  # the hung connection was closed
+        assert first.at_eof()
+        assert second is not first
+        assert a.transport.stats.extra["links_redialled"] == 1
+        assert a.transport.is_connected(mute.peer_id)
+
+        a.connect(b)
+        await b.expect(payload_is(b"up"), lambda: a.transport.send(b.id, b"up"))
+        assert not a.transport.redial(b.id)  # its handshake is done: nothing to replace
+        assert not a.transport.redial(Identity.generate().peer_id)  # nobody we know
+        assert a.transport.stats.extra["links_redialled"] == 1
+    finally:
+        server.close()
