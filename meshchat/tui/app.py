@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prompt_toolkit import PromptSession, print_formatted_text
+from prompt_toolkit import print_formatted_text
 from prompt_toolkit.application import get_app_or_none, run_in_terminal
 from prompt_toolkit.buffer import Buffer, CompletionState
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -39,6 +39,7 @@ from meshchat.tui import render, status
 from meshchat.tui.api import NodeAPI
 from meshchat.tui.controller import Controller
 from meshchat.tui.inputhistory import FILE_NAME, InputHistory
+from meshchat.tui.prompt import ChatPrompt
 from meshchat.tui.render import Line
 from meshchat.tui.session import StartOptions, interact, until_stopped
 
@@ -200,15 +201,13 @@ class ChatApp:
         self._ring = False
         self._flush_handle: asyncio.TimerHandle | None = None
         self._paste: str | None = None
-        self._seen = 0  # events observed: the status bar may differ after each
-        self._made: tuple[tuple[int, int], FormattedText] | None = None
         self.controller = Controller(node, self._print_plain, styled_out=self._print,
                                      on_event=self._observe, alert=self._alert,
                                      clear=self._clear, keep_rooms=True)
         completer = MeshCompleter(self.controller.completion_names)
         history: History = InMemoryHistory() if history_file is None else \
             InputHistory(history_file)
-        self.session: PromptSession[str] = PromptSession(
+        self.session = ChatPrompt(
             completer=completer,
             key_bindings=merge_key_bindings([tab_bindings(completer), self._bindings()]),
             complete_while_typing=True,
@@ -216,7 +215,6 @@ class ChatApp:
             style=self.style,
             input=input,
             output=output,
-            erase_when_done=True,
         )
         # A key's redraw runs at the loop's next turn. prompt_toolkit's default postpones it
         # while other callbacks are ready, up to 10 ms: in a burst of lines, always.
@@ -293,7 +291,6 @@ class ChatApp:
         except MeshchatError:
             current, joined = None, []
         self.tracker.observe(ev, current, joined)
-        self._seen += 1
         self._schedule()
 
     def snapshot(self) -> status.Snapshot:
@@ -323,20 +320,8 @@ class ChatApp:
             return 80
 
     def _message(self) -> FormattedText:
-        """The status bar and, under it, the prompt (or the question about a long paste).
-
-        prompt_toolkit asks for it about ten times in one redraw (heights, line prefixes):
-        it is made once per redraw and per event seen (``_seen``), not each time."""
-        app = get_app_or_none()
-        key = (app.render_counter, self._seen) if app is not None else None
-        if key is not None and self._made is not None and self._made[0] == key:
-            return self._made[1]
-        made = self._make_message()
-        if key is not None:
-            self._made = (key, made)
-        return made
-
-    def _make_message(self) -> FormattedText:
+        """The status bar and, under it, the prompt (or the question about a long paste); the
+        input line asks for it once per redraw (``ChatPrompt``)."""
         width = max(1, self._columns() - 1)
         line = status.line(self.snapshot(), width)
         line.append(("", "\n"))
