@@ -198,7 +198,7 @@ class Limits:
     # the LAN can send them) never crowd out the cards admitted peers introduce, nor the reverse.
     max_discovered_candidates: int = 384  # cards from our own discovery (mDNS, --peer)
     max_introduced_candidates: int = 384  # cards from all introducers together
-    max_probes: int = 16  # candidates with a socket open (one DEALER each) at once
+    max_probes: int = 16  # candidates with a connection open (on the dialer) at once
     max_probes_per_introducer: int = 4
     max_discovered_probes: int = 12
     max_introduced_probes: int = 12

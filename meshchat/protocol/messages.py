@@ -87,7 +87,7 @@ class Broadcast(WireMessage):
     text: str
 
 
-# ---------------------------------------------------------------- direct (DEALER -> ROUTER)
+# ---------------------------------------------------------------- direct (dialer -> ROUTER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -321,8 +321,9 @@ class PeerBook:
         for effect in effects:
             match effect:
                 case Probe(card=card):
-                    # One DEALER and a Hello; a listening-only node says nothing, so it opens
-                    # the SUB too and takes the peer's heartbeat as its answer.
+                    # One dialled connection and a Hello; a listening-only node says
+                    # nothing, so it opens the SUB too and takes the peer's heartbeat as
+                    # its answer.
                     self._transport.connect_peer(
                         card.peer_id, self._pick_address(card.addresses), card.router_port,
                         card.pub_port, subscribe=self._listen_only)

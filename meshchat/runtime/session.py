@@ -386,8 +386,8 @@ class Sessions:
             if not rules.is_member(jr.state, peer):
                 continue
             if jr.core.is_host:
-                # A member's Bye can come before its Leave (the PUB and the DEALER are two
-                # connections): it quit all the same.
+                # A member's Bye can come before its Leave (the PUB and the dialled
+                # connection are two): it quit all the same.
                 quit_ = reason == "quit"
                 self.host_remove(jr, peer, rules.LEFT if quit_ else rules.VANISHED,
                                  "quit" if quit_ else "")
