@@ -79,7 +79,8 @@ class DirectLink:
         self.failures = 0  # failed handshakes in a row, carried over when it is reopened
         self.up = False  # a handshake succeeded and the connection has not closed since
         self.dropped = False  # it was up once and then closed: the next handshake is a return
-        self.timer: asyncio.TimerHandle | None = None  # disconnected, no retry seen yet
+        self.timer: asyncio.TimerHandle | None = None  # disconnected, no retry seen yet; or
+        # connected, no handshake heard yet
         self.events = 0  # monitor events read for it
 
 
@@ -90,7 +91,8 @@ class Dialer:
     """The dialling ROUTER, its pump and its monitor; ``on_event(link, event)`` gets each
     monitor event of a link that is open, ``on_abandoned(link)`` a link libzmq gave up on (a
     DISCONNECTED that no retry followed within ``tuning.dead_link_grace_ms``: after a protocol
-    error or a ZAP refusal libzmq never reconnects)."""
+    error or a ZAP refusal libzmq never reconnects), or lost (CONNECTED, and no word of its
+    handshake within ``tuning.handshake_watchdog_ms``)."""
 
     def __init__(self, stats: TransportStats, tuning: ZmqTuning) -> None:
         self.stats = stats
@@ -240,12 +242,27 @@ class Dialer:
             if event == zmq.EVENT_DISCONNECTED and self._loop is not None:
                 link.timer = self._loop.call_later(
                     self.tuning.dead_link_grace_ms / 1000, self._grace_over, link)
+            elif event == zmq.EVENT_CONNECTED and self._loop is not None:
+                link.timer = self._loop.call_later(
+                    self.tuning.handshake_watchdog_ms / 1000, self._handshake_lost, link)
             handler = self.on_event
             if handler is not None:
                 try:
                     handler(link, event)
                 except Exception:
                     log.exception("dialer event handler raised")
+
+    def _handshake_lost(self, link: DirectLink) -> None:
+        """Connected, and then not a word of the handshake: libzmq will not retry this one."""
+        link.timer = None
+        seen = link.events
+        self._read_events()
+        if link.events != seen:
+            return
+        if self.by_routing_id.get(link.routing_id) is link and self.on_abandoned is not None:
+            count(self.stats, "handshakes_lost")
+            log.info("no handshake on the connection to %s: redialling", link.peer_id.hex())
+            self.on_abandoned(link)
 
     def _grace_over(self, link: DirectLink) -> None:
         link.timer = None

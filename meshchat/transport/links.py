@@ -287,25 +287,31 @@ class Links:
 
         libzmq stops reconnecting a connecting socket for good after a protocol error (a frame
         over ZMQ_MAXMSGSIZE, bytes that fail CURVE) or when the server refused us at ZAP; the
-        only trace is a DISCONNECTED that no CONNECT_RETRIED follows."""
+        only trace is a DISCONNECTED that no CONNECT_RETRIED follows. A CONNECTED that no word
+        of the handshake follows within ``handshake_watchdog_ms`` is a lost link too."""
         monitor = link.monitor
         grace_s = self._tuning.dead_link_grace_ms / 1000
-        disconnected = False
+        watchdog_s = self._tuning.handshake_watchdog_ms / 1000
+        waits: dict[int, float] = {int(zmq.EVENT_DISCONNECTED): grace_s,
+                                   int(zmq.EVENT_CONNECTED): watchdog_s}
+        last = 0  # the last event, if libzmq owes us another one soon (see ``waits``)
         while True:
             try:
-                if disconnected:
-                    message = await asyncio.wait_for(monitor.recv_multipart(), grace_s)
+                if last in waits:
+                    message = await asyncio.wait_for(monitor.recv_multipart(), waits[last])
                 else:
                     message = await monitor.recv_multipart()
             except TimeoutError:
                 if int(monitor.get(zmq.EVENTS)) & zmq.POLLIN:
                     continue  # the loop was slow, not libzmq
+                if last == zmq.EVENT_CONNECTED:
+                    count(self.stats, "handshakes_lost")
                 await self._reopen_later(peer, link)
                 return
             if len(message) != 2 or len(message[0]) != 6:
                 continue
             event, _value = struct.unpack("=HI", message[0])
-            disconnected = event == zmq.EVENT_DISCONNECTED
+            last = event
             if self._link_event(peer, link, event):
                 return
 

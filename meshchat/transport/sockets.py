@@ -38,6 +38,12 @@ class ZmqTuning:
     tcp_keepalive_cnt: int = 3
     disconnect_linger_ms: int = 100
     dead_link_grace_ms: int = 500  # DISCONNECTED with no retry within this: libzmq gave up
+    # CONNECTED and then no word of the handshake for this long: libzmq lost it, so the link
+    # is given up and redialled. Seen when two peers refused our key at the same moment: one
+    # connection of the dialer never failed, never timed out (handshake_ivl_ms did nothing)
+    # and carried nothing, for as long as we watched. Past handshake_ivl_ms, so it never cuts
+    # a slow handshake (a peer's loop stalled on its ZAP answer) that libzmq would have let be.
+    handshake_watchdog_ms: int = 6000
     recv_batch: int = 256
     # One drain of one socket stops after this much work and lets the loop run the others:
     # a peer whose frames are each costly (chat batches of 256 lines) cannot hold a ping up

@@ -48,13 +48,18 @@ What libzmq does not let us do, and what covers it:
   connection is
   abandoned by libzmq after such a protocol error (and after a ZAP refusal): no more
   reconnects. The monitor spots that and reopens the link. We never send oversize frames.
+- A dialled connection can stay CONNECTED with no word of its handshake, for good: seen on
+  the dialer when two peers refused our key at the same moment (their ZAP never heard of
+  that connection, and libzmq's HANDSHAKE_IVL never fired). A watchdog gives such a link up
+  after ``ZmqTuning.handshake_watchdog_ms`` and dials again (``handshakes_lost``); a join
+  redials its host at once (``redial``).
 
 ``stats.extra`` counts: ``dropped_malformed`` (wrong number of parts), ``dropped_denied``,
 ``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``links_redialled`` (``redial``),
-``peers_given_up``, ``subscribers_admitted``, ``endpoint_waiting`` (a peer claimed the
-address of a connected one: it waits until that one is dropped), ``dropped_closed_link``.
-``open_links`` is the number of SUBs and dialled connections open now, ``peak_links`` the
-most there ever were.
+``handshakes_lost``, ``peers_given_up``, ``subscribers_admitted``, ``endpoint_waiting`` (a
+peer claimed the address of a connected one: it waits until that one is dropped),
+``dropped_closed_link``. ``open_links`` is the number of SUBs and dialled connections open
+now, ``peak_links`` the most there ever were.
 
 This module holds the PUB and ROUTER, attributes ROUTER frames and sends; beside it are the
 ZAP handler and its deny list (``zap``), socket settings and creation (``sockets``), the SUB

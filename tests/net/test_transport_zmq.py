@@ -625,3 +625,37 @@ async def test_redial_replaces_a_hung_handshake_and_leaves_an_up_link_alone(
         assert a.transport.stats.extra["links_redialled"] == 1
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("subscribe", [False, True])
+async def test_a_connection_whose_handshake_is_never_answered_is_redialled(
+        subscribe: bool) -> None:
+    """libzmq once left a dialled connection CONNECTED with no word of its handshake, ever
+    (HANDSHAKE_IVL did not fire): the watchdog gives such a link up and dials again. Here
+    libzmq's own limit is off and the listener never speaks, so only the watchdog can act."""
+    accepted: asyncio.Queue[asyncio.StreamReader] = asyncio.Queue()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put(reader)
+
+    server = await asyncio.start_server(silent, HOST, 0)
+    tuning = ZmqTuning(reconnect_ivl_ms=50, reconnect_ivl_max_ms=200, handshake_ivl_ms=0,
+                       handshake_watchdog_ms=300, max_handshake_failures=100)
+    transport = ZmqTransport(Limits(), tuning=tuning)
+    try:
+        await transport.start(Identity.generate(), [HOST], lambda incoming: None)
+        port = server.sockets[0].getsockname()[1]
+        mute = Identity.generate().peer_id
+        if subscribe:  # the direct link goes nowhere; the SUB meets the silent listener
+            transport.connect_peer(mute, HOST, 1, port, subscribe=True)
+        else:
+            transport.connect_peer(mute, HOST, port, 1, subscribe=False)
+        first = await asyncio.wait_for(accepted.get(), DEADLINE_S)
+        second = await asyncio.wait_for(accepted.get(), DEADLINE_S)
+        assert second is not first
+        await asyncio.wait_for(first.read(), DEADLINE_S)  # the lost one was closed
+        assert transport.stats.extra["handshakes_lost"] >= 1
+        assert transport.is_connected(mute)
+    finally:
+        await transport.close(0)
+        server.close()
