@@ -312,7 +312,10 @@ class Links:
                 continue
             event, _value = struct.unpack("=HI", message[0])
             last = event
-            if self._link_event(peer, link, event):
+            # Given up, or closed by what the event set off (a refusal reported to the node,
+            # which disconnects the peer): this task is the one that closed it, so nobody
+            # cancelled it, and its monitor is gone.
+            if self._link_event(peer, link, event) or link.pump.stopped:
                 return
 
     def _direct_event(self, link: DirectLink, event: int) -> None:

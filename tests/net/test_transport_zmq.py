@@ -659,3 +659,25 @@ async def test_a_connection_whose_handshake_is_never_answered_is_redialled(
     finally:
         await transport.close(0)
         server.close()
+
+
+async def test_a_refusal_handler_that_disconnects_the_peer_ends_the_sub_watch_cleanly(
+        make: Factory) -> None:
+    """The node answers a refusal by disconnecting the peer, from inside the SUB monitor's own
+    task: that task closes its own monitor and must end there, not read the closed socket."""
+    a, b = await make(), await make()
+    b.transport.deny(a.id)
+    refused: list[bytes] = []
+
+    def on_refused(pid: bytes) -> None:
+        refused.append(pid)
+        a.transport.disconnect_peer(pid)
+
+    a.transport.set_link_events(LinkEvents(on_refused=on_refused))
+    a.transport.connect_peer(b.id, HOST, 1, b.ports.pub_port)  # only the SUB can meet b
+    watch = a.transport._links.peers[b.id].links[zmq.SUB].monitor_task
+    assert watch is not None
+    await until(lambda: refused == [b.id], "the refusal")
+    await asyncio.wait_for(asyncio.shield(watch), DEADLINE_S)
+    assert watch.exception() is None
+    assert not a.transport.is_connected(b.id)
