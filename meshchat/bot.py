@@ -32,7 +32,7 @@ import logging.handlers
 import signal
 import time
 import typing
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -284,7 +284,9 @@ class Bot:
         self._node = node
         self._setup_log(node)
         log.info("bot %s started (%s), rooms %s", node.name, node.fingerprint[:8], self.rooms)
-        tasks = [asyncio.create_task(self._pump(node))]
+        # Subscribed before any task runs: a frame the node already holds (a private message
+        # sent as the bot came up) may be handled before the pump's first step.
+        tasks = [asyncio.create_task(self._pump(node, node.events()))]
         tasks += [asyncio.create_task(self._keep_joined(node, r)) for r in self.rooms]
         try:
             await self._stop.wait()
@@ -363,8 +365,8 @@ class Bot:
 
     # ---------------------------------------------------------------- events
 
-    async def _pump(self, node: Node) -> None:
-        async for event in node.events():
+    async def _pump(self, node: Node, events: AsyncIterator[Event]) -> None:
+        async for event in events:
             if isinstance(event, RoomClosed) or type(event).__name__ == "MemberRemoved":
                 self._room_changed.set()
             if isinstance(event, Message) and event.sender.fingerprint != node.fingerprint:

@@ -24,10 +24,13 @@ class Recorder:
         self.node = node
         self.events: list[Event] = []
         self._changed = asyncio.Event()
+        # Subscribed here, not when the task first runs: a frame already queued for the node
+        # may be handled before that (a rename heard at once), and its event would be lost.
+        self._stream = node.events()
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        async for event in self.node.events():
+        async for event in self._stream:
             self.events.append(event)
             self._changed.set()
 
