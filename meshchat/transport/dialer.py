@@ -254,21 +254,17 @@ class Dialer:
 
     def _handshake_lost(self, link: DirectLink) -> None:
         """Connected, and then not a word of the handshake: libzmq will not retry this one."""
-        link.timer = None
-        seen = link.events
-        self._read_events()
-        if link.events != seen:
-            return
-        if self.by_routing_id.get(link.routing_id) is link and self.on_abandoned is not None:
-            count(self.stats, "handshakes_lost")
-            log.info("no handshake on the connection to %s: redialling", link.peer_id.hex())
-            self.on_abandoned(link)
+        self._grace_over(link, lost=True)
 
-    def _grace_over(self, link: DirectLink) -> None:
+    def _grace_over(self, link: DirectLink, lost: bool = False) -> None:
+        """No retry after a DISCONNECTED (or, ``lost``, no handshake after a CONNECTED)."""
         link.timer = None
         seen = link.events
         self._read_events()  # the loop was slow, not libzmq: a retry may be waiting there
         if link.events != seen:
             return
         if self.by_routing_id.get(link.routing_id) is link and self.on_abandoned is not None:
+            if lost:
+                count(self.stats, "handshakes_lost")
+                log.info("no handshake on the connection to %s: redialling", link.peer_id.hex())
             self.on_abandoned(link)

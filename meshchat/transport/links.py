@@ -175,13 +175,13 @@ class Links:
         link.failures = failures
         self.peak = max(self.peak, self.open_count)
 
-    def redial(self, peer: Peer) -> None:
-        """A new dialled connection to the peer in place of the one it has (failures reset)."""
+    def redial(self, peer: Peer, failures: int = 0) -> None:
+        """A new dialled connection to the peer in place of the one it has."""
         old = peer.direct
         if old is None:
             return
         self.dialer.close_link(old, 0)
-        self.open_direct(peer, old.endpoint)
+        self.open_direct(peer, old.endpoint, failures)
 
     def subscribe(self, topic: bytes) -> None:
         if topic in self.topics:
@@ -401,8 +401,7 @@ class Links:
             return
         log.info("redialling %s", peer.peer_id.hex())
         count(self.stats, "links_reopened")
-        self.dialer.close_link(old, 0)
-        self.open_direct(peer, old.endpoint, old.failures)
+        self.redial(peer, old.failures)
 
     def _backoff_s(self, failures: int) -> float:
         tuning = self._tuning
