@@ -67,11 +67,13 @@ def endpoint_key(endpoint: str) -> tuple[str, str]:
 class DirectLink:
     """Our connection to one peer's ROUTER, on the dialer."""
 
-    __slots__ = ("address", "dropped", "endpoint", "events", "failures", "key", "peer_id",
-                 "routing_id", "timer", "up")
+    __slots__ = ("address", "dropped", "endpoint", "events", "failures", "key", "opened_at",
+                 "peer_id", "routing_id", "timer", "up")
 
-    def __init__(self, peer_id: bytes, address: str, endpoint: str, routing_id: bytes) -> None:
+    def __init__(self, peer_id: bytes, address: str, endpoint: str, routing_id: bytes,
+                 opened_at: float = 0.0) -> None:
         self.peer_id = peer_id
+        self.opened_at = opened_at  # the loop's clock when it was dialled
         self.address = address
         self.endpoint = endpoint
         self.key = endpoint_key(endpoint)
@@ -156,7 +158,8 @@ class Dialer:
         assert sock is not None
         self._read_events()  # the last word of earlier connections goes to them, or nobody
         routing_id = b"\x01" + next(self._ids).to_bytes(8, "big")  # never 0-led: libzmq's own
-        link = DirectLink(peer_id, address, endpoint, routing_id)
+        link = DirectLink(peer_id, address, endpoint, routing_id,
+                          self._loop.time() if self._loop is not None else 0.0)
         sock.setsockopt(zmq.CURVE_SERVERKEY, curve_key)
         sock.setsockopt(zmq.CONNECT_ROUTING_ID, routing_id)
         sock.connect(endpoint)
@@ -175,6 +178,10 @@ class Dialer:
         sock.setsockopt(zmq.LINGER, linger_ms)
         with contextlib.suppress(zmq.ZMQError):  # ENOENT: libzmq already dropped it
             sock.disconnect(link.endpoint)
+
+    def age_s(self, link: DirectLink) -> float:
+        """How long ago the link was dialled."""
+        return self._loop.time() - link.opened_at if self._loop is not None else 0.0
 
     def _forget(self, link: DirectLink) -> None:
         self.by_routing_id.pop(link.routing_id, None)

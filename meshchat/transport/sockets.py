@@ -44,6 +44,10 @@ class ZmqTuning:
     # and carried nothing, for as long as we watched. Past handshake_ivl_ms, so it never cuts
     # a slow handshake (a peer's loop stalled on its ZAP answer) that libzmq would have let be.
     handshake_watchdog_ms: int = 6000
+    # ``redial`` replaces a link that has not failed only once it is this old: a handshake on
+    # a LAN takes milliseconds, and a link dialled a moment ago (the host a join has just
+    # learned) is still making its own, with our Hello queued on it.
+    redial_after_ms: int = 1000
     recv_batch: int = 256
     # One drain of one socket stops after this much work and lets the loop run the others:
     # a peer whose frames are each costly (chat batches of 256 lines) cannot hold a ping up

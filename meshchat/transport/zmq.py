@@ -249,11 +249,18 @@ class ZmqTransport:
 
     def redial(self, peer_id: bytes) -> bool:
         """Replace our dialled connection to the peer with a new one if its handshake is not
-        done. libzmq retries a refused or broken connection only after a backoff, and a
-        handshake whose answer never comes holds the link until ``handshake_ivl_ms``: a join
-        to a host that has just unbanned us must not wait for either."""
+        done and it is in trouble: it failed, or dropped, or has waited past
+        ``tuning.redial_after_ms``. libzmq retries a refused or broken connection only after a
+        backoff, and a handshake whose answer never comes holds the link until
+        ``handshake_ivl_ms``: a join to a host that has just unbanned us must not wait for
+        either. A link dialled a moment ago is left to finish its own handshake (replacing it
+        would drop what is queued on it)."""
         peer = self._peers.get(peer_id)
         if peer is None or peer.direct is None or peer.direct.up or self._closed:
+            return False
+        link = peer.direct
+        fresh = self._links.dialer.age_s(link) * 1000 < self._tuning.redial_after_ms
+        if fresh and not (link.failures or link.dropped):
             return False
         count(self.stats, "links_redialled")
         self._links.redial(peer)
