@@ -41,6 +41,7 @@ from .protocol.messages import (
     JoinRequest,
     KeyUpdate,
     Leave,
+    Look,
     Peers,
     Ping,
     Pong,
@@ -91,6 +92,7 @@ TABLE: dict[type[WireMessage], Rule] = {
     Broadcast: Rule("broadcast", A, "anyone"),
     Hello: Rule("direct", A, "anyone"),
     Peers: Rule("direct", K, "a peer we know"),
+    Look: Rule("direct", A, "anyone"),
     Ping: Rule("direct", A, "anyone"),
     Pong: Rule("direct", Role.ASKED, "the peer our ping went to"),
     Private: Rule("direct", A, "anyone"),
@@ -152,7 +154,7 @@ ASKED_GROUP = "asked"  # answers to our own open requests: no bucket (``Gate.tak
 
 _GROUPS: dict[type[WireMessage], str] = {
     Heartbeat: "presence", Bye: "presence", Broadcast: "broadcast",
-    Hello: "introduction", Peers: "introduction",
+    Hello: "introduction", Peers: "introduction", Look: "introduction",
     # A pong is let in only as the answer to a ping of ours still open (the table's ASKED),
     # so our own pinging bounds it: it draws on no budget ("asked"). On "direct" (500/s), a
     # /ping run back to back lost one pong in about 2,000, each a 3 s timeout.

@@ -31,14 +31,16 @@ class MemoryDiscoveryHub:
         """Every room currently announced on the hub (for assertions)."""
         return [room for member in self._members for room in member.rooms.values()]
 
-    def _join(self, joiner: MemoryDiscovery, card: PeerCard) -> None:
+    def _join(self, joiner: MemoryDiscovery, card: PeerCard | None) -> None:
+        """``card`` None: the joiner only listens (nobody hears of it)."""
         self._members.append(joiner)
         for member in self._others(joiner):
             if member.card is not None:
                 joiner._deliver(partial(_on_peer, card=member.card))
             for room in member.rooms.values():
                 joiner._deliver(partial(_on_room, room=room))
-        self._broadcast(joiner, partial(_on_peer, card=card))
+        if card is not None:
+            self._broadcast(joiner, partial(_on_peer, card=card))
 
     def _leave(self, leaver: MemoryDiscovery) -> None:
         if leaver in self._members:
@@ -61,10 +63,13 @@ def _on_room(handlers: DiscoveryHandlers, room: RoomAnnouncement) -> None:
 
 
 class MemoryDiscovery:
-    """A ``Discovery`` whose network is a ``MemoryDiscoveryHub``."""
+    """A ``Discovery`` whose network is a ``MemoryDiscoveryHub``; with ``announce=False`` it
+    only listens, as ``MdnsDiscovery`` does for a node that only looks: its card and rooms
+    are never announced."""
 
-    def __init__(self, hub: MemoryDiscoveryHub) -> None:
+    def __init__(self, hub: MemoryDiscoveryHub, *, announce: bool = True) -> None:
         self.hub = hub
+        self._announce = announce
         self.card: PeerCard | None = None
         self.rooms: dict[bytes, RoomAnnouncement] = {}
         self._handlers: DiscoveryHandlers | None = None
@@ -76,14 +81,15 @@ class MemoryDiscovery:
             raise RuntimeError("a discovery is started once")
         self._loop = asyncio.get_running_loop()
         self._handlers = handlers
-        self.card = me
-        self.hub._join(self, me)
+        self.card = me if self._announce else None
+        self.hub._join(self, self.card)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         if self.card is None:
+            self.hub._leave(self)
             return
         peer_id = self.card.peer_id
         for room_id in list(self.rooms):
@@ -93,7 +99,7 @@ class MemoryDiscovery:
         self.card = None
 
     async def announce_room(self, room: RoomAnnouncement) -> None:
-        if not self._running():
+        if not self._running() or not self._announce:
             return
         self.rooms[room.room_id] = room
         self.hub._broadcast(self, partial(_on_room, room=room))
@@ -106,7 +112,7 @@ class MemoryDiscovery:
         self.hub._broadcast(self, lambda h: h.on_room_removed(room_id, host_id))
 
     async def update_node(self, me: PeerCard) -> None:
-        if not self._running() or me == self.card:
+        if not self._running() or not self._announce or me == self.card:
             return
         self.card = me
         self.hub._broadcast(self, partial(_on_peer, card=me))

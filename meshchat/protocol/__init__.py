@@ -29,6 +29,8 @@ bc      Broadcast        node → all      PUB ``B``      text — a network-wid
 hello   Hello            node → peer     DEALER→ROUTER  card, started_at, color, away — first
                                                         contact
 peers   Peers            node → peer     DEALER→ROUTER  peers — introductions (mesh sharing)
+look    Look             node → peer     DEALER→ROUTER  — what do you host? (a looking-only
+                                                        node); answered with our Hello
 ping    Ping             node → peer     DEALER→ROUTER  nonce — liveness probe, /ping
 pong    Pong             peer → node     DEALER→ROUTER  nonce — the answer, nonce echoed
 pm      Private          node → peer     DEALER→ROUTER  text, to, auto — /msg; ``to`` lists every
@@ -126,6 +128,7 @@ from .messages import (
     JoinRequest,
     KeyUpdate,
     Leave,
+    Look,
     Member,
     PasswordVerifier,
     PeerCard,
@@ -179,6 +182,7 @@ __all__ = [
     "JoinRequest",
     "KeyUpdate",
     "Leave",
+    "Look",
     "Member",
     "PasswordVerifier",
     "PeerCard",

@@ -111,6 +111,14 @@ class Peers(WireMessage):
 
 
 @dataclass(frozen=True, slots=True)
+class Look(WireMessage):
+    """What do you host? Sent by a node that only looks (``meshchat rooms``): it announces
+    nothing and no peer dials its SUB, so the answer comes back direct, as our Hello."""
+
+    TYPE: ClassVar[str] = "look"
+
+
+@dataclass(frozen=True, slots=True)
 class Ping(WireMessage):
     TYPE: ClassVar[str] = "ping"
     nonce: int
@@ -460,7 +468,7 @@ class StepDown:
 
 
 DIRECT_TYPES: tuple[type[WireMessage], ...] = (
-    Hello, Peers, Ping, Pong, Private, JoinRequest, JoinChallenge, JoinAccept, JoinRefusal,
+    Hello, Peers, Look, Ping, Pong, Private, JoinRequest, JoinChallenge, JoinAccept, JoinRefusal,
     Leave, HostCommand, CommandResult, KeyUpdate, HistoryRequest, HistoryReply, StateRequest,
     StatePush, FileOffer, FileState, FileGet, FileChunk, FileSumRequest, FileSums,
 )

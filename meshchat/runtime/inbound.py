@@ -39,6 +39,7 @@ from ..protocol.messages import (
     JoinRequest,
     KeyUpdate,
     Leave,
+    Look,
     Peers,
     Ping,
     Pong,
@@ -167,6 +168,8 @@ class Inbound:
                 self._hosted_by(peer, m.hosted)
             case Peers():
                 self._peers.on_peers(peer, m, address)
+            case Look():
+                self._peers.on_look(peer)
             case Ping():
                 self._wire.send(peer, Pong(m.nonce))
             case Pong():

@@ -25,7 +25,7 @@ from ..events import AwayChanged, Event, Notice, PeerDiscovered, PeerGone, PeerI
 from ..identity import fingerprint_of, same_key
 from ..liveness import Liveness, LivenessTable
 from ..peertable import DISCOVERY, PeerEffect, PeerTable, Probe, Unprobe
-from ..protocol.messages import Heartbeat, Hello, HostedRoom, PeerCard, Peers, RoomState
+from ..protocol.messages import Heartbeat, Hello, HostedRoom, Look, PeerCard, Peers, RoomState
 from ..room import find_member
 from ..storage.peers import KnownPeers
 from ..transport.base import Transport
@@ -302,10 +302,20 @@ class PeerBook:
             self._stats["dropped_spoofed"] += 1
             return
         self.learn(hello.card, "hello", hello.color, hello.started_at, address)
-        if peer in self._peers:  # a refused one (a twin, one too many) learns nothing
+        if peer in self._peers and not self._listen_only:
+            # (a refused one — a twin, one too many — learns nothing; a looking-only node
+            # says nothing)
             cards = [p.card for pid, p in self._peers.items()
                      if pid != peer and p.card.addresses]
             self._wire.send(peer, Peers(tuple(cards[: self._limits.max_collection_items])))
+
+    def on_look(self, peer: bytes) -> None:
+        """A looking-only node (``meshchat rooms``) asks what we host: our Hello says it. It
+        goes back the way the question came (we need not know the asker); the introduction
+        budget bounds how often."""
+        if not self._listen_only:
+            self._stats["looks_answered"] += 1
+            self._wire.send(peer, self._hello())
 
     def on_peers(self, peer: bytes, m: Peers, address: str) -> None:
         probed = self.table.candidate_card(peer)
@@ -321,14 +331,13 @@ class PeerBook:
         for effect in effects:
             match effect:
                 case Probe(card=card):
-                    # One dialled connection and a Hello; a listening-only node says
-                    # nothing, so it opens the SUB too and takes the peer's heartbeat as
-                    # its answer.
+                    # One dialled connection and a Hello; a looking-only node announces
+                    # nothing (no peer dials its SUB), so it asks what the peer hosts.
                     self._transport.connect_peer(
                         card.peer_id, self._pick_address(card.addresses), card.router_port,
-                        card.pub_port, subscribe=self._listen_only)
-                    if not self._listen_only:
-                        self._wire.send(card.peer_id, self._hello())
+                        card.pub_port, subscribe=False)
+                    self._wire.send(card.peer_id,
+                                    Look() if self._listen_only else self._hello())
                 case Unprobe(peer_id=pid):
                     if pid not in self._peers:
                         self._transport.disconnect_peer(pid)
