@@ -1,8 +1,8 @@
 """The process's file-descriptor limit, raised once for a node with many peers (issue 9).
 
-Each peer costs fds: a SUB to it with its monitor, a connection of our one dialer, and the
-connections it opens to our PUB and ROUTER; the common default soft limit of 1024 caps a node
-near 140 peers. At start a node raises its soft ``RLIMIT_NOFILE`` to the hard
+Each peer costs one TCP connection on each of our four sockets — our PUB's and our dialer's
+to it, its PUB's to our SUB and its dialer's to our ROUTER — and nothing else (no socket of its
+own); the common default soft limit of 1024 caps a node near 240 peers. At start a node raises its soft ``RLIMIT_NOFILE`` to the hard
 limit and logs a warning when even that is too low for ``Limits.max_peers``.
 """
 
@@ -14,7 +14,7 @@ __all__ = ["FDS_PER_PEER", "FDS_RESERVED", "needed_fds", "raise_fd_limit"]
 
 log = logging.getLogger(__name__)
 
-FDS_PER_PEER = 7  # 6 measured with 200 peers that do not subscribe (test_many_peers_net.py)
+FDS_PER_PEER = 4  # 4.0 measured with 200 peers (test_many_peers_net.py)
 FDS_RESERVED = 64  # the node's own sockets, the message log, mDNS, files being sent
 
 

@@ -1,7 +1,7 @@
 """Which peers the node connects to, which cards it only keeps in mind, whom it denies. Pure.
 
 A card reaches a node in four ways: the peer's own Hello (over a channel CURVE authenticated
-as that peer's key), its heartbeat (on the SUB we opened to it, pinned to its key), an
+as that peer's key), its heartbeat (on our SUB, from the key ZAP authenticated for it), an
 introduction by another peer (``Peers``, ``Heartbeat.known``) and discovery (mDNS, ``--peer``).
 The first two are proof that the key holder is there. The others are claims anyone on the LAN
 can make, with any id and any address, as many as they like.

@@ -1,7 +1,8 @@
 """The transport seam: what the node needs from the network, independent of ZeroMQ.
 
-A transport owns one publish socket, one subscriber connection per peer, one receive socket
-for direct messages and one direct channel per peer. Every frame it hands up is tagged with the
+A transport publishes to every peer it connected to with ``subscribe`` and takes publications
+from those peers only; it sends direct messages to every peer it connected to, and receives
+them from anyone (named by key). Every frame it hands up is tagged with the
 peer it *authenticatedly* came from (CURVE + ZAP in the ZeroMQ implementation), never with a
 claim read from the payload.
 """
@@ -84,8 +85,8 @@ class LinkEvents:
     one its ZAP refused because it denies our key (``on_refused``), a connection that closed
     or timed out (``on_disconnect``), and one that came back after that (``on_reconnect``).
 
-    ``on_subscriber``: a peer's subscription to our PUB was (re)admitted, a new connection or
-    one back after a drop. What we published before it was up did not reach that peer, and
+    ``on_subscriber``: our publications reach a peer (again): a new connection or one back
+    after a drop. What we published before it was up did not reach that peer, and
     PUB/SUB never tells it so: the node answers with its heads, so the peer can ask for what
     it missed. (Our link *to* a peer coming back says nothing about the peer's link to us:
     each side redials on its own clock, up to ``reconnect_ivl_max`` apart.)"""
@@ -115,16 +116,17 @@ class Transport(Protocol):
 
     def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int,
                      *, subscribe: bool = True) -> None:
-        """Open (or re-point) the SUB and the direct link to a peer, pinning its CURVE key
-        from its id.
+        """Open (or re-point) the direct link to a peer and, with ``subscribe``, the link our
+        publications go to it by (its publications are taken from then on), pinning its CURVE
+        key from its id.
 
         ``subscribe=False`` opens only the direct link (a peer not proven yet); a later call with
-        ``subscribe=True`` to the same place adds the SUB. The twin id of a connected peer
+        ``subscribe=True`` to the same place adds the other. The twin id of a connected peer
         (``identity.canonical_id``) is refused: one CURVE key, one peer id at a time."""
         ...
 
     def disconnect_peer(self, peer_id: bytes) -> None:
-        """Close the SUB and the direct link to a peer (no error if unknown)."""
+        """Close the links to a peer (no error if unknown)."""
         ...
 
     def is_connected(self, peer_id: bytes) -> bool: ...

@@ -1,9 +1,12 @@
-"""Our one dialling socket: a ROUTER that connects out to every peer's ROUTER, watched by one
-monitor, instead of a DEALER (and a monitor, and their mailboxes: 3 fds) per peer.
+"""Our dialling sockets, one of each kind for all peers, each watched by one monitor: the
+ROUTER that connects out to every peer's ROUTER (direct frames), and the PUB that connects out
+to every peer's SUB (room traffic and presence). No socket per peer: a peer costs one TCP
+connection on each, and nothing else (no mailbox, no monitor of its own).
 
 Each connection is pinned to its peer's CURVE key (``CURVE_SERVERKEY`` is copied into each
-connect as it is made), and gets a routing id of ours (``CONNECT_ROUTING_ID``), fresh for every
-connect: a frame that arrives with that routing id is from that peer, and only from it; a
+connect as it is made). On the ROUTER it gets a routing id of ours (``CONNECT_ROUTING_ID``),
+fresh for every connect: a frame that arrives with that routing id is from that peer, and only
+from it; a
 routing id is never reused, so a connection still lingering after a disconnect never collides
 with its successor (libzmq asserts on a duplicate).
 
@@ -65,7 +68,7 @@ def endpoint_key(endpoint: str) -> tuple[str, str]:
 
 
 class DirectLink:
-    """Our connection to one peer's ROUTER, on the dialer."""
+    """Our connection to one peer's ROUTER (or, on the PUB, to its SUB)."""
 
     __slots__ = ("address", "dropped", "endpoint", "events", "failures", "key", "opened_at",
                  "peer_id", "routing_id", "timer", "up")
@@ -90,15 +93,17 @@ EventHandler = Callable[[DirectLink, int], None]
 
 
 class Dialer:
-    """The dialling ROUTER, its pump and its monitor; ``on_event(link, event)`` gets each
+    """A dialling socket (``kind``: the ROUTER, with its pump; or the PUB, which receives
+    nothing) and its monitor; ``on_event(link, event)`` gets each
     monitor event of a link that is open, ``on_abandoned(link)`` a link libzmq gave up on (a
     DISCONNECTED that no retry followed within ``tuning.dead_link_grace_ms``: after a protocol
     error or a ZAP refusal libzmq never reconnects), or lost (CONNECTED, and no word of its
     handshake within ``tuning.handshake_watchdog_ms``)."""
 
-    def __init__(self, stats: TransportStats, tuning: ZmqTuning) -> None:
+    def __init__(self, stats: TransportStats, tuning: ZmqTuning, kind: int = zmq.ROUTER) -> None:
         self.stats = stats
         self.tuning = tuning
+        self.kind = kind
         self.on_event: EventHandler | None = None
         self.on_abandoned: Callable[[DirectLink], None] | None = None
         self.by_routing_id: dict[bytes, DirectLink] = {}
@@ -113,17 +118,24 @@ class Dialer:
     def start(self, sockets: Sockets, loop: asyncio.AbstractEventLoop, receiver: Receiver,
               guard: FloodGuard | None) -> None:
         self._loop = loop
-        sock = self._sock = sockets.client(zmq.ROUTER, None, True)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if self.kind == zmq.ROUTER:
+            sock = self._sock = sockets.client(zmq.ROUTER, None, True)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        else:
+            # No ZMTP heartbeats: the ROUTER's connection to the same peer watches it already,
+            # and their PINGs would double libzmq's idle work.
+            sock = self._sock = sockets.client(self.kind, None, True,
+                                               heartbeats=self.tuning.sub_heartbeats)
         address = f"inproc://meshchat-dialer-{id(self):x}-{next(_monitor_ids)}"
         sock.monitor(address, MONITORED_EVENTS)
         monitor: zmq.Socket[Any] = zmq.Socket(sockets.ctx, zmq.PAIR)
         self._monitor = monitor
         monitor.setsockopt(zmq.LINGER, 0)
         monitor.connect(address)
-        pump = self.pump = Pump(sock, self._reader(sock), receiver, self.stats,
-                                self.tuning.recv_batch, guard, self.tuning.recv_budget_s)
-        pump.start(loop)
+        if self.kind == zmq.ROUTER:
+            pump = self.pump = Pump(sock, self._reader(sock), receiver, self.stats,
+                                    self.tuning.recv_batch, guard, self.tuning.recv_budget_s)
+            pump.start(loop)
         # Edge-triggered, as every ZMQ_FD: each wake-up reads to EAGAIN (``_read_events``).
         self._monitor_fd = int(monitor.get(zmq.FD))
         loop.add_reader(self._monitor_fd, self._read_events)
@@ -151,9 +163,14 @@ class Dialer:
 
     # -- links ------------------------------------------------------------------------------
 
+    @property
+    def sock(self) -> zmq.Socket[Any] | None:
+        """The socket, once started (the transport publishes on the PUB's)."""
+        return self._sock
+
     def open(self, peer_id: bytes, curve_key: bytes, address: str, endpoint: str) -> DirectLink:
-        """Connect to a peer's ROUTER, pinned to its key; frames may be sent at once (they
-        wait in the connection's queue until its handshake is done)."""
+        """Connect to a peer's ROUTER (or SUB), pinned to its key; frames may be sent at once
+        (they wait in the connection's queue until its handshake is done)."""
         sock = self._sock
         assert sock is not None
         self._read_events()  # the last word of earlier connections goes to them, or nobody
@@ -161,7 +178,8 @@ class Dialer:
         link = DirectLink(peer_id, address, endpoint, routing_id,
                           self._loop.time() if self._loop is not None else 0.0)
         sock.setsockopt(zmq.CURVE_SERVERKEY, curve_key)
-        sock.setsockopt(zmq.CONNECT_ROUTING_ID, routing_id)
+        if self.kind == zmq.ROUTER:
+            sock.setsockopt(zmq.CONNECT_ROUTING_ID, routing_id)
         sock.connect(endpoint)
         self.by_routing_id[routing_id] = link
         self.holder[link.key] = link

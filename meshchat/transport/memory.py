@@ -6,17 +6,19 @@ What it keeps from ``ZmqTransport``:
 - ``connect_peer`` pins the peer id: if the transport at those ports has another key, or
   refuses ours, the "handshake" fails (counted, ``on_handshake_failure`` called soon after,
   peer not connected). Addresses are ignored; only the ports say where a peer is.
-  ``subscribe=False`` makes only the "DEALER" (direct frames, no publications).
+  ``subscribe=False`` makes only the direct link (no publications either way).
 - a CURVE key is bound to one peer id at a time: ``connect_peer`` for the twin of a connected
   peer is refused (``dropped_twin``); a direct frame is attributed to the id its sender's key
   is bound to here, else to the sender's own id; ``send`` to a twin goes nowhere.
-- a publish reaches every peer that connected to us and subscribed a prefix of the topic;
-  ``deny`` does not cut such a live subscription (as in libzmq) but the next "handshake"
-  (after ``set_link(..., True)``) is refused.
+- a publish reaches every peer that we connected to with ``subscribe`` (our PUB dials its
+  SUB), that connected to us with ``subscribe`` (it takes publications only from its own
+  peers) and subscribed a prefix of the topic; ``deny`` cuts our side at once, and the next
+  "handshake" (after ``set_link(..., True)``) is refused.
 - ``send`` goes over our link to the peer, else back to a peer that connected to us and whose
   latest direct frame to us we accepted; else False. Direct frames from a denied peer are
   dropped and counted.
-- ``open_links`` counts our "SUB" and "DEALER" sockets now, ``peak_links`` the most ever.
+- ``open_links`` counts our connections now (direct, and the PUB's), ``peak_links`` the most
+  ever; ``on_subscriber`` is told when our PUB's connection to a peer (re)connects.
 - delivery is asynchronous, through one queue per receiver drained by one task: FIFO per
   peer, never re-entrant into the sender.
 
@@ -69,18 +71,18 @@ class MemoryNetwork:
             self._down.add(pair)
 
     def set_subscription(self, subscriber: bytes, publisher: bytes, up: bool) -> None:
-        """Cut or restore only ``subscriber``'s SUB to ``publisher``'s PUB, while the direct
-        links stay up: each side of a real link redials on its own clock, so after a heal one
-        peer's subscription may come back a second after everything else. Restoring it is
-        reported to the publisher (``LinkEvents.on_subscriber``)."""
+        """Cut or restore only ``publisher``'s PUB connection to ``subscriber``'s SUB, while
+        the direct links stay up: each side of a real link redials on its own clock, so after
+        a heal one peer's subscription may come back a second after everything else.
+        Restoring it is reported to the publisher (``LinkEvents.on_subscriber``)."""
         pair = (subscriber, publisher)
         if up:
             if pair in self._subs_down:
                 self._subs_down.discard(pair)
-                for transport in self._alive(subscriber):
-                    link = transport._links.get(publisher)
-                    if link is not None and link.ok and link.sub and link.target is not None:
-                        link.target._subscriber_up(subscriber)
+                for transport in self._alive(publisher):
+                    link = transport._links.get(subscriber)
+                    if link is not None and link.ok and link.sub:
+                        transport._subscriber_up(subscriber)
         else:
             self._subs_down.add(pair)
 
@@ -229,7 +231,7 @@ class MemoryTransport:
                 old.sub = True
                 self.peak_links = max(self.peak_links, self.open_links)
                 if old.ok and old.target is not None:
-                    old.target._subscriber_up(self.peer_id)
+                    self._subscriber_up(peer_id)
             return
         link = _Link(peer_id, address, router_port, pub_port, sub=subscribe)
         self._links[peer_id] = link
@@ -270,8 +272,8 @@ class MemoryTransport:
         self._on_subscriber = self._on_subscriber or events.on_subscriber
 
     def _subscriber_up(self, subscriber: bytes) -> None:
-        """``subscriber``'s SUB to us is (back) up: as ZAP reports an admission to our PUB,
-        for peers we are connected to, soon after (the subscription follows the handshake)."""
+        """Our PUB's connection to ``subscriber``'s SUB is (back) up: reported soon after, as
+        the PUB's monitor reports its handshake."""
         if self._loop is None or self._on_subscriber is None or subscriber not in self._links:
             return
         self._count("subscribers_admitted")
@@ -309,7 +311,7 @@ class MemoryTransport:
             return
         link.target, link.ok = target, True
         if link.sub:
-            target._subscriber_up(self.peer_id)
+            self._subscriber_up(link.peer_id)
 
     def _rehandshake(self, peer_id: bytes) -> None:
         link = self._links.get(peer_id)
@@ -342,12 +344,17 @@ class MemoryTransport:
         self.stats.sent += 1
         me = self.peer_id
         for other in self.network._transports():
-            link = other._links.get(me)
+            link = other._links.get(me)  # it takes our publications
+            mine = self._links.get(other.peer_id)  # our PUB dials it
             if (
                 link is not None
                 and link.ok
                 and link.sub
                 and link.target is self
+                and mine is not None
+                and mine.ok
+                and mine.sub
+                and mine.target is other
                 and self.network.is_subscribed(other.peer_id, me)
                 and any(topic.startswith(t) for t in other._topics)
             ):

@@ -12,7 +12,7 @@ import zmq
 
 from .base import FloodGuard, Incoming, Receiver, TransportStats
 
-__all__ = ["Pump", "Reader", "count", "router_reader", "sub_reader"]
+__all__ = ["Pump", "Reader", "count", "pub_reader", "router_reader"]
 
 log = logging.getLogger("meshchat.transport.zmq")
 
@@ -149,9 +149,10 @@ def _malformed(recv: Callable[..., Any], last: zmq.Frame, stats: TransportStats)
     count(stats, "dropped_malformed")
 
 
-def sub_reader(sock: zmq.Socket[Any], peer_id: bytes, address: str,
-               stats: TransportStats) -> Reader:
-    """[topic, payload] from a peer's PUB: Incoming 'pub' from that peer."""
+def pub_reader(sock: zmq.Socket[Any], stats: TransportStats,
+               attribute: Callable[[zmq.Frame, zmq.Frame], Incoming | None]) -> Reader:
+    """[topic, payload] from a peer's PUB on our SUB, handed to ``attribute`` (topic, payload)
+    to say whom it is from."""
     recv = sock.recv
 
     def read() -> Incoming | None:
@@ -163,7 +164,7 @@ def sub_reader(sock: zmq.Socket[Any], peer_id: bytes, address: str,
         if payload.more:
             _malformed(recv, payload, stats)
             return None
-        return Incoming("pub", peer_id, payload.bytes, topic.bytes, address)
+        return attribute(topic, payload)
 
     return read
 

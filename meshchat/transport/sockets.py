@@ -30,8 +30,9 @@ class ZmqTuning:
     heartbeat_ivl_ms: int = 2000
     heartbeat_timeout_ms: int = 3000
     heartbeat_ttl_ms: int = 3000
-    # The SUBs go without: the dialled connection to the same peer watches it already, and
-    # its PINGs were half of libzmq's idle work (a 64-node room: 36% of a core, all nodes).
+    # Our PUB's connections (to each peer's SUB) go without: the dialled connection to the
+    # same peer watches it already, and their PINGs were half of libzmq's idle work (a 64-node
+    # room: 36% of a core, all nodes).
     sub_heartbeats: bool = False
     tcp_keepalive_idle_s: int = 10
     tcp_keepalive_intvl_s: int = 3
@@ -54,7 +55,6 @@ class ZmqTuning:
     # behind a whole batch of them.
     recv_budget_s: float = 0.004
     max_handshake_failures: int = 5
-    sockets_per_peer: int = 3  # its SUB, the SUB's monitor PAIR and libzmq's monitor end
 
 
 def endpoint(host: str, port: int | str) -> str:

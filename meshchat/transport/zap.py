@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 import zmq
 import zmq.asyncio
@@ -13,12 +12,10 @@ from .base import TransportStats
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ZAP_DOMAIN", "ZAP_ENDPOINT", "ZAP_PUB_DOMAIN", "Zap"]
+__all__ = ["ZAP_DOMAIN", "ZAP_ENDPOINT", "Zap"]
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = b"meshchat"
-ZAP_PUB_DOMAIN = b"meshchat.pub"
-"""The PUB's domain: the same rules, but an admission there is reported (``on_subscriber``)."""
 
 
 class Zap:
@@ -26,13 +23,11 @@ class Zap:
 
     Bound before any server socket: without a handler, libzmq admits every CURVE client (and
     our servers set ZAP_ENFORCE_DOMAIN, so they refuse everyone instead). Refusals are counted
-    in ``stats.zap_denied``. Each client admitted to the PUB's domain is handed to
-    ``on_subscriber`` (its CURVE key): a subscription is coming up.
+    in ``stats.zap_denied``.
     """
 
     def __init__(self, stats: TransportStats) -> None:
         self._stats = stats
-        self.on_subscriber: Callable[[bytes], None] | None = None
         self.denied_keys: set[bytes] = set()
         self.denied_hex: set[str] = set()
         """The same keys in hex, as ROUTER frames carry them in User-Id."""
@@ -85,7 +80,7 @@ class Zap:
         envelope, body = request[: split + 1], request[split + 1 :]
         if len(body) < 6:
             return None
-        version, request_id, domain, _address, _identity, mechanism, *credentials = body
+        version, request_id, _domain, _address, _identity, mechanism, *credentials = body
 
         def answer(status: bytes, text: bytes, user_id: bytes = b"") -> list[bytes]:
             return [*envelope, b"1.0", request_id, status, text, user_id, b""]
@@ -99,9 +94,4 @@ class Zap:
         if client_key in self.denied_keys:
             self._stats.zap_denied += 1
             return answer(b"400", b"denied")
-        if domain == ZAP_PUB_DOMAIN and self.on_subscriber is not None:
-            try:
-                self.on_subscriber(client_key)
-            except Exception:  # a bug upstairs must not stop admissions
-                log.exception("on_subscriber raised")
         return answer(b"200", b"OK", client_key.hex().encode("ascii"))

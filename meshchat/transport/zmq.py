@@ -1,39 +1,44 @@
 """The ZeroMQ transport: CURVE on every socket, our own ZAP handler, all on one asyncio loop.
 
-Sockets of one node::
+Sockets of one node — the same seven however many peers there are (a peer costs one TCP
+connection on each of SUB, PUB, ROUTER and dialer, and no socket, mailbox or monitor)::
 
     ZAP     ROUTER  inproc://zeromq.zap.01   bound before anything else; admits every CURVE
                                              key not denied, User-Id = hex of that key
-    PUB     CURVE server, bound              [topic, payload] to every peer's SUB; its own
-                                             ZAP domain, so an admission there is reported
-                                             (``LinkEvents.on_subscriber``)
+    SUB     CURVE server, bound              every peer's PUB connects in; [topic, payload],
+                                             attributed by User-Id; Incoming 'pub'
+    PUB     CURVE client, one                a connection to every peer's SUB (the card's
+                                             ``pub_port``), each pinned to that peer's key;
+                                             one monitor (``LinkEvents.on_subscriber``)
     ROUTER  CURVE server, bound              [routing id, payload] in; replies by routing id
-    SUB     CURVE client, one per peer       pinned to the peer's key; frames are Incoming 'pub'
     dialer  ROUTER, CURVE client, one        a connection to every peer's ROUTER, each pinned
                                              to that peer's key, under a routing id of ours
                                              made for it; Incoming 'direct' (``dialer``)
 
-Who a frame is from: a SUB, or a connection of the dialer, only completes a handshake with the
-server key it pinned (``curve_public_of(peer_id)``), so everything it receives is that peer's.
-A ROUTER frame is attributed by the CURVE key our ZAP handler authenticated for its connection
-(``User-Id``), never by its routing id (libzmq made that up).
+(The PUB dials and the SUB binds, the way round from the usual: a SUB that dials needs a socket
+per peer to know whom a frame is from, a bound SUB knows it from the key ZAP authenticated.)
+
+Who a frame is from: a connection of the dialer only completes a handshake with the server key
+it pinned (``curve_public_of(peer_id)``), so everything it receives is that peer's. A ROUTER or
+SUB frame is attributed by the CURVE key our ZAP handler authenticated for its connection
+(``User-Id``), never by its routing id (libzmq made that up). The SUB takes publications only
+from the keys of peers connected with ``subscribe`` (the others are dropped and counted,
+``dropped_not_subscribed``): a probe, or a stranger, cannot speak in our rooms' topics.
 
 Each CURVE key is bound to one peer id at a time (the one ``connect_peer`` was given), because a
 peer id and its twin share a key (``identity.canonical_id``): ``connect_peer`` for a twin of a
 connected peer is refused and counted (``dropped_twin``), and ``send`` to a twin goes nowhere.
 ``connect_peer(..., subscribe=False)`` opens only the dialer's connection: a peer that has not
-proven itself yet costs no socket of its own; a later ``connect_peer`` with ``subscribe=True``
-adds the SUB.
+proven itself yet costs one connection and is not heard on our SUB; a later ``connect_peer``
+with ``subscribe=True`` adds the PUB's connection and hears it.
 
 What libzmq does not let us do, and what covers it:
 
-- ``deny`` cannot cut a denied peer's live connection *to our PUB* (libzmq has no per-pipe
-  disconnect, and removing a key from ZAP does not drop a live connection); it only refuses
-  the next handshake. What the PUB carries to it is presence (public anyway) and room traffic
-  sealed with room keys, which the host rotates on a ban and never sends it again. Its live
-  connection to our ROUTER stays open too, but every frame on it is dropped at the edge
-  (``dropped_denied``) and no reply goes back; our SUB and dialled connection to it are
-  closed at once.
+- ``deny`` closes our PUB's and our dialer's connections to the peer at once, so nothing we
+  send reaches it again. It cannot cut the denied peer's live connections *into* our SUB and
+  ROUTER (libzmq has no per-pipe disconnect for a bound socket, and removing a key from ZAP
+  does not drop a live connection); every frame on them is dropped at the edge
+  (``dropped_denied``) and no reply goes back, and its next handshake is refused.
 - ROUTER routing ids are not identities: our dialer presents none, so libzmq gives every connection
   a fresh one, and nobody can claim (or steal, with ROUTER_HANDOVER) another peer's. A ROUTER
   frame is attributed only by the CURVE key ZAP authenticated (``User-Id``): to the peer id we
@@ -44,9 +49,8 @@ What libzmq does not let us do, and what covers it:
   whoever holds one holds both; deny and the User-Id check work on the CURVE key, so they cover
   both ids.
 - A frame over ``ZMQ_MAXMSGSIZE`` makes libzmq drop the whole connection, so it cannot be
-  counted per frame. A peer connected in to us simply reconnects. Our own SUB or dialled
-  connection is
-  abandoned by libzmq after such a protocol error (and after a ZAP refusal): no more
+  counted per frame. A peer connected in to us simply reconnects. Our own PUB or dialled
+  connection is abandoned by libzmq after a protocol error (and after a ZAP refusal): no more
   reconnects. The monitor spots that and reopens the link. We never send oversize frames.
 - A dialled connection can stay CONNECTED with no word of its handshake, for good: seen on
   the dialer when two peers refused our key at the same moment (their ZAP never heard of
@@ -55,15 +59,17 @@ What libzmq does not let us do, and what covers it:
   redials its host at once (``redial``).
 
 ``stats.extra`` counts: ``dropped_malformed`` (wrong number of parts), ``dropped_denied``,
+``dropped_not_subscribed``,
 ``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``links_redialled`` (``redial``),
 ``handshakes_lost``, ``peers_given_up``, ``subscribers_admitted``, ``endpoint_waiting`` (a
 peer claimed the address of a connected one: it waits until that one is dropped),
-``dropped_closed_link``. ``open_links`` is the number of SUBs and dialled connections open
-now, ``peak_links`` the most there ever were.
+``dropped_closed_link``. ``open_links`` is the number of connections we dialled (PUB and
+dialer) open now, ``peak_links`` the most there ever were.
 
-This module holds the PUB and ROUTER, attributes ROUTER frames and sends; beside it are the
-ZAP handler and its deny list (``zap``), socket settings and creation (``sockets``), the SUB
-to each peer with its monitor (``links``), the dialer (``dialer``) and receiving (``pump``).
+This module holds the SUB and ROUTER, attributes their frames and sends; beside it are the
+ZAP handler and its deny list (``zap``), socket settings and creation (``sockets``), each
+peer's two dialled connections (``links``), the two dialling sockets with their monitors
+(``dialer``) and receiving (``pump``).
 """
 
 from __future__ import annotations
@@ -83,15 +89,14 @@ from .base import (
     Incoming,
     LinkEvents,
     LocalPorts,
-    PeerHandler,
     Receiver,
     TransportStats,
 )
 from .links import HandshakeFailureHandler, Links
-from .pump import Pump, count, router_reader
+from .pump import Pump, count, pub_reader, router_reader
 from .pump import Reader as Reader  # importable from here, as before the split
 from .sockets import Sockets, ZmqTuning, bind_all
-from .zap import ZAP_ENDPOINT, ZAP_PUB_DOMAIN, Zap
+from .zap import ZAP_ENDPOINT, Zap
 
 __all__ = ["ZAP_ENDPOINT", "ZmqTransport", "ZmqTuning"]
 
@@ -105,7 +110,7 @@ class ZmqTransport:
     closes, or its ZMTP heartbeat times out (libzmq reconnects by itself);
     ``on_reconnect(peer_id)`` when its handshake succeeds again afterwards.
 
-    ``on_handshake_failure(peer_id)`` is called when a handshake of our SUB or dialer to that
+    ``on_handshake_failure(peer_id)`` is called when a handshake of our PUB or dialer to that
     peer fails (the key at that address is not the peer's — an impostor, a reused port — or
     the peer refused us): once per streak of failures, not on every retry. Every failure is
     counted in ``stats.handshake_failures``; after ``tuning.max_handshake_failures`` in a row
@@ -129,19 +134,20 @@ class ZmqTransport:
         self._identity: Identity | None = None
         self._sockets: Sockets | None = None
         self._zap = Zap(self.stats)
-        self._zap.on_subscriber = self._subscriber_admitted
-        self._on_subscriber: PeerHandler | None = None
         self._guard = FloodGuard(limits.peer_frames_per_s, limits.peer_frames_burst,
                                  limits.max_peers * 4, time.monotonic)
         self._links = Links(self.stats, tuning, on_handshake_failure=on_handshake_failure,
                             on_disconnect=on_disconnect, on_refused=on_refused,
                             guard=self._guard)
-        self._pub: zmq.Socket[Any] | None = None
+        self._sub: zmq.Socket[Any] | None = None
+        self._sub_pump: Pump | None = None
+        self._topics: set[bytes] = set()
         self._router: zmq.Socket[Any] | None = None
         self._router_pump: Pump | None = None
         # The same tables as the parts own them, looked up on every frame:
         self._peers = self._links.peers
         self._peer_of_curve = self._links.peer_of_curve  # CURVE key (hex) -> connected peer id
+        self._publishers = self._links.publishers  # CURVE key (hex) -> (peer id, address)
         self._denied_hex = self._zap.denied_hex
         self._routes: dict[str, bytes] = {}  # CURVE key (hex) -> routing id of its latest frame
         self._curve_hex_cache: dict[bytes, str | None] = {}
@@ -165,7 +171,7 @@ class ZmqTransport:
         loop = self._loop = asyncio.get_running_loop()
         self._identity = identity
         ctx = self._ctx = zmq.asyncio.Context()
-        ctx.set(zmq.MAX_SOCKETS, 16 + self._limits.max_peers * self._tuning.sockets_per_peer)
+        ctx.set(zmq.MAX_SOCKETS, 64)  # a fixed set: no socket is made per peer
         sockets = self._sockets = Sockets(ctx, identity, self._limits, self._tuning)
         self._links.start(sockets, loop, receiver)
         try:
@@ -173,17 +179,22 @@ class ZmqTransport:
             self._zap.start(ctx, loop)
 
             ipv6 = any(":" in address for address in bind_addresses)
-            pub = self._pub = sockets.server(zmq.PUB, ipv6, ZAP_PUB_DOMAIN)
+            sub = self._sub = sockets.server(zmq.SUB, ipv6)
             router = self._router = sockets.server(zmq.ROUTER, ipv6)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             ports = LocalPorts(
                 router_port=bind_all(router, bind_addresses),
-                pub_port=bind_all(pub, bind_addresses),
+                pub_port=bind_all(sub, bind_addresses),
             )
+            tuning = self._tuning
             read = router_reader(router, self.stats, self._check_router_frame)
             pump = self._router_pump = Pump(
-                router, read, receiver, self.stats, self._tuning.recv_batch, self._guard,
-                self._tuning.recv_budget_s)
+                router, read, receiver, self.stats, tuning.recv_batch, self._guard,
+                tuning.recv_budget_s)
+            pump.start(loop)
+            read = pub_reader(sub, self.stats, self._check_pub_frame)
+            pump = self._sub_pump = Pump(sub, read, receiver, self.stats, tuning.recv_batch,
+                                         self._guard, tuning.recv_budget_s)
             pump.start(loop)
         except BaseException:
             await self.close(0)
@@ -202,9 +213,10 @@ class ZmqTransport:
         assert loop is not None
         linger_ms = max(0, round(linger_s * 1000))
         tasks = self._links.close(linger_ms)
-        if self._router_pump is not None:
-            self._router_pump.stop(loop)
-        for sock in (self._pub, self._router):
+        for pump in (self._router_pump, self._sub_pump):
+            if pump is not None:
+                pump.stop(loop)
+        for sock in (self._sub, self._router):
             if sock is not None:
                 sock.close(linger=linger_ms)
         # The ZAP handler goes last: with it gone a closing server would admit anyone.
@@ -221,8 +233,8 @@ class ZmqTransport:
 
     def connect_peer(self, peer_id: bytes, address: str, router_port: int, pub_port: int,
                      *, subscribe: bool = True) -> None:
-        """Open (or re-point) the SUB and the dialled connection to a peer (only the latter if
-        not ``subscribe``); a denied peer, or the twin of a connected one, is ignored."""
+        """Open (or re-point) our PUB's and our dialer's connections to a peer (only the latter
+        if not ``subscribe``); a denied peer, or the twin of a connected one, is ignored."""
         if self._closed:
             return
         if not self._running:
@@ -289,16 +301,7 @@ class ZmqTransport:
         links.on_refused = links.on_refused or events.on_refused
         links.on_disconnect = links.on_disconnect or events.on_disconnect
         links.on_reconnect = links.on_reconnect or events.on_reconnect
-        self._on_subscriber = self._on_subscriber or events.on_subscriber
-
-    def _subscriber_admitted(self, curve_key: bytes) -> None:
-        """ZAP admitted ``curve_key`` to our PUB: tell the node which peer that is (a key we
-        are not connected to is nobody we share a room with yet)."""
-        peer_id = self._peer_of_curve.get(curve_key.hex())
-        handler = self._on_subscriber
-        if peer_id is not None and handler is not None:
-            count(self.stats, "subscribers_admitted")
-            handler(peer_id)
+        links.on_subscriber = links.on_subscriber or events.on_subscriber
 
     def allow(self, peer_id: bytes) -> None:
         """Undo ``deny``; connections are not reopened here (call ``connect_peer``)."""
@@ -307,13 +310,26 @@ class ZmqTransport:
     # -- topics and sending -----------------------------------------------------------------
 
     def subscribe(self, topic: bytes) -> None:
-        self._links.subscribe(topic)
+        self._set_topic(topic, zmq.SUBSCRIBE)
 
     def unsubscribe(self, topic: bytes) -> None:
-        self._links.unsubscribe(topic)
+        self._set_topic(topic, zmq.UNSUBSCRIBE)
+
+    def _set_topic(self, topic: bytes, option: int) -> None:
+        """Our one SUB tells every connected PUB, and each that connects later."""
+        sub, pump = self._sub, self._sub_pump
+        if (topic in self._topics) == (option == zmq.SUBSCRIBE) or sub is None or sub.closed:
+            return
+        if option == zmq.SUBSCRIBE:
+            self._topics.add(topic)
+        else:
+            self._topics.discard(topic)
+        sub.setsockopt(option, topic)
+        if pump is not None:
+            pump.kick()
 
     def publish(self, topic: bytes, payload: bytes) -> None:
-        pub = self._pub
+        pub = self._links.fanout.sock
         if not self._running or pub is None:
             return
         if len(payload) > self._limits.max_frame_bytes:
@@ -373,6 +389,24 @@ class ZmqTransport:
         return True
 
     # -- receiving --------------------------------------------------------------------------
+
+    def _check_pub_frame(self, topic: zmq.Frame, payload: zmq.Frame) -> Incoming | None:
+        """Attribute a publication by the CURVE key that authenticated the connection it came
+        on: only a peer connected with ``subscribe`` (a ``publishers`` key) is heard."""
+        try:
+            user_id = str(payload.get("User-Id"))
+        except zmq.ZMQError:
+            user_id = ""
+        who = self._publishers.get(user_id)
+        if who is None:
+            if len(user_id) != 64:
+                self.stats.dropped_unauthenticated += 1
+            elif user_id in self._denied_hex:
+                count(self.stats, "dropped_denied")
+            else:
+                count(self.stats, "dropped_not_subscribed")
+            return None
+        return Incoming("pub", who[0], payload.bytes, topic.bytes, who[1])
 
     def _check_router_frame(self, routing_id: bytes, frame: zmq.Frame) -> Incoming | None:
         """Attribute a frame by the CURVE key that authenticated its connection, never by the

@@ -780,6 +780,16 @@ class Hostile(_JsonDriven):
         return [o for o in self.proc.objects[since:]
                 if o.get("ev") == "received" and (type is None or o.get("type") == type)]
 
+    def wait_published_by(self, peer_id: bytes, since: int = 0, timeout: float = 10.0
+                          ) -> dict[str, Any]:
+        """The first publication from ``peer_id``: its PUB has dialled ours and our
+        subscriptions reached it (a peer publishes to us only once it has learnt our card and
+        its connection is up; what it published before that never reached us)."""
+        __tracebackhide__ = True
+        return self.proc.wait_json(
+            lambda o: o.get("ev") == "received" and o.get("kind") == "pub"
+            and o.get("from") == peer_id.hex(), since=since, timeout=timeout)
+
     def wait_received(self, type: str, since: int = 0, timeout: float = 10.0,
                       where: dict[str, Any] | None = None,
                       test: Callable[[dict[str, Any]], bool] | None = None,

@@ -1,9 +1,10 @@
 """200 peers work (issue 9): one real ``meshchat start`` and 200 peers over real sockets.
 
-The peers are lean: each is a CURVE ROUTER and PUB bound on loopback, plus a DEALER to the
-node, with keys of its own. Each says Hello the way a node does, and answers pings. The node
-learns all 200 of them and opens its links to each. It answers pings from all of them and
-pings some of them back. Its open fds are counted per peer (issue 9's bar: 3 per peer).
+The peers are lean: each is a CURVE ROUTER and SUB bound on loopback, plus a DEALER to the
+node's ROUTER and a PUB to its SUB, with keys of its own — the four connections a real peer
+has with a node. Each says Hello the way a node does, and answers pings. The node learns all
+200 of them and opens its links to each. It answers pings from all of them and pings some of
+them back. Its open fds are counted per peer (issue 9's bar: 3 per peer).
 
 Everything runs on the loopback of the test's own network namespace (``make test`` runs
 pytest under ``unshare -n``). The node runs with ``--loopback-only``, so no mDNS goes out.
@@ -35,7 +36,7 @@ CARD_PORT = re.compile(r"reachable at 127\.0\.0\.1:(\d+)$")
 
 
 class LeanPeer:
-    """A peer in three sockets: it says Hello, answers pings, and counts what it got."""
+    """A peer in four sockets: it says Hello, answers pings, and counts what it got."""
 
     def __init__(self, ctx: zmq.asyncio.Context, codec: Codec, index: int) -> None:
         self.identity = Identity.generate()
@@ -46,10 +47,11 @@ class LeanPeer:
         self.pongs: set[int] = set()
         self.ponged = asyncio.Event()
         self.router = self._server(ctx, zmq.ROUTER)
-        self.pub = self._server(ctx, zmq.PUB)
+        self.sub = self._server(ctx, zmq.SUB)  # the node's PUB dials it
         self.router_port = _port(self.router)
-        self.pub_port = _port(self.pub)
+        self.pub_port = _port(self.sub)
         self.dealer: zmq.asyncio.Socket | None = None
+        self.pub: zmq.asyncio.Socket | None = None
         self._ctx = ctx
 
     def _server(self, ctx: zmq.asyncio.Context, kind: int) -> zmq.asyncio.Socket:
@@ -70,13 +72,18 @@ class LeanPeer:
         return PeerCard(self.identity.peer_id, self.name, ("127.0.0.1",), self.router_port,
                         self.pub_port, 0)
 
+    def _client(self, kind: int, node: PeerCard, port: int) -> zmq.asyncio.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.identity.curve_public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, self.identity.curve_secret)
+        sock.setsockopt(zmq.CURVE_SERVERKEY, curve_public_of(node.peer_id))
+        sock.connect(f"tcp://127.0.0.1:{port}")
+        return sock
+
     async def say_hello(self, node: PeerCard) -> None:
-        dealer = self.dealer = self._ctx.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.LINGER, 0)
-        dealer.setsockopt(zmq.CURVE_PUBLICKEY, self.identity.curve_public)
-        dealer.setsockopt(zmq.CURVE_SECRETKEY, self.identity.curve_secret)
-        dealer.setsockopt(zmq.CURVE_SERVERKEY, curve_public_of(node.peer_id))
-        dealer.connect(f"tcp://127.0.0.1:{node.router_port}")
+        dealer = self.dealer = self._client(zmq.DEALER, node, node.router_port)
+        self.pub = self._client(zmq.PUB, node, node.pub_port)
         await dealer.send(self.envelope(Hello(self.card(), time.time(), "")))
 
     async def ping(self, nonce: int) -> None:
@@ -102,7 +109,7 @@ class LeanPeer:
                     self.ponged.set()
 
     def close(self) -> None:
-        for sock in (self.router, self.pub, self.dealer):
+        for sock in (self.router, self.sub, self.dealer, self.pub):
             if sock is not None:
                 sock.close(linger=0)
 
@@ -183,10 +190,10 @@ async def test_a_node_takes_200_peers_and_answers_them_all(tmp_path: Path) -> No
             await node.expect(rf"^\* ping {peer.name}: [\d.]+ ms$", timeout=10.0)
         fds_per_peer = (_fds(proc.pid) - idle_fds) / PEERS
         print(f"200 peers learnt in {learnt_s:.2f} s; {fds_per_peer:.1f} fds per peer")
-        # Today's figure (issue 9 aims at 3): a SUB with its monitor (3 eventfds) and three
-        # TCP connections (SUB, dialer, the peer's to our ROUTER; these peers do not
-        # subscribe to our PUB, a real one adds a fourth). More than this is a leak.
-        assert fds_per_peer <= 6.5, fds_per_peer
+        # Today's figure (issue 9 aims at 3): one TCP connection on each of the node's four
+        # sockets (its PUB and dialer out, the peer's PUB and DEALER in), and no socket of
+        # its own. More than this is a leak.
+        assert fds_per_peer <= 4.2, fds_per_peer
         await node.send("/quit")
         await node.expect(r"^\* bye$", timeout=15.0)
         assert await asyncio.wait_for(proc.wait(), 15.0) == 0
