@@ -362,6 +362,13 @@ def _texts(events: list[Any]) -> list[str]:
     return [e.text for e in events if isinstance(e, Message) and not e.private]
 
 
+def _first_heads_sent(node: Node, room: Room) -> bool:
+    """Whether ``node``'s beat sent its heads in ``room`` once: the first beat after a join
+    (or a host's start) always does, however short ago the last were sent."""
+    entry = node._ticker.plan._rooms.get(room.room_id)
+    return entry is not None and entry.sent_at > float("-inf")
+
+
 async def test_a_reply_that_overtakes_its_question_is_shown_after_it(mesh: Mesh) -> None:
     """alice asks, bob answers; carol gets bob's answer first (two authors, two connections:
     either can come first). She shows the question above the answer all the same."""
@@ -402,8 +409,17 @@ async def test_a_reply_that_overtakes_its_question_is_shown_after_it(mesh: Mesh)
 
 async def test_a_reply_whose_question_was_lost_fetches_it_from_the_replier(mesh: Mesh) -> None:
     """carol never gets alice's question live: bob's answer says it follows it, so carol asks
-    bob for it at once and shows both in order, well before the wait would give up."""
-    t = dataclasses.replace(Timings.fast(), causal_hold_s=30.0, heads_refresh_s=60.0)
+    bob for it at once and shows both in order, well before the wait would give up.
+
+    Only that ask may bring the question. Heads also show carol what she lacks, and they go
+    out when they change (at most every ``gap_fill_interval_s``), on the slow refresh
+    (``heads_refresh_s``), and at a node's first beat in a room. With ``Timings.fast()``'s
+    intervals, alice's or bob's new heads could reach carol before bob's answer on a loaded
+    machine: she fetched the question from them and showed the answer unheld (and a broken
+    fetch passed unseen). Both intervals are far longer than the test, and the question is
+    asked once every node's first beat in the room is past."""
+    t = dataclasses.replace(Timings.fast(), causal_hold_s=30.0, heads_refresh_s=60.0,
+                            gap_fill_interval_s=60.0)
     alice = await mesh.add("alice", timings=t)
     bob = await mesh.add("bob", timings=t)
     carol = await mesh.add("carol", timings=t)
@@ -411,6 +427,8 @@ async def test_a_reply_whose_question_was_lost_fetches_it_from_the_replier(mesh:
     room_b = await bob.join("lobby")
     room_c = await carol.join("lobby")
     await until(lambda: len(room_c.members) == 3, what="carol sees all three")
+    await until(lambda: all(_first_heads_sent(n, lobby) for n in (alice, bob, carol)),
+                what="each node's first beat in the room")
 
     chat = carol._chat
     take = chat.take_batch
