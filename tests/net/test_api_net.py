@@ -90,8 +90,14 @@ def test_the_python_api_across_three_machines(lab_factory: LabFactory) -> None:
     first_of_second = next(e for e in bob.events(stream=second) if e["type"] == "Message")
     assert first_of_second["text"] == "for every stream"
 
-    # history(): the same on every member, in order
+    # history(): the same on every member, in order. A member's history holds a line by
+    # the time the line's Message event is out there (its own from say() on): wait for each
+    # member's event of every line, or one may be read before the line reached it (carol's
+    # of alice's last two were never waited for above).
     said = ["hello from the api", "marker after the private lines", "for every stream"]
+    for agent in (alice, bob, carol):
+        for text in said:
+            agent.wait_event(type="Message", room=ROOM, text=text)
     histories = [[(m["sender"]["name"], m["text"], m["private"]) for m in a.call("history")]
                  for a in (alice, bob, carol)]
     assert histories[0] == histories[1] == histories[2]

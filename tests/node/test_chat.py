@@ -59,6 +59,56 @@ async def test_three_nodes_chat(mesh: Mesh) -> None:
     assert [m.text for m in room_c.history()] == ["hello all", "from the host"]
 
 
+async def test_a_bot_that_reads_history_on_a_message_event_finds_the_message(
+        mesh: Mesh) -> None:
+    """A line is in room.history() by the time its Message event is read, however it came:
+    said here, taken live, or fetched (lost live, filled in from the author's heads). A bot
+    answering from the history, and tests reading it once the events are in, count on it."""
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    lobby = await alice.host("lobby")
+    room_b = await bob.join("lobby")
+    await until(lambda: len(lobby.members) == 2 and len(room_b.members) == 2,
+                what="both see both")
+
+    lost: list[bytes] = []
+    take = bob._chat.take_batch
+
+    def deaf(jr: Any, blob: bytes, verify: bool, live: bool, **kw: Any) -> int:
+        if live and b"lost live" in blob:
+            lost.append(blob)
+            return 0
+        return take(jr, blob, verify, live, **kw)
+
+    bob._chat.take_batch = deaf  # type: ignore[method-assign]
+    read: dict[str, list[str]] = {"alice": [], "bob": []}
+    absent: list[tuple[str, str]] = []
+
+    async def bot(name: str, events: Any, room: Room) -> None:
+        async for e in events:
+            if isinstance(e, Message) and not e.private:
+                if (e.sender.peer_id, e.seq, e.text) not in {
+                        (m.sender.peer_id, m.seq, m.text) for m in room.history()}:
+                    absent.append((name, e.text))
+                read[name].append(e.text)
+
+    # Each stream is subscribed before its task runs (node.events() now), so none is missed.
+    bots = [asyncio.create_task(bot("alice", alice.events(), lobby)),
+            asyncio.create_task(bot("bob", bob.events(), room_b))]
+    try:
+        await lobby.say("said by the host")
+        await room_b.say("said by bob")
+        await lobby.say("lost live")
+        lines = ["said by the host", "said by bob", "lost live"]
+        await until(lambda: all(sorted(r) == sorted(lines) for r in read.values()),
+                    timeout=10.0, what="both bots read every line")
+    finally:
+        for task in bots:
+            task.cancel()
+    assert lost, "the line reached bob live: the fetched path went untried"
+    assert absent == []
+
+
 async def test_private_messages_reach_only_their_targets(mesh: Mesh) -> None:
     alice = await mesh.add("alice")
     bob = await mesh.add("bob")
