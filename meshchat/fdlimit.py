@@ -2,8 +2,9 @@
 
 Each peer costs one TCP connection on each of our four sockets — our PUB's and our dialer's
 to it, its PUB's to our SUB and its dialer's to our ROUTER — and nothing else (no socket of its
-own); the common default soft limit of 1024 caps a node near 240 peers. At start a node raises its soft ``RLIMIT_NOFILE`` to the hard
-limit and logs a warning when even that is too low for ``Limits.max_peers``.
+own); the common default soft limit of 1024 caps a node near 240 peers. At start a node
+raises its soft ``RLIMIT_NOFILE`` to the hard limit and logs a warning when even that is too
+low for ``Limits.max_peers``.
 """
 
 from __future__ import annotations
