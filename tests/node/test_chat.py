@@ -421,14 +421,21 @@ def _first_heads_sent(node: Node, room: Room) -> bool:
 
 async def test_a_reply_that_overtakes_its_question_is_shown_after_it(mesh: Mesh) -> None:
     """alice asks, bob answers; carol gets bob's answer first (two authors, two connections:
-    either can come first). She shows the question above the answer all the same."""
-    alice = await mesh.add("alice")
-    bob = await mesh.add("bob")
-    carol = await mesh.add("carol")
+    either can come first). She shows the question above the answer all the same.
+
+    The question must reach carol only late, live: heads (on change, on refresh, at a
+    node's first beat in the room) could let her fetch it before bob's answer came, and the
+    answer would not be held. As in the next test, they say nothing new meanwhile."""
+    t = dataclasses.replace(Timings.fast(), heads_refresh_s=60.0, gap_fill_interval_s=60.0)
+    alice = await mesh.add("alice", timings=t)
+    bob = await mesh.add("bob", timings=t)
+    carol = await mesh.add("carol", timings=t)
     lobby = await alice.host("lobby")
     room_b = await bob.join("lobby")
     room_c = await carol.join("lobby")
     await until(lambda: len(room_c.members) == 3, what="carol sees all three")
+    await until(lambda: all(_first_heads_sent(n, lobby) for n in (alice, bob, carol)),
+                what="each node's first beat in the room")
 
     chat = carol._chat
     take = chat.take_batch
