@@ -6,9 +6,8 @@ connection on each, and nothing else (no mailbox, no monitor of its own).
 Each connection is pinned to its peer's CURVE key (``CURVE_SERVERKEY`` is copied into each
 connect as it is made). On the ROUTER it gets a routing id of ours (``CONNECT_ROUTING_ID``),
 fresh for every connect: a frame that arrives with that routing id is from that peer, and only
-from it; a
-routing id is never reused, so a connection still lingering after a disconnect never collides
-with its successor (libzmq asserts on a duplicate).
+from it; a routing id is never reused, so a connection still lingering after a disconnect
+never collides with its successor (libzmq asserts on a duplicate).
 
 The monitor names the endpoint of every event; each endpoint is held by one peer at a time
 (``Dialer.holder``), so an event is that peer's. Events are read in a callback on the

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import zmq
 import zmq.asyncio
 
 from .base import TransportStats
-
-log = logging.getLogger(__name__)
 
 __all__ = ["ZAP_DOMAIN", "ZAP_ENDPOINT", "Zap"]
 

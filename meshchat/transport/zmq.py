@@ -393,10 +393,7 @@ class ZmqTransport:
     def _check_pub_frame(self, topic: zmq.Frame, payload: zmq.Frame) -> Incoming | None:
         """Attribute a publication by the CURVE key that authenticated the connection it came
         on: only a peer connected with ``subscribe`` (a ``publishers`` key) is heard."""
-        try:
-            user_id = str(payload.get("User-Id"))
-        except zmq.ZMQError:
-            user_id = ""
+        user_id = _user_id(payload)
         who = self._publishers.get(user_id)
         if who is None:
             if len(user_id) != 64:
@@ -411,10 +408,7 @@ class ZmqTransport:
     def _check_router_frame(self, routing_id: bytes, frame: zmq.Frame) -> Incoming | None:
         """Attribute a frame by the CURVE key that authenticated its connection, never by the
         routing id (which libzmq made up)."""
-        try:
-            user_id = str(frame.get("User-Id"))
-        except zmq.ZMQError:
-            user_id = ""
+        user_id = _user_id(frame)
         if len(user_id) != 64:
             self.stats.dropped_unauthenticated += 1
             return None
@@ -446,3 +440,12 @@ class ZmqTransport:
             cache.clear()
         cache[peer_id] = value
         return value
+
+
+def _user_id(frame: zmq.Frame) -> str:
+    """The CURVE key (hex) our ZAP handler authenticated for the frame's connection; empty if
+    there is none (libzmq sets it on frames of a CURVE server's connections only)."""
+    try:
+        return str(frame.get("User-Id"))
+    except zmq.ZMQError:
+        return ""
