@@ -103,6 +103,11 @@ class DiskThread:
     def _hand_back(self) -> None:
         with self._lock:
             ended, self._ended = self._ended, []
+        if self._closed:
+            # Closed meanwhile: the transfer store is closed too, so a chunk recorded now
+            # would be counted and never saved. Its data is on disk; the resume fetches it
+            # again, like every write dropped by ``close``.
+            return
         for done, error in ended:
             done(error)
 
@@ -126,7 +131,8 @@ class DiskThread:
 
     def close(self) -> None:
         """Writes not begun are dropped (not recorded: fetched again on resume); the one
-        under way ends first, so no file it writes is closed under it."""
+        under way ends first, so no file it writes is closed under it, and no write that
+        ends after this (or ended and is not handed back yet) calls its ``done``."""
         self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
 

@@ -419,3 +419,33 @@ async def test_writes_that_end_together_are_handed_back_together(tmp_path: Path)
     writer.write(fd, 0, b"x", sums, 0, closed.append)  # after close: refused, on the loop
     await asyncio.sleep(0)
     assert len(closed) == 1 and isinstance(closed[0], OSError)
+
+
+async def test_a_write_that_ends_as_the_node_closes_is_not_counted(tmp_path: Path) -> None:
+    """``close`` waits for the write under way; its end reaches the loop only afterwards,
+    when the transfer store is closed too. It is dropped, not counted: a chunk counted then
+    would be shown as received and never recorded, and the resume would find less than the
+    transfer had said (seen as ``done_bytes`` going back after a restart)."""
+    import asyncio
+    import threading
+
+    from meshchat.runtime.filedisk import DiskThread
+    from meshchat.transfer import RunningSums
+
+    writer, sums = DiskThread(backlog=8), RunningSums()
+    fd = os.open(tmp_path / "f.part", os.O_WRONLY | os.O_CREAT, 0o600)
+    ended: list[BaseException | None] = []
+    try:
+        writer.write(fd, 0, b"chunk", sums, 0, ended.append)
+        # The loop is held (no await) until the thread has ended the write: its hand-back
+        # is queued on the loop, and can run only after ``close``.
+        written = threading.Event()
+        writer._pool.submit(written.set)
+        assert written.wait(10), "the disk thread did not get through the write"
+        writer.close()
+        assert (tmp_path / "f.part").read_bytes() == b"chunk"  # the data is on disk
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert ended == []
+    finally:
+        os.close(fd)
