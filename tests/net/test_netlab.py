@@ -311,7 +311,14 @@ def test_namespaces_of_a_dead_run_are_removed_at_start(netlab_ready: None) -> No
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = f"ml{dead.pid}-0-h0"
-    subprocess.run(["ip", "netns", "add", stale], check=True)
+    # Another worker's lab, starting now, removes this dead run's namespace too, and can do
+    # so while ``ip netns add`` is still making it ("Bind ... failed"): make it again.
+    for _ in range(5):
+        if subprocess.run(["ip", "netns", "add", stale], capture_output=True).returncode == 0:
+            break
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True, check=False)
+    else:
+        raise AssertionError(f"cannot make the namespace {stale}")
     leftover = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "3600"])
     try:
         with Lab(1):
