@@ -328,9 +328,6 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
     mu = res.idle
     pyre = base.idle if isinstance(base, scale.PyreIdle) else None
 
-    def ratio(mine: float, theirs: float | None) -> str:
-        return f"{mine / theirs:.2f}× Pyre" if theirs else "—"
-
     notes.append(
         f"scale {n} meshchat: the room of {n - 1} formed {res.form_s:.1f} s after the first "
         f"start; {n}th join() returned after {res.join_call_s:.3f} s; window "
@@ -350,16 +347,16 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
     join_ok = res.join_first_s <= 1.0 and res.join_seen_s <= 2.0
     return [
         Row(fig["cpu"], f"{_pct(mu.per_node_cpu)} · {_pct(mu.max_cpu)}", base_cells["cpu"],
-            ratio(mu.per_node_cpu, pyre.per_node_cpu if pyre else None)),
+            _pyre_ratio(mu.per_node_cpu, pyre.per_node_cpu if pyre else None)),
         Row(fig["total"], _pct(mu.total_cpu), base_cells["total"],
-            ratio(mu.total_cpu, pyre.total_cpu if pyre else None), total_target,
+            _pyre_ratio(mu.total_cpu, pyre.total_cpu if pyre else None), total_target,
             verdict(mu.total_cpu < 0.60 if n >= 64 else None)),
         Row(fig["rss"], f"{mu.mean_rss_kib / 1024:,.0f} · {max(mu.rss_kib) / 1024:,.0f} MiB",
-            base_cells["rss"], ratio(mu.mean_rss_kib, pyre.mean_rss_kib if pyre else None)),
+            base_cells["rss"], _pyre_ratio(mu.mean_rss_kib, pyre.mean_rss_kib if pyre else None)),
         # The fixed part (sockets, files, the loop's own) is in this mean; the bar is on what
         # a peer adds, a row of its own between sizes (``section_scale``).
         Row(fig["fds"], f"{mu.fds_per_peer():.1f}", base_cells["fds"],
-            ratio(mu.fds_per_peer(), pyre.fds_per_peer() if pyre else None)),
+            _pyre_ratio(mu.fds_per_peer(), pyre.fds_per_peer() if pyre else None)),
         Row(fig["join"], f"{res.join_first_s:.3f} s · {res.join_seen_s:.3f} s",
             target="≤ 1 s · ≤ 2 s", verdict=verdict(join_ok)),
         Row(fig["reach"], f"{res.reach_s * 1000:,.0f} ms"),
@@ -369,6 +366,10 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
         Row(fig["soak"], str(res.false_failovers), target="0",
             verdict=verdict(res.false_failovers == 0)),
     ]
+
+
+def _pyre_ratio(mine: float, theirs: float | None) -> str:
+    return f"{mine / theirs:.2f}× Pyre" if theirs else "—"
 
 
 def section_scale(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[Row]:
@@ -398,7 +399,7 @@ def section_scale(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list[
         rows.append(Row(f"scale {small.nodes}→{big.nodes}: fds per added peer (the fixed part "
                         "taken out)", f"{per_peer:.1f}",
                         "—" if pyre_added is None else f"Pyre {pyre_added:.1f}",
-                        "—" if not pyre_added else f"{per_peer / pyre_added:.2f}× Pyre",
+                        _pyre_ratio(per_peer, pyre_added),
                         "≤ 3", verdict(per_peer <= 3.05)))
     if args.scale_soak_s < 300:
         notes.append("scale: the issue's false-failover soak is 5 minutes: run with --long")
