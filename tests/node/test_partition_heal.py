@@ -140,9 +140,7 @@ async def test_a_member_left_behind_follows_its_host_through_a_second_merge(
     await until(lambda: not bob_room.merging, timeout=8, what="bob's last follow runs out")
     _cut(mesh, [b], [c, d], True)
 
-    # A deadline, not a measure: in two loaded suite runs (-n 3, beside the namespace tests)
-    # 8 s ran out here, while the test alone takes 5-11 s from start to end.
-    await until(lambda: _one_room(nodes), timeout=15, what="one room with bob in it")
+    await until(lambda: _one_room(nodes), timeout=8, what="one room with bob in it")
     assert not b.stats["dropped_step_down_unsigned"]
 
 
