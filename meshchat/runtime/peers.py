@@ -87,6 +87,11 @@ class PeerBook:
         self._refused: OrderedDict[bytes, float] = OrderedDict()  # peer -> when its ZAP said no
         self._refused_kept_s = refused_kept_s
         self._peers: dict[bytes, Peer] = {}
+        # Peers that vanished but whose connections we keep, oldest first: ZeroMQ redials
+        # them, and when the cut heals their next heartbeat brings them back. Nothing else
+        # closes them (an expired probe of the same card must not); at most ``max_peers``
+        # together with the live ones, so a LAN that comes and goes holds no fds for good.
+        self._kept: OrderedDict[bytes, None] = OrderedDict()
         self._write: asyncio.Future[bool] | None = None
         self._written_at = clock.monotonic()
         self.changed = asyncio.Event()  # set whenever a peer is learnt
@@ -256,6 +261,7 @@ class PeerBook:
         is_new = peer is None or self._liveness.state(pid) is Liveness.GONE
         probed = False
         if peer is None:
+            self._kept.pop(pid, None)
             admission = self.table.admit(pid, self._clock.monotonic())
             self._run(admission.effects)  # a refusal may close its probe
             if admission.refusal is not None:
@@ -264,6 +270,7 @@ class PeerBook:
             probed = admission.probed
             peer = Peer(card)
             self._peers[pid] = peer
+            self._trim_kept()
             for warning in self.known.observe(pid, card.name, list(card.addresses)):
                 self._emit(Notice(warning, "warning"))
         elif peer.card.name != card.name:
@@ -339,7 +346,9 @@ class PeerBook:
                     self._wire.send(card.peer_id,
                                     Look() if self._listen_only else self._hello())
                 case Unprobe(peer_id=pid):
-                    if pid not in self._peers:
+                    # A probe of a vanished peer's card (a third peer introduced it during
+                    # the cut) rode on the connection we keep for it: that stays.
+                    if pid not in self._peers and pid not in self._kept:
                         self._transport.disconnect_peer(pid)
 
     def shareable(self) -> frozenset[bytes]:
@@ -436,10 +445,23 @@ class PeerBook:
         self._run(self.table.remove(peer, self._clock.monotonic()))
         if reason != "vanished":
             self._transport.disconnect_peer(peer)
-        # A vanished peer keeps its connections: ZeroMQ reconnects by itself when a cable is
-        # plugged back in or a partition heals, and its next heartbeat brings it back.
+        else:
+            # A vanished peer keeps its connections: ZeroMQ reconnects by itself when a cable
+            # is plugged back in or a partition heals, and its next heartbeat brings it back.
+            self._keep(peer)
         self._emit(PeerGone(info, reason))
         self._on_gone(peer, reason)
+
+    def _keep(self, peer: bytes) -> None:
+        self._kept[peer] = None
+        self._kept.move_to_end(peer)
+        self._trim_kept()
+
+    def _trim_kept(self) -> None:
+        while self._kept and len(self._kept) + len(self._peers) > self._limits.max_peers:
+            old, _ = self._kept.popitem(last=False)
+            self._stats["kept_links_closed"] += 1
+            self._transport.disconnect_peer(old)
 
     async def wait_for(self, pid: bytes, timeout: float) -> Peer | None:
         """The peer, once it is known (None after ``timeout``)."""
@@ -492,6 +514,9 @@ class PeerBook:
         self._wire.fail_requests_to(pid, refusal)
         peer = self._peers.get(pid)
         if peer is None:
+            if pid in self._kept:  # a vanished peer's link: stop knocking
+                del self._kept[pid]
+                self._transport.disconnect_peer(pid)
             return  # a card we were only probing: nothing to tell the user
         # Stop knocking; the next join (after an unban, say) connects afresh.
         self._transport.disconnect_peer(pid)
