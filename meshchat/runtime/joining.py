@@ -278,6 +278,7 @@ class Joining:
             self._emit(Notice(f"the network healed: {old_state.name} merged into the room "
                               f"hosted by {new_host.name}"))
         except MeshchatError as exc:
+            self._stats["merges_failed"] += 1
             log.info("merge into %s failed: %s", fingerprint_of(other_host), exc)
         finally:
             self._done_merging(jr)
@@ -303,7 +304,9 @@ class Joining:
             else:
                 await self.join(listing, None, rejoin=True)
         except MeshchatError as exc:
-            log.info("rejoin of %s failed: %s", state.name, exc)
+            self._stats["follows_failed" if merge else "rejoins_failed"] += 1
+            log.info("%s of %s at %s (term %d) failed: %s", "follow" if merge else "rejoin",
+                     state.name, fingerprint_of(state.host), state.term, exc)
             # A failed merge keeps the old room: the next state our host sends retries it.
             if not merge:
                 self._emit(Notice(f"could not rejoin {state.name}: {exc}", "warning"))

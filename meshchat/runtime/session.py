@@ -10,6 +10,7 @@ states, rekeys and hands keys out, stores states, and tells the join flows (``re
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
@@ -22,6 +23,7 @@ from ..config import Limits, Timings
 from ..errors import ProtocolError
 from ..events import Event, Notice
 from ..historysync import newest_that_fit
+from ..identity import fingerprint_of
 from ..protocol.messages import (
     Chat,
     CommandResult,
@@ -53,6 +55,8 @@ from .tasks import Tasks
 from .wire import Gatekeeper, ReplyCache, Wire, room_topic
 
 __all__ = ["Sessions"]
+
+log = logging.getLogger("meshchat.node")
 
 
 class Sessions:
@@ -231,6 +235,11 @@ class Sessions:
         judgement = self.watch(jr).judge(
             old, new, peer, direct, self._clock.monotonic(),
             self._peers.last_heard(old.host), jr.removed, record)
+        if judgement.verdict is not hw.Verdict.REFUSE or judgement.reason:
+            log.debug("%s: state of %s from %s (host %s, term %d): %s %s",
+                      fingerprint_of(self._me.peer_id), new.name, fingerprint_of(peer),
+                      fingerprint_of(new.host), new.term, judgement.verdict.name,
+                      judgement.reason)
         match judgement.verdict:
             case hw.Verdict.TAKE:
                 self.after_state_change(jr, jr.core.adopt(rules.SignedState(new, blob)), new)

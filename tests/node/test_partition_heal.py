@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from meshchat import Node, Timings
+from meshchat import Limits, Node, Timings
 from meshchat.events import Event, Message, PeerLeft
+from meshchat.protocol.messages import Peers
 from meshchat.room import host_priority
 
 from .conftest import Mesh, until
@@ -94,12 +95,53 @@ async def test_a_password_room_heals_into_one_room(mesh: Mesh, length: float, lo
 
 
 
-# Both cases fail now and then under load (reproduced with two CPU burners, "winner" 1 run in
-# 8; "loser" seen in a suite run): at the end bob still follows alice's step-down (merging)
-# and names alice as host, while the other three are in dave's room. A real bug in the follow,
-# not a slow wait; not fixed yet, so it is marked, not hidden: XPASS or XFAIL in every run.
-@pytest.mark.xfail(strict=False,
-                   reason="bob's follow can stay stuck after the second merge (issue 6 note)")
+async def test_a_vanished_peer_introduced_during_the_cut_is_met_again_after_it(
+        mesh: Mesh) -> None:
+    """A peer that vanished keeps its connections: ZeroMQ redials it, and when the cut heals
+    its next heartbeat brings it back. A third peer that vouches for its card during the cut
+    (its heartbeat does when the peers it knows change) makes us probe that card, and the
+    probe gets no answer. Its expiry closed the kept connection as well, so after the heal
+    neither side ever dialled the other again (bob stayed behind in a room of his own)."""
+    limits = dataclasses.replace(Limits(), probe_timeout_s=0.3)
+    alice, bob, carol = [await mesh.add(name, limits=limits)
+                         for name in ("alice", "bob", "carol")]
+    nodes = (alice, bob, carol)
+    await until(lambda: all(len(n._peers) == 2 for n in nodes), what="all see all")
+    mesh.network.set_link(bob.peer_id, carol.peer_id, False)
+    await until(lambda: bob._peers.get(carol.peer_id) is None
+                and carol._peers.get(bob.peer_id) is None, what="bob and carol vanish")
+    expired = [n.stats["candidates_expired"] for n in (bob, carol)]
+    alice._wire.send(bob.peer_id, Peers((carol._me.card(),)))
+    alice._wire.send(carol.peer_id, Peers((bob._me.card(),)))
+    await until(lambda: bob.stats["candidates_expired"] > expired[0]
+                and carol.stats["candidates_expired"] > expired[1],
+                what="the probes of the introduced cards expire unanswered")
+    mesh.network.set_link(bob.peer_id, carol.peer_id, True)
+    await until(lambda: bob._peers.get(carol.peer_id) is not None
+                and carol._peers.get(bob.peer_id) is not None, timeout=5,
+                what="bob and carol meet again")
+
+
+async def test_the_connections_kept_for_vanished_peers_are_bounded(mesh: Mesh) -> None:
+    """What a node keeps for vanished peers counts against ``max_peers`` with the live ones:
+    a LAN whose laptops come and go leaves no connection open for good. The oldest goes."""
+    small = dataclasses.replace(Limits(), max_peers=2)
+    alice = await mesh.add("alice", limits=small)
+    bob, carol = [await mesh.add(name) for name in ("bob", "carol")]
+    await until(lambda: len(alice._peers) == 2, what="alice sees bob and carol")
+    for gone in (bob, carol):
+        mesh.network.set_link(alice.peer_id, gone.peer_id, False)
+        await until(lambda gone=gone: alice._peers.get(gone.peer_id) is None,  # type: ignore[misc]
+                    what=f"{gone.name} vanishes")
+    assert alice._transport.is_connected(bob.peer_id)
+    assert alice._transport.is_connected(carol.peer_id)
+    dave = await mesh.add("dave")
+    await until(lambda: alice._peers.get(dave.peer_id) is not None, what="alice meets dave")
+    assert alice.stats["kept_links_closed"] == 1
+    assert not alice._transport.is_connected(bob.peer_id)  # the oldest
+    assert alice._transport.is_connected(carol.peer_id)
+
+
 @pytest.mark.parametrize("first", ["loser", "winner"])
 async def test_a_member_left_behind_follows_its_host_through_a_second_merge(
         mesh: Mesh, first: str) -> None:
@@ -107,7 +149,9 @@ async def test_a_member_left_behind_follows_its_host_through_a_second_merge(
     into the third, and only then does bob, cut off meanwhile, get through. bob holds only
     alice's step-down; alice signs it again for whoever hosts the room now, so bob follows
     to the end of the chain (in the lab he waited for good: the record named the first
-    winner, and the room's host at the same term was another)."""
+    winner, and the room's host at the same term was another). Under load bob also lost
+    carol and dave for good, 1 run in 8 or so: an expired probe of their cards closed the
+    connections kept for them (the test of that above)."""
     nodes = await _four_in_lobby(mesh)
     a, b, c, d = nodes
     _cut(mesh, [a, b], [c, d], False)
@@ -127,15 +171,20 @@ async def test_a_member_left_behind_follows_its_host_through_a_second_merge(
     await until(lambda: a.joined_rooms()[0].host.peer_id == x.peer_id, timeout=8,
                 what="alice's side merges into x's")
     bob_room = b._rooms[b.joined_rooms()[0].room_id]
+    failed = b.stats["follows_failed"]
     await until(lambda: bob_room.merging, what="bob follows alice's step-down")
-    await until(lambda: not bob_room.merging, timeout=8, what="bob's follow runs out")
+    # (a count, not "not merging": each failed attempt is followed by the next at once)
+    await until(lambda: b.stats["follows_failed"] > failed, timeout=8,
+                what="bob's follow runs out")
     assert b.joined_rooms()[0].host.name == "alice"
     # Then x heals with y, and whichever wins, alice follows; still without bob.
     _cut(mesh, [a, x], [y], True)
     await until(lambda: len({n.joined_rooms()[0].host.peer_id for n in (a, c, d)}) == 1
                 and len(c.joined_rooms()[0].members) == 3, timeout=8,
                 what="alice, carol and dave in one room")
-    await until(lambda: not bob_room.merging, timeout=8, what="bob's last follow runs out")
+    failed = b.stats["follows_failed"]
+    await until(lambda: b.stats["follows_failed"] > failed, timeout=8,
+                what="bob's last follow runs out")
     _cut(mesh, [b], [c, d], True)
 
     await until(lambda: _one_room(nodes), timeout=8, what="one room with bob in it")
