@@ -55,11 +55,11 @@ from bench.lab import REPO, Lab, has, stop_workers
 # (``meshchat/runtime/*.py``, ``meshchat/transport/*.py``).
 SENDER_STEPS = [
     ("bench/agent.py", "say_many"),
-    ("meshchat/node.py", "say"),                     # Room.say, the facade
+    ("meshchat/handles.py", "say"),                  # Room.say, the facade
     ("meshchat/runtime/chat.py", "say"),             # was Node._say
     ("meshchat/runtime/chat.py", "check_text"),      # was Node._check_text
     ("meshchat/storage/log.py", "reserve_seq"),
-    ("meshchat/history.py", "add"),
+    ("meshchat/session.py", "add"),                  # Outbox.add: the line joins the batch
     ("meshchat/runtime/emitter.py", "emit"),         # was Node._emit
     ("meshchat/runtime/local.py", "info"),           # was Node.me
     ("meshchat/runtime/chat.py", "flush"),           # was Node._flush_outbox

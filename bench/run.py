@@ -86,6 +86,7 @@ def section_fanout(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list
     rows = []
     raw_repeats = max(args.repeats, 5)  # a raw burst lasts ~0.1 s: more runs steady its median
     for k in (1, 4):
+        pyre_bar = 3 if k == 1 else 2  # issue 6: one receiver at 3× Pyre
         runs = {
             "raw": (partial(fanout.raw, lab, k, args.count), raw_repeats),
             "raw+CURVE": (partial(fanout.raw, lab, k, args.count, curve=True), raw_repeats),
@@ -107,7 +108,7 @@ def section_fanout(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list
                  f"{name} {r.cell}" for name, r in base.items()]
         row = Row(f"room fan-out, {k} receiver{'s' if k > 1 else ''} (msg/s per receiver)",
                   meshchat="", baselines=" · ".join(cells),
-                  target="≥ 35% of raw, ≥ 2× Pyre")
+                  target=f"≥ 35% of raw, ≥ {pyre_bar}× Pyre")
         if isinstance(mesh, fanout.FanoutResult):
             raw, pyre = base["raw"], base["Pyre"]
             ratios, checks = [], []
@@ -116,7 +117,7 @@ def section_fanout(lab: Lab, args: argparse.Namespace, notes: list[str]) -> list
                 checks.append(mesh.rate >= 0.35 * raw.rate)
             if isinstance(pyre, fanout.FanoutResult) and pyre.rate:
                 ratios.append(f"{mesh.rate / pyre.rate:.2f}× Pyre")
-                checks.append(mesh.rate >= 2 * pyre.rate)
+                checks.append(mesh.rate >= pyre_bar * pyre.rate)
             lossless = mesh.lost == 0
             notes.append(f"fan-out k={k} meshchat (the per-author line pace lifted: "
                          f"{fanout.CAPACITY_LIMITS}): the sender's say() loop ran at "

@@ -95,6 +95,12 @@ class RoomChat:
         self._timings = timings
         self._stats = stats
         self._pace_buckets: TokenBuckets[bytes] = TokenBuckets(limits.max_rate_entries)
+        # The pace and a batch's most lines follow from the (frozen) limits: worked out once,
+        # not for every line said.
+        self._pace_rate = limits.chat_lines_per_s / 2
+        self._pace_burst = float(max(1, limits.chat_lines_burst // 2))
+        self._batch_most = max(1, min(BATCH_LINES,
+                                      int(self._pace_burst) - limits.chat_batch_cost))
 
     # ---------------------------------------------------------------- what we say
 
@@ -132,16 +138,14 @@ class RoomChat:
     # waits: a runaway loop is slowed, never dropped.
 
     def _pace(self) -> tuple[float, float]:
-        limits = self._limits
-        return limits.chat_lines_per_s / 2, float(max(1, limits.chat_lines_burst // 2))
+        return self._pace_rate, self._pace_burst
 
     def _cost(self, box: Outbox) -> float:
-        return min(self._pace()[1], len(box.lines) + self._limits.chat_batch_cost)
+        return min(self._pace_burst, len(box.lines) + self._limits.chat_batch_cost)
 
     def _full(self, box: Outbox) -> bool:
         """A batch never costs more than the pace's burst, so it can always go out."""
-        most = max(1, min(BATCH_LINES, int(self._pace()[1]) - self._limits.chat_batch_cost))
-        return box.full(most, BATCH_TEXT_CHARS)
+        return box.full(self._batch_most, BATCH_TEXT_CHARS)
 
     def _due(self, jr: JoinedRoom) -> None:
         """The outbox goes out if the pace lets it; else this is tried again when it will."""
@@ -230,7 +234,8 @@ class RoomChat:
     def _store(self, batch: ChatBatch, blob: bytes,
                only: Callable[[int], bool] | None = None) -> None:
         room_id, sender, first = batch.room_id, batch.sender, batch.first
-        kept = [i for i in range(len(batch.lines)) if only is None or only(first + i)]
+        kept = range(len(batch.lines)) if only is None else [
+            i for i in range(len(batch.lines)) if only(first + i)]
         if not kept:
             return
         # The blob goes on the first row stored (a joiner may take only a batch's tail), so
@@ -303,12 +308,16 @@ class RoomChat:
             self._stats["duplicates"] += taken.duplicates
         if not taken.fresh:
             return 0
-        self._store(batch, blob, taken.__contains__)
+        # Live, a batch is new as a whole: no line needs looking up in what was taken.
+        whole = not taken.duplicates and taken.fresh == (
+            (batch.first, batch.first + len(batch.lines) - 1),)
+        self._store(batch, blob, None if whole else taken.__contains__)
         if emit:
             room = jr.state.name
             info = self._info(sender, "?")
-            shown = [_message(room, info, line.text, line.sent_at, batch.first + i)
-                     for i, line in enumerate(batch.lines) if batch.first + i in taken]
+            first = batch.first
+            shown = [_message(room, info, line.text, line.sent_at, first + i)
+                     for i, line in enumerate(batch.lines) if whole or first + i in taken]
             self._show(jr, sender, taken.fresh[0][0], batch.after, shown, peer or sender)
         self.ask(jr, taken.ask)
         return len(batch.lines) - taken.duplicates
