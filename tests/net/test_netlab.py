@@ -307,22 +307,37 @@ def test_cleanup_leaves_nothing_even_when_the_body_raises(netlab_ready: None) ->
     assert not lab.workdir.exists()
 
 
+def _stale_namespace_with_a_process(stale: str) -> subprocess.Popen[bytes]:
+    """``stale`` made, with a process running inside it. Another worker's lab, starting
+    now, removes this dead run's namespace too: while ``ip netns add`` is still making it
+    ("Bind ... failed"), or before ``ip netns exec`` entered it. Either way, make it again."""
+    for _ in range(5):
+        if subprocess.run(["ip", "netns", "add", stale], capture_output=True).returncode != 0:
+            subprocess.run(["ip", "netns", "del", stale], capture_output=True, check=False)
+            continue
+        # ``ip netns exec`` enters the namespace and execs the command: the same pid.
+        leftover = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "3600"])
+        deadline = time.monotonic() + 5
+        while leftover.poll() is None and time.monotonic() < deadline:
+            pids = subprocess.run(["ip", "netns", "pids", stale], capture_output=True,
+                                  text=True).stdout.split()
+            if str(leftover.pid) in pids:
+                return leftover
+            time.sleep(0.01)  # a poll until it is inside, with a deadline
+        leftover.kill()
+        leftover.wait()
+    raise AssertionError(f"cannot make the namespace {stale} with a process in it")
+
+
 def test_namespaces_of_a_dead_run_are_removed_at_start(netlab_ready: None) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = f"ml{dead.pid}-0-h0"
-    # Another worker's lab, starting now, removes this dead run's namespace too, and can do
-    # so while ``ip netns add`` is still making it ("Bind ... failed"): make it again.
-    for _ in range(5):
-        if subprocess.run(["ip", "netns", "add", stale], capture_output=True).returncode == 0:
-            break
-        subprocess.run(["ip", "netns", "del", stale], capture_output=True, check=False)
-    else:
-        raise AssertionError(f"cannot make the namespace {stale}")
-    leftover = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "3600"])
+    leftover = _stale_namespace_with_a_process(stale)
     try:
         with Lab(1):
             assert stale not in _list_namespaces()
+        # (whichever lab removed it, ours or another worker's, killed what ran inside)
         assert leftover.wait(5) == -9
     finally:
         leftover.kill()
