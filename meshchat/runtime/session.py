@@ -235,7 +235,8 @@ class Sessions:
         judgement = self.watch(jr).judge(
             old, new, peer, direct, self._clock.monotonic(),
             self._peers.last_heard(old.host), jr.removed, record)
-        if judgement.verdict is not hw.Verdict.REFUSE or judgement.reason:
+        if (judgement.verdict is not hw.Verdict.REFUSE or judgement.reason) and \
+                log.isEnabledFor(logging.DEBUG):
             log.debug("%s: state of %s from %s (host %s, term %d): %s %s",
                       fingerprint_of(self._me.peer_id), new.name, fingerprint_of(peer),
                       fingerprint_of(new.host), new.term, judgement.verdict.name,
