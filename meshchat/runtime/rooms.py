@@ -54,7 +54,6 @@ class JoinedRoom:
     backlog: tuple[SeqRange, ...] = ()  # a join's backlog windows, until fetched
     history_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     history_progress: bool = False  # the last history reply brought something new
-    state_asked_at: float = 0.0
     state_from: dict[bytes, float] = field(default_factory=dict)  # peer -> when we asked
     removed: set[bytes] = field(default_factory=set)  # kicked or banned: never FORMER
     merging: bool = False
@@ -171,11 +170,17 @@ class JoinedRoom:
 
     def state_ask_due(self, peer: bytes, now: float, interval_s: float, max_peers: int
                       ) -> bool:
-        """Whether to ask ``peer`` for the room state now (at most once per ``interval_s``);
-        if so, its answer counts as asked for."""
-        if now - self.state_asked_at <= interval_s:
+        """Whether to ask ``peer`` for the room state now (at most once per ``interval_s``
+        for each peer); if so, its answer counts as asked for.
+
+        The limit is per peer, not per room: after a heal, hints from one rival host (its
+        heads, a state announced) must not use up the turn of the request to another, or the
+        answer we needed to merge comes an interval late. Each request goes to the peer whose
+        frame hinted it, the room's host or a host a signed state names, so the requests
+        out stay at most one per interval for each of at most ``max_peers`` peers."""
+        if now - self.state_from.get(peer, _NEVER) <= interval_s:
             return False
-        self.state_asked_at = now
+        self.state_from.pop(peer, None)  # to the end: the oldest request is forgotten first
         self.state_from[peer] = now
         if len(self.state_from) > max_peers:
             self.state_from.pop(next(iter(self.state_from)))
