@@ -15,7 +15,7 @@ __all__ = ["FDS_PER_PEER", "FDS_RESERVED", "needed_fds", "raise_fd_limit"]
 
 log = logging.getLogger(__name__)
 
-FDS_PER_PEER = 4  # 4.0 measured with 200 peers (test_many_peers_net.py)
+FDS_PER_PEER = 3  # 3.0 measured with 200 peers (test_many_peers_net.py)
 FDS_RESERVED = 64  # the node's own sockets, the message log, mDNS, files being sent
 
 

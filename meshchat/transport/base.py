@@ -147,7 +147,8 @@ class Transport(Protocol):
         ...
 
     def send(self, peer_id: bytes, payload: bytes) -> bool:
-        """Send directly to a peer; False if there is no channel to it (never blocks)."""
+        """Send directly to a peer, in order; False if there is no channel to it (never
+        blocks). The channel may be a connection either side dialled (ZeroMQ: one per pair)."""
         ...
 
     def set_link_events(self, events: LinkEvents) -> None:

@@ -167,11 +167,20 @@ class Dialer:
         """The socket, once started (the transport publishes on the PUB's)."""
         return self._sock
 
-    def open(self, peer_id: bytes, curve_key: bytes, address: str, endpoint: str) -> DirectLink:
+    def open(self, peer_id: bytes, curve_key: bytes, address: str, endpoint: str,
+             heartbeats: bool | None = None) -> DirectLink:
         """Connect to a peer's ROUTER (or SUB), pinned to its key; frames may be sent at once
-        (they wait in the connection's queue until its handshake is done)."""
+        (they wait in the connection's queue until its handshake is done). ``heartbeats``:
+        this connection pings (True) or not (False), whatever the socket's default; libzmq
+        copies a socket's options into each connection as it is made."""
         sock = self._sock
         assert sock is not None
+        if heartbeats is not None:
+            tuning = self.tuning
+            sock.setsockopt(zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms if heartbeats else 0)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT,
+                            tuning.heartbeat_timeout_ms if heartbeats else 0)
+            sock.setsockopt(zmq.HEARTBEAT_TTL, tuning.heartbeat_ttl_ms if heartbeats else 0)
         self._read_events()  # the last word of earlier connections goes to them, or nobody
         routing_id = b"\x01" + next(self._ids).to_bytes(8, "big")  # never 0-led: libzmq's own
         link = DirectLink(peer_id, address, endpoint, routing_id,

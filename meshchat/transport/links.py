@@ -1,5 +1,14 @@
-"""Our two connections to each peer — to its ROUTER on the dialer, to its SUB on our PUB —
-opened, followed through the two dialling sockets' monitors, reopened, closed."""
+"""Our connections to each peer — to its SUB on our PUB, and to its ROUTER on the dialer if we
+are the one of the pair that dials — opened, followed through the two dialling sockets'
+monitors, reopened, closed.
+
+One direct connection per pair: of two peers, the lower id dials the other's ROUTER, and the
+higher answers over its own ROUTER, by the routing id of the lower's connection. So a pair of
+peers holds three TCP connections in all: two PUB to SUB, one dialler to ROUTER. A probe (a
+peer not proven yet, ``subscribe=False``) is always dialled; once the peer is proven and its
+own connection reaches us, the higher side retires the probe's (``retire``). The higher
+side's PUB connection then carries the ZMTP heartbeats and the link events (disconnect,
+reconnect) that the dialled connection carries on the lower side."""
 
 from __future__ import annotations
 
@@ -74,6 +83,10 @@ class Links:
         self.on_reconnect: HandshakeFailureHandler | None = None
         self.on_refused = on_refused
         self.on_subscriber: HandshakeFailureHandler | None = None
+        self.me = b""  # our own peer id, set when the transport starts
+        # Whether a peer's own connection to our ROUTER has carried a frame (its CURVE key,
+        # hex): ours to it can then be retired.
+        self.has_route: Callable[[str], bool] = lambda key: False
         self.peers: dict[bytes, Peer] = {}
         self.peer_of_curve: dict[str, bytes] = {}  # CURVE key (hex) -> the connected peer id
         self.publishers: dict[str, tuple[bytes, str]] = {}  # CURVE key (hex) -> (id, address)
@@ -113,6 +126,10 @@ class Links:
             tasks += self.fanout.close(linger_ms, self._sockets)
         return tasks
 
+    def dials(self, peer_id: bytes) -> bool:
+        """Of a pair of peers, the lower id dials the other's ROUTER."""
+        return self.me < peer_id
+
     @property
     def open_count(self) -> int:
         """Links open now: connections on the dialer and on the PUB."""
@@ -131,9 +148,14 @@ class Links:
         if old is not None and old.where == where:
             if subscribe and old.fanout is None:
                 self.open_fanout(old, endpoint(address, pub_port))
+                self.retire(old)
             return
         direct_at = endpoint(address, router_port)
-        for dialer, at in ((self.dialer, direct_at), (self.fanout, endpoint(address, pub_port))):
+        dial = not subscribe or self.dials(peer_id)
+        wanted = [(self.dialer, direct_at)] if dial else []
+        if subscribe:
+            wanted.append((self.fanout, endpoint(address, pub_port)))
+        for dialer, at in wanted:
             holder = dialer.holder.get(endpoint_key(at))
             if holder is not None and holder.peer_id != peer_id:
                 # Another peer's connection is there (our card of one of them is stale, or
@@ -148,7 +170,36 @@ class Links:
         self.peer_of_curve[curve_key.hex()] = peer_id
         if subscribe:
             self.open_fanout(peer, endpoint(address, pub_port))
-        self.open_direct(peer, direct_at)
+        if dial:
+            self.open_direct(peer, direct_at)
+
+    def dial_now(self, peer: Peer) -> DirectLink | None:
+        """Dial a peer's ROUTER although it is the one of the pair that dials: something is
+        to be sent and its connection to us is not there (yet). None if another peer's link
+        holds that address."""
+        if peer.direct is not None:
+            return peer.direct
+        at = endpoint(peer.address, peer.where[1])
+        holder = self.dialer.holder.get(endpoint_key(at))
+        if holder is not None and holder.peer_id != peer.peer_id:
+            return None
+        count(self.stats, "links_dialled_to_send")
+        self.open_direct(peer, at)
+        return peer.direct
+
+    def retire(self, peer: Peer) -> None:
+        """Close our dialled connection to a peer that dials us (the higher id of the pair):
+        one direct connection per pair. Only once the peer is proven (we subscribed to it),
+        its own connection to us has carried a frame, and ours is up (so what was queued on it
+        has left: the linger covers the last of it)."""
+        link = peer.direct
+        if (link is None or not link.up or peer.fanout is None or self.dials(peer.peer_id)
+                or not self.has_route(peer.curve_key.hex())):
+            return
+        count(self.stats, "links_retired")
+        peer.direct = None
+        for claim in self._release(self.dialer, link, self._tuning.disconnect_linger_ms):
+            self.connect(*claim)
 
     def open_direct(self, peer: Peer, endpoint: str, failures: int = 0) -> None:
         link = peer.direct = self.dialer.open(peer.peer_id, peer.curve_key, peer.address,
@@ -159,7 +210,7 @@ class Links:
     def open_fanout(self, peer: Peer, endpoint: str, failures: int = 0) -> None:
         """Our PUB connects to the peer's SUB, and its publications on our SUB are taken."""
         link = peer.fanout = self.fanout.open(peer.peer_id, peer.curve_key, peer.address,
-                                              endpoint)
+                                              endpoint, not self.dials(peer.peer_id))
         link.failures = failures
         self.publishers[peer.curve_key.hex()] = (peer.peer_id, peer.address)
         self.peak = max(self.peak, self.open_count)
@@ -184,17 +235,21 @@ class Links:
                 del self.publishers[key]
         claims: list[_Claim] = []
         for dialer, link in ((self.fanout, peer.fanout), (self.dialer, peer.direct)):
-            if link is None:
-                continue
-            dialer.close_link(link, linger_ms)
-            line = self.waiting.pop(link.key, None)
-            if line:
-                claims.append(line.popleft())
-                if line:
-                    self.waiting[link.key] = line
-        if not self._closing:
-            for claim in claims:
-                self.connect(*claim)
+            if link is not None:
+                claims += self._release(dialer, link, linger_ms)
+        for claim in claims:
+            self.connect(*claim)
+
+    def _release(self, dialer: Dialer, link: DirectLink, linger_ms: int) -> list[_Claim]:
+        """Close a link; the first claim waiting for its address, to connect now."""
+        dialer.close_link(link, linger_ms)
+        line = self.waiting.pop(link.key, None)
+        if not line or self._closing:
+            return []
+        claim = line.popleft()
+        if line:
+            self.waiting[link.key] = line
+        return [claim]
 
     def _wait(self, key: tuple[str, str], claim: _Claim) -> None:
         count(self.stats, "endpoint_waiting")
@@ -217,11 +272,13 @@ class Links:
             self._link_event(peer, link, event, direct=link is peer.direct)
 
     def _link_event(self, peer: Peer, link: DirectLink, event: int, direct: bool) -> bool:
-        """One monitor event of a link; True if the peer was given up. The direct link's
-        closes and returns are reported (``on_disconnect``, ``on_reconnect``), and each
-        handshake of the PUB's (``on_subscriber``)."""
+        """One monitor event of a link; True if the peer was given up. The closes and returns
+        of the direct link are reported (``on_disconnect``, ``on_reconnect``) — of the PUB's
+        when we hold no direct link (the peer dials us) — and each handshake of the PUB's
+        (``on_subscriber``)."""
+        watch = direct or peer.direct is None
         if event == zmq.EVENT_DISCONNECTED:
-            if direct:
+            if watch:
                 # The peer's TCP connection closed (it quit or was killed) or its ZMTP
                 # heartbeat timed out (unplugged, frozen): a hint worth a ping, not a verdict.
                 self._report(self.on_disconnect, peer.peer_id)
@@ -234,9 +291,16 @@ class Links:
             if not direct:
                 count(self.stats, "subscribers_admitted")
                 self._report(self.on_subscriber, peer.peer_id)
-            elif link.dropped:
+            if link.dropped:
                 link.dropped = False
-                self._report(self.on_reconnect, peer.peer_id)
+                if watch:
+                    self._report(self.on_reconnect, peer.peer_id)
+            if direct and self.dials(peer.peer_id):
+                # Who we are, on the new connection: the peer answers over it from now on
+                # (an empty frame; it carries nothing up). Its own link to us can go.
+                self.dialer.send(link, b"")
+            elif direct:
+                self.retire(peer)
         elif event & _HANDSHAKE_FAILED:
             return self._handshake_failed(
                 peer, link, refused=event == zmq.EVENT_HANDSHAKE_FAILED_AUTH)

@@ -30,9 +30,9 @@ class ZmqTuning:
     heartbeat_ivl_ms: int = 2000
     heartbeat_timeout_ms: int = 3000
     heartbeat_ttl_ms: int = 3000
-    # Our PUB's connections (to each peer's SUB) go without: the dialled connection to the
-    # same peer watches it already, and their PINGs were half of libzmq's idle work (a 64-node
-    # room: 36% of a core, all nodes).
+    # Our PUB's connections (to each peer's SUB) go without where we dial the same peer's
+    # ROUTER, which watches it already (their PINGs were half of libzmq's idle work: a 64-node
+    # room, 36% of a core, all nodes); to a peer that dials us, the PUB's connection pings.
     sub_heartbeats: bool = False
     tcp_keepalive_idle_s: int = 10
     tcp_keepalive_intvl_s: int = 3
@@ -49,6 +49,9 @@ class ZmqTuning:
     # a LAN takes milliseconds, and a link dialled a moment ago (the host a join has just
     # learned) is still making its own, with our Hello queued on it.
     redial_after_ms: int = 1000
+    # A frame for a peer that dials us, before its connection has carried one (or after it
+    # broke), waits this long for it; then we dial the peer ourselves (``Links.dials``).
+    route_wait_ms: int = 250
     recv_batch: int = 256
     # One drain of one socket stops after this much work and lets the loop run the others:
     # a peer whose frames are each costly (chat batches of 256 lines) cannot hold a ping up

@@ -1,7 +1,8 @@
 """The ZeroMQ transport: CURVE on every socket, our own ZAP handler, all on one asyncio loop.
 
 Sockets of one node — the same seven however many peers there are (a peer costs one TCP
-connection on each of SUB, PUB, ROUTER and dialer, and no socket, mailbox or monitor)::
+connection on each of SUB and PUB, one on the ROUTER or the dialer, and no socket, mailbox or
+monitor)::
 
     ZAP     ROUTER  inproc://zeromq.zap.01   bound before anything else; admits every CURVE
                                              key not denied, User-Id = hex of that key
@@ -11,9 +12,16 @@ connection on each of SUB, PUB, ROUTER and dialer, and no socket, mailbox or mon
                                              ``pub_port``), each pinned to that peer's key;
                                              one monitor (``LinkEvents.on_subscriber``)
     ROUTER  CURVE server, bound              [routing id, payload] in; replies by routing id
-    dialer  ROUTER, CURVE client, one        a connection to every peer's ROUTER, each pinned
-                                             to that peer's key, under a routing id of ours
-                                             made for it; Incoming 'direct' (``dialer``)
+    dialer  ROUTER, CURVE client, one        a connection to the ROUTER of every peer with a
+                                             higher id than ours (and of every probe), each
+                                             pinned to that peer's key, under a routing id of
+                                             ours made for it; Incoming 'direct' (``dialer``)
+
+One direct connection per pair of peers: the lower id dials (``links``), and says who it is on
+each new connection with an empty frame; the higher id answers over its ROUTER by that
+connection's routing id. What the higher sends before that connection has spoken, or after it
+broke, is held (``_Held``, at most ``HELD_FRAMES``) for ``tuning.route_wait_ms``, then sent
+over a connection it dials after all; that one is retired once the lower's speaks again.
 
 (The PUB dials and the SUB binds, the way round from the usual: a SUB that dials needs a socket
 per peer to know whom a frame is from, a bound SUB knows it from the key ZAP authenticated.)
@@ -28,9 +36,9 @@ from the keys of peers connected with ``subscribe`` (the others are dropped and 
 Each CURVE key is bound to one peer id at a time (the one ``connect_peer`` was given), because a
 peer id and its twin share a key (``identity.canonical_id``): ``connect_peer`` for a twin of a
 connected peer is refused and counted (``dropped_twin``), and ``send`` to a twin goes nowhere.
-``connect_peer(..., subscribe=False)`` opens only the dialer's connection: a peer that has not
-proven itself yet costs one connection and is not heard on our SUB; a later ``connect_peer``
-with ``subscribe=True`` adds the PUB's connection and hears it.
+``connect_peer(..., subscribe=False)`` opens only the dialer's connection, whatever the ids: a
+peer that has not proven itself yet costs one connection and is not heard on our SUB; a later
+``connect_peer`` with ``subscribe=True`` adds the PUB's connection and hears it.
 
 What libzmq does not let us do, and what covers it:
 
@@ -63,8 +71,10 @@ What libzmq does not let us do, and what covers it:
 ``dropped_twin``, ``receiver_errors``, ``links_reopened``, ``links_redialled`` (``redial``),
 ``handshakes_lost``, ``peers_given_up``, ``subscribers_admitted``, ``endpoint_waiting`` (a
 peer claimed the address of a connected one: it waits until that one is dropped),
-``dropped_closed_link``. ``open_links`` is the number of connections we dialled (PUB and
-dialer) open now, ``peak_links`` the most there ever were.
+``dropped_closed_link``, ``routes_announced`` (empty frames: a dialler saying who it is),
+``links_dialled_to_send`` (the higher id of a pair dialled: the lower's connection did not
+speak in time), ``links_retired`` (and closed it again). ``open_links`` is the number of
+connections we dialled (PUB and dialer) open now, ``peak_links`` the most there ever were.
 
 This module holds the SUB and ROUTER, attributes their frames and sends; beside it are the
 ZAP handler and its deny list (``zap``), socket settings and creation (``sockets``), each
@@ -77,6 +87,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import zmq
@@ -102,13 +113,28 @@ __all__ = ["ZAP_ENDPOINT", "ZmqTransport", "ZmqTuning"]
 
 log = logging.getLogger(__name__)
 
+HELD_FRAMES = 64
+"""Frames held for one peer while its connection to us is awaited; one more, and we dial it."""
+
+
+class _Held:
+    """Frames for a peer that dials us, sent before its connection has carried a frame: they
+    go out over it as soon as one does, or over a connection of ours at the deadline."""
+
+    __slots__ = ("frames", "timer")
+
+    def __init__(self, timer: asyncio.TimerHandle) -> None:
+        self.frames: deque[bytes] = deque()
+        self.timer = timer
+
 
 class ZmqTransport:
     """The real transport (see the module docstring); implements ``base.Transport``.
 
     ``on_disconnect(peer_id)`` is called when our dialled TCP connection to a peer's ROUTER
-    closes, or its ZMTP heartbeat times out (libzmq reconnects by itself);
-    ``on_reconnect(peer_id)`` when its handshake succeeds again afterwards.
+    closes, or its ZMTP heartbeat times out (libzmq reconnects by itself) — for a peer that
+    dials us, our PUB's connection to its SUB; ``on_reconnect(peer_id)`` when its handshake
+    succeeds again afterwards.
 
     ``on_handshake_failure(peer_id)`` is called when a handshake of our PUB or dialer to that
     peer fails (the key at that address is not the peer's — an impostor, a reused port — or
@@ -150,6 +176,8 @@ class ZmqTransport:
         self._publishers = self._links.publishers  # CURVE key (hex) -> (peer id, address)
         self._denied_hex = self._zap.denied_hex
         self._routes: dict[str, bytes] = {}  # CURVE key (hex) -> routing id of its latest frame
+        self._links.has_route = self._routes.__contains__
+        self._held: dict[bytes, _Held] = {}  # peer id -> frames awaiting its connection
         self._curve_hex_cache: dict[bytes, str | None] = {}
         self._running = False
         self._closed = False
@@ -170,6 +198,7 @@ class ZmqTransport:
             raise ValueError("no address to bind")
         loop = self._loop = asyncio.get_running_loop()
         self._identity = identity
+        self._links.me = identity.peer_id
         ctx = self._ctx = zmq.asyncio.Context()
         ctx.set(zmq.MAX_SOCKETS, 64)  # a fixed set: no socket is made per peer
         sockets = self._sockets = Sockets(ctx, identity, self._limits, self._tuning)
@@ -212,6 +241,8 @@ class ZmqTransport:
         loop = self._loop
         assert loop is not None
         linger_ms = max(0, round(linger_s * 1000))
+        for pid in list(self._held):
+            self._dial_for(pid)  # what was held leaves with the linger, like everything else
         tasks = self._links.close(linger_ms)
         for pump in (self._router_pump, self._sub_pump):
             if pump is not None:
@@ -250,6 +281,7 @@ class ZmqTransport:
         self._links.connect(peer_id, curve_key, address, router_port, pub_port, subscribe)
 
     def disconnect_peer(self, peer_id: bytes) -> None:
+        self._drop_held(peer_id)
         self._links.forget(peer_id)
         peer = self._peers.get(peer_id)
         if peer is not None:
@@ -268,7 +300,17 @@ class ZmqTransport:
         either. A link dialled a moment ago is left to finish its own handshake (replacing it
         would drop what is queued on it)."""
         peer = self._peers.get(peer_id)
-        if peer is None or peer.direct is None or peer.direct.up or self._closed:
+        if peer is None or self._closed:
+            return False
+        if peer.direct is None:
+            # The peer dials us. If its connection has not carried a frame (or broke), dial
+            # it ourselves now, and what is held for it leaves on ours.
+            if self._curve_hex(peer_id) in self._routes and peer_id not in self._held:
+                return False
+            count(self.stats, "links_redialled")
+            self._dial_for(peer_id)
+            return True
+        if peer.direct.up:
             return False
         link = peer.direct
         fresh = self._links.dialer.age_s(link) * 1000 < self._tuning.redial_after_ms
@@ -290,6 +332,7 @@ class ZmqTransport:
         self._zap.deny(curve_key)
         self._links.forget(curve_key=curve_key)
         for peer in [p for p in self._peers.values() if p.curve_key == curve_key]:
+            self._drop_held(peer.peer_id)
             # A short linger: the last word queued for it (the state that removes it, say)
             # still leaves; nothing can be queued after this.
             self._links.drop(peer, self._tuning.disconnect_linger_ms)
@@ -347,7 +390,10 @@ class ZmqTransport:
         """Over our dialled connection to the peer if its handshake is done; else back over our
         ROUTER if the peer connected in to us (and its latest frame there was authentic) — an
         answer to a peer whose card is stale must not queue for an old address —; else queued
-        on the dialled connection until it connects. False if there is no way at all."""
+        on the dialled connection until it connects. A peer that dials us (``Links.dials``)
+        and whose connection has not carried a frame yet (or has broken): held until it does,
+        for at most ``tuning.route_wait_ms``, then sent over a connection we dial after all.
+        False if there is no way at all."""
         if not self._running:
             return False
         if len(payload) > self._limits.max_frame_bytes:
@@ -362,7 +408,49 @@ class ZmqTransport:
                 return False
             self.stats.sent += 1
             return True
-        return self._send_back(peer_id, payload)
+        if peer_id not in self._held and self._send_back(peer_id, payload):
+            return True
+        if peer is None:
+            return False
+        return self._hold(peer_id, payload)
+
+    def _hold(self, peer_id: bytes, payload: bytes) -> bool:
+        held = self._held.get(peer_id)
+        if held is None:
+            assert self._loop is not None
+            timer = self._loop.call_later(self._tuning.route_wait_ms / 1000, self._dial_for,
+                                          peer_id)
+            held = self._held[peer_id] = _Held(timer)
+        held.frames.append(payload)
+        if len(held.frames) >= HELD_FRAMES:  # too much to wait with: dial it now
+            self._dial_for(peer_id)
+        return True
+
+    def _drop_held(self, peer_id: bytes) -> list[bytes]:
+        held = self._held.pop(peer_id, None)
+        if held is None:
+            return []
+        held.timer.cancel()
+        return list(held.frames)
+
+    def _dial_for(self, peer_id: bytes) -> None:
+        """The peer's connection did not come in time (or someone waits, ``redial``): dial it,
+        and send what is held over ours."""
+        frames = self._drop_held(peer_id)
+        peer = self._peers.get(peer_id)
+        link = self._links.dial_now(peer) if peer is not None else None
+        for payload in frames:
+            if link is not None and self._links.dialer.send(link, payload):
+                self.stats.sent += 1
+
+    def _route_seen(self, peer_id: bytes) -> None:
+        """A connection from the peer to our ROUTER carried a frame (its first, or a new one's):
+        what is held for it leaves over it, and our own dialled one can be retired."""
+        for payload in self._drop_held(peer_id):
+            self.send(peer_id, payload)
+        peer = self._peers.get(peer_id)
+        if peer is not None and not self._closed:
+            self._links.retire(peer)
 
     def _send_back(self, peer_id: bytes, payload: bytes) -> bool:
         router, pump = self._router, self._router_pump
@@ -379,7 +467,10 @@ class ZmqTransport:
             self.stats.send_failures += 1
             return False
         except zmq.ZMQError as error:
-            if error.errno != zmq.EHOSTUNREACH:  # EHOSTUNREACH: it is not connected (now)
+            if error.errno == zmq.EHOSTUNREACH:  # its connection is gone: wait for the next
+                if self._routes.get(curve_hex) == routing_id:
+                    del self._routes[curve_hex]
+            else:
                 log.warning("ROUTER send failed: %s", error)
                 self.stats.send_failures += 1
             return False
@@ -416,15 +507,20 @@ class ZmqTransport:
             count(self.stats, "dropped_denied")
             return None
         routes = self._routes
+        peer_id = self._peer_of_curve.get(user_id, b"")
         if routes.get(user_id) != routing_id:
             if user_id not in routes and len(routes) >= 2 * self._limits.max_peers:
                 del routes[next(iter(routes))]
             routes[user_id] = routing_id
+            if peer_id and self._loop is not None:
+                self._loop.call_soon(self._route_seen, peer_id)
+        if not frame.bytes:  # a dialler's first word on a new connection (``Links``)
+            count(self.stats, "routes_announced")
+            return None
         try:
             address = str(frame.get("Peer-Address"))
         except zmq.ZMQError:
             address = ""
-        peer_id = self._peer_of_curve.get(user_id, b"")
         return Incoming("direct", peer_id, frame.bytes, b"", address,
                         b"" if peer_id else bytes.fromhex(user_id))
 

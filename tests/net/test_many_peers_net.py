@@ -1,10 +1,13 @@
 """200 peers work (issue 9): one real ``meshchat start`` and 200 peers over real sockets.
 
 The peers are lean: each is a CURVE ROUTER and SUB bound on loopback, plus a DEALER to the
-node's ROUTER and a PUB to its SUB, with keys of its own — the four connections a real peer
-has with a node. Each says Hello the way a node does, and answers pings. The node learns all
-200 of them and opens its links to each. It answers pings from all of them and pings some of
-them back. Its open fds are counted per peer (issue 9's bar: 3 per peer).
+node's ROUTER and a PUB to its SUB, with keys of its own — the connections a real peer has
+with a node. Of a pair, only the lower id keeps a direct connection to the other's ROUTER: a
+lean peer with the higher id closes its DEALER once the node's own connection has reached it,
+and speaks over that from then on, as a real peer does. Each says Hello the way a node does,
+and answers pings. The node learns all 200 of them and opens its links to each. It answers
+pings from all of them and pings some of them back. Its open fds are counted per peer (issue
+9's bar: 3 per peer).
 
 Everything runs on the loopback of the test's own network namespace (``make test`` runs
 pytest under ``unshare -n``). The node runs with ``--loopback-only``, so no mDNS goes out.
@@ -52,6 +55,10 @@ class LeanPeer:
         self.pub_port = _port(self.sub)
         self.dealer: zmq.asyncio.Socket | None = None
         self.pub: zmq.asyncio.Socket | None = None
+        self.dials = True  # our id is the lower: we keep the DEALER
+        self.route: bytes | None = None  # the node's connection to our ROUTER, once it spoke
+        self.routed = asyncio.Event()
+        self._poller: zmq.asyncio.Poller | None = None
         self._ctx = ctx
 
     def _server(self, ctx: zmq.asyncio.Context, kind: int) -> zmq.asyncio.Socket:
@@ -82,16 +89,21 @@ class LeanPeer:
         return sock
 
     async def say_hello(self, node: PeerCard) -> None:
+        self.dials = self.identity.peer_id < node.peer_id
         dealer = self.dealer = self._client(zmq.DEALER, node, node.router_port)
         self.pub = self._client(zmq.PUB, node, node.pub_port)
         await dealer.send(self.envelope(Hello(self.card(), time.time(), "")))
 
     async def ping(self, nonce: int) -> None:
-        assert self.dealer is not None
-        await self.dealer.send(self.envelope(Ping(nonce)))
+        frame = self.envelope(Ping(nonce))
+        if self.dealer is not None:
+            await self.dealer.send(frame)
+        else:
+            assert self.route is not None
+            await self.router.send_multipart([self.route, frame])
 
     async def serve(self) -> None:
-        """Answer the node's pings on our ROUTER; note its pongs on our DEALER."""
+        """Answer the node's pings; note its pongs."""
         poller = zmq.asyncio.Poller()
         poller.register(self.router, zmq.POLLIN)
         assert self.dealer is not None
@@ -99,11 +111,21 @@ class LeanPeer:
         while True:
             for sock, _ in await poller.poll():
                 frames = await sock.recv_multipart()
+                if sock is self.router and self.route is None:
+                    self.route = frames[0]
+                    self.routed.set()
+                    if not self.dials and self.dealer is not None:
+                        # The node dials us (its id is the lower): ours goes.
+                        poller.unregister(self.dealer)
+                        self.dealer.close(linger=0)
+                        self.dealer = None
+                if not frames[-1]:  # the node's first word on its connection: who it is
+                    continue
                 env = self.codec.decode(frames[-1])
-                if isinstance(env.message, Ping) and sock is self.router:
+                if isinstance(env.message, Ping):  # back the way it came
                     self.pings += 1
-                    await self.router.send_multipart(
-                        [frames[0], self.envelope(Pong(env.message.nonce))])
+                    await sock.send_multipart(
+                        [*frames[:-1], self.envelope(Pong(env.message.nonce))])
                 elif isinstance(env.message, Pong):
                     self.pongs.add(env.message.nonce)
                     self.ponged.set()
@@ -178,6 +200,10 @@ async def test_a_node_takes_200_peers_and_answers_them_all(tmp_path: Path) -> No
         for peer in peers:
             await node.expect(rf"^\* {peer.name} is on the network$", timeout=30.0)
         learnt_s = time.monotonic() - started
+        async with asyncio.timeout(20.0):  # the node dials every peer with the higher id
+            for peer in peers:
+                if not peer.dials:
+                    await peer.routed.wait()
         # Every peer pings the node; every one is answered.
         for i, peer in enumerate(peers):
             await peer.ping(1000 + i)
@@ -190,10 +216,10 @@ async def test_a_node_takes_200_peers_and_answers_them_all(tmp_path: Path) -> No
             await node.expect(rf"^\* ping {peer.name}: [\d.]+ ms$", timeout=10.0)
         fds_per_peer = (_fds(proc.pid) - idle_fds) / PEERS
         print(f"200 peers learnt in {learnt_s:.2f} s; {fds_per_peer:.1f} fds per peer")
-        # Today's figure (issue 9 aims at 3): one TCP connection on each of the node's four
-        # sockets (its PUB and dialer out, the peer's PUB and DEALER in), and no socket of
-        # its own. More than this is a leak.
-        assert fds_per_peer <= 4.2, fds_per_peer
+        # Issue 9's bar: three TCP connections per peer (the node's PUB out, the peer's PUB
+        # in, and one direct connection: the node's dialled one or the peer's DEALER in), and
+        # no socket of its own. More than this is a leak.
+        assert fds_per_peer <= 3.2, fds_per_peer
         await node.send("/quit")
         await node.expect(r"^\* bye$", timeout=15.0)
         assert await asyncio.wait_for(proc.wait(), 15.0) == 0

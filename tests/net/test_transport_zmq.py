@@ -99,6 +99,12 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.01)
 
 
+async def pair(make: Factory) -> tuple[Peer, Peer]:
+    """Two peers, the lower id first: of a pair, only it dials the other's ROUTER."""
+    a, b = await make(), await make()
+    return (a, b) if a.id < b.id else (b, a)
+
+
 def payload_is(payload: bytes) -> Callable[[Incoming], bool]:
     return lambda incoming: incoming.payload == payload
 
@@ -370,7 +376,7 @@ async def test_garbage_on_the_tcp_ports_breaks_nothing(make: Factory) -> None:
 
 
 async def test_deny_refuses_the_peer_and_allow_lets_it_back(make: Factory) -> None:
-    a, b = await make(), await make()
+    a, b = await pair(make)  # a dials b's ROUTER: a live connection into b when b denies it
     a.connect(b)
     b.connect(a)
     a.transport.subscribe(b"")
@@ -439,7 +445,7 @@ async def test_close_from_inside_the_receiver(make: Factory) -> None:
 
 async def test_a_dealer_only_link_costs_one_socket_and_gets_no_publications(
         make: Factory) -> None:
-    a, b = await make(), await make()
+    a, b = await pair(make)  # a, the lower id, keeps its direct link (``Links.dials``)
     a.transport.subscribe(b"")
     b.connect(a)  # b's PUB dials a's SUB, but a takes nothing from a peer it only probes
     a.transport.connect_peer(b.id, HOST, b.ports.router_port, b.ports.pub_port,
@@ -461,7 +467,7 @@ async def test_a_dealer_only_link_costs_one_socket_and_gets_no_publications(
 
 
 async def test_a_twin_id_cannot_take_over_a_connected_peer(make: Factory) -> None:
-    a, b = await make(), await make()
+    a, b = await pair(make)  # a is the lower id: it dials b's ROUTER (``Links.dials``)
     a.connect(b)
     twin = twin_of(b.id)
     a.transport.connect_peer(twin, HOST, b.ports.router_port, b.ports.pub_port)
@@ -484,13 +490,19 @@ async def test_a_twin_id_cannot_take_over_a_connected_peer(make: Factory) -> Non
     assert all(i.payload != b"for b" for i in _drain(impostor.inbox))
 
 
+def _pub_up(peer: Peer, other_id: bytes) -> bool:
+    link = peer.transport._peers.get(other_id)
+    return link is not None and link.fanout is not None and link.fanout.up
+
+
 def _direct_up(peer: Peer, other_id: bytes) -> bool:
     link = peer.transport._peers.get(other_id)
     return link is not None and link.direct is not None and link.direct.up
 
 
 async def test_deny_by_a_twin_id_refuses_the_key(make: Factory) -> None:
-    a, b, w = await make(), await make(), await make()
+    b, a = await pair(make)  # b dials a's ROUTER: a live connection into a when a denies b
+    w = await make()
     for x, y in ((a, b), (b, a), (a, w), (w, a)):
         x.connect(y)
     for x in (a, b, w):
@@ -596,7 +608,7 @@ async def test_an_impostor_claiming_a_connected_peers_address_changes_nothing(
     b, c = await make(), await make()
     a = await make()
     a.connect(b)
-    await until(lambda: _direct_up(a, b.id), "a's direct link to b up")
+    await until(lambda: _pub_up(a, b.id), "a's PUB's link to b up")
     a.connect(b, as_id=c.id)  # c's id at b's address: it waits, b keeps its link
     assert not a.transport.is_connected(c.id)
     await b.expect(payload_is(b"still b"), lambda: a.transport.send(b.id, b"still b"))
@@ -721,3 +733,93 @@ async def test_a_refusal_handler_that_disconnects_the_peer_breaks_no_monitor(
     c.transport.subscribe(b"")
     await c.expect(payload_is(b"still"), lambda: a.transport.publish(b"P", b"still"))
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def _links(peer: Peer, other: Peer) -> tuple[bool, bool]:
+    """(a dialled direct link to ``other``, a PUB connection to it) that ``peer`` holds."""
+    held = peer.transport._peers[other.id]
+    return held.direct is not None, held.fanout is not None
+
+
+async def test_a_pair_of_peers_holds_one_direct_connection(make: Factory) -> None:
+    """Of two peers, the lower id dials the other's ROUTER; the higher answers by routing id
+    over its own ROUTER. Three connections per pair: two PUB to SUB, one direct."""
+    low, high = await pair(make)
+    for x, y in ((low, high), (high, low)):
+        x.connect(y)
+    assert _links(low, high) == (True, True)
+    assert _links(high, low) == (False, True)
+    await high.expect(payload_is(b"ask"), lambda: low.transport.send(high.id, b"ask"))
+    got = await low.expect(payload_is(b"answer"), lambda: high.transport.send(low.id, b"answer"))
+    assert got.peer_id == high.id
+    assert low.transport.open_links == 2 and high.transport.open_links == 1
+    assert "links_dialled_to_send" not in high.transport.stats.extra
+
+
+async def test_the_higher_id_holds_what_it_sends_until_the_lower_ones_connection_speaks(
+        make: Factory) -> None:
+    """The higher id speaks first: its frames wait for the lower's connection to carry a frame
+    and then go over it, in order; none of them is lost and nothing extra is dialled."""
+    low, high = await pair(make)
+    high.connect(low)
+    for i in range(3):
+        assert high.transport.send(low.id, b"early %d" % i)
+    low.connect(high)
+    assert low.transport.send(high.id, b"hello")
+    for i in range(3):
+        got = await low.expect(lambda incoming: True)
+        assert got.payload == b"early %d" % i
+    assert "links_dialled_to_send" not in high.transport.stats.extra
+    assert _links(high, low) == (False, True)
+
+
+async def test_the_higher_id_dials_after_all_when_the_lower_never_speaks(
+        make: Factory) -> None:
+    """The lower id never dials (it does not know the higher, say): the held frames leave
+    over a connection the higher dials at ``route_wait_ms``. Once the lower's own connection
+    carries a frame, the higher's is retired again."""
+    low, high = await pair(make)
+    high.connect(low)
+    assert high.transport.send(low.id, b"anyone there?")
+    got = await low.expect(payload_is(b"anyone there?"))
+    assert got.peer_id == b""  # low does not know high: named by key only
+    assert high.transport.stats.extra["links_dialled_to_send"] == 1
+    assert _links(high, low) == (True, True)
+    low.connect(high)
+    await high.expect(payload_is(b"here"), lambda: low.transport.send(high.id, b"here"))
+    await until(lambda: not _links(high, low)[0], "the higher's own link retired")
+    assert high.transport.stats.extra["links_retired"] == 1
+    await low.expect(payload_is(b"still there"),
+                     lambda: high.transport.send(low.id, b"still there"))
+    assert high.transport.stats.extra["links_dialled_to_send"] == 1
+
+
+async def test_the_higher_id_hears_of_the_lower_ones_going_on_its_pub_connection(
+        make: Factory) -> None:
+    """The higher id dials no direct link to the lower: its PUB's connection reports the
+    lower's connection closing (and ZMTP-heartbeats it), as the dialled link does."""
+    low, high = await pair(make)
+    dropped: list[bytes] = []
+    high.transport.set_link_events(LinkEvents(on_disconnect=dropped.append))
+    for x, y in ((low, high), (high, low)):
+        x.connect(y)
+    await high.expect(payload_is(b"up"), lambda: low.transport.send(high.id, b"up"))
+    await low.expect(payload_is(b"up too"), lambda: high.transport.send(low.id, b"up too"))
+    await low.transport.close(0)
+    await until(lambda: dropped == [low.id], "the lower id's connection closing reported")
+
+
+async def test_a_probe_dials_whatever_the_ids_and_is_retired_once_the_peer_is_proven(
+        make: Factory) -> None:
+    """``subscribe=False`` (a peer not proven yet) is always dialled; proven later, and heard
+    from over its own connection, the higher id's probe link is closed."""
+    low, high = await pair(make)
+    high.transport.connect_peer(low.id, HOST, low.ports.router_port, low.ports.pub_port,
+                                subscribe=False)
+    await low.expect(payload_is(b"probe"), lambda: high.transport.send(low.id, b"probe"))
+    assert _links(high, low) == (True, False)
+    low.connect(high)
+    await high.expect(payload_is(b"hello"), lambda: low.transport.send(high.id, b"hello"))
+    high.connect(low)  # proven: the PUB's connection too
+    await until(lambda: not _links(high, low)[0], "the probe link retired")
+    await low.expect(payload_is(b"over low's"), lambda: high.transport.send(low.id, b"over low's"))
