@@ -48,6 +48,10 @@ class Peer:
     # its publications (on our SUB, by CURVE key) are taken:
     fanout: DirectLink | None = None
     reported: bool = False  # on_handshake_failure called for the current failure streak
+    # The watched link (the direct one, or the PUB's when there is none) closed: the next
+    # handshake of a watched link is a return (``on_reconnect``), whichever link it is — a
+    # link the higher id dialled meanwhile (to send) comes up in place of the PUB's.
+    dropped: bool = False
 
     @property
     def address(self) -> str:
@@ -278,6 +282,8 @@ class Links:
         (``on_subscriber``)."""
         watch = direct or peer.direct is None
         if event == zmq.EVENT_DISCONNECTED:
+            if watch and link.up:
+                peer.dropped = True
             if watch:
                 # The peer's TCP connection closed (it quit or was killed) or its ZMTP
                 # heartbeat timed out (unplugged, frozen): a hint worth a ping, not a verdict.
@@ -291,10 +297,10 @@ class Links:
             if not direct:
                 count(self.stats, "subscribers_admitted")
                 self._report(self.on_subscriber, peer.peer_id)
-            if link.dropped:
-                link.dropped = False
-                if watch:
-                    self._report(self.on_reconnect, peer.peer_id)
+            link.dropped = False
+            if watch and peer.dropped:
+                peer.dropped = False
+                self._report(self.on_reconnect, peer.peer_id)
             if direct and self.dials(peer.peer_id):
                 # Who we are, on the new connection: the peer answers over it from now on
                 # (an empty frame; it carries nothing up). Its own link to us can go.

@@ -111,7 +111,8 @@ class LeanPeer:
         while True:
             for sock, _ in await poller.poll():
                 frames = await sock.recv_multipart()
-                if sock is self.router and self.route is None:
+                if sock is self.router:
+                    # The node's latest connection to us (it may have dialled again).
                     self.route = frames[0]
                     self.routed.set()
                     if not self.dials and self.dealer is not None:
