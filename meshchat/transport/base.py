@@ -136,6 +136,12 @@ class Transport(Protocol):
         for it (a join), so no backoff and no handshake that has hung. True if it redialled."""
         ...
 
+    def refresh(self, peer_id: bytes) -> bool:
+        """The peer is heard again after a silence that made us give it up (a cut, a cable):
+        replace the connections to it that stayed up through the silence, which may sit in
+        TCP's retransmission backoff for seconds after the heal. True if any was replaced."""
+        ...
+
     def subscribe(self, topic: bytes) -> None:
         """Receive ``topic`` (prefix match) from every peer, present and future."""
         ...

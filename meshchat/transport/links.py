@@ -227,6 +227,26 @@ class Links:
         self.dialer.close_link(old, 0)
         self.open_direct(peer, old.endpoint, failures)
 
+    def refresh(self, peer: Peer) -> bool:
+        """Replace the peer's connections that are up (our dialled one, our PUB's) with fresh
+        ones: after a long silence an old one may sit in TCP's retransmission backoff, and
+        send nothing for seconds after the path is back. True if any was replaced."""
+        replaced = False
+        linger_ms = self._tuning.disconnect_linger_ms
+        link = peer.direct
+        if link is not None and link.up:
+            self.dialer.close_link(link, linger_ms)
+            self.open_direct(peer, link.endpoint)
+            replaced = True
+        link = peer.fanout
+        if link is not None and link.up:
+            self.fanout.close_link(link, linger_ms)
+            self.open_fanout(peer, link.endpoint)
+            replaced = True
+        if replaced:
+            count(self.stats, "links_refreshed")
+        return replaced
+
     def drop(self, peer: Peer, linger_ms: int) -> None:
         """Close a peer's connections now. The first peer waiting for its address is
         connected there."""

@@ -249,6 +249,9 @@ class MemoryTransport:
     def redial(self, peer_id: bytes) -> bool:
         return False  # a memory link is up from the start: nothing to dial again
 
+    def refresh(self, peer_id: bytes) -> bool:
+        return False  # a memory link never stalls
+
     @property
     def open_links(self) -> int:
         return sum(1 + link.sub for link in self._links.values())

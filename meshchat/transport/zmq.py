@@ -73,7 +73,8 @@ What libzmq does not let us do, and what covers it:
 peer claimed the address of a connected one: it waits until that one is dropped),
 ``dropped_closed_link``, ``routes_announced`` (empty frames: a dialler saying who it is),
 ``links_dialled_to_send`` (the higher id of a pair dialled: the lower's connection did not
-speak in time), ``links_retired`` (and closed it again). ``open_links`` is the number of
+speak in time), ``links_retired`` (and closed it again), ``links_refreshed`` (``refresh``:
+a peer heard again after a silence got fresh connections). ``open_links`` is the number of
 connections we dialled (PUB and dialer) open now, ``peak_links`` the most there ever were.
 
 This module holds the SUB and ROUTER, attributes their frames and sends; beside it are the
@@ -319,6 +320,18 @@ class ZmqTransport:
         count(self.stats, "links_redialled")
         self._links.redial(peer)
         return True
+
+    def refresh(self, peer_id: bytes) -> bool:
+        """Fresh connections in place of those to the peer that are up (``Links.refresh``):
+        it is heard again after a silence long enough to give it up (a cut that healed), and
+        a TCP connection that carried frames through the cut resends them only when its
+        retransmission timer, doubled at each try meanwhile, next runs out — seconds after
+        the heal, for a cut of seconds. A peer that dials us replaces its own connection to
+        us as it hears us again, and says who it is on the new one: our route follows."""
+        peer = self._peers.get(peer_id)
+        if peer is None or self._closed:
+            return False
+        return self._links.refresh(peer)
 
     @property
     def open_links(self) -> int:

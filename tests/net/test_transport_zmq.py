@@ -823,3 +823,38 @@ async def test_a_probe_dials_whatever_the_ids_and_is_retired_once_the_peer_is_pr
     high.connect(low)  # proven: the PUB's connection too
     await until(lambda: not _links(high, low)[0], "the probe link retired")
     await low.expect(payload_is(b"over low's"), lambda: high.transport.send(low.id, b"over low's"))
+
+
+async def test_refresh_replaces_the_links_that_are_up_and_the_route_follows(
+        make: Factory) -> None:
+    """``refresh`` (the node heard a vanished peer again): each connection to it that is up
+    is replaced by a fresh one — the lower id's dialled link (whose first word moves the
+    higher's route to it) and either side's PUB connection — and frames flow over them."""
+    low, high = await pair(make)
+    admitted: list[bytes] = []
+    high.transport.set_link_events(LinkEvents(on_subscriber=admitted.append))
+    for x, y in ((low, high), (high, low)):
+        x.connect(y)
+    await high.expect(payload_is(b"up"), lambda: low.transport.send(high.id, b"up"))
+    await low.expect(payload_is(b"up too"), lambda: high.transport.send(low.id, b"up too"))
+    await until(lambda: high.transport._peers[low.id].fanout.up, "high's PUB link up")
+    old_direct = low.transport._peers[high.id].direct
+    old_route = high.transport._routes[high.transport._curve_hex(low.id)]
+    old_fanout = high.transport._peers[low.id].fanout
+    assert low.transport.refresh(high.id)
+    assert high.transport.refresh(low.id)
+    new_direct = low.transport._peers[high.id].direct
+    assert new_direct is not None and new_direct is not old_direct
+    assert high.transport._peers[low.id].fanout is not old_fanout
+    await until(lambda: high.transport._routes[high.transport._curve_hex(low.id)] != old_route,
+                "the higher's route moved to the lower's fresh connection")
+    await low.expect(payload_is(b"over the new one"),
+                     lambda: high.transport.send(low.id, b"over the new one"))
+    await until(lambda: len(admitted) == 2, "high's fresh PUB connection admitted")
+    low.transport.subscribe(b"T")
+    await low.expect(lambda inc: inc.kind == "pub" and inc.payload == b"news",
+                     lambda: high.transport.publish(b"T", b"news"))
+    assert low.transport.stats.extra["links_refreshed"] == 1
+    assert high.transport.stats.extra["links_refreshed"] == 1
+    assert "links_dialled_to_send" not in high.transport.stats.extra
+    assert not high.transport.refresh(b"\x01" * 32)  # not a peer of ours: nothing to do
