@@ -260,6 +260,7 @@ class PeerBook:
         peer = self._peers.get(pid)
         is_new = peer is None or self._liveness.state(pid) is Liveness.GONE
         probed = False
+        was_kept = pid in self._kept
         if peer is None:
             self._kept.pop(pid, None)
             admission = self.table.admit(pid, self._clock.monotonic())
@@ -286,6 +287,10 @@ class PeerBook:
             peer.started_at = started_at
         self._connect(pid)
         if is_new:
+            # Back after a silence (a partition healed): the links kept through it may send
+            # nothing for seconds yet (TCP's backoff), so fresh ones carry our Hello.
+            if was_kept and self._transport.refresh(pid):
+                self._stats["links_refreshed"] += 1
             self._liveness.heard(pid, self._clock.monotonic())
             if not self._listen_only and not probed:
                 self._wire.send(pid, self._hello())

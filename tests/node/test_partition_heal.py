@@ -235,3 +235,27 @@ async def test_a_line_published_while_a_subscription_was_still_down_arrives_when
         mesh.network.set_subscription(carol.peer_id, publisher.peer_id, True)
     await mesh.recorders["carol"].wait(_message("said while carol could not hear"), timeout=3)
     assert speaker.stats["heads_for_subscriber"] >= 1
+
+
+async def test_a_peer_heard_again_after_vanishing_gets_fresh_links(
+        mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut long enough to give a peer up (``peer_expired_s``): when it is heard again, the
+    node replaces the links it kept to it (``Transport.refresh``: a real TCP connection that
+    carried frames through the cut may stay silent for seconds after the heal). A peer met for
+    the first time, or one that never went, is not refreshed."""
+    alice = await mesh.add("alice")
+    bob = await mesh.add("bob")
+    refreshed: list[bytes] = []
+    for transport in mesh.transports.values():
+        monkeypatch.setattr(transport, "refresh",
+                            lambda pid: refreshed.append(pid) or True)
+    await until(lambda: len(alice.peers()) == 1 and len(bob.peers()) == 1, what="introduced")
+    assert refreshed == []
+    _cut(mesh, [alice], [bob], False)
+    await until(lambda: not alice.peers() and not bob.peers(), what="both vanished")
+    assert refreshed == []
+    _cut(mesh, [alice], [bob], True)
+    await until(lambda: sorted(refreshed) == sorted([alice.peer_id, bob.peer_id]),
+                what="each refreshed its links to the other")
+    await until(lambda: len(alice.peers()) == 1 and len(bob.peers()) == 1, what="back")
+    assert alice.stats["links_refreshed"] == bob.stats["links_refreshed"] == 1
