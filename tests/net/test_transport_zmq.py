@@ -105,6 +105,21 @@ async def pair(make: Factory) -> tuple[Peer, Peer]:
     return (a, b) if a.id < b.id else (b, a)
 
 
+async def talking_pair(make: Factory, high_events: LinkEvents | None = None
+                       ) -> tuple[Peer, Peer]:
+    """``pair``, connected both ways, each having heard the other once over the direct
+    connection (the lower's dialled one, the higher's answer by routing id); the higher's
+    ``high_events`` are set before anything connects."""
+    low, high = await pair(make)
+    if high_events is not None:
+        high.transport.set_link_events(high_events)
+    for x, y in ((low, high), (high, low)):
+        x.connect(y)
+    await high.expect(payload_is(b"up"), lambda: low.transport.send(high.id, b"up"))
+    await low.expect(payload_is(b"up too"), lambda: high.transport.send(low.id, b"up too"))
+    return low, high
+
+
 def payload_is(payload: bytes) -> Callable[[Incoming], bool]:
     return lambda incoming: incoming.payload == payload
 
@@ -798,13 +813,8 @@ async def test_the_higher_id_hears_of_the_lower_ones_going_on_its_pub_connection
         make: Factory) -> None:
     """The higher id dials no direct link to the lower: its PUB's connection reports the
     lower's connection closing (and ZMTP-heartbeats it), as the dialled link does."""
-    low, high = await pair(make)
     dropped: list[bytes] = []
-    high.transport.set_link_events(LinkEvents(on_disconnect=dropped.append))
-    for x, y in ((low, high), (high, low)):
-        x.connect(y)
-    await high.expect(payload_is(b"up"), lambda: low.transport.send(high.id, b"up"))
-    await low.expect(payload_is(b"up too"), lambda: high.transport.send(low.id, b"up too"))
+    low, _high = await talking_pair(make, LinkEvents(on_disconnect=dropped.append))
     await low.transport.close(0)
     await until(lambda: dropped == [low.id], "the lower id's connection closing reported")
 
@@ -830,13 +840,8 @@ async def test_refresh_replaces_the_links_that_are_up_and_the_route_follows(
     """``refresh`` (the node heard a vanished peer again): each connection to it that is up
     is replaced by a fresh one — the lower id's dialled link (whose first word moves the
     higher's route to it) and either side's PUB connection — and frames flow over them."""
-    low, high = await pair(make)
     admitted: list[bytes] = []
-    high.transport.set_link_events(LinkEvents(on_subscriber=admitted.append))
-    for x, y in ((low, high), (high, low)):
-        x.connect(y)
-    await high.expect(payload_is(b"up"), lambda: low.transport.send(high.id, b"up"))
-    await low.expect(payload_is(b"up too"), lambda: high.transport.send(low.id, b"up too"))
+    low, high = await talking_pair(make, LinkEvents(on_subscriber=admitted.append))
     await until(lambda: high.transport._peers[low.id].fanout.up, "high's PUB link up")
     old_direct = low.transport._peers[high.id].direct
     old_route = high.transport._routes[high.transport._curve_hex(low.id)]
