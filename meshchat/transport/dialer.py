@@ -33,7 +33,7 @@ import zmq
 
 from .base import FloodGuard, Incoming, Receiver, TransportStats
 from .pump import Pump, Reader, count, router_reader
-from .sockets import Sockets, ZmqTuning
+from .sockets import Sockets, ZmqTuning, set_heartbeats
 
 __all__ = ["MONITORED_EVENTS", "Dialer", "DirectLink", "endpoint_key"]
 
@@ -176,11 +176,7 @@ class Dialer:
         sock = self._sock
         assert sock is not None
         if heartbeats is not None:
-            tuning = self.tuning
-            sock.setsockopt(zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms if heartbeats else 0)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT,
-                            tuning.heartbeat_timeout_ms if heartbeats else 0)
-            sock.setsockopt(zmq.HEARTBEAT_TTL, tuning.heartbeat_ttl_ms if heartbeats else 0)
+            set_heartbeats(sock, self.tuning, heartbeats)
         self._read_events()  # the last word of earlier connections goes to them, or nobody
         routing_id = b"\x01" + next(self._ids).to_bytes(8, "big")  # never 0-led: libzmq's own
         link = DirectLink(peer_id, address, endpoint, routing_id,

@@ -12,7 +12,7 @@ from ..config import Limits
 from ..identity import Identity
 from .zap import ZAP_DOMAIN
 
-__all__ = ["Sockets", "ZmqTuning", "bind_all", "endpoint"]
+__all__ = ["Sockets", "ZmqTuning", "bind_all", "endpoint", "set_heartbeats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,14 @@ def endpoint(host: str, port: int | str) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"tcp://{host}:{port}"
+
+
+def set_heartbeats(sock: zmq.Socket[Any], tuning: ZmqTuning, on: bool) -> None:
+    """ZMTP heartbeats for the connections ``sock`` makes from now on (libzmq copies a
+    socket's options into each connection as it is made): ``tuning``'s, or none."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms if on else 0)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, tuning.heartbeat_timeout_ms if on else 0)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, tuning.heartbeat_ttl_ms if on else 0)
 
 
 class Sockets:
@@ -126,9 +134,7 @@ class Sockets:
         # Only the dialling side pings: its TTL tells our peer's PUB or ROUTER to drop the
         # connection when we fall silent, so one PING per interval watches each connection.
         if heartbeats:
-            sock.setsockopt(zmq.HEARTBEAT_IVL, tuning.heartbeat_ivl_ms)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, tuning.heartbeat_timeout_ms)
-            sock.setsockopt(zmq.HEARTBEAT_TTL, tuning.heartbeat_ttl_ms)
+            set_heartbeats(sock, tuning, True)
         if ipv6:
             sock.setsockopt(zmq.IPV6, 1)
         return sock
