@@ -20,7 +20,7 @@ from zmq.utils import z85
 from meshchat.config import Limits
 from meshchat.identity import Identity
 from meshchat.transport.base import Incoming, LinkEvents, LocalPorts
-from meshchat.transport.zmq import ZmqTransport, ZmqTuning
+from meshchat.transport.zmq import HELD_FRAMES, ZmqTransport, ZmqTuning
 
 from ..twins import twin_identity, twin_of
 
@@ -863,3 +863,43 @@ async def test_refresh_replaces_the_links_that_are_up_and_the_route_follows(
     assert high.transport.stats.extra["links_refreshed"] == 1
     assert "links_dialled_to_send" not in high.transport.stats.extra
     assert not high.transport.refresh(b"\x01" * 32)  # not a peer of ours: nothing to do
+
+
+async def test_what_the_higher_id_holds_for_the_lower_is_bounded_and_leaves_in_order(
+        make: Factory) -> None:
+    """The lower id's connection never comes (it does not know us): the higher holds at most
+    ``HELD_FRAMES``, then dials at once, and every frame reaches the lower in the order sent."""
+    low, high = await pair(make)
+    high.connect(low)
+    sent = [f"frame {i}".encode() for i in range(3 * HELD_FRAMES)]
+    for payload in sent:
+        assert high.transport.send(low.id, payload)
+        held = high.transport._held.get(low.id)
+        assert held is None or len(held.frames) < HELD_FRAMES
+    assert high.transport.stats.extra["links_dialled_to_send"] == 1  # at the bound, not later
+    got = [(await low.expect(lambda i: i.payload.startswith(b"frame "))).payload for _ in sent]
+    assert got == sent
+
+
+async def test_empty_frames_from_a_stranger_are_counted_and_carry_nothing(
+        make: Factory) -> None:
+    """An empty frame is a dialler saying who it is on a new connection: from a key nobody
+    knows it is counted and dropped, sets nothing in motion, and reaches no one."""
+    b = await make()
+    ctx = zmq.asyncio.Context()
+    try:
+        stranger = ctx.socket(zmq.DEALER)
+        stranger.setsockopt(zmq.LINGER, 0)
+        stranger.curve_publickey, stranger.curve_secretkey = zmq.curve_keypair()
+        stranger.curve_serverkey = b.identity.curve_public
+        stranger.connect(f"tcp://{HOST}:{b.ports.router_port}")
+        for _ in range(200):
+            await stranger.send(b"")
+        await stranger.send(b"marker")
+        await b.expect(payload_is(b"marker"))
+        assert b.transport.stats.extra["routes_announced"] == 200
+        assert not [i for i in _drain(b.inbox) if not i.payload]
+        assert not b.transport._held and "links_retired" not in b.transport.stats.extra
+        stranger.close()
+    finally:
+        ctx.term()
