@@ -2,9 +2,10 @@
 
 With the default timings a member refreshes its presence only every 10 s, and silence makes a
 peer gone only after 35 s. Liveness comes from the connections instead: ZMTP heartbeats in
-libzmq drop a connection that carries nothing for 3 s, and a dropped connection makes its peer
-suspect (pinged; gone after 1 s with no answer). So a member that is killed, frozen or unplugged
-is still seen gone within seconds. A member that is merely quiet is never seen gone.
+libzmq drop a connection whose PING (every 6 s) is not answered within 2 s, and a dropped
+connection makes its peer suspect (pinged; gone after 1 s with no answer). So a member that
+is killed, frozen or unplugged is still seen gone within seconds. A member that is merely
+quiet is never seen gone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .conftest import LabFactory
 from .helpers import ROOM, all_trouble_free, chat_re, open_room, wait_same
 
 KILLED_WITHIN_S = 4.0  # TCP closes at once: the suspect's ping goes unanswered for 1 s
-SILENT_WITHIN_S = 9.0  # a ZMTP PING 2 s + its timeout 3 s + suspect 1 s, on two loaded cores
+SILENT_WITHIN_S = 13.0  # a ZMTP PING 6 s + its timeout 2 s + suspect 1 s, on two loaded cores
 HEAL_S = 2.0 + 1.5  # issue 10's 2 s, a redial (at most 1 s apart), and the /info probes
 
 
@@ -69,6 +70,7 @@ def test_a_member_that_dies_freezes_or_is_unplugged_is_seen_gone_within_seconds(
     try:
         alice.expect(rf"^\* carol left {ROOM} \(vanished\)$", timeout=limit)
         took = time.monotonic() - started
+        print(f"{fault}: seen gone after {took:.2f} s")
         bob.wait_line(rf"^\* carol left {ROOM} \(vanished\)$", timeout=limit)
         assert took < limit
         # Far sooner than silence alone would have said it (35 s with these timers).
@@ -94,7 +96,7 @@ def test_a_member_that_dies_freezes_or_is_unplugged_is_seen_gone_within_seconds(
     bob.wait_line(chat_re("carol", "carol is back"))
 
 
-@pytest.mark.parametrize("length", [2.0, 6.0])  # shorter, and longer, than ZMTP's 3 s + 1 s
+@pytest.mark.parametrize("length", [2.0, 10.0])  # shorter, and longer, than ZMTP's 6 s + 2 s + 1 s
 def test_a_cut_between_switches_heals_with_the_real_lans_timers(
         lab_factory: LabFactory, length: float) -> None:
     lab = lab_factory(4)
