@@ -499,18 +499,37 @@ class Sessions:
 
     def run_watch(self, jr: JoinedRoom, event: hw.Input) -> None:
         """Feed the room's host watch one input and run its effects."""
-        for effect in self.watch(jr).handle(event):
+        watch = self.watch(jr)
+        before = watch.watch
+        effects = watch.handle(event)
+        if watch.watch is not before and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s: watch of host %s %s -> %s on %s", fingerprint_of(self._me.peer_id),
+                      jr.state.name, fingerprint_of(jr.state.host), before.value,
+                      watch.watch.value, type(event).__name__)
+        for effect in effects:
             match effect:
                 case hw.SendPing(peer=peer, nonce=nonce):
                     self._wire.send_ping(peer, nonce)
+                    self._tasks.spawn(self._ping_due(jr, nonce), name="host-ping-due")
                 case hw.Claim(vanished=vanished):
                     self._claim(jr, vanished)
+
+    async def _ping_due(self, jr: JoinedRoom, nonce: int) -> None:
+        """The watch hears the moment its ping's answer is overdue, not at the next beat (up
+        to a beat later: a quarter of a second of every failover)."""
+        await self._clock.sleep(self._timings.host_ping_timeout_s + 0.001)  # never early
+        watch = jr.watch
+        if self._rooms.get(jr.room_id) is jr and watch is not None \
+                and watch.watch is hw.Watch.PINGING and watch.ping_nonce == nonce:
+            self.watch_host(jr, self._clock.monotonic())
 
     def _claim(self, jr: JoinedRoom, vanished: bytes) -> None:
         """Run the watch's ``Claim``: take over the room of a host that does not answer."""
         if jr.core.is_host or jr.state.host != vanished:
             return
         old = jr.state
+        log.info("%s: %s: claims the room of %s, which does not answer",
+                 fingerprint_of(self._me.peer_id), old.name, fingerprint_of(vanished))
         epoch = self.new_key(jr)
         jr.core.claim(vanished, epoch)
         # The claim is sealed with the old key, which every member still holds. The new key

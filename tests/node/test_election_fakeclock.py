@@ -85,3 +85,31 @@ async def test_rival_claims_converge_on_one_host(mesh: Mesh) -> None:
         lambda: len({r.host.fingerprint for r in rooms[1:] if r.active}) == 1
         and all(r.active and len(r.members) == 3 for r in rooms[1:]),
         limit_s=15.0, what="one host, three members")
+
+
+async def test_the_claim_comes_when_the_ping_is_overdue_not_at_the_next_beat(
+        mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real LAN's timers: beats every 0.25 s, a ping answered within 0.35 s. Ticks alone
+    # would see the ping overdue only at the second beat after it (0.5 s): a quarter of a
+    # second of every failover.
+    timings = Timings()
+    assert timings.host_ping_timeout_s % timings.heartbeat_interval_s > 0.05
+    fake = FakeMesh(mesh)
+    alice = await mesh.add("alice", clock=fake.clock, timings=timings)  # type: ignore[arg-type]
+    bob = await mesh.add("bob", clock=fake.clock, timings=timings)  # type: ignore[arg-type]
+    room_a = await alice.host("lobby")
+    room_b = await fake.run(bob.join("lobby"))
+    await fake.advance_until(lambda: len(room_a.members) == 2, what="bob in")
+    pinged_at: list[float] = []
+    real_send_ping = bob._wire.send_ping
+
+    def spy(pid: bytes, nonce: int | None = None) -> bool:
+        if pid == alice.peer_id:
+            pinged_at.append(fake.clock.monotonic())
+        return real_send_ping(pid, nonce)
+
+    monkeypatch.setattr(bob._wire, "send_ping", spy)
+    mesh.network.kill(alice.peer_id)
+    await fake.advance_until(lambda: room_b.host.name == "bob", what="bob hosts")
+    took = fake.clock.monotonic() - pinged_at[-1]
+    assert timings.host_ping_timeout_s <= took < timings.host_ping_timeout_s + 0.05, took
