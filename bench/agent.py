@@ -35,6 +35,9 @@ With ``profile`` (a path) in the config the whole run is under cProfile, dumped 
 with ``trace_start`` the phases of ``Node.start()`` are timed (bench/startup_trace.py) and
 reported in a ``phases`` event after ``started``; with ``trace_observer`` what the node does on
 discovering a peer is timed, and the ``spans`` command returns (and forgets) those spans.
+``MESHCHAT_BENCH_LOG`` (a level: ``debug``, ``info``) in the environment sends the node's log
+to the agent's stderr (the worker's log file: keep them with ``--logs DIR``), each line led by
+the wall-clock time the events carry.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
 import sys
 import threading
 import time
@@ -433,6 +438,10 @@ async def run(config: dict[str, Any]) -> None:
 
 def main() -> None:
     config = json.loads(sys.argv[1])
+    level = os.environ.get("MESHCHAT_BENCH_LOG", "")
+    if level:
+        logging.basicConfig(stream=sys.stderr, level=level.upper(),
+                            format="%(created).3f %(name)s %(levelname)s %(message)s")
     Path(config["data_dir"]).mkdir(parents=True, exist_ok=True)
     profiler = None
     if config.get("profile"):

@@ -58,10 +58,12 @@ def _form_room(agents: list[Worker], timeout_s: float = 20.0) -> None:
             time.sleep(0.05)
 
 
-def _await_agreement(survivors: list[Worker], since: float, timeout_s: float
+def _await_agreement(survivors: list[Worker], since: float, timeout_s: float,
+                     reports: dict[str, list[tuple[str, float]]] | None = None
                      ) -> tuple[str, float]:
     """Wait until every survivor has reported a HostChanged after ``since`` naming the same new
-    host and none reports another within 0.5 s; returns (host, time of the last report)."""
+    host and none reports another within 0.5 s; returns (host, time of the last report).
+    ``reports``, if given, gets every survivor's HostChanged reports in order (host, time)."""
     latest: dict[str, tuple[str, float]] = {}
     deadline = time.monotonic() + timeout_s
     agreed_at: float | None = None
@@ -70,6 +72,8 @@ def _await_agreement(survivors: list[Worker], since: float, timeout_s: float
             for event in agent.drain():
                 if event.get("ev") == "host_changed" and float(event["t"]) > since:
                     latest[agent.name] = (str(event["new"]), float(event["t"]))
+                    if reports is not None:
+                        reports.setdefault(agent.name, []).append(latest[agent.name])
         hosts = {host for host, _ in latest.values()}
         if len(latest) == len(survivors) and len(hosts) == 1:
             agreed_at = agreed_at or time.monotonic()

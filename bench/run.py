@@ -342,6 +342,8 @@ def _scale_rows(n: int, res: scale.ScaleResult | Outcome, base: scale.PyreIdle |
         + (f"; {res.two_hosts_at_forming} join(s) while the room was forming found it listed by "
            "two hosts (a host stalled by the starts was replaced) and tried again"
            if res.two_hosts_at_forming else ""))
+    if res.failover_detail:
+        notes.append(f"scale {n} meshchat: after the kill -9 of the host, {res.failover_detail}")
     notes.append(f"scale {n} meshchat: the window's CPU by thread, all nodes, share of one core: "
                  + ", ".join(f"{name} {_pct(cpu / mu.window_s)}"
                              for name, cpu in mu.threads_cpu_s.items() if cpu > 0))

@@ -79,6 +79,7 @@ class ScaleResult:
     lost: int
     sent: int
     lost_detail: str = ""  # who lacked which lines when the failover's check gave up
+    failover_detail: str = ""  # when the survivors heard of the new host, and any detours
     two_hosts_at_forming: int = 0  # joins that found the room listed by two hosts (retried)
 
 
@@ -251,11 +252,30 @@ def _soak(agents: Sequence[Worker], soak_s: float, burners: int) -> tuple[int, i
             hog.wait()
 
 
+def _spread(reports: dict[str, list[tuple[str, float]]], t_kill: float, new_host: str) -> str:
+    """When the survivors first and last reported a new host after the kill, and who named
+    another host on the way (a split claim, or a detour)."""
+    first = sorted(r[0][1] - t_kill for r in reports.values())
+    last = sorted(r[-1][1] - t_kill for r in reports.values())
+    if not first:
+        return ""
+    def at(xs: list[float], q: float) -> float:
+        return xs[min(len(xs) - 1, int(q * len(xs)))]
+    detours = sorted(name for name, r in reports.items() if any(h != new_host for h, _ in r))
+    named = sorted({h for r in reports.values() for h, _ in r} - {new_host})
+    text = (f"first report of a new host p10 {at(first, 0.1):.2f} · p50 {at(first, 0.5):.2f} · "
+            f"p90 {at(first, 0.9):.2f} · max {first[-1]:.2f} s; last report max {last[-1]:.2f} s")
+    if detours:
+        text += (f"; {len(detours)} survivors named another host on the way ({', '.join(named)}):"
+                 f" {', '.join(detours[:8])}")
+    return text
+
+
 def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
-               ) -> tuple[float, str, int, int, str]:
+               ) -> tuple[float, str, int, int, str, str]:
     """``kill -9`` of agents[0] while agents[1] and agents[2] chat at ``rate``: time until all
     survivors agree on one new host; messages some survivor lacks; messages sent; who lacked
-    which (empty when none did)."""
+    which (empty when none did); when the survivors heard of the new host (``_spread``)."""
     senders = agents[1:3]
     for j, agent in enumerate(senders):
         agent.send_cmd("say_many", id=f"fo{j}", room=ROOM, prefix=f"fo{j}-",
@@ -264,7 +284,10 @@ def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
     t_kill = now()
     agents[0].kill(signal.SIGKILL)
     survivors = list(agents[1:])
-    new_host, t_agreed = _await_agreement(survivors, t_kill, timeout_s=timeout_s)
+    reports: dict[str, list[tuple[str, float]]] = {}
+    new_host, t_agreed = _await_agreement(survivors, t_kill, timeout_s=timeout_s,
+                                          reports=reports)
+    spread = _spread(reports, t_kill, new_host)
     time.sleep(2.0)
     sent: dict[str, set[int]] = {}
     for j, agent in enumerate(senders):
@@ -299,7 +322,8 @@ def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
                 w in k for w in ("drop", "pending", "causal", "sealed", "key", "history",
                                  "void", "stale", "state"))}
             detail += f"; stats of {agent.name} ({label}): {shown}"
-    return t_agreed - t_kill, new_host, missing, sum(len(s) for s in sent.values()), detail
+    return (t_agreed - t_kill, new_host, missing, sum(len(s) for s in sent.values()), detail,
+            spread)
 
 
 def scale(lab: Lab, nodes: int, settle_s: float = 15.0, window_s: float = 20.0,
@@ -330,8 +354,8 @@ def scale(lab: Lab, nodes: int, settle_s: float = 15.0, window_s: float = 20.0,
         idle = measure_idle(agents, window_s)
         reach_s, reached = _reach(agents, agents[nodes // 2], timeout_s=20.0)
         false_failovers, vanished = _soak(agents, soak_s, burners)
-        failover_s, new_host, lost, sent, lost_detail = _kill_host(agents, failover_rate,
-                                                      timeout_s=30.0)
+        failover_s, new_host, lost, sent, lost_detail, spread = _kill_host(
+            agents, failover_rate, timeout_s=30.0)
         return ScaleResult(
             nodes=nodes,
             form_s=form_s,
@@ -350,6 +374,7 @@ def scale(lab: Lab, nodes: int, settle_s: float = 15.0, window_s: float = 20.0,
             lost=lost,
             two_hosts_at_forming=two_hosts,
             lost_detail=lost_detail,
+            failover_detail=spread,
             sent=sent,
         )
     finally:
