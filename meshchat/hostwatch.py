@@ -30,10 +30,11 @@ The watch also judges every state a peer offers the room (``judge``): the room r
 ``room.accepts`` with this member's view of the host's silence, and the partition rules. A host
 steps down, and a member follows its host to another one, only for a state whose host (and
 signer) is in the room's *lineage* as this member saw it — a member of its state, a former
-host, or a member the room lost contact with (removed as vanished) — never kicked or banned,
-with a strictly higher (term, rank) and a bounded term step. A member follows only a step-down
-its host signed (``room.follows_step_down``: room, term, new host), never a state that merely
-claims to win. A stranger's claim changes nothing.
+host, or a member the room lost contact with (removed as vanished, or left behind when it
+merged into another side) — never kicked or banned, with a strictly higher (term, rank) and a
+bounded term step. A member follows only a step-down its host signed
+(``room.follows_step_down``: room, term, new host), never a state that merely claims to win.
+A stranger's claim changes nothing.
 """
 
 from __future__ import annotations
@@ -223,6 +224,15 @@ class HostWatch:
         """Take one input; the effects the node must run, in order."""
         match self.watch, event:
             case _, StateChanged(now=now, old=old, new=new):
+                if (old.term, old.host) != (new.term, new.host):
+                    # A merge, a follow, a claim: whom our side held and the new state lacks
+                    # is lost contact, not gone on purpose (that is a version step whose
+                    # change says so). They stay of our lineage: when the side we merged
+                    # into merges on into theirs, we follow.
+                    kept = set(rules.member_ids(new))
+                    for peer in rules.member_ids(old):
+                        if peer not in kept and peer != self.me:
+                            self.lost.add(peer)
                 self._record(old)
                 self._record(new)
                 if new.host != self.host:

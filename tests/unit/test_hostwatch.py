@@ -287,6 +287,31 @@ def test_members_lost_as_vanished_stay_in_the_lineage() -> None:
     assert not alice.may_host(D.peer_id, core.state, set())
 
 
+def test_members_left_behind_by_a_merge_stay_in_the_lineage() -> None:
+    """A three-way split: alice hosted; bob (with carol) and dave each claimed the next term.
+    Alice merged into dave's side first, then dave into bob's (bob outranks him): alice
+    follows dave's signed step-down to bob, whom her own room held before the merge."""
+    win, lose = sorted((B, D), key=lambda i: i.peer_id)  # the smaller id ranks higher
+    core = _room(B, C, D)
+    winner = _claim(core, win)
+    winner.remove_member(lose.peer_id, rules.VANISHED)
+    loser = _claim(core, lose)
+    for gone in (win, C):
+        loser.remove_member(gone.peer_id, rules.VANISHED)
+    loser.add_member(A.peer_id, "alice", 5.0)  # alice's merge into the loser's side
+    alice = _watch(A, core.state)
+    alice.handle(StateChanged(1.0, core.state, loser.state))
+    assert alice.host == lose.peer_id
+    winner.add_member(lose.peer_id, "m", 6.0)  # the loser's own merge, one step later
+    record = _step_down(lose, loser.state, winner.state)
+    assert alice.judge(loser.state, winner.state, lose.peer_id, True, 10.0, 10.0, set(),
+                       record).verdict is Verdict.FOLLOW
+    # a stranger signed over to is still no lineage of hers
+    stranger = replace(winner.state, host=X.peer_id)
+    assert alice.judge(loser.state, stranger, lose.peer_id, True, 10.0, 10.0, set(),
+                       _step_down(lose, loser.state, stranger)).reason == "not_lineage"
+
+
 def _step_down(by: Identity, ours: RoomState, to: RoomState) -> StepDown:
     """``by``'s signed step-down from ``ours`` to ``to``, as a member opens it."""
     return rules.open_step_down(CODEC, rules.step_down(CODEC, by, ours, to))
