@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -135,8 +136,19 @@ def _log_to_file(data_dir: Path | None) -> None:
         handler = logging.NullHandler()  # type: ignore[assignment]
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root.addHandler(handler)
-    if root.level == logging.NOTSET or root.level > logging.INFO:
+    wanted = _env_log_level()
+    if wanted is not None:
+        root.setLevel(min(wanted, root.level or wanted))
+    elif root.level == logging.NOTSET or root.level > logging.INFO:
         root.setLevel(logging.INFO)
+
+
+def _env_log_level() -> int | None:
+    """``MESHCHAT_LOG_LEVEL`` (``debug``, ``info``, ``warning``…): how much the log file
+    gets, for a bug report without ``-v``'s stderr. Unknown values are ignored."""
+    name = os.environ.get("MESHCHAT_LOG_LEVEL", "").strip().upper()
+    level = logging.getLevelNamesMapping().get(name) if name else None
+    return level if isinstance(level, int) and level > logging.NOTSET else None
 
 
 @main.command()
