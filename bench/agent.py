@@ -109,6 +109,8 @@ class Agent:
             elif isinstance(event, ev.PeerDiscovered):
                 self.on_discovered(_name(event.peer), "event")
             elif isinstance(event, ev.HostChanged):
+                logging.getLogger("bench.agent").debug("event HostChanged: %s is host of %s",
+                                                       _name(event.new), event.room)
                 emit("host_changed", room=event.room, new=_name(event.new),
                      old=_name(event.old) if event.old is not None else None,
                      term=event.term, t=now())
@@ -256,8 +258,22 @@ class Agent:
                 if self.pinging is not None:
                     self.pinging.set()
                 return {}
+            case "profile":  # cProfile of the event loop's thread for ``seconds``, dumped
+                self.spawn(self.profile_for(str(cmd["path"]), float(cmd.get("seconds", 3.0))))
+                return {}
             case other:
                 raise ValueError(f"unknown command {other!r}")
+
+    async def profile_for(self, path: str, seconds: float) -> None:
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)  # CPU, not the time others ran
+        profiler.enable()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            profiler.disable()
+            profiler.dump_stats(path)
 
     def spawn(self, coro: Any, say: bool = False) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

@@ -11,10 +11,12 @@ measured in the same way over the same window.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -265,10 +267,51 @@ def _spread(reports: dict[str, list[tuple[str, float]]], t_kill: float, new_host
     named = sorted({h for r in reports.values() for h, _ in r} - {new_host})
     text = (f"first report of a new host p10 {at(first, 0.1):.2f} · p50 {at(first, 0.5):.2f} · "
             f"p90 {at(first, 0.9):.2f} · max {first[-1]:.2f} s; last report max {last[-1]:.2f} s")
+    slowest = sorted(reports.items(), key=lambda item: -item[1][0][1])[:3]
+    text += "; slowest " + ", ".join(f"{name} {r[0][1] - t_kill:.2f}" for name, r in slowest)
     if detours:
         text += (f"; {len(detours)} survivors named another host on the way ({', '.join(named)}):"
                  f" {', '.join(detours[:8])}")
     return text
+
+
+class _CpuTrace:
+    """All ``procs``' CPU (utime + stime summed) in steps of ``step_s`` for ``span_s``, read
+    from /proc in a thread: whether a failover waits on the machine's cores or on timers."""
+
+    def __init__(self, procs: Sequence[Worker], step_s: float = 0.25, span_s: float = 2.5
+                 ) -> None:
+        self._pids = [p.pid for p in procs]
+        self._step_s, self._span_s = step_s, span_s
+        self.shares: list[float] = []  # share of one core in each step
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _total(self) -> float:
+        spent = 0.0
+        for pid in self._pids:
+            with contextlib.suppress(OSError, ValueError, IndexError):  # it ended
+                spent += _cpu_s(pid)
+        return spent
+
+    def _run(self) -> None:
+        t0 = last_at = time.monotonic()
+        last = self._total()
+        for k in range(1, int(self._span_s / self._step_s) + 1):
+            time.sleep(max(0.0, t0 + k * self._step_s - time.monotonic()))
+            total, at = self._total(), time.monotonic()
+            if at - last_at < self._step_s / 2:
+                continue  # this thread was late: the next step takes both
+            self.shares.append((total - last) / (at - last_at))
+            last, last_at = total, at
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def text(self) -> str:
+        self._thread.join(timeout=self._span_s + 2.0)
+        shares = " ".join(f"{100 * s:.0f}%" for s in self.shares)
+        return (f"the survivors' CPU in each {self._step_s:g} s after the kill "
+                f"(share of one core, {os.cpu_count()} cores): {shares}")
 
 
 def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
@@ -281,13 +324,22 @@ def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
         agent.send_cmd("say_many", id=f"fo{j}", room=ROOM, prefix=f"fo{j}-",
                        count=int(rate * 120), rate=rate, report_indices=True)
     time.sleep(1.5)
+    survivors = list(agents[1:])
+    profile_dir = os.environ.get("MESHCHAT_BENCH_PROFILE_DIR")
+    if profile_dir:  # the failover under cProfile, on the claimant and three members
+        for agent in (survivors[0], *survivors[len(survivors) // 4 :: len(survivors) // 4][:3]):
+            agent.send_cmd("profile", path=f"{profile_dir}/failover-{agent.name}.prof",
+                           seconds=3.0)
+        time.sleep(0.2)
+    trace = _CpuTrace(survivors)
+    trace.start()
     t_kill = now()
     agents[0].kill(signal.SIGKILL)
-    survivors = list(agents[1:])
     reports: dict[str, list[tuple[str, float]]] = {}
     new_host, t_agreed = _await_agreement(survivors, t_kill, timeout_s=timeout_s,
                                           reports=reports)
-    spread = _spread(reports, t_kill, new_host)
+    spread = (_spread(reports, t_kill, new_host) + f"; killed at {t_kill:.3f} (wall clock); "
+              + trace.text())
     time.sleep(2.0)
     sent: dict[str, set[int]] = {}
     for j, agent in enumerate(senders):
