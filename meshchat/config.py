@@ -187,6 +187,9 @@ class Limits:
     max_causal_held: int = 64
     max_causal_deps: int = 16
     max_room_keys: int = 64  # the key ring, by epoch
+    # X25519 boxes (one key agreement each) the first in line to claim a room makes per beat
+    # ahead of a claim (``room.KeyBoxes``); all are kept for at most max_peers peers.
+    boxes_per_beat: int = 8
     max_pending_sealed: int = 256  # sealed frames waiting for their key, per room
     max_pending_sealed_bytes: int = 4 * 1024 * 1024  # ... and their bytes
     pending_sealed_s: float = 10.0  # how long one may wait

@@ -30,6 +30,7 @@ partition heal     two hosts of one room id: the one with the lower (term, -rank
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -130,7 +131,10 @@ def seal_key(me: Identity, member: PeerId, key: bytes) -> bytes:
 
 
 def unseal_key(me: Identity, host: PeerId, sealed: bytes) -> bytes:
-    box = Box(PrivateKey(me.curve_secret), PublicKey(curve_public_of(host)))
+    return _open_key(Box(PrivateKey(me.curve_secret), PublicKey(curve_public_of(host))), sealed)
+
+
+def _open_key(box: Box, sealed: bytes) -> bytes:
     try:
         key = box.decrypt(sealed)
     except (CryptoError, ValueError) as exc:
@@ -138,6 +142,58 @@ def unseal_key(me: Identity, host: PeerId, sealed: bytes) -> bytes:
     if len(key) != KEY_BYTES:
         raise ProtocolError("room key has the wrong size")
     return bytes(key)
+
+
+class KeyBoxes:
+    """``seal_key`` and ``unseal_key`` with each peer's Box kept: the X25519 agreement (and
+    the Ed25519 → X25519 conversion) is done once per peer, so a host that rekeys a room of M
+    seals M keys, not M key agreements. A failover's claimant seals to the whole room at once
+    on a LAN that is busy with the same failover. At most ``size`` peers are kept, the least
+    recently used going first; the same bytes as ``seal_key`` go on the wire."""
+
+    def __init__(self, me: Identity, size: int) -> None:
+        self._secret = PrivateKey(me.curve_secret)
+        self._size = max(1, size)
+        self._boxes: OrderedDict[PeerId, Box] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    def __contains__(self, peer: object) -> bool:
+        return peer in self._boxes
+
+    def _box(self, peer: PeerId) -> Box:
+        box = self._boxes.get(peer)
+        if box is not None:
+            self._boxes.move_to_end(peer)
+            return box
+        box = Box(self._secret, PublicKey(curve_public_of(peer)))
+        self._boxes[peer] = box
+        while len(self._boxes) > self._size:
+            self._boxes.popitem(last=False)
+        return box
+
+    def seal(self, member: PeerId, key: bytes) -> bytes:
+        return bytes(self._box(member).encrypt(key))
+
+    def unseal(self, host: PeerId, sealed: bytes) -> bytes:
+        return _open_key(self._box(host), sealed)
+
+    def warm(self, peers: Iterable[PeerId], at_most: int) -> int:
+        """Make the boxes of up to ``at_most`` of ``peers`` not yet kept (ahead of a claim,
+        a few at a time); how many it made. A key that is no curve point is skipped."""
+        made = 0
+        for peer in peers:
+            if made >= at_most or len(self._boxes) >= self._size:
+                break
+            if peer in self._boxes:
+                continue
+            try:
+                self._box(peer)
+            except (CryptoError, ValueError, TypeError):
+                continue
+            made += 1
+        return made
 
 
 # ---------------------------------------------------------------- states

@@ -181,7 +181,7 @@ class Joining:
         if state.room_id != room_id or state.host != host_id:
             raise JoinRefused("protocol", "the host sent a state that is not its own")
         identity = self._me.identity
-        key = rules.unseal_key(identity, host_id, reply.sealed_key)
+        key = self._sessions.boxes.unseal(host_id, reply.sealed_key)
         old = self._rooms.get(room_id)
         previous: RoomState | None = None
         if old is not None:

@@ -73,6 +73,7 @@ class JoinedRoom:
     outbox: Outbox | None = None
     pace_timer: asyncio.TimerHandle | None = None  # the outbox goes out when the pace lets it
     own_seq: int = 0  # the last number this node gave one of its messages here
+    boxes_warm_at: tuple[int, int] | None = None  # (term, version) whose members' boxes we made
     # Causal order on screen (meshchat.causal): batches waiting for the lines they follow
     # (made on first use), and per author the highest number shown here since our last batch
     # (what our next batch says it follows; at most Limits.max_causal_deps authors).

@@ -74,6 +74,8 @@ class Sessions:
                  rejoin: Callable[[JoinedRoom, RoomState, bool], None],
                  step_down: Callable[[JoinedRoom, bytes], None]) -> None:
         self._me = me
+        # Each peer's X25519 box, kept: rekeys and a claim seal without key agreements.
+        self.boxes = rules.KeyBoxes(me.identity, limits.max_peers)
         self._rooms = rooms
         self._wire = wire
         self._gate = gate
@@ -360,14 +362,14 @@ class Sessions:
         targets = to if to is not None else rules.member_ids(jr.state)
         for pid in targets:
             if pid != self._me.peer_id:
-                sealed = rules.seal_key(self._me.identity, pid, key)
+                sealed = self.boxes.seal(pid, key)
                 self._wire.send(pid, KeyUpdate(jr.room_id, epoch, sealed))
 
     def on_key_update(self, peer: bytes, m: KeyUpdate) -> None:
         jr = self._rooms.get(m.room_id)
         if jr is None:
             return
-        self.install_key(jr, m.epoch, rules.unseal_key(self._me.identity, peer, m.sealed_key))
+        self.install_key(jr, m.epoch, self.boxes.unseal(peer, m.sealed_key))
 
     def host_remove(self, jr: JoinedRoom, peer: bytes, change: str, reason: str) -> None:
         old = jr.state
@@ -475,7 +477,7 @@ class Sessions:
         heads = () if full_history else jr.sync.join_heads((row.sender, row.seq)
                                                            for row in rows)
         accept = JoinAccept(jr.room_id, request_id, jr.core.blob,
-                            rules.seal_key(self._me.identity, peer, key), epoch, history, heads)
+                            self.boxes.seal(peer, key), epoch, history, heads)
         self._wire.send(peer, accept)
         self.host_publish(jr, old)
         return accept
@@ -536,13 +538,36 @@ class Sessions:
         # follows it on the same channels: members take a key only from the host, so the
         # state that makes us host must arrive first.
         self._push_state(jr, old.key_epoch if old.key_epoch in jr.keys else None)
-        self.distribute_key(jr, epoch)
         self.after_state_change(jr, old, jr.state)
+        # Then the key, one turn of the loop later: on a LAN busy with the same failover the
+        # seals to every member (each a key agreement where the box is not kept yet) come
+        # after our own user, or bot, has heard that we host.
+        self._tasks.spawn(self._distribute_claimed_key(jr, epoch))
+
+    async def _distribute_claimed_key(self, jr: JoinedRoom, epoch: int) -> None:
+        if self._rooms.get(jr.room_id) is jr and jr.core.is_host and epoch in jr.keys:
+            self.distribute_key(jr, epoch)
 
     def watch_host(self, jr: JoinedRoom, now: float) -> None:
         """Each beat: the room's watch hears how long its host has been silent."""
         self.run_watch(jr, hw.Tick(now, jr.state, self._peers.last_heard(jr.state.host),
                                    self._peers.is_alive))
+        self._warm_boxes(jr)
+
+    def _warm_boxes(self, jr: JoinedRoom) -> None:
+        """First in line to claim the room: make the members' boxes ahead of it, a few a beat,
+        so that the claim seals the new key without a key agreement per member."""
+        state = jr.state
+        at = (state.term, state.version)
+        if jr.boxes_warm_at == at or jr.core.is_host:
+            return
+        me = self._me.peer_id
+        if rules.successor(state, self._peers.is_alive) != me:
+            jr.boxes_warm_at = at  # looked again when the state changes
+            return
+        if not self.boxes.warm((p for p in rules.member_ids(state) if p != me),
+                               self._limits.boxes_per_beat):
+            jr.boxes_warm_at = at
 
     def stalled(self, now: float) -> None:
         """We were stalled ourselves: silence meanwhile is ours, not the hosts'."""

@@ -178,6 +178,23 @@ def test_room_key_sealed_to_one_member() -> None:
         unseal_key(c, a.peer_id, sealed)
 
 
+def test_kept_boxes_seal_the_same_way_and_stay_bounded() -> None:
+    from meshchat.room import KeyBoxes
+
+    a, b, c, d = _ids(4)
+    key = os.urandom(32)
+    host, member = KeyBoxes(a, 2), KeyBoxes(b, 2)
+    assert unseal_key(b, a.peer_id, host.seal(b.peer_id, key)) == key
+    assert member.unseal(a.peer_id, seal_key(a, b.peer_id, key)) == key
+    with pytest.raises(ProtocolError):
+        KeyBoxes(c, 2).unseal(a.peer_id, host.seal(b.peer_id, key))
+    # at most two peers kept, the least recently used going first; a bad key is skipped
+    assert host.warm([c.peer_id, b"\x00" * 32, d.peer_id], at_most=8) == 1
+    assert len(host) == 2 and c.peer_id in host and b.peer_id in host
+    host.seal(d.peer_id, key)
+    assert len(host) == 2 and b.peer_id not in host and d.peer_id in host
+
+
 def test_kick_and_ban_rotate_the_key_and_record_the_ban() -> None:
     a, b, c = _ids(3)
     host = _room(a, b, c)
