@@ -327,7 +327,8 @@ def _kill_host(agents: Sequence[Worker], rate: float, timeout_s: float
     survivors = list(agents[1:])
     profile_dir = os.environ.get("MESHCHAT_BENCH_PROFILE_DIR")
     if profile_dir:  # the failover under cProfile, on the claimant and three members
-        for agent in (survivors[0], *survivors[len(survivors) // 4 :: len(survivors) // 4][:3]):
+        step = max(1, len(survivors) // 4)
+        for agent in (survivors[0], *survivors[step::step][:3]):
             agent.send_cmd("profile", path=f"{profile_dir}/failover-{agent.name}.prof",
                            seconds=3.0)
         time.sleep(0.2)
