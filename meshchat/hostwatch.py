@@ -11,6 +11,7 @@ state      input                                            next       effect
 any        ``StateChanged`` naming another host             FOLLOWING  —
 any        ``StateChanged`` naming us                       HOSTING    —
 any        ``Stalled``: our own loop stood still            FOLLOWING  — (silence was ours)
+any        ``ConnectionDropped`` within a timeout of that   (same)     — (the drop was ours)
 HOSTING    anything else                                    HOSTING    —
 any        ``HostGone``: a goodbye, or liveness expired     SUSPECT    ``Claim`` if first
 PINGING,   ``PongFrom`` the host, with our nonce            FOLLOWING  —
@@ -258,6 +259,13 @@ class HostWatch:
                 return []
             case _, PongFrom():
                 return []  # someone else's pong, or not our ping: it proves nothing
+            case _, ConnectionDropped(now=now) if now - self.grace_at < \
+                    self.timings.host_timeout_s:
+                # Within a timeout of our own stall: the host gave *us* up meanwhile (its
+                # ZMTP heartbeat timed out on our frozen side), and the close reaches us
+                # after we woke. It says nothing of the host; its silence from the stall
+                # on does.
+                return []
             case Watch.FOLLOWING, ConnectionDropped(now=now):
                 self.dropped_at = now
                 return [self._ping(now)]

@@ -6,6 +6,7 @@ heartbeat timed out); a suspect that is not heard within ``peer_suspect_s`` is g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -31,6 +32,7 @@ class LivenessTable:
     def __init__(self, timings: Timings) -> None:
         self._timings = timings
         self._peers: dict[bytes, _Entry] = {}
+        self._graced_at = -math.inf  # our own last stall
 
     def heard(self, peer: bytes, now: float) -> bool:
         """Anything from ``peer`` counts; True if it was unknown or gone before."""
@@ -51,6 +53,9 @@ class LivenessTable:
         if entry is None:
             return False
         deadline = now + self._timings.peer_suspect_s
+        # A drop soon after our own stall is most likely the peer giving *us* up meanwhile:
+        # its answer may wait on a redial as well, so it gets twice as long from the stall.
+        deadline = max(deadline, self._graced_at + 2 * self._timings.peer_suspect_s)
         if entry.deadline is None or deadline < entry.deadline:
             entry.deadline = deadline
         was_alive = entry.state is Liveness.ALIVE
@@ -60,6 +65,7 @@ class LivenessTable:
     def grace(self, now: float) -> None:
         """This node itself was stalled (suspended, swapping, SIGSTOP): what it did not hear
         meanwhile says nothing about the peers, so every peer counts as just heard."""
+        self._graced_at = now
         for entry in self._peers.values():
             entry.last_heard = max(entry.last_heard, now)
             if entry.deadline is not None:

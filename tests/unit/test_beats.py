@@ -148,3 +148,21 @@ def test_quiet_stretches_silence_based_liveness() -> None:
     assert table.tick(T.peer_evasive_s + 1.0, quiet_s=100.0) == []
     assert table.tick(T.peer_evasive_s + 100.0, quiet_s=100.0) == [(b"p", Liveness.EVASIVE)]
     assert table.tick(T.peer_expired_s + 100.0, quiet_s=100.0) == [(b"p", Liveness.GONE)]
+
+
+def test_a_drop_just_after_our_own_stall_gets_twice_as_long_to_answer() -> None:
+    # Frozen past the peers' timeouts, we wake to their connections closing on us: that is
+    # most likely them giving us up, and their answer may wait on a redial, so the peer gets
+    # twice the drop's limit from the stall on.
+    table = LivenessTable(T)
+    table.heard(b"p", 0.0)
+    table.grace(10.0)
+    assert table.suspect(b"p", 10.05) is True  # still asked at once
+    assert table.tick(10.05 + T.peer_suspect_s) == []
+    assert table.tick(10.0 + 2 * T.peer_suspect_s - 0.01) == []
+    assert table.tick(10.0 + 2 * T.peer_suspect_s) == [(b"p", Liveness.GONE)]
+    # Long after the stall, a drop is the peer's again: the short limit.
+    later = 20.0
+    table.heard(b"q", later)
+    table.suspect(b"q", later)
+    assert table.tick(later + T.peer_suspect_s) == [(b"q", Liveness.GONE)]

@@ -137,6 +137,30 @@ def test_our_own_stall_gives_grace() -> None:
     assert isinstance(w.handle(_tick(5.0 + T.host_timeout_s, state, 0.0))[0], SendPing)
 
 
+def test_a_drop_that_our_own_stall_caused_gives_no_claim_before_the_grace_ends() -> None:
+    # Frozen past the peers' timeouts, we wake to their connections closing on us: those
+    # drops come from our stall (the host gave us up), and may reach the watch after the
+    # stall did. Bob is first in line; the host was last heard before the freeze.
+    state = _room(B, C).state
+    w = _watch(B, state)
+    assert w.handle(Stalled(5.0)) == []
+    assert w.handle(ConnectionDropped(5.01)) == []  # no ping: it tells nothing of the host
+    assert w.dropped_at is None and w.watch is Watch.FOLLOWING
+    for now in (5.05, 5.0 + T.host_ping_timeout_s + 0.05, 5.0 + T.host_timeout_s - 0.01):
+        assert w.handle(_tick(now, state, 0.0)) == [], now
+    assert not w.host_silent(5.0 + T.host_timeout_s / 2 - 0.01, 0.0)
+    # A host that stays silent after the grace is pinged, and claimed from, as usual.
+    (ping,) = w.handle(_tick(5.0 + T.host_timeout_s, state, 0.0))
+    assert isinstance(ping, SendPing)
+    late = 5.0 + T.host_timeout_s + T.host_ping_timeout_s + 0.01
+    assert w.handle(_tick(late, state, 0.0)) == [Claim(A.peer_id)]
+    # Past the grace, a drop is the host's again: it pings at once.
+    w2 = _watch(B, state)
+    w2.handle(Stalled(5.0))
+    (ping,) = w2.handle(ConnectionDropped(5.0 + T.host_timeout_s))
+    assert ping.peer == A.peer_id and w2.watch is Watch.PINGING
+
+
 def test_a_dropped_connection_pings_at_once() -> None:
     state = _room(B, C).state
     w = _watch(B, state)
